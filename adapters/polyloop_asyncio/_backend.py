@@ -1,0 +1,289 @@
+"""The asyncio backend: a fresh event loop per run (``loop="uvloop"`` for uvloop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import socket
+import ssl as _ssl
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ClassVar, TypeVar
+
+import polyloop
+from polyloop import _context
+from polyloop._errors import pick_connect_error
+
+from ._transport import Adopt, AsyncioDatagramTransport, AsyncioTransport
+
+T = TypeVar("T")
+DP = TypeVar("DP", bound=polyloop.DatagramProtocol)
+
+
+class AsyncioServer(polyloop.Server):
+    def __init__(self, server: asyncio.AbstractServer, path: str | None = None) -> None:
+        self._server = server
+        self._path = path
+        self._addresses = [
+            s.getsockname() for s in getattr(server, "sockets", ())
+        ]  # read now: they are gone after close()
+
+    @property
+    def addresses(self) -> list[Any]:
+        return list(self._addresses)
+
+    def close(self) -> None:
+        self._server.close()
+        if self._path is not None:
+            _unlink_socket(self._path)
+            self._path = None
+
+    async def wait_closed(self) -> None:
+        # On Python 3.12+ asyncio's wait_closed() also waits for every connection to
+        # end; the contract only waits for the listening sockets, which close() shut.
+        await asyncio.sleep(0)
+
+
+def _unlink_socket(path: str) -> None:
+    import os
+    import stat
+
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+class AsyncioBackend(polyloop.Backend):
+    """polyloop on asyncio. Options: ``loop="asyncio"`` (default) or ``loop="uvloop"``."""
+
+    name = "asyncio"
+    native_tls = True
+    options: ClassVar[tuple[str, ...]] = ("loop", "native_tls")
+
+    def __init__(self, *, loop: str = "asyncio", native_tls: bool | str = True) -> None:
+        super().__init__()
+        if loop not in ("asyncio", "uvloop"):
+            raise ValueError(f"loop must be 'asyncio' or 'uvloop', not {loop!r}")
+        if loop == "uvloop":
+            try:
+                import uvloop  # noqa: F401
+            except ImportError:
+                raise polyloop.BackendUnavailable(
+                    "loop='uvloop' needs uvloop: pip install 'polyloop[uvloop]'"
+                ) from None
+        self._loop_kind = loop
+        # native_tls=False runs TLS through the core's MemoryBIO layer instead of
+        # asyncio's sslproto: the conformance suite uses it to test that layer.
+        if isinstance(native_tls, str):
+            native_tls = native_tls.lower() not in ("0", "false", "no")
+        self.native_tls = native_tls  # type: ignore[misc]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._context: contextvars.Context | None = None
+        self._servers: list[AsyncioServer] = []
+        self._transports: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    @classmethod
+    def framework_version(cls) -> str:
+        import platform
+
+        version = f"asyncio (Python {platform.python_version()})"
+        try:
+            import uvloop
+
+            version += f", uvloop {uvloop.__version__}"
+        except ImportError:
+            pass
+        return version
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop."""
+        if self._loop is None:
+            raise RuntimeError("this backend is not running")
+        return self._loop
+
+    def _new_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop_kind == "uvloop":
+            import uvloop
+
+            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        return asyncio.new_event_loop()
+
+    def run(self, main: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if self._loop is not None:
+            raise RuntimeError("this backend instance is already running")
+        with asyncio.Runner(loop_factory=self._new_loop) as runner:
+            self._loop = runner.get_loop()
+            try:
+                with _context.running(self):
+                    self._context = contextvars.copy_context()
+                    return runner.run(self._main(main, args), context=self._context)
+            finally:
+                self._loop = None
+                self._context = None
+
+    async def _main(self, main: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+        try:
+            return await main(*args)
+        finally:
+            await self._dispose()
+
+    async def _dispose(self) -> None:
+        """Close what the user left open, while the loop still runs."""
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        left = [t for t in self._transports if not t.is_closing()]
+        for transport in left:
+            transport.abort()
+        if left:
+            for _ in range(3):  # connection_lost callbacks are scheduled with call_soon
+                await asyncio.sleep(0)
+
+    def _track(self, transport: Any) -> None:
+        self._transports.add(transport)
+
+    # --- scheduling ---
+
+    def time(self) -> float:
+        return self.loop.time()
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        return self.loop.call_soon(fn, *args)
+
+    def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        return self.loop.call_later(delay, fn, *args)
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        # The other thread's context knows no backend: run in the one run() set up.
+        self.loop.call_soon_threadsafe(fn, *args, context=self._context)
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> polyloop.Task[T]:
+        return self.loop.create_task(coro)
+
+    def create_future(self) -> polyloop.Future[Any]:
+        return self.loop.create_future()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.loop.run_in_executor(None, fn, *args)
+
+    # --- networking ---
+
+    def _adopt(self, factory: Callable[[], Any]) -> Callable[[], Adopt]:
+        return lambda: Adopt(factory, self, AsyncioTransport)
+
+    async def _listen_tcp(
+        self,
+        protocol_factory: Callable[[], polyloop.Protocol],
+        host: str | None,
+        port: int,
+        *,
+        ssl: _ssl.SSLContext | None,
+        backlog: int,
+    ) -> polyloop.Server:
+        server = await self.loop.create_server(
+            self._adopt(protocol_factory), host, port, ssl=ssl, backlog=backlog
+        )
+        return self._keep(AsyncioServer(server))
+
+    def _keep(self, server: AsyncioServer) -> AsyncioServer:
+        self._servers.append(server)
+        return server
+
+    async def _connect_tcp(
+        self,
+        protocol_factory: Callable[[], polyloop.Protocol],
+        host: str,
+        port: int,
+        *,
+        ssl: _ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> tuple[polyloop.Transport, polyloop.Protocol]:
+        # Resolve here and try each address ourselves: asyncio folds several failures
+        # into a bare OSError("Multiple exceptions ...") that has lost the errno.
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        errors: list[OSError] = []
+        for family, type_, proto, _, addr in infos:
+            try:
+                sock = socket.socket(family, type_, proto)
+            except OSError as exc:
+                errors.append(exc)
+                continue
+            try:
+                sock.setblocking(False)
+                await self.loop.sock_connect(sock, addr)
+            except OSError as exc:
+                sock.close()
+                errors.append(exc)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return await self._adopt_connection(
+                self.loop.create_connection, protocol_factory, sock, ssl, server_hostname
+            )
+        raise pick_connect_error(errors)
+
+    async def _adopt_connection(
+        self,
+        create: Callable[..., Awaitable[tuple[Any, Any]]],
+        protocol_factory: Callable[[], polyloop.Protocol],
+        sock: socket.socket,
+        ssl: _ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> tuple[polyloop.Transport, polyloop.Protocol]:
+        kwargs: dict[str, Any] = {"sock": sock}
+        if ssl is not None:
+            kwargs.update(ssl=ssl, server_hostname=server_hostname)
+        _, adopt = await create(self._adopt(protocol_factory), **kwargs)
+        return adopt.transport, adopt.protocol
+
+    async def _listen_unix(
+        self,
+        protocol_factory: Callable[[], polyloop.Protocol],
+        path: str,
+        *,
+        ssl: _ssl.SSLContext | None,
+        backlog: int,
+    ) -> polyloop.Server:
+        server = await self.loop.create_unix_server(
+            self._adopt(protocol_factory), path, ssl=ssl, backlog=backlog
+        )
+        return self._keep(AsyncioServer(server, path))
+
+    async def _connect_unix(
+        self,
+        protocol_factory: Callable[[], polyloop.Protocol],
+        path: str,
+        *,
+        ssl: _ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> tuple[polyloop.Transport, polyloop.Protocol]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await self.loop.sock_connect(sock, path)
+        except BaseException:
+            sock.close()
+            raise
+        return await self._adopt_connection(
+            self.loop.create_unix_connection, protocol_factory, sock, ssl, server_hostname
+        )
+
+    async def _open_udp(
+        self,
+        protocol_factory: Callable[[], DP],
+        local_addr: tuple[str, int] | None,
+        remote_addr: tuple[str, int] | None,
+    ) -> tuple[polyloop.DatagramTransport, DP]:
+        _, adopt = await self.loop.create_datagram_endpoint(
+            lambda: Adopt(protocol_factory, self, AsyncioDatagramTransport),
+            local_addr=local_addr,
+            remote_addr=remote_addr,
+        )
+        return adopt.transport, adopt.protocol

@@ -1,0 +1,175 @@
+"""asyncio's transports, held to the polyloop contract.
+
+asyncio's own transports are nearly the contract already, so the wrapper is thin and
+stays off the read path: once ``connection_made`` has run, ``set_protocol`` hands the user's
+protocol to asyncio, which then calls ``data_received`` directly. What asyncio does
+differently, and is fixed here:
+- ``abort()`` closes the socket plainly, so the peer usually reads a clean EOF; we set
+  ``SO_LINGER`` to 0 first so that the kernel sends RST.
+- ``abort()`` reports ``connection_lost(None)``; the contract says ``ConnectionAbortedError``.
+- ``write()`` after ``close()`` still queues data while the buffer is non-empty; the
+  contract makes it a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import polyloop
+from polyloop._errors import check_bytes
+
+if TYPE_CHECKING:
+    from ._backend import AsyncioBackend
+
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
+class _Aborted(asyncio.Protocol):
+    """Stands in for the user's protocol after abort(), to report the right error."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.protocol.connection_lost(exc or ConnectionAbortedError("connection aborted"))
+
+
+class AsyncioTransport(polyloop.Transport):
+    __slots__ = ("__weakref__", "_aborted", "_backend", "_closing", "_t")
+
+    def __init__(self, transport: asyncio.Transport, backend: AsyncioBackend) -> None:
+        self._t = transport
+        self._backend = backend
+        self._closing = False
+        self._aborted = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            check_bytes(data)
+            return
+        self._t.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        if not self._closing:
+            self._t.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._t.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._t.can_write_eof()
+
+    def close(self) -> None:
+        self._closing = True
+        self._t.close()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._t.is_closing()
+
+    def abort(self) -> None:
+        if self._aborted:
+            return
+        self._aborted = self._closing = True
+        t = self._t
+        sock = t.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            except OSError:
+                pass  # already closed, or a socket type without linger
+        # If connection_lost already ran, asyncio's abort() is a no-op and so is this.
+        t.set_protocol(_Aborted(t.get_protocol()))
+        t.abort()
+
+    def pause_reading(self) -> None:
+        if self._t.is_reading():
+            self._t.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._t.is_closing() and not self._t.is_reading():
+            self._t.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._t.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        polyloop._transports.check_buffer_limits(high, low)
+        self._t.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._t.get_write_buffer_size()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "backend":
+            return self._backend.name
+        return self._t.get_extra_info(name, default)
+
+
+class AsyncioDatagramTransport(polyloop.DatagramTransport):
+    __slots__ = ("__weakref__", "_backend", "_closing", "_t")
+
+    def __init__(self, transport: asyncio.DatagramTransport, backend: AsyncioBackend) -> None:
+        self._t = transport
+        self._backend = backend
+        self._closing = False
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        check_bytes(data)
+        if not self._closing:
+            self._t.sendto(data, addr)
+
+    def close(self) -> None:
+        self._closing = True
+        self._t.close()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._t.is_closing()
+
+    def abort(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        protocol = self._t.get_protocol()
+        self._t.set_protocol(_Aborted(protocol))  # type: ignore[arg-type]
+        self._t.abort()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "backend":
+            return self._backend.name
+        return self._t.get_extra_info(name, default)
+
+
+class Adopt(asyncio.BaseProtocol):
+    """The protocol asyncio first sees: wraps the transport, then steps aside.
+
+    It makes the user's protocol lazily, in ``connection_made``, so that a factory that
+    raises does not break asyncio's accept loop; the connection is aborted instead.
+    """
+
+    __slots__ = ("backend", "factory", "protocol", "transport", "wrap")
+
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        backend: AsyncioBackend,
+        wrap: type[AsyncioTransport] | type[AsyncioDatagramTransport],
+    ) -> None:
+        self.factory = factory
+        self.backend = backend
+        self.wrap = wrap
+        self.protocol: Any = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.protocol = self.factory()
+        self.transport = self.wrap(transport, self.backend)
+        self.backend._track(self.transport)
+        transport.set_protocol(self.protocol)
+        self.protocol.connection_made(self.transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass  # only reached if connection_made never ran

@@ -1,0 +1,107 @@
+"""polyloop: networked code written once, run on asyncio, Twisted, gevent and Tornado.
+
+This module only re-exports; the implementation lives in the ``_``-prefixed modules.
+Importing it imports no framework.
+"""
+
+from ._backend import Backend as Backend
+from ._backend import Future as Future
+from ._backend import Handle as Handle
+from ._backend import Server as Server
+from ._backend import Task as Task
+from ._context import current_backend as current_backend
+from ._errors import BusyResourceError as BusyResourceError
+from ._errors import Cancelled as Cancelled
+from ._errors import ClosedResourceError as ClosedResourceError
+from ._errors import IncompleteReadError as IncompleteReadError
+from ._errors import LimitOverrunError as LimitOverrunError
+from ._frontend import call_later as call_later
+from ._frontend import call_soon as call_soon
+from ._frontend import call_soon_threadsafe as call_soon_threadsafe
+from ._frontend import connect_tcp as connect_tcp
+from ._frontend import connect_unix as connect_unix
+from ._frontend import create_future as create_future
+from ._frontend import listen_tcp as listen_tcp
+from ._frontend import listen_unix as listen_unix
+from ._frontend import open_udp as open_udp
+from ._frontend import run as run
+from ._frontend import run_in_thread as run_in_thread
+from ._frontend import sleep as sleep
+from ._frontend import spawn as spawn
+from ._frontend import time as time
+from ._frontend import wait_for as wait_for
+from ._protocols import BaseProtocol as BaseProtocol
+from ._protocols import DatagramProtocol as DatagramProtocol
+from ._protocols import Protocol as Protocol
+from ._registry import BackendInfo as BackendInfo
+from ._registry import BackendSpec as BackendSpec
+from ._registry import BackendUnavailable as BackendUnavailable
+from ._registry import available_backends as available_backends
+from ._registry import load_backend as load_backend
+from ._streams import Listener as Listener
+from ._streams import Stream as Stream
+from ._streams import open_tcp_listener as open_tcp_listener
+from ._streams import open_tcp_stream as open_tcp_stream
+from ._streams import open_unix_listener as open_unix_listener
+from ._streams import open_unix_stream as open_unix_stream
+from ._transports import BaseTransport as BaseTransport
+from ._transports import DatagramTransport as DatagramTransport
+from ._transports import Transport as Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendInfo",
+    "BackendSpec",
+    "BackendUnavailable",
+    "BaseProtocol",
+    "BaseTransport",
+    "BusyResourceError",
+    "Cancelled",
+    "ClosedResourceError",
+    "DatagramProtocol",
+    "DatagramTransport",
+    "Future",
+    "Handle",
+    "IncompleteReadError",
+    "LimitOverrunError",
+    "Listener",
+    "Protocol",
+    "Server",
+    "Stream",
+    "Task",
+    "Transport",
+    "available_backends",
+    "call_later",
+    "call_soon",
+    "call_soon_threadsafe",
+    "connect_tcp",
+    "connect_unix",
+    "create_future",
+    "current_backend",
+    "listen_tcp",
+    "listen_unix",
+    "load_backend",
+    "open_tcp_listener",
+    "open_tcp_stream",
+    "open_udp",
+    "open_unix_listener",
+    "open_unix_stream",
+    "run",
+    "run_in_thread",
+    "sleep",
+    "spawn",
+    "time",
+    "wait_for",
+]
+
+# Users see polyloop.Transport, not polyloop._transports.Transport.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("polyloop._"):
+        try:
+            _obj.__module__ = "polyloop"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,138 @@
+"""Exceptions, and the argument checks that make bad input fail the same on every backend.
+
+Rule: user code sees builtin exceptions (``ConnectionRefusedError``, ``OSError`` with
+``errno.EADDRINUSE``, ``ssl.SSLError`` ...) and the few polyloop types below; never a
+framework's own. Each adapter translates its framework's errors in one place, with
+``map_exceptions``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl as _ssl
+from asyncio import CancelledError
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+__all__ = [
+    "BusyResourceError",
+    "Cancelled",
+    "ClosedResourceError",
+    "IncompleteReadError",
+    "LimitOverrunError",
+    "map_exceptions",
+]
+
+#: The one cancellation type. It *is* ``asyncio.CancelledError`` (a ``BaseException``):
+#: asyncio and Tornado raise it natively, and the Twisted and gevent backends translate
+#: their own (``twisted.internet.defer.CancelledError``, ``GreenletExit``) into it, so
+#: ``except polyloop.Cancelled`` works everywhere and interoperates with asyncio code.
+Cancelled = CancelledError
+
+
+class BusyResourceError(RuntimeError):
+    """Two tasks used one side of a stream at once (two ``receive`` or two ``send``)."""
+
+
+class ClosedResourceError(RuntimeError):
+    """The stream or listener was closed by this side, with ``aclose()``."""
+
+
+class IncompleteReadError(EOFError):
+    """EOF came before ``receive_exactly``/``receive_until`` had what it needed."""
+
+    def __init__(self, partial: bytes, expected: int | None) -> None:
+        self.partial = partial
+        self.expected = expected
+        want = "the delimiter" if expected is None else f"{expected} bytes"
+        super().__init__(f"EOF after {len(partial)} bytes, before {want}")
+
+
+class LimitOverrunError(ValueError):
+    """``receive_until`` found no delimiter within ``max_bytes``."""
+
+
+@contextlib.contextmanager
+def map_exceptions(
+    mapping: Mapping[type[BaseException], Callable[[BaseException], BaseException]],
+) -> Iterator[None]:
+    """Translate native exceptions: ``{NativeError: lambda e: OurError(...)}``.
+
+    The first matching entry (in the mapping's order) wins; the original is chained as
+    ``__cause__`` so nothing is lost when debugging.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        for native, make in mapping.items():
+            if isinstance(exc, native):
+                raise make(exc) from exc
+        raise
+
+
+def pick_connect_error(errors: list[OSError]) -> OSError:
+    """One error for a connect that failed on every resolved address.
+
+    asyncio raises a bare ``OSError("Multiple exceptions: ...")`` when ``localhost``
+    refuses on both ``::1`` and ``127.0.0.1``; we want ``ConnectionRefusedError`` then.
+    """
+    for kind in (ConnectionRefusedError, TimeoutError):
+        for exc in errors:
+            if isinstance(exc, kind):
+                return exc
+    return errors[0]
+
+
+# --- argument checks (the core calls these before any backend sees the arguments) ---
+
+
+def check_callable(name: str, value: object) -> None:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, not {type(value).__name__}")
+
+
+def check_host(host: object, *, allow_none: bool) -> None:
+    if host is None and allow_none:
+        return
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {type(host).__name__}")
+    if not host:
+        raise ValueError("host must not be empty")
+
+
+def check_port(port: object, *, allow_zero: bool) -> int:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    low = 0 if allow_zero else 1
+    if not low <= port <= 65535:
+        raise ValueError(f"port must be in {low}..65535, got {port}")
+    return port
+
+
+def check_ssl(ssl: object, server_hostname: object = None, *, server_side: bool) -> None:
+    if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+        raise TypeError(f"ssl must be an ssl.SSLContext or None, not {type(ssl).__name__}")
+    if server_hostname is not None:
+        if server_side:
+            raise ValueError("server_hostname is only meaningful for a client")
+        if ssl is None:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if not isinstance(server_hostname, str):
+            raise TypeError("server_hostname must be a str")
+
+
+def check_path(path: object) -> str:
+    import os
+
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    result = os.fsdecode(os.fspath(path))
+    if not result:
+        raise ValueError("path must not be empty")
+    return result
+
+
+def check_bytes(data: Any) -> None:
+    """Raise the ``TypeError`` the Transport contract promises for non-bytes data."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes-like, not {type(data).__name__}")

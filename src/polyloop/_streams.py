@@ -1,0 +1,453 @@
+"""Async byte streams, built once on Protocol/Transport and backend futures.
+
+Rule: nothing here knows a framework. A ``Stream`` owns a ``_StreamProtocol`` that
+buffers what ``data_received`` brings (pausing the transport's reading past a limit, so
+the kernel pushes back on the peer) and wakes the one waiting ``receive``; ``send`` writes
+and waits while the transport has asked to pause writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl as _ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._backend import Backend, Future, Server, Task
+from ._context import current_backend
+from ._errors import (
+    BusyResourceError,
+    Cancelled,
+    ClosedResourceError,
+    IncompleteReadError,
+    LimitOverrunError,
+    check_bytes,
+)
+from ._protocols import Protocol
+from ._transports import Transport
+
+__all__ = [
+    "Listener",
+    "Stream",
+    "open_tcp_listener",
+    "open_tcp_stream",
+    "open_unix_listener",
+    "open_unix_stream",
+]
+
+log = logging.getLogger("polyloop")
+
+#: Bytes a stream buffers before it pauses reading from its transport.
+DEFAULT_LIMIT = 256 * 1024
+
+
+class _StreamProtocol(Protocol):
+    def __init__(self, backend: Backend, limit: int, on_connect: Callable[[Stream], None] | None):
+        self.backend = backend
+        self.limit = limit
+        self.buffer = bytearray()
+        self.eof = False
+        self.exc: BaseException | None = None
+        self.lost = False
+        self.transport: Transport | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self.read_waiter: Future[None] | None = None
+        self.drain_waiter: Future[None] | None = None
+        self.lost_waiter: Future[None] | None = None
+        self.on_connect = on_connect
+        self.stream: Stream | None = None
+
+    def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.stream = Stream(self)
+        if self.on_connect is not None:
+            self.on_connect(self.stream)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        waiter = self.read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if not self.read_paused and len(self.buffer) > self.limit and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        # Stay half-open so the stream may still send; TLS cannot (asyncio warns if asked).
+        return self.transport is not None and self.transport.can_write_eof()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+        self.eof = True
+        if exc is not None:
+            self.exc = exc
+        self._wake_reader()
+        for waiter in (self.drain_waiter, self.lost_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        waiter = self.read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Stream:
+    """A bidirectional byte stream over a transport (TCP, Unix socket or TLS)."""
+
+    def __init__(self, protocol: _StreamProtocol) -> None:
+        self._p = protocol
+        assert protocol.transport is not None
+        self.transport: Transport = protocol.transport
+        self._closed = False
+        self._receiving = False
+        self._sending = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's extra info (``peername``, ``ssl_object`` ...)."""
+        return self.transport.get_extra_info(name, default)
+
+    async def _wait_readable(self) -> None:
+        p = self._p
+        waiter = p.backend.create_future()
+        p.read_waiter = waiter
+        try:
+            await waiter
+        finally:
+            p.read_waiter = None
+
+    def _take(self, n: int) -> bytes:
+        p = self._p
+        data = bytes(p.buffer[:n])
+        del p.buffer[:n]
+        if p.read_paused and len(p.buffer) <= p.limit // 2 and not p.lost:
+            p.read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def _enter_receive(self) -> None:
+        if self._closed:
+            raise ClosedResourceError("the stream was closed")
+        if self._receiving:
+            raise BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Return up to ``max_bytes`` (at least one); ``b""`` if, and only if, EOF.
+
+        After EOF it keeps returning ``b""``. A connection lost with an error raises that
+        error (``ConnectionResetError`` ...) once the buffered data is consumed.
+        """
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        self._enter_receive()
+        try:
+            p = self._p
+            while not p.buffer:
+                if p.exc is not None:
+                    raise p.exc
+                if p.eof:
+                    return b""
+                await self._wait_readable()
+            return self._take(max_bytes)
+        finally:
+            self._receiving = False
+
+    async def receive_exactly(self, n: int) -> bytes:
+        """Return exactly ``n`` bytes; ``IncompleteReadError`` if EOF comes first."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self._enter_receive()
+        try:
+            p = self._p
+            while len(p.buffer) < n:
+                if p.exc is not None:
+                    raise p.exc
+                if p.eof:
+                    raise IncompleteReadError(self._take(len(p.buffer)), n)
+                await self._wait_readable()
+            return self._take(n)
+        finally:
+            self._receiving = False
+
+    async def receive_until(self, delimiter: bytes, max_bytes: int = 65536) -> bytes:
+        """Return data up to and including ``delimiter``.
+
+        ``LimitOverrunError`` if ``max_bytes`` arrive without it (the data stays
+        buffered); ``IncompleteReadError`` if EOF comes first.
+        """
+        if not delimiter:
+            raise ValueError("delimiter must not be empty")
+        self._enter_receive()
+        try:
+            p = self._p
+            start = 0
+            while True:
+                i = p.buffer.find(delimiter, start)
+                if i >= 0:
+                    end = i + len(delimiter)
+                    if end > max_bytes:
+                        raise LimitOverrunError(f"no delimiter within {max_bytes} bytes")
+                    return self._take(end)
+                if len(p.buffer) >= max_bytes:
+                    raise LimitOverrunError(f"no delimiter within {max_bytes} bytes")
+                start = max(0, len(p.buffer) - len(delimiter) + 1)
+                if p.exc is not None:
+                    raise p.exc
+                if p.eof:
+                    raise IncompleteReadError(self._take(len(p.buffer)), None)
+                await self._wait_readable()
+        finally:
+            self._receiving = False
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``, waiting while the transport's buffer is over its limit.
+
+        ``BrokenPipeError`` (or the connection's own error) if the connection is gone.
+        """
+        check_bytes(data)
+        if self._closed:
+            raise ClosedResourceError("the stream was closed")
+        if self._sending:
+            raise BusyResourceError("another task is already sending on this stream")
+        p = self._p
+        if p.lost:
+            raise p.exc if p.exc is not None else BrokenPipeError("the connection is closed")
+        self._sending = True
+        try:
+            self.transport.write(data)
+            while p.write_paused and not p.lost:
+                waiter = p.backend.create_future()
+                p.drain_waiter = waiter
+                try:
+                    await waiter
+                finally:
+                    p.drain_waiter = None
+            if p.lost and p.exc is not None:
+                raise p.exc
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        """Half-close: the peer reads EOF; this side can still receive."""
+        if self._closed:
+            raise ClosedResourceError("the stream was closed")
+        if not self._p.lost:
+            self.transport.write_eof()
+
+    async def aclose(self) -> None:
+        """Flush and close, and wait until the connection is gone. Idempotent."""
+        self._closed = True
+        p = self._p
+        if p.lost:
+            return
+        waiter = p.lost_waiter
+        if waiter is None:
+            waiter = p.lost_waiter = p.backend.create_future()
+        self.transport.close()
+        try:
+            await waiter
+        except Cancelled:
+            self.transport.abort()
+            raise
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+Handler = Callable[[Stream], Awaitable[object]]
+
+
+class Listener:
+    """Accepts connections as Streams: ``await accept()`` or ``await serve(handler)``."""
+
+    def __init__(self, backend: Backend, limit: int) -> None:
+        self._backend = backend
+        self._limit = limit
+        self._server: Server | None = None
+        self._queue: list[Stream] = []
+        self._waiter: Future[None] | None = None
+        self._handler: Handler | None = None
+        self._tasks: set[Task[None]] = set()
+        self._closed = False
+        self._stopped: Future[None] = backend.create_future()
+
+    def _factory(self) -> _StreamProtocol:
+        return _StreamProtocol(self._backend, self._limit, self._on_connect)
+
+    def _on_connect(self, stream: Stream) -> None:
+        if self._handler is not None:
+            self._start(self._handler, stream)
+            return
+        self._queue.append(stream)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    @property
+    def addresses(self) -> list[Any]:
+        """The bound addresses (see ``Server.addresses``)."""
+        assert self._server is not None
+        return self._server.addresses
+
+    @property
+    def port(self) -> int:
+        """The first bound TCP port."""
+        assert self._server is not None
+        return self._server.port
+
+    async def accept(self) -> Stream:
+        """Wait for the next connection."""
+        while not self._queue:
+            if self._closed:
+                raise ClosedResourceError("the listener was closed")
+            self._waiter = self._backend.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.pop(0)
+
+    def _start(self, handler: Handler, stream: Stream) -> None:
+        me: list[Task[None]] = []
+        task = self._backend.spawn(self._handle(handler, stream, me))
+        if not task.done():  # a backend may run the coroutine's first steps in spawn()
+            me.append(task)
+            self._tasks.add(task)
+
+    async def _handle(self, handler: Handler, stream: Stream, me: list[Task[None]]) -> None:
+        try:
+            await handler(stream)
+        except Cancelled:
+            stream.transport.abort()
+            raise
+        except Exception:
+            log.exception("polyloop: unhandled error in stream handler %r", handler)
+            stream.transport.abort()
+        else:
+            await stream.aclose()
+        finally:
+            if me:
+                self._tasks.discard(me[0])
+
+    async def serve(self, handler: Handler) -> None:
+        """Run ``handler(stream)`` in a new task per connection until ``aclose()``.
+
+        The stream is closed when the handler returns, aborted if it raises (the error
+        is logged). Cancelling ``serve`` closes the listener and cancels the handlers.
+        """
+        if self._handler is not None:
+            raise BusyResourceError("this listener is already serving")
+        self._handler = handler
+        queued, self._queue = self._queue, []
+        for stream in queued:
+            self._start(handler, stream)
+        try:
+            await self._stopped
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._closed = True
+        if self._server is not None:
+            await self._server.aclose()
+        for task in list(self._tasks):
+            if not task.done():
+                task.cancel()
+        self._tasks.clear()
+
+    async def aclose(self) -> None:
+        """Stop listening, and stop ``serve``. Open streams stay open."""
+        if not self._stopped.done():
+            self._stopped.set_result(None)
+        self._closed = True
+        if self._server is not None:
+            await self._server.aclose()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+async def open_tcp_stream(
+    host: str,
+    port: int,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Stream:
+    """Connect to ``host:port`` (optionally with TLS) and return a ``Stream``."""
+    backend = current_backend()
+    _, protocol = await backend.connect_tcp(
+        lambda: _StreamProtocol(backend, limit, None),
+        host, port, ssl=ssl, server_hostname=server_hostname,
+    )  # fmt: skip
+    assert protocol.stream is not None
+    return protocol.stream
+
+
+async def open_unix_stream(
+    path: str,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Stream:
+    """Connect to the Unix socket at ``path`` and return a ``Stream``."""
+    backend = current_backend()
+    _, protocol = await backend.connect_unix(
+        lambda: _StreamProtocol(backend, limit, None),
+        path, ssl=ssl, server_hostname=server_hostname,
+    )  # fmt: skip
+    assert protocol.stream is not None
+    return protocol.stream
+
+
+async def open_tcp_listener(
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    backlog: int = 128,
+    limit: int = DEFAULT_LIMIT,
+) -> Listener:
+    """Listen on ``host:port`` and return a ``Listener`` of Streams."""
+    backend = current_backend()
+    listener = Listener(backend, limit)
+    listener._server = await backend.listen_tcp(
+        listener._factory, host, port, ssl=ssl, backlog=backlog
+    )
+    return listener
+
+
+async def open_unix_listener(
+    path: str,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    backlog: int = 128,
+    limit: int = DEFAULT_LIMIT,
+) -> Listener:
+    """Listen on a Unix socket at ``path`` and return a ``Listener`` of Streams."""
+    backend = current_backend()
+    listener = Listener(backend, limit)
+    listener._server = await backend.listen_unix(listener._factory, path, ssl=ssl, backlog=backlog)
+    return listener

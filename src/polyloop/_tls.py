@@ -1,0 +1,268 @@
+"""The generic TLS layer: TLS over any polyloop Transport, with ``ssl.MemoryBIO``.
+
+Rule: this file knows ``ssl`` and the Transport/Protocol contract, nothing else. It is
+what asyncio's ``sslproto`` does, cut to the contract: a ``TLSProtocol`` sits on the raw
+transport as its protocol, and hands the application a ``TLSTransport``. Backends whose
+framework cannot take a stdlib ``ssl.SSLContext`` (Twisted's TLS wants pyOpenSSL and the
+global reactor) use it for every TLS connection.
+
+Facts that shaped it:
+- ``SSLObject.read`` raises ``SSLWantReadError`` when the incoming BIO has no whole
+  record; a TLS 1.3 server also sends session tickets *after* the handshake, so outgoing
+  data must be flushed after reads too, not only after writes.
+- ``SSLObject.unwrap()`` raises ``SSLWantReadError`` after queueing our close_notify
+  while the peer's has not arrived; we flush it and close without waiting (as browsers do).
+- The application's ``connection_made`` runs only after the handshake, so a protocol
+  never sees an unverified peer; a failed handshake never reaches it at all.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from ._errors import check_bytes
+from ._protocols import Protocol
+from ._transports import Transport
+
+if TYPE_CHECKING:
+    from ._backend import Backend, Future
+
+__all__ = ["TLSProtocol", "TLSTransport"]
+
+_READ_SIZE = 256 * 1024
+
+
+class TLSProtocol(Protocol):
+    """Protocol on the raw transport; runs TLS and drives the application protocol."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        app_protocol: Protocol,
+        context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None,
+    ) -> None:
+        self.app_protocol = app_protocol
+        self.app_transport = TLSTransport(self)
+        self.handshake_done: Future[None] = backend.create_future()
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._sslobj = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side,
+            server_hostname=server_hostname,
+        )  # fmt: skip
+        self._raw: Transport | None = None
+        self._handshaking = True
+        self._app_started = False
+        self._closing = False
+        self._eof_written = False
+        self._lost = False
+
+    # --- raw side ---
+
+    def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
+        self._raw = transport
+        self._handshake()
+
+    def data_received(self, data: bytes) -> None:
+        self._incoming.write(data)
+        if self._handshaking:
+            self._handshake()
+        else:
+            self._read()
+
+    def eof_received(self) -> bool | None:
+        if self._handshaking:
+            self._fail_handshake(ConnectionResetError("connection closed during TLS handshake"))
+        elif self._app_started:
+            # The peer closed without close_notify. We treat it as EOF, as asyncio does.
+            self.app_protocol.eof_received()
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._lost = True
+        if self._handshaking:
+            self._fail_handshake(exc or ConnectionResetError("connection lost during TLS handshake"))
+        if self._app_started:
+            self._app_started = False
+            self.app_protocol.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._app_started:
+            self.app_protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._app_started:
+            self.app_protocol.resume_writing()
+
+    # --- TLS engine ---
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data and self._raw is not None and not self._lost:
+            self._raw.write(data)
+
+    def _handshake(self) -> None:
+        try:
+            self._sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._flush()
+            self._fail_handshake(exc)
+            return
+        self._flush()
+        self._handshaking = False
+        if not self.handshake_done.done():
+            self.handshake_done.set_result(None)
+        self._app_started = True
+        self.app_protocol.connection_made(self.app_transport)
+        if self._closing:
+            self._shutdown()
+        else:
+            self._read()  # application data may have come with the last handshake record
+
+    def _fail_handshake(self, exc: BaseException) -> None:
+        self._handshaking = False
+        if not self.handshake_done.done():
+            self.handshake_done.set_exception(exc)
+            # Nobody may await a server-side handshake: mark the exception retrieved.
+            if not self.handshake_done.cancelled():
+                try:
+                    self.handshake_done.result()
+                except BaseException:
+                    pass
+        if self._raw is not None and not self._lost:
+            self._raw.abort()
+
+    def _read(self) -> None:
+        chunks: list[bytes] = []
+        eof = False
+        try:
+            while True:
+                chunk = self._sslobj.read(_READ_SIZE)
+                if not chunk:
+                    eof = True
+                    break
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            eof = True
+        except ssl.SSLError as exc:
+            self._flush()
+            self._abort_with(exc)
+            return
+        self._flush()
+        if chunks and self._app_started:
+            self.app_protocol.data_received(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+        if eof and self._app_started and not self._lost:
+            self.app_protocol.eof_received()  # TLS cannot be half-open: close after it
+            self._shutdown()
+
+    def _abort_with(self, exc: BaseException) -> None:
+        if self._raw is not None and not self._lost:
+            self._raw.abort()
+        if self._app_started:
+            self._app_started = False
+            self.app_protocol.connection_lost(exc)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        # Only reachable after the handshake: the app gets its transport only then.
+        view = memoryview(data)
+        while view:
+            try:
+                n = self._sslobj.write(view)
+            except ssl.SSLError as exc:
+                self._flush()
+                self._abort_with(exc)
+                return
+            view = view[n:]
+        self._flush()
+
+    def _shutdown(self) -> None:
+        if self._raw is None or self._lost:
+            return
+        if not self._handshaking and not self._eof_written:
+            self._eof_written = True
+            try:
+                self._sslobj.unwrap()
+            except (ssl.SSLError, OSError):
+                pass  # SSLWantReadError: the peer's close_notify is not awaited
+            self._flush()
+        self._raw.close()
+
+
+class TLSTransport(Transport):
+    """The application's view of a TLS connection made by ``TLSProtocol``."""
+
+    __slots__ = ("_tls",)
+
+    def __init__(self, tls: TLSProtocol) -> None:
+        self._tls = tls
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        check_bytes(data)
+        tls = self._tls
+        if tls._closing or tls._lost or not data:
+            return
+        tls._write(data)
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS connections cannot be half-closed (can_write_eof)")
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        tls = self._tls
+        if tls._closing:
+            return
+        tls._closing = True
+        if not tls._handshaking:
+            tls._shutdown()
+
+    def is_closing(self) -> bool:
+        return self._tls._closing or self._tls._lost
+
+    def abort(self) -> None:
+        tls = self._tls
+        tls._closing = True
+        if tls._raw is not None and not tls._lost:
+            tls._raw.abort()
+
+    def pause_reading(self) -> None:
+        if self._tls._raw is not None:
+            self._tls._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._tls._raw is not None:
+            self._tls._raw.resume_reading()
+
+    def is_reading(self) -> bool:
+        raw = self._tls._raw
+        return raw is not None and raw.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if self._tls._raw is not None:
+            self._tls._raw.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        raw = self._tls._raw
+        return 0 if raw is None else raw.get_write_buffer_size()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        sslobj = self._tls._sslobj
+        if name == "ssl_object":
+            return sslobj
+        if name == "peercert":
+            return sslobj.getpeercert()
+        if name == "cipher":
+            return sslobj.cipher()
+        if name == "compression":
+            return sslobj.compression()
+        raw = self._tls._raw
+        return default if raw is None else raw.get_extra_info(name, default)
