@@ -1,0 +1,33 @@
+"""polyloop's conformance suite: behaviour checks and real apps, for any backend.
+
+Everything here is callable without pytest::
+
+    from polyloop_conformance import CHECKS, run_check
+    result = run_check(CHECKS["close.flushes"], MyBackend, "mine")
+"""
+
+from . import apps as apps
+from . import checks as checks
+from ._registry import CHECKS as CHECKS
+from ._registry import Check as Check
+from ._registry import CheckResult as CheckResult
+from ._registry import SkipCheck as SkipCheck
+from ._registry import check as check
+from ._registry import run_check as run_check
+from .apps import APPS as APPS
+from .apps import App as App
+from .apps import AppConfig as AppConfig
+
+__all__ = [
+    "APPS",
+    "CHECKS",
+    "App",
+    "AppConfig",
+    "Check",
+    "CheckResult",
+    "SkipCheck",
+    "apps",
+    "check",
+    "checks",
+    "run_check",
+]

@@ -1,0 +1,13 @@
+"""The conformance apps, each written once against the polyloop API.
+
+Importing this package registers every app in ``APPS``.
+"""
+
+from . import echo as echo
+from ._base import APPS as APPS
+from ._base import App as App
+from ._base import AppConfig as AppConfig
+from ._base import Running as Running
+from ._base import register as register
+
+__all__ = ["APPS", "App", "AppConfig", "Running", "echo", "register"]

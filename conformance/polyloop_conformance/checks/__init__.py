@@ -1,0 +1,8 @@
+"""The behaviour checks, by category (Twisted's ReactorBuilder categories).
+
+Importing this package registers every check in ``polyloop_conformance.CHECKS``.
+"""
+
+from . import lifecycle as lifecycle
+
+__all__ = ["lifecycle"]
