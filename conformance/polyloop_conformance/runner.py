@@ -1,0 +1,278 @@
+"""The parent side of a conformance run: plans cases, runs workers, collects records.
+
+Rule: the parent never imports a framework. It starts ``worker`` processes, reads their
+JSON lines, and turns every silence into a record: a worker that dies or hangs leaves
+``fail`` records that say so, never missing rows. Two workers run at a time by default
+(the machine this was built for has two cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ._registry import CHECKS, CheckResult
+from .apps import APPS
+
+__all__ = ["Plan", "run_plan", "select_cases"]
+
+Progress = Callable[[CheckResult], None]
+
+#: Slack, beyond a case's own timeout, before the parent calls a worker hung.
+HANG_SLACK = 20.0
+
+
+@dataclass
+class Plan:
+    """What to run: cases per backend, and the apps to cross between backends."""
+
+    backends: list[str]
+    cases: list[str]
+    cross_apps: list[str] = field(default_factory=list)
+    jobs: int = 2
+
+
+def select_cases(check_patterns: list[str] | None, app_names: list[str] | None) -> list[str]:
+    """Case names from ``--check`` globs and ``--app`` names (none given: everything)."""
+    for name in app_names or []:
+        if name not in APPS:
+            raise LookupError(f"unknown app {name!r}; known: {', '.join(APPS)}")
+    if check_patterns is None and app_names is None:
+        return list(CHECKS) + [f"app.{a}" for a in APPS]
+    cases = []
+    for pattern in check_patterns or []:
+        matched = [n for n in CHECKS if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".")]
+        if not matched:
+            raise LookupError(f"no check matches {pattern!r}")
+        cases += [n for n in matched if n not in cases]
+    cases += [f"app.{a}" for a in app_names or []]
+    return cases
+
+
+def _timeout(case: str) -> float:
+    if case.startswith("app."):
+        return APPS[case[4:]].timeout
+    return CHECKS[case].timeout
+
+
+def _worker_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "polyloop_conformance.worker", *args]
+
+
+class _Worker:
+    """A child process whose stdout lines are read by a thread into a queue."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL,
+            text=True, env=env,
+        )  # fmt: skip
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def next_line(self, timeout: float) -> str | None:
+        """The next line; ``None`` at EOF; ``TimeoutError`` if none within ``timeout``."""
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+
+    def stderr_tail(self, lines: int = 12) -> str:
+        self.stderr.seek(0)
+        text = self.stderr.read().strip().splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.reader.join(5)
+        self.stderr.close()
+
+
+def _collect(
+    cmd_for: Callable[[list[str]], list[str]],
+    cases: list[str],
+    backend: str,
+    client_backend: str | None,
+    progress: Progress,
+) -> list[CheckResult]:
+    """Run ``cases`` in workers; restart after a hang or crash, recording why."""
+    results: list[CheckResult] = []
+    left = list(cases)
+    while left:
+        worker = _Worker(cmd_for(left))
+        try:
+            while left:
+                case = left[0]
+                started = time.monotonic()
+                try:
+                    line = worker.next_line(_timeout(case) + HANG_SLACK)
+                except TimeoutError:
+                    detail = f"hung: no result after {_timeout(case) + HANG_SLACK:g} s; killed"
+                    line = None
+                else:
+                    if line is None:
+                        code = worker.proc.wait()
+                        detail = f"worker exited with code {code} during this case"
+                if line is None:
+                    tail = worker.stderr_tail()
+                    record = CheckResult(
+                        case, backend, client_backend, "fail", time.monotonic() - started,
+                        detail + (f"\n{tail}" if tail else ""),
+                    )  # fmt: skip
+                    results.append(record)
+                    progress(record)
+                    left.pop(0)
+                    break  # restart a worker for the rest
+                try:
+                    record = CheckResult(**json.loads(line))
+                except (ValueError, TypeError):
+                    continue  # not a record: stray output on stdout
+                results.append(record)
+                progress(record)
+                if record.check in left:
+                    left.remove(record.check)
+        finally:
+            worker.stop()
+    return results
+
+
+def _run_backend(spec: str, cases: list[str], progress: Progress) -> list[CheckResult]:
+    def cmd(left: list[str]) -> list[str]:
+        args = ["run", "--backend", spec]
+        for case in left:
+            args += ["--case", case]
+        return _worker_cmd(*args)
+
+    return _collect(cmd, cases, spec, None, progress)
+
+
+@contextlib.contextmanager
+def _servers(
+    backends: list[str], apps: list[str], tls_dir: str
+) -> Iterator[dict[str, dict[str, str] | str]]:
+    """One server process per backend, serving every app; yields app -> address or error."""
+    workers: dict[str, _Worker] = {}
+    found: dict[str, dict[str, str] | str] = {}
+    try:
+        for spec in backends:
+            args = ["serve", "--backend", spec, "--tls-dir", tls_dir]
+            for app in apps:
+                args += ["--app", app]
+            workers[spec] = _Worker(_worker_cmd(*args))
+        for spec, worker in workers.items():
+            addresses: dict[str, str] = {}
+            deadline = time.monotonic() + 60
+            error = ""
+            while len(addresses) < len(apps):
+                try:
+                    line = worker.next_line(max(0.1, deadline - time.monotonic()))
+                except TimeoutError:
+                    error = "server did not announce all apps within 60 s"
+                    break
+                if line is None:
+                    error = f"server exited with code {worker.proc.wait()}"
+                    break
+                parts = line.split()
+                if len(parts) == 4 and parts[0] == "listening":
+                    addresses[parts[1]] = f"{parts[2]}:{parts[3]}"
+            if error:
+                found[spec] = f"{error}\n{worker.stderr_tail()}"
+            else:
+                found[spec] = addresses
+        yield found
+    finally:
+        for worker in workers.values():
+            worker.stop()
+
+
+def _run_cross(plan: Plan, progress: Progress) -> list[CheckResult]:
+    tls_dir = tempfile.mkdtemp(prefix="polyloop-cross-")
+    results: list[CheckResult] = []
+    try:
+        from .tls import TLSMaterial
+
+        TLSMaterial(tls_dir)  # made once, before servers and clients race to make it
+        with _servers(plan.backends, plan.cross_apps, tls_dir) as servers:
+            n = len(plan.backends)
+            # Diagonal order: pairs that run at the same time hit different servers,
+            # so no app server sees two clients at once (the RESP app's FLUSHDB would).
+            pairs = [
+                (plan.backends[(i + d) % n], plan.backends[i]) for d in range(n) for i in range(n)
+            ]
+            locks = {spec: threading.Lock() for spec in plan.backends}
+
+            def one(server: str, client: str) -> list[CheckResult]:
+                found = servers[server]
+                if isinstance(found, str):
+                    failed = [
+                        CheckResult(f"app.{a}", server, client, "fail", 0.0, found)
+                        for a in plan.cross_apps
+                    ]
+                    for record in failed:
+                        progress(record)
+                    return failed
+                with locks[server]:
+
+                    def cmd(left: list[str]) -> list[str]:
+                        args = ["exercise", "--backend", client, "--server-label", server]
+                        args += ["--tls-dir", tls_dir]
+                        for case in left:
+                            args += ["--target", f"{case[4:]}={found[case[4:]]}"]
+                        return _worker_cmd(*args)
+
+                    cases = [f"app.{a}" for a in plan.cross_apps]
+                    return _collect(cmd, cases, server, client, progress)
+
+            with ThreadPoolExecutor(plan.jobs) as pool:
+                for chunk in pool.map(lambda p: one(*p), pairs):
+                    results.extend(chunk)
+    finally:
+        shutil.rmtree(tls_dir, ignore_errors=True)
+    return results
+
+
+def run_plan(plan: Plan, progress: Progress = lambda r: None) -> list[CheckResult]:
+    """Run every case on every backend, then the cross matrix; return all records."""
+    lock = threading.Lock()
+
+    def report(record: CheckResult) -> None:
+        with lock:
+            progress(record)
+
+    results: list[CheckResult] = []
+    if plan.cases:
+        with ThreadPoolExecutor(plan.jobs) as pool:
+            for chunk in pool.map(lambda s: _run_backend(s, plan.cases, report), plan.backends):
+                results.extend(chunk)
+    if plan.cross_apps:
+        results.extend(_run_cross(plan, report))
+    return results

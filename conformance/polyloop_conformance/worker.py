@@ -1,0 +1,144 @@
+"""The child-process side of a conformance run (``python -m polyloop_conformance.worker``).
+
+Rule: one process per backend (or per side of a cross pair), so that a hung or crashed
+backend cannot take the run with it, each backend starts from a clean interpreter, and
+a Twisted or gevent run cannot leave state behind for the next. Results go to stdout as
+one JSON record per line; everything else goes to stderr.
+
+    worker run --backend SPEC --case NAME...        checks and in-process apps
+    worker serve --backend SPEC --app NAME... [--tls-dir D]
+                                                    prints `listening APP HOST PORT` lines
+    worker exercise --backend SPEC --target APP=HOST:PORT... --server-label L [--tls-dir D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import polyloop
+
+from ._registry import CHECKS, CheckResult, app_config, run_app, run_case, run_check
+from .apps import APPS, Running
+
+
+def emit(result: CheckResult) -> None:
+    sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    sys.stdout.flush()
+
+
+def factory(spec: str) -> Callable[[], polyloop.Backend]:
+    polyloop.load_backend(spec)  # fail here, once, if the spec is bad
+    return lambda: polyloop.load_backend(spec)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    make = factory(args.backend)
+    for name in args.case:
+        if name.startswith("app."):
+            emit(run_app(APPS[name[4:]], make, args.label))
+        else:
+            emit(run_check(CHECKS[name], make, args.label))
+    return 0
+
+
+class _Stop:
+    """SIGINT/SIGTERM, seen by every backend: the handler sets a flag that a polling
+    coroutine reads. A signal handler runs only when the main thread runs Python code,
+    and a hub or reactor blocked in C may not give it the chance until a timer fires,
+    so a short poll is the one wake-up path that works the same on all four."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    async def wait(self) -> None:
+        while not self.requested:
+            await polyloop.sleep(0.1)
+
+
+async def serve_apps(
+    names: list[str], host: str, port: int, tls_dir: str | None, announce: Callable[[str, Running], None]
+) -> None:
+    """Start each app's server, announce its address, serve until SIGINT/SIGTERM."""
+    stop = _Stop()
+    running: list[Running] = []
+    try:
+        for name in names:
+            app = APPS[name]
+            config = app_config(app, tls_dir)
+            config.host, config.port = host, (port if len(names) == 1 else 0)
+            running.append(await app.serve(config))
+            announce(name, running[-1])
+        await stop.wait()
+    finally:
+        for server in running:
+            await server.aclose()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    def announce(name: str, server: Running) -> None:
+        print(f"listening {name} {server.address[0]} {server.address[1]}", flush=True)
+
+    polyloop.run(serve_apps, args.app, "127.0.0.1", 0, args.tls_dir, announce, backend=args.backend)
+    return 0
+
+
+def cmd_exercise(args: argparse.Namespace) -> int:
+    make = factory(args.backend)
+    for target in args.target:
+        name, _, where = target.partition("=")
+        host, _, port = where.rpartition(":")
+        app = APPS[name]
+
+        async def client(backend: polyloop.Backend, app: Any = app, addr: Any = (host, int(port))) -> None:
+            config = app_config(app, args.tls_dir)
+            await polyloop.wait_for(app.exercise(config, addr), app.timeout)
+
+        def body(client: Any = client) -> None:
+            backend = make()
+            try:
+                backend.run(client, backend)
+            except TimeoutError:
+                raise AssertionError(f"timed out after {app.timeout:g} s") from None
+
+        emit(run_case(f"app.{name}", args.server_label, body, client_backend=args.label))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="polyloop_conformance.worker")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--backend", required=True)
+    p.add_argument("--label")
+    p.add_argument("--case", action="append", default=[])
+    p = sub.add_parser("serve")
+    p.add_argument("--backend", required=True)
+    p.add_argument("--app", action="append", default=[])
+    p.add_argument("--tls-dir")
+    p = sub.add_parser("exercise")
+    p.add_argument("--backend", required=True)
+    p.add_argument("--label")
+    p.add_argument("--server-label", required=True)
+    p.add_argument("--target", action="append", default=[])
+    p.add_argument("--tls-dir")
+    args = parser.parse_args(argv)
+    args.label = getattr(args, "label", None) or args.backend
+    started = time.monotonic()
+    code = {"run": cmd_run, "serve": cmd_serve, "exercise": cmd_exercise}[args.cmd](args)
+    print(f"worker {args.cmd} done in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

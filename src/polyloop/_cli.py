@@ -1,0 +1,186 @@
+"""The ``polyloop`` command: ``backends``, ``conformance``, ``serve``.
+
+Rule: bad input ends in one line on stderr and exit code 2, never a traceback; the
+conformance suite lives in ``polyloop_conformance`` and is imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ._registry import BackendSpec, available_backends, load_backend
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """Bad input on the command line: printed as one line, exit code 2."""
+
+
+def _check_backend(spec: str) -> str:
+    try:
+        BackendSpec.parse(spec)
+        load_backend(spec)
+    except (LookupError, ImportError, TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return spec
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="polyloop backends (entry-point group polyloop.backends)")
+    table.add_column("name")
+    table.add_column("framework")
+    table.add_column("options")
+    for info in available_backends():
+        if info.error is None:
+            cls = load_backend(info.name).__class__
+            table.add_row(info.name, info.version or "?", ", ".join(cls.options) or "-")
+        else:
+            table.add_row(info.name, f"[red]unavailable:[/] {info.error}", "")
+    Console().print(table)
+    return 0
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from polyloop_conformance import report
+    from polyloop_conformance.runner import Plan, run_plan, select_cases
+
+    if args.backend:
+        backends = [_check_backend(b) for b in args.backend]
+    else:
+        backends = [b.name for b in available_backends() if b.error is None]
+        unavailable = [b for b in available_backends() if b.error is not None]
+        for info in unavailable:
+            print(f"polyloop: leaving out backend {info.name}: {info.error}", file=sys.stderr)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be >= 1")
+    try:
+        cases = select_cases(args.check, args.app)
+    except LookupError as exc:
+        raise UsageError(str(exc)) from None
+    cross_apps: list[str] = []
+    if args.cross:
+        cross_apps = [c[4:] for c in cases if c.startswith("app.")]
+        if not cross_apps:
+            raise UsageError("--cross needs at least one app (see --app)")
+    plan = Plan(backends, cases, cross_apps, jobs=args.jobs)
+    n_pairs = len(backends) ** 2 * len(cross_apps)
+    total = len(backends) * len(cases) + n_pairs
+    out = Console()
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]conformance"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}"), console=err, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("starting", total=total)
+        failed = 0
+
+        def on_result(record: Any) -> None:
+            nonlocal failed
+            failed += record.status == "fail"
+            where = record.backend + (f"→{record.client_backend}" if record.client_backend else "")
+            progress.update(task, advance=1, description=f"{where} {record.check} ({failed} failed)")
+            if record.status == "fail" and not err.is_terminal:
+                err.print(f"FAIL {record.check} on {where}")
+
+        results = run_plan(plan, on_result)
+    report.print_matrix(results, out)
+    if args.json:
+        report.write_json(results, args.json)
+        out.print(f"wrote {args.json}")
+    if args.html:
+        report.write_html(results, args.html)
+        out.print(f"wrote {args.html}")
+    bad = [r for r in results if r.status == "fail" or (r.status == "skip" and not args.allow_skip)]
+    return 1 if bad or not results else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from polyloop_conformance import APPS
+    from polyloop_conformance.worker import serve_apps
+
+    if args.app not in APPS:
+        raise UsageError(f"unknown app {args.app!r}; known: {', '.join(APPS)}")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 0..65535, got {args.port}")
+    _check_backend(args.backend)
+    tls_dir = args.tls_dir
+    if APPS[args.app].tls and tls_dir is None:
+        from polyloop_conformance.tls import material
+
+        tls_dir = material().folder
+        print(f"TLS: trust the CA in {material().ca_path}", file=sys.stderr, flush=True)
+
+    def announce(name: str, running: Any) -> None:
+        host, port = running.address[:2]
+        print(f"listening on {host}:{port}", flush=True)
+
+    import polyloop
+
+    try:
+        polyloop.run(serve_apps, [args.app], args.host, args.port, tls_dir, announce, backend=args.backend)
+    except OSError as exc:
+        raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="polyloop",
+        description="Networked code written once, run on asyncio, Twisted, gevent and Tornado.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("backends", help="list the installed backends and their frameworks")
+    p.set_defaults(fn=cmd_backends)
+
+    p = sub.add_parser(
+        "conformance",
+        help="run the conformance checks and apps and print the matrix",
+        description=(
+            "Run checks and apps on backends, each backend in its own process. A backend "
+            "is NAME, NAME:key=value[,key=value] (options, e.g. asyncio:loop=uvloop, "
+            "twisted:reactor=select) or module:Class (a third-party backend)."
+        ),
+    )
+    p.add_argument("--backend", action="append", metavar="SPEC", help="repeatable; default: all")
+    p.add_argument("--app", action="append", metavar="NAME", help="only these apps (repeatable)")
+    p.add_argument(
+        "--check", action="append", metavar="PATTERN",
+        help="only checks matching this glob or category (repeatable), e.g. 'tls' or 'close.*'",
+    )  # fmt: skip
+    p.add_argument("--cross", action="store_true", help="also run every app server-on-X × client-on-Y")
+    p.add_argument("--json", metavar="PATH", help="write one JSON record per case")
+    p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")
+    p.add_argument("--allow-skip", action="store_true", help="exit 0 even if some case skipped")
+    p.set_defaults(fn=cmd_conformance)
+
+    p = sub.add_parser("serve", help="serve a conformance app until SIGINT/SIGTERM")
+    p.add_argument("app", help="echo, echo-stream, chat, http, ws, resp, udp, tls, proxy")
+    p.add_argument("--backend", default="asyncio", metavar="SPEC")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--tls-dir", help="folder with ca.pem/server.pem (made if missing)")
+    p.set_defaults(fn=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``polyloop`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except UsageError as exc:
+        print(f"polyloop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
