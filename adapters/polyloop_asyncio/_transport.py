@@ -9,6 +9,7 @@ differently, and is fixed here:
 - ``abort()`` reports ``connection_lost(None)``; the contract says ``ConnectionAbortedError``.
 - ``write()`` after ``close()`` still queues data while the buffer is non-empty; the
   contract makes it a no-op.
+- uvloop's ``write(None)`` is a silent no-op; the contract says ``TypeError``.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ class AsyncioTransport(polyloop.Transport):
         self._aborted = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        # uvloop silently accepts write(None); the contract says TypeError for any
+        # non-bytes-like value, so check here rather than trust the loop.
+        check_bytes(data)
         if self._closing:
-            check_bytes(data)
             return
         self._t.write(data)
 
