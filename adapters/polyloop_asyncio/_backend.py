@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import socket
 import ssl as _ssl
 import weakref
@@ -21,11 +22,11 @@ DP = TypeVar("DP", bound=polyloop.DatagramProtocol)
 
 
 class AsyncioServer(polyloop.Server):
-    def __init__(self, server: asyncio.AbstractServer, path: str | None = None) -> None:
-        self._server = server
+    def __init__(self, *servers: asyncio.AbstractServer, path: str | None = None) -> None:
+        self._servers = servers
         self._path = path
         self._addresses = [
-            s.getsockname() for s in getattr(server, "sockets", ())
+            s.getsockname() for server in servers for s in getattr(server, "sockets", ())
         ]  # read now: they are gone after close()
 
     @property
@@ -33,7 +34,8 @@ class AsyncioServer(polyloop.Server):
         return list(self._addresses)
 
     def close(self) -> None:
-        self._server.close()
+        for server in self._servers:
+            server.close()
         if self._path is not None:
             _unlink_socket(self._path)
             self._path = None
@@ -186,10 +188,49 @@ class AsyncioBackend(polyloop.Backend):
         ssl: _ssl.SSLContext | None,
         backlog: int,
     ) -> polyloop.Server:
+        if host is None and port == 0:
+            return self._keep(await self._listen_any(protocol_factory, ssl, backlog))
         server = await self.loop.create_server(
             self._adopt(protocol_factory), host, port, ssl=ssl, backlog=backlog
         )
         return self._keep(AsyncioServer(server))
+
+    async def _listen_any(
+        self,
+        protocol_factory: Callable[[], polyloop.Protocol],
+        ssl: _ssl.SSLContext | None,
+        backlog: int,
+    ) -> AsyncioServer:
+        # asyncio binds each address of host=None (0.0.0.0 and ::) to its own port 0,
+        # so the IPv4 and IPv6 sockets would get different ports and Server.port would
+        # name only one of them. Bind the first, then the others to the port it got.
+        infos = await self.loop.getaddrinfo(
+            None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        hosts = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for attempt in range(5):
+            servers: list[asyncio.AbstractServer] = []
+            port = 0
+            try:
+                for host in hosts:
+                    try:
+                        server = await self.loop.create_server(
+                            self._adopt(protocol_factory), host, port, ssl=ssl, backlog=backlog
+                        )
+                    except OSError as exc:
+                        if servers and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                            continue  # no such family here (no IPv6), as asyncio skips it
+                        raise
+                    servers.append(server)
+                    port = port or server.sockets[0].getsockname()[1]
+            except OSError as exc:
+                for server in servers:
+                    server.close()
+                if exc.errno != errno.EADDRINUSE or attempt == 4 or not servers:
+                    raise
+                continue  # the port was free for one family only: pick another
+            return AsyncioServer(*servers)
+        raise AssertionError("unreachable")
 
     def _keep(self, server: AsyncioServer) -> AsyncioServer:
         self._servers.append(server)
@@ -254,7 +295,7 @@ class AsyncioBackend(polyloop.Backend):
         server = await self.loop.create_unix_server(
             self._adopt(protocol_factory), path, ssl=ssl, backlog=backlog
         )
-        return self._keep(AsyncioServer(server, path))
+        return self._keep(AsyncioServer(server, path=path))
 
     async def _connect_unix(
         self,
