@@ -1,11 +1,20 @@
-"""Lifecycle and addresses: running, callbacks order, extra info."""
+"""Lifecycle and addresses: run, the current backend, callback order, extra info, servers.
+
+Covers ``Backend.run`` (result, exception, two runs), ``current_backend()`` in coroutines
+and protocol callbacks, ``connection_made``/``connection_lost`` once each, an unmodified
+``asyncio.Protocol``, ``Server.addresses``/``port``/``close``, IPv4/IPv6/all interfaces,
+the extra-info keys every transport answers, and ``time()``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import polyloop
 
-from .._registry import check
-from ._util import pair
+from .._registry import SkipCheck, check
+from ._util import Accepted, Recorder, compact, pair, transport_of
 
 
 @check("lifecycle")
@@ -50,3 +59,275 @@ async def check_addresses(backend: polyloop.Backend) -> None:
     cli.transport.close()
     await srv.lost
     await server.aclose()
+
+
+@check("lifecycle")
+async def check_extra_info_socket(backend: polyloop.Backend) -> None:
+    """get_extra_info("socket") is the connection's socket (or None), on both ends."""
+    server, srv, cli = await pair(backend)
+    for side, proto in (("client", cli), ("server", srv)):
+        sock = transport_of(proto).get_extra_info("socket")
+        if sock is not None:
+            name = sock.getsockname()
+            assert name[:2] == transport_of(proto).get_extra_info("sockname")[:2], (
+                f"{side}: socket.getsockname() {name!r} != sockname extra info"
+            )
+    transport_of(cli).close()
+    await srv.lost
+    await server.aclose()
+
+
+@check("lifecycle")
+async def check_server_addresses(backend: polyloop.Backend) -> None:
+    """listen_tcp on port 0 picks a port; Server.addresses and .port report it."""
+    server = await backend.listen_tcp(lambda: Recorder(backend), "127.0.0.1", 0)
+    addrs = server.addresses
+    assert isinstance(addrs, list) and addrs, f"addresses is {addrs!r}"
+    assert all(isinstance(a, tuple) for a in addrs), f"addresses are not tuples: {addrs!r}"
+    assert addrs[0][0] == "127.0.0.1", addrs
+    assert isinstance(server.port, int) and 0 < server.port < 65536, server.port
+    assert addrs[0][1] == server.port, (addrs, server.port)
+    await server.aclose()
+    assert server.addresses == addrs, f"addresses changed after close: {server.addresses!r}"
+
+
+@check("lifecycle")
+async def check_listen_all_interfaces(backend: polyloop.Backend) -> None:
+    """listen_tcp(host=None) listens on all interfaces: 127.0.0.1 can connect."""
+    accepted = Accepted(backend)
+    server = await backend.listen_tcp(accepted, None, 0)
+    hosts = {a[0] for a in server.addresses}
+    assert hosts & {"0.0.0.0", "::"}, f"host=None bound to {server.addresses!r}"
+    transport, cli = await backend.connect_tcp(lambda: Recorder(backend), "127.0.0.1", server.port)
+    srv = await accepted.get()
+    transport.write(b"ping")
+    assert await srv.wait_bytes(4) == b"ping"
+    transport.close()
+    await cli.lost
+    await server.aclose()
+
+
+@check("lifecycle")
+async def check_ipv6(backend: polyloop.Backend) -> None:
+    """listen_tcp/connect_tcp on ::1: addresses are IPv6 tuples, data flows."""
+    import socket
+
+    if not socket.has_ipv6:
+        raise SkipCheck("Python was built without IPv6")
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            probe.bind(("::1", 0))
+        finally:
+            probe.close()
+    except OSError as exc:
+        raise SkipCheck(f"this machine has no ::1 ({exc})") from None
+    accepted = Accepted(backend)
+    server = await backend.listen_tcp(accepted, "::1", 0)
+    assert server.addresses[0][0] == "::1", server.addresses
+    transport, cli = await backend.connect_tcp(lambda: Recorder(backend), "::1", server.port)
+    srv = await accepted.get()
+    assert transport.get_extra_info("peername")[:2] == ("::1", server.port)
+    transport.write(b"six")
+    assert await srv.wait_bytes(3) == b"six"
+    transport.close()
+    await cli.lost
+    await server.aclose()
+
+
+@check("lifecycle")
+async def check_server_close_keeps_connections(backend: polyloop.Backend) -> None:
+    """Server.close() stops accepting (connect refused) and leaves open connections alone."""
+    server, srv, cli = await pair(backend)
+    port = server.port
+    await server.aclose()
+    transport_of(cli).write(b"still here")
+    assert await srv.wait_bytes(10) == b"still here"
+    transport_of(srv).write(b"me too")
+    assert await cli.wait_bytes(6) == b"me too"
+    try:
+        t, _ = await backend.connect_tcp(lambda: Recorder(backend), "127.0.0.1", port)
+    except ConnectionRefusedError:
+        pass
+    else:
+        t.abort()
+        raise AssertionError("connect succeeded after Server.close()")
+    await server.aclose()  # a second close is harmless
+    transport_of(cli).close()
+    await srv.lost
+
+
+@check("lifecycle")
+async def check_made_once_lost_once(backend: polyloop.Backend) -> None:
+    """Each of many connections: connection_made exactly once first, connection_lost once last."""
+    accepted = Accepted(backend)
+    server = await backend.listen_tcp(accepted, "127.0.0.1", 0)
+    clients = []
+    for _ in range(10):
+        _, cli = await backend.connect_tcp(lambda: Recorder(backend), "127.0.0.1", server.port)
+        clients.append(cli)
+    for i in range(10):
+        await accepted.get(i)
+    for i, cli in enumerate(clients):
+        (transport_of(cli).close if i % 2 else transport_of(cli).abort)()
+    for proto in clients + accepted.protocols:
+        await proto.lost
+    for proto in clients + accepted.protocols:
+        ev = proto.events
+        assert ev[0] == "made" and ev.count("made") == 1, compact(ev)
+        assert ev[-1] == "lost" and ev.count("lost") == 1, compact(ev)
+    await server.aclose()
+
+
+@check("lifecycle")
+async def check_current_backend_in_callbacks(backend: polyloop.Backend) -> None:
+    """polyloop.current_backend() is this backend inside every protocol callback."""
+    seen: list[tuple[str, object]] = []
+
+    class Probe(Recorder):
+        def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+            seen.append(("connection_made", polyloop.current_backend()))
+            super().connection_made(transport)
+
+        def data_received(self, data: bytes) -> None:
+            seen.append(("data_received", polyloop.current_backend()))
+            super().data_received(data)
+
+        def eof_received(self) -> bool:
+            seen.append(("eof_received", polyloop.current_backend()))
+            return super().eof_received()
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            seen.append(("connection_lost", polyloop.current_backend()))
+            super().connection_lost(exc)
+
+    server, srv, cli = await pair(backend, lambda: Probe(backend))
+    transport_of(cli).write(b"hi")
+    transport_of(cli).write_eof()
+    await srv.lost
+    names = [name for name, _ in seen]
+    for name in ("connection_made", "data_received", "eof_received", "connection_lost"):
+        assert name in names, f"{name} never ran: {names}"
+    wrong = [(name, b) for name, b in seen if b is not backend]
+    assert not wrong, f"current_backend() was wrong in {wrong}"
+    await server.aclose()
+
+
+@check("lifecycle")
+async def check_asyncio_protocol(backend: polyloop.Backend) -> None:
+    """An unmodified asyncio.Protocol subclass works as a polyloop protocol, both ends."""
+    import asyncio
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[attr-defined]
+
+    class Client(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.got = bytearray()
+            self.done = backend.create_future()
+
+        def data_received(self, data: bytes) -> None:
+            self.got += data
+            if len(self.got) >= 5 and not self.done.done():
+                self.done.set_result(None)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not self.done.done():
+                self.done.set_result(None)
+
+    server = await backend.listen_tcp(Echo, "127.0.0.1", 0)
+    transport, client = await backend.connect_tcp(Client, "127.0.0.1", server.port)
+    transport.write(b"hello")
+    await client.done
+    assert bytes(client.got) == b"hello", bytes(client.got)
+    transport.close()
+    await server.aclose()
+
+
+@check("lifecycle")
+async def check_time_monotonic(backend: polyloop.Backend) -> None:
+    """backend.time() never goes back, and advances across a sleep."""
+    samples = [backend.time()]
+    for _ in range(20):
+        await backend.sleep(0)
+        samples.append(backend.time())
+    await backend.sleep(0.01)
+    samples.append(backend.time())
+    assert all(b >= a for a, b in zip(samples, samples[1:], strict=False)), samples
+    assert samples[-1] > samples[0], f"time() did not advance across sleep(0.01): {samples}"
+
+
+def _main_returning(value: object) -> Any:
+    async def main(*args: object) -> object:
+        return (value, args, polyloop.current_backend().name)
+
+    return main
+
+
+@check("lifecycle", sync=True)
+def check_run_returns_result(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """run(main, *args) passes the args and returns main's result."""
+    backend = make_backend()
+    marker = object()
+    result = backend.run(_main_returning(marker), 1, "two")
+    assert result == (marker, (1, "two"), backend.name), result
+
+
+@check("lifecycle", sync=True)
+def check_run_propagates_exception(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """An exception raised by main propagates out of run unchanged (the same object)."""
+
+    class Boom(Exception):
+        pass
+
+    boom = Boom("from main")
+
+    async def main() -> None:
+        await polyloop.sleep(0)
+        raise boom
+
+    try:
+        make_backend().run(main)
+    except Boom as exc:
+        assert exc is boom, f"run raised a copy: {exc!r}"
+    except BaseException as exc:
+        raise AssertionError(f"run raised {exc!r} instead of the Boom from main") from exc
+    else:
+        raise AssertionError("run returned although main raised")
+
+
+@check("lifecycle", sync=True)
+def check_run_twice(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """Two runs in a row (fresh backend each) both work, with networking in each."""
+
+    async def main(backend: polyloop.Backend) -> bytes:
+        server, srv, cli = await pair(backend)
+        transport_of(cli).write(b"again")
+        data = await srv.wait_bytes(5)
+        transport_of(cli).close()
+        await srv.lost
+        await server.aclose()
+        return data
+
+    for i in range(2):
+        backend = make_backend()
+        assert backend.run(main, backend) == b"again", f"run #{i + 1}"
+
+
+@check("lifecycle", sync=True)
+def check_no_backend_outside_run(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """After run returns, current_backend() raises RuntimeError again (nothing global stays)."""
+    try:
+        before = polyloop.current_backend()
+    except RuntimeError:
+        before = None
+    make_backend().run(_main_returning(None))
+    try:
+        after = polyloop.current_backend()
+    except RuntimeError:
+        after = None
+    assert after is before, f"current_backend() after run is {after!r}, before it was {before!r}"
