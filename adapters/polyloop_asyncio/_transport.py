@@ -9,7 +9,9 @@ differently, and is fixed here:
 - ``abort()`` reports ``connection_lost(None)``; the contract says ``ConnectionAbortedError``.
 - ``write()`` after ``close()`` still queues data while the buffer is non-empty; the
   contract makes it a no-op.
-- uvloop's ``write(None)`` is a silent no-op; the contract says ``TypeError``.
+- uvloop's ``write(None)`` is a silent no-op; the contract says ``TypeError``. A write
+  after connection loss raises ``RuntimeError`` there; the contract says no-op.
+- uvloop ignores ``pause_reading()`` called inside ``connection_made``.
 """
 
 from __future__ import annotations
@@ -40,24 +42,27 @@ class _Aborted(asyncio.Protocol):
 
 
 class AsyncioTransport(polyloop.Transport):
-    __slots__ = ("__weakref__", "_aborted", "_backend", "_closing", "_t")
+    __slots__ = ("__weakref__", "_aborted", "_backend", "_closing", "_paused", "_t")
 
     def __init__(self, transport: asyncio.Transport, backend: AsyncioBackend) -> None:
         self._t = transport
         self._backend = backend
         self._closing = False
         self._aborted = False
+        self._paused = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         # uvloop silently accepts write(None); the contract says TypeError for any
         # non-bytes-like value, so check here rather than trust the loop.
         check_bytes(data)
-        if self._closing:
+        # uvloop raises RuntimeError on a write after connection_lost; the contract
+        # makes it a no-op, like a write after close().
+        if self._closing or self._t.is_closing():
             return
         self._t.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
-        if not self._closing:
+        if not (self._closing or self._t.is_closing()):
             self._t.writelines(list_of_data)
 
     def write_eof(self) -> None:
@@ -89,15 +94,24 @@ class AsyncioTransport(polyloop.Transport):
         t.abort()
 
     def pause_reading(self) -> None:
+        self._paused = True
         if self._t.is_reading():
             self._t.pause_reading()
 
     def resume_reading(self) -> None:
+        self._paused = False
         if not self._t.is_closing() and not self._t.is_reading():
             self._t.resume_reading()
 
+    def _apply_pause(self) -> None:
+        # uvloop starts reading only after connection_made returns, ignoring a
+        # pause_reading() made inside it (is_reading() is False there): re-apply it.
+        if self._paused and self._t.is_reading():
+            self._t.pause_reading()
+
     def is_reading(self) -> bool:
-        return self._t.is_reading()
+        # Our own state: inside connection_made uvloop says False although it will read.
+        return not self._paused and not self.is_closing()
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         polyloop._transports.check_buffer_limits(high, low)
@@ -173,6 +187,8 @@ class Adopt(asyncio.BaseProtocol):
         self.backend._track(self.transport)
         transport.set_protocol(self.protocol)
         self.protocol.connection_made(self.transport)
+        if isinstance(self.transport, AsyncioTransport) and self.transport._paused:
+            self.backend.loop.call_soon(self.transport._apply_pause)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         pass  # only reached if connection_made never ran
