@@ -3,7 +3,11 @@
 Importing this package registers every check in ``polyloop_conformance.CHECKS``.
 """
 
+from . import abort as abort
+from . import close as close
 from . import errors as errors
+from . import halfclose as halfclose
 from . import lifecycle as lifecycle
+from . import writes as writes
 
-__all__ = ["errors", "lifecycle"]
+__all__ = ["abort", "close", "errors", "halfclose", "lifecycle", "writes"]

@@ -8,6 +8,7 @@ the extra-info keys every transport answers, and ``time()``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -257,7 +258,7 @@ async def check_time_monotonic(backend: polyloop.Backend) -> None:
         samples.append(backend.time())
     await backend.sleep(0.01)
     samples.append(backend.time())
-    assert all(b >= a for a, b in zip(samples, samples[1:], strict=False)), samples
+    assert all(b >= a for a, b in itertools.pairwise(samples)), samples
     assert samples[-1] > samples[0], f"time() did not advance across sleep(0.01): {samples}"
 
 

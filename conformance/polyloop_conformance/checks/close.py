@@ -1,0 +1,133 @@
+"""Close: ``Transport.close`` flushes, reports ``connection_lost(None)`` once, later.
+
+Covers flushing a large buffered write, ``connection_lost`` never called from inside
+``close()``, idempotence, ``is_closing``, writes after ``close()`` or after the
+connection was lost being silent no-ops, and the peer's view (EOF, then ``None``).
+"""
+
+from __future__ import annotations
+
+import polyloop
+
+from .._registry import check
+from ._util import PausedReader, Recorder, compact, fill_until_paused, pair, transport_of
+
+
+class _CloseProbe(Recorder):
+    """Notes whether connection_lost runs while close()/abort() is still on the stack."""
+
+    def __init__(self, backend: polyloop.Backend) -> None:
+        super().__init__(backend)
+        self.inside = False
+        self.lost_inside = False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost_inside = self.inside
+        super().connection_lost(exc)
+
+
+@check("close")
+async def check_flushes(backend: polyloop.Backend) -> None:
+    """close() with a large write buffered delivers every byte, then connection_lost(None)."""
+    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
+    total = await fill_until_paused(backend, cli)
+    buffered = transport_of(cli).get_write_buffer_size()
+    assert buffered > 0, "nothing was buffered after pause_writing"
+    transport_of(cli).close()
+    assert "lost" not in cli.events, "connection_lost ran before the buffer was flushed"
+    transport_of(srv).resume_reading()
+    got = await srv.wait_bytes(total)
+    assert len(got) == total, f"peer got {len(got)} of {total} bytes ({buffered} were buffered)"
+    await srv.eof
+    exc = await cli.wait_lost()
+    assert exc is None, f"connection_lost({exc!r}) after a clean close"
+    await srv.lost
+    await server.aclose()
+
+
+@check("close")
+async def check_lost_not_reentrant(backend: polyloop.Backend) -> None:
+    """close() never calls connection_lost from inside itself; it comes later, with None."""
+    server, srv, cli = await pair(backend, client_proto=lambda: _CloseProbe(backend))
+    assert isinstance(cli, _CloseProbe)
+    cli.inside = True
+    transport_of(cli).close()
+    cli.inside = False
+    assert "lost" not in cli.events, "connection_lost was called from inside close()"
+    assert await cli.wait_lost() is None, cli.lost_exc
+    assert not cli.lost_inside
+    await srv.lost
+    await server.aclose()
+
+
+@check("close")
+async def check_idempotent(backend: polyloop.Backend) -> None:
+    """close() twice, and close() after the connection is lost: connection_lost runs once."""
+    server, srv, cli = await pair(backend)
+    transport_of(cli).close()
+    transport_of(cli).close()
+    await cli.lost
+    transport_of(cli).close()
+    await srv.lost
+    transport_of(srv).close()
+    await backend.sleep(0.02)  # a second connection_lost would be scheduled by now
+    assert cli.events.count("lost") == 1, compact(cli.events)
+    assert srv.events.count("lost") == 1, compact(srv.events)
+    await server.aclose()
+
+
+@check("close")
+async def check_is_closing(backend: polyloop.Backend) -> None:
+    """is_closing() is False while open, True at once after close(), and on the peer once lost."""
+    server, srv, cli = await pair(backend)
+    assert not transport_of(cli).is_closing() and not transport_of(srv).is_closing()
+    transport_of(cli).close()
+    assert transport_of(cli).is_closing(), "is_closing() is False right after close()"
+    await srv.lost
+    assert transport_of(srv).is_closing(), "is_closing() is False after connection_lost"
+    await cli.lost
+    assert transport_of(cli).is_closing()
+    await server.aclose()
+
+
+@check("close")
+async def check_write_after_close(backend: polyloop.Backend) -> None:
+    """A write after close() is a silent no-op: the peer gets only what came before."""
+    server, srv, cli = await pair(backend)
+    t = transport_of(cli)
+    t.write(b"before")
+    t.close()
+    t.write(b"after")
+    t.writelines([b"after", b"lines"])
+    await srv.eof
+    await srv.lost
+    assert bytes(srv.data) == b"before", f"the peer received {bytes(srv.data)!r}"
+    await cli.lost
+    t.write(b"after lost")  # and after connection_lost
+    await server.aclose()
+
+
+@check("close")
+async def check_write_after_peer_closed(backend: polyloop.Backend) -> None:
+    """Writes after the connection was lost (the peer closed) are silent no-ops."""
+    server, srv, cli = await pair(backend)
+    transport_of(srv).close()
+    await cli.lost
+    for _ in range(3):
+        transport_of(cli).write(b"into the void")
+    await srv.lost
+    await server.aclose()
+
+
+@check("close")
+async def check_peer_sees_eof(backend: polyloop.Backend) -> None:
+    """The peer of a closed transport gets eof_received, then connection_lost(None)."""
+    server, srv, cli = await pair(backend)
+    transport_of(srv).write(b"bye")
+    transport_of(srv).close()
+    exc = await cli.wait_lost()
+    assert exc is None, f"peer's connection_lost({exc!r}) after a clean close"
+    assert bytes(cli.data) == b"bye", bytes(cli.data)
+    assert cli.events[-2:] == ["eof", "lost"], compact(cli.events)
+    await srv.lost
+    await server.aclose()
