@@ -34,9 +34,8 @@ def test_runs_once_per_installed_backend(pytester: pytest.Pytester) -> None:
 
         def test_all_seen():
             assert sorted(set(SEEN)) == sorted(SEEN)  # a fresh run each time
-            assert sorted(SEEN) == sorted(%r)
-        """
-        % INSTALLED
+            assert sorted(SEEN) == sorted(INSTALLED)
+        """.replace("INSTALLED", repr(INSTALLED))
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     # A backend that cannot load here is a skip that names the reason.

@@ -100,7 +100,7 @@ def run_case(
     except SkipCheck as exc:
         status: Status = "skip"
         detail = str(exc) or "skipped without a reason"
-    except BaseException as exc:  # noqa: BLE001 -- a check's failure is data here
+    except BaseException as exc:  # a check's failure is data here
         if isinstance(exc, KeyboardInterrupt):
             raise
         status, detail = "fail", _describe(exc)
@@ -111,7 +111,9 @@ def run_case(
     )
 
 
-async def _bounded(fn: Callable[..., Awaitable[None]], backend: polyloop.Backend, t: float) -> None:
+async def _bounded(
+    fn: Callable[..., Awaitable[None]], backend: polyloop.Backend, t: float
+) -> None:
     try:
         await polyloop.wait_for(fn(backend), t)
     except TimeoutError:

@@ -91,7 +91,9 @@ def print_matrix(results: list[CheckResult], console: Console) -> None:
                 ok = sum(r.status == "pass" for r in rs)
                 colour = "green" if rs and ok == len(rs) else "red"
                 bad = [r.check.removeprefix("app.") for r in rs if r.status != "pass"]
-                row.append(f"[{colour}]{ok}/{len(rs)}[/]" + (f"\n✗ {', '.join(bad)}" if bad else ""))
+                row.append(
+                    f"[{colour}]{ok}/{len(rs)}[/]" + (f"\n✗ {', '.join(bad)}" if bad else "")
+                )
             grid.add_row(*row)
         console.print(grid)
     problems = [r for r in results if r.status != "pass"]

@@ -53,7 +53,9 @@ def select_cases(check_patterns: list[str] | None, app_names: list[str] | None) 
         return list(CHECKS) + [f"app.{a}" for a in APPS]
     cases = []
     for pattern in check_patterns or []:
-        matched = [n for n in CHECKS if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".")]
+        matched = [
+            n for n in CHECKS if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".")
+        ]
         if not matched:
             raise LookupError(f"no check matches {pattern!r}")
         cases += [n for n in matched if n not in cases]

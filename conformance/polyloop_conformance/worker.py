@@ -67,7 +67,11 @@ class _Stop:
 
 
 async def serve_apps(
-    names: list[str], host: str, port: int, tls_dir: str | None, announce: Callable[[str, Running], None]
+    names: list[str],
+    host: str,
+    port: int,
+    tls_dir: str | None,
+    announce: Callable[[str, Running], None],
 ) -> None:
     """Start each app's server, announce its address, serve until SIGINT/SIGTERM."""
     stop = _Stop()
@@ -89,7 +93,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def announce(name: str, server: Running) -> None:
         print(f"listening {name} {server.address[0]} {server.address[1]}", flush=True)
 
-    polyloop.run(serve_apps, args.app, "127.0.0.1", 0, args.tls_dir, announce, backend=args.backend)
+    polyloop.run(
+        serve_apps, args.app, "127.0.0.1", 0, args.tls_dir, announce, backend=args.backend
+    )
     return 0
 
 
@@ -100,16 +106,18 @@ def cmd_exercise(args: argparse.Namespace) -> int:
         host, _, port = where.rpartition(":")
         app = APPS[name]
 
-        async def client(backend: polyloop.Backend, app: Any = app, addr: Any = (host, int(port))) -> None:
+        async def client(
+            backend: polyloop.Backend, app: Any = app, addr: Any = (host, int(port))
+        ) -> None:
             config = app_config(app, args.tls_dir)
             await polyloop.wait_for(app.exercise(config, addr), app.timeout)
 
-        def body(client: Any = client) -> None:
+        def body(client: Any = client, name: str = name) -> None:
             backend = make()
             try:
                 backend.run(client, backend)
             except TimeoutError:
-                raise AssertionError(f"timed out after {app.timeout:g} s") from None
+                raise AssertionError(f"timed out after {APPS[name].timeout:g} s") from None
 
         emit(run_case(f"app.{name}", args.server_label, body, client_backend=args.label))
     return 0

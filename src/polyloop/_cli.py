@@ -47,12 +47,17 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
+    from polyloop_conformance import report
+    from polyloop_conformance.runner import Plan, run_plan, select_cases
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from polyloop_conformance import report
-    from polyloop_conformance.runner import Plan, run_plan, select_cases
-
+    try:
+        cases = select_cases(args.check, args.app)
+    except LookupError as exc:
+        raise UsageError(str(exc)) from None
+    if args.jobs < 1:
+        raise UsageError("--jobs must be >= 1")
     if args.backend:
         backends = [_check_backend(b) for b in args.backend]
     else:
@@ -60,12 +65,6 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         unavailable = [b for b in available_backends() if b.error is not None]
         for info in unavailable:
             print(f"polyloop: leaving out backend {info.name}: {info.error}", file=sys.stderr)
-    if args.jobs < 1:
-        raise UsageError("--jobs must be >= 1")
-    try:
-        cases = select_cases(args.check, args.app)
-    except LookupError as exc:
-        raise UsageError(str(exc)) from None
     cross_apps: list[str] = []
     if args.cross:
         cross_apps = [c[4:] for c in cases if c.startswith("app.")]
@@ -87,7 +86,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
             nonlocal failed
             failed += record.status == "fail"
             where = record.backend + (f"→{record.client_backend}" if record.client_backend else "")
-            progress.update(task, advance=1, description=f"{where} {record.check} ({failed} failed)")
+            progress.update(
+                task, advance=1, description=f"{where} {record.check} ({failed} failed)"
+            )
             if record.status == "fail" and not err.is_terminal:
                 err.print(f"FAIL {record.check} on {where}")
 
@@ -99,7 +100,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if args.html:
         report.write_html(results, args.html)
         out.print(f"wrote {args.html}")
-    bad = [r for r in results if r.status == "fail" or (r.status == "skip" and not args.allow_skip)]
+    bad = [
+        r for r in results if r.status == "fail" or (r.status == "skip" and not args.allow_skip)
+    ]
     return 1 if bad or not results else 0
 
 
@@ -126,7 +129,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import polyloop
 
     try:
-        polyloop.run(serve_apps, [args.app], args.host, args.port, tls_dir, announce, backend=args.backend)
+        polyloop.run(
+            serve_apps, [args.app], args.host, args.port, tls_dir, announce, backend=args.backend
+        )
     except OSError as exc:
         raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
     return 0
@@ -157,7 +162,9 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="append", metavar="PATTERN",
         help="only checks matching this glob or category (repeatable), e.g. 'tls' or 'close.*'",
     )  # fmt: skip
-    p.add_argument("--cross", action="store_true", help="also run every app server-on-X × client-on-Y")
+    p.add_argument(
+        "--cross", action="store_true", help="also run every app server-on-X × client-on-Y"
+    )
     p.add_argument("--json", metavar="PATH", help="write one JSON record per case")
     p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
     p.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")

@@ -102,10 +102,18 @@ def load_backend(spec: str | Backend | type[Backend], **options: Any) -> Backend
             raise TypeError("options cannot be given with a backend instance")
         return spec
     if isinstance(spec, type) and issubclass(spec, Backend):
-        return spec(**options)
-    parsed = BackendSpec.parse(spec)  # type: ignore[arg-type]
-    cls = load_backend_class(parsed.target)
-    return cls(**{**parsed.options, **options})
+        cls = spec
+    else:
+        parsed = BackendSpec.parse(spec)
+        cls = load_backend_class(parsed.target)
+        options = {**parsed.options, **options}
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        known = ", ".join(cls.options) or "none"
+        raise TypeError(
+            f"unknown option(s) for the {cls.name} backend: {', '.join(unknown)} (known: {known})"
+        )
+    return cls(**options)
 
 
 def available_backends() -> list[BackendInfo]:

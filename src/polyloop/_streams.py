@@ -235,8 +235,9 @@ class Stream:
                     await waiter
                 finally:
                     p.drain_waiter = None
-            if p.lost and p.exc is not None:
-                raise p.exc
+            exc = p.exc  # the wait above may have ended in connection loss
+            if exc is not None:
+                raise exc
         finally:
             self._sending = False
 

@@ -84,7 +84,9 @@ class TLSProtocol(Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._lost = True
         if self._handshaking:
-            self._fail_handshake(exc or ConnectionResetError("connection lost during TLS handshake"))
+            self._fail_handshake(
+                exc or ConnectionResetError("connection lost during TLS handshake")
+            )
         if self._app_started:
             self._app_started = False
             self.app_protocol.connection_lost(exc)

@@ -55,7 +55,9 @@ def _backends(metafunc: pytest.Metafunc, marker: pytest.Mark) -> list[Any]:
             params.append(pytest.param(info.name, id=info.name))
         else:
             reason = f"backend {info.name} unavailable: {info.error}"
-            params.append(pytest.param(info.name, id=info.name, marks=pytest.mark.skip(reason=reason)))
+            params.append(
+                pytest.param(info.name, id=info.name, marks=pytest.mark.skip(reason=reason))
+            )
     return params
 
 
@@ -64,7 +66,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if marker is None:
         return
     if not inspect.iscoroutinefunction(metafunc.function):
-        raise TypeError(f"@pytest.mark.polyloop needs an async def test: {metafunc.function.__name__}")
+        raise TypeError(
+            f"@pytest.mark.polyloop needs an async def test: {metafunc.function.__name__}"
+        )
     if "polyloop_backend" not in metafunc.fixturenames:
         metafunc.fixturenames.append("polyloop_backend")
     metafunc.parametrize("polyloop_backend", _backends(metafunc, marker), indirect=True)
@@ -76,7 +80,9 @@ def polyloop_backend(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "asyncio"))
 
 
-async def _bounded(fn: Callable[..., Coroutine[Any, Any, Any]], kwargs: dict[str, Any], timeout: float) -> None:
+async def _bounded(
+    fn: Callable[..., Coroutine[Any, Any, Any]], kwargs: dict[str, Any], timeout: float
+) -> None:
     try:
         await polyloop.wait_for(fn(**kwargs), timeout)
     except TimeoutError:
@@ -88,7 +94,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     marker = pyfuncitem.get_closest_marker("polyloop")
     if marker is None:
         return None
-    spec = pyfuncitem.callspec.params["polyloop_backend"]
+    spec = str(pyfuncitem.callspec.params["polyloop_backend"])
     timeout = marker.kwargs.get("timeout") or pyfuncitem.config.getini("polyloop_timeout")
     timeout = float(timeout) if timeout else DEFAULT_TIMEOUT
     argnames = pyfuncitem._fixtureinfo.argnames

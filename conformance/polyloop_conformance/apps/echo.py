@@ -40,7 +40,9 @@ class EchoProtocol(polyloop.Protocol):
 
 
 async def serve_protocol(config: AppConfig) -> Running:
-    server = await polyloop.listen_tcp(EchoProtocol, config.host, config.port, ssl=config.server_ssl)
+    server = await polyloop.listen_tcp(
+        EchoProtocol, config.host, config.port, ssl=config.server_ssl
+    )
     return Running((config.host, server.port), server.aclose)
 
 
@@ -66,7 +68,8 @@ def chunks(total: int, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     out, left = [], total
     while left:
-        n = min(left, rng.choice((1, 7, 512, 1460, 4096, 65536, 131072, rng.randrange(1, 99999))))
+        sizes = (1, 7, 512, 1460, 4096, 65536, 131072, rng.randrange(1, 99999))
+        n = min(left, rng.choice(sizes))
         out.append(rng.randbytes(n))
         left -= n
     return out
@@ -110,5 +113,6 @@ PROTOCOL = register(
     App("echo", "TCP echo on the Protocol API, 16 MiB in random chunks", serve_protocol, exercise)
 )
 STREAM = register(
-    App("echo-stream", "TCP echo on the Stream API, 16 MiB in random chunks", serve_stream, exercise)
-)
+    App("echo-stream", "TCP echo on the Stream API, 16 MiB in random chunks", serve_stream,
+        exercise)
+)  # fmt: skip

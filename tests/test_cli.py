@@ -1,0 +1,160 @@
+"""The ``polyloop`` command, run as users run it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import polyloop
+
+INSTALLED = [b.name for b in polyloop.available_backends() if b.error is None]
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "polyloop", *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_backends_lists_every_entry_point() -> None:
+    out = cli("backends")
+    assert out.returncode == 0, out.stderr
+    for info in polyloop.available_backends():
+        assert info.name in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["conformance", "--backend", "nope"], "unknown backend 'nope'"),
+        (["conformance", "--backend", "asyncio:loop=bogus"], "loop must be 'asyncio' or 'uvloop'"),
+        (["conformance", "--app", "nope"], "unknown app 'nope'"),
+        (["conformance", "--check", "nope.*"], "no check matches 'nope.*'"),
+        (["serve", "echo", "--port", "70000"], "--port must be in 0..65535"),
+        (["serve", "nope"], "unknown app 'nope'"),
+        (["serve", "echo", "--backend", "nope"], "unknown backend 'nope'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 2
+    assert out.stderr.startswith("polyloop: error: ") and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_conformance_json_records(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    out = cli("conformance", "--backend", "asyncio", "--check", "lifecycle", "--app", "echo",
+              "--json", str(path))  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    records = json.loads(path.read_text())
+    assert {r["check"] for r in records} >= {"lifecycle.addresses", "app.echo"}
+    for r in records:
+        assert set(r) == {"check", "backend", "client_backend", "status", "seconds", "detail"}
+        assert r["status"] == "pass" and r["backend"] == "asyncio" and r["client_backend"] is None
+        assert isinstance(r["seconds"], float)
+
+
+def test_third_party_backend_that_breaks_a_promise_fails(tmp_path: Path) -> None:
+    # A third-party backend named as module:Class, whose clock stands still.
+    (tmp_path / "broken_backend.py").write_text(
+        "from polyloop_asyncio import AsyncioBackend\n"
+        "class Broken(AsyncioBackend):\n"
+        "    name = 'broken'\n"
+        "    def time(self):\n"
+        "        return 0.0\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "polyloop", "conformance", "--backend", "broken_backend:Broken",
+         "--check", "lifecycle", "--app", "echo",
+         "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    records = json.loads((tmp_path / "r.json").read_text())
+    failed = {r["check"] for r in records if r["status"] == "fail"}
+    assert failed and "app.echo" not in failed, failed  # the echo app does not use time()
+    page = (tmp_path / "r.html").read_text()
+    assert "broken_backend:Broken" in page and 'class="fail"' in page
+
+
+def test_cross_matrix_between_two_loop_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "cross.json"
+    out = cli("conformance", "--backend", "asyncio", "--backend", "asyncio:loop=uvloop",
+              "--app", "echo", "--cross", "--json", str(path))  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    cross = [r for r in json.loads(path.read_text()) if r["client_backend"] is not None]
+    pairs = {(r["backend"], r["client_backend"]) for r in cross}
+    assert len(pairs) == 4 and all(r["status"] == "pass" for r in cross)
+    assert "server ↓ client →" in out.stdout
+
+
+@pytest.fixture
+def serve(request: pytest.FixtureRequest) -> Iterator[object]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(app: str, backend: str) -> tuple[str, int]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "polyloop", "serve", app, "--backend", backend],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on "), line + proc.stderr.read() if proc.stderr else ""
+        host, _, port = line.split()[-1].rpartition(":")
+        return host, int(port)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            assert proc.wait(15) == 0, "serve did not exit cleanly on SIGTERM"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_serve_echo_answers_a_plain_tcp_client(serve: object, backend: str) -> None:
+    host, port = serve("echo", backend)  # type: ignore[operator]
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"hello polyloop\n")
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := sock.recv(4096):
+            got += chunk
+    assert got == b"hello polyloop\n"
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_serve_echo_answers_nc(serve: object, backend: str) -> None:
+    nc = shutil.which("nc")
+    if nc is None:
+        pytest.skip("nc is not installed (Debian netcat-openbsd, see .ci/apt-packages)")
+    host, port = serve("echo", backend)  # type: ignore[operator]
+    out = subprocess.run(
+        [nc, "-N", host, str(port)], input=b"ping\n", capture_output=True, timeout=15
+    )
+    assert out.stdout == b"ping\n", out
+
+
+def test_serve_on_a_taken_port_is_a_clear_error(serve: object) -> None:
+    _, port = serve("echo", "asyncio")  # type: ignore[operator]
+    out = cli("serve", "echo", "--port", str(port))
+    assert out.returncode == 2 and "cannot serve on 127.0.0.1" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
