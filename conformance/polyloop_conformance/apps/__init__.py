@@ -3,11 +3,13 @@
 Importing this package registers every app in ``APPS``.
 """
 
+from . import chat as chat
 from . import echo as echo
+from . import http as http
 from ._base import APPS as APPS
 from ._base import App as App
 from ._base import AppConfig as AppConfig
 from ._base import Running as Running
 from ._base import register as register
 
-__all__ = ["APPS", "App", "AppConfig", "Running", "echo", "register"]
+__all__ = ["APPS", "App", "AppConfig", "Running", "chat", "echo", "http", "register"]

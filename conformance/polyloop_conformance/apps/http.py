@@ -1,0 +1,416 @@
+"""HTTP/1.1 with ``h11``: a server and a keep-alive client, both on polyloop.
+
+What it proves: a real protocol stack (h11 parses, polyloop moves the bytes) works the
+same on every backend: keep-alive, request bodies by length and chunked, chunked
+responses, pipelined requests answered in order, a 400 for a malformed request and a
+413 past ``MAX_BODY``, answered with a lingering close (half-close, then discard what
+the client still sends) so that the client reads the error instead of a reset.
+
+Routes: ``GET /`` (a greeting), ``GET /bytes/<n>`` (``n`` patterned bytes),
+``GET /chunked/<n>`` (``n`` chunks), ``POST /echo`` (the body back; chunked if the
+request was). Every response carries ``x-request-count``: the requests served on this
+connection so far, which shows keep-alive from the outside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+
+import polyloop
+
+from ._base import App, AppConfig, Running, register
+from ._util import within
+
+__all__ = ["HTTPClient", "HTTPServerProtocol", "Response", "exercise", "pattern", "serve"]
+
+#: The largest request body the server accepts (413 above it).
+MAX_BODY = 1024 * 1024
+#: Bytes a lingering close discards before it gives up and aborts.
+DRAIN_LIMIT = 8 * 1024 * 1024
+#: Seconds a lingering close waits for the client's EOF.
+LINGER = 5.0
+
+
+def pattern(n: int) -> bytes:
+    """``n`` deterministic bytes (``GET /bytes/<n>``)."""
+    block = bytes(range(256))
+    return (block * (n // 256 + 1))[:n]
+
+
+class HTTPServerProtocol(polyloop.Protocol):
+    """One server connection: h11 parses, this class routes and writes."""
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        self.count = 0
+        self.request: h11.Request | None = None
+        self.body = bytearray()
+        self.draining = False
+        self.drained = 0
+        self.linger: polyloop.Handle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.draining:
+            self.drained += len(data)
+            if self.drained > DRAIN_LIMIT:
+                self.transport.abort()
+            return
+        self.conn.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        if self.draining:
+            self.transport.close()
+        else:
+            self.conn.receive_data(b"")
+            self._process()
+        return True  # we close ourselves, once the last response is out
+
+    def pause_writing(self) -> None:
+        # A client that pipelines without reading: stop parsing its requests.
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.linger is not None:
+            self.linger.cancel()
+
+    def _process(self) -> None:
+        while not self.draining and not self.transport.is_closing():
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._fail(exc.error_status_hint, f"bad request: {exc}")
+                return
+            if event is h11.NEED_DATA:
+                return
+            if event is h11.PAUSED:
+                if (
+                    self.conn.our_state is h11.MUST_CLOSE
+                    or self.conn.their_state is h11.MUST_CLOSE
+                ):
+                    self.transport.close()
+                    return
+                self.conn.start_next_cycle()
+            elif isinstance(event, h11.Request):
+                self._start(event)
+            elif isinstance(event, h11.Data):
+                self.body += event.data
+                if len(self.body) > MAX_BODY:
+                    self._fail(413, "request body too large")
+            elif isinstance(event, h11.EndOfMessage):
+                self._respond()
+                if self.conn.our_state is h11.MUST_CLOSE:  # Connection: close, HTTP/1.0
+                    self.transport.close()
+                    return
+            elif isinstance(event, h11.ConnectionClosed):
+                self.transport.close()
+                return
+
+    def _start(self, request: h11.Request) -> None:
+        self.count += 1
+        self.request = request
+        self.body = bytearray()
+        length = dict(request.headers).get(b"content-length")
+        if length is not None and int(length) > MAX_BODY:
+            self._fail(413, "request body too large")
+
+    def _send(self, *events: Any) -> None:
+        self.transport.write(b"".join(self.conn.send(e) or b"" for e in events))
+
+    def _headers(self, content_type: bytes, extra: Iterable[tuple[bytes, bytes]]) -> list[Any]:
+        return [
+            (b"content-type", content_type),
+            (b"x-request-count", str(self.count).encode()),
+            (b"server", b"polyloop-conformance"),
+            *extra,
+        ]
+
+    def _respond(self) -> None:
+        assert self.request is not None
+        method, target = self.request.method, self.request.target
+        if target == b"/" and method == b"GET":
+            self._reply(200, b"hello, world\n")
+        elif target.startswith(b"/bytes/") and method == b"GET":
+            n = int(target[7:]) if target[7:].isdigit() else -1
+            if 0 <= n <= MAX_BODY:
+                self._reply(200, pattern(n), b"application/octet-stream")
+            else:
+                self._reply(404, b"no such size\n")
+        elif target.startswith(b"/chunked/") and method == b"GET" and target[9:].isdigit():
+            chunks = [b"chunk %d\n" % i for i in range(int(target[9:]))]
+            self._reply_chunked(200, chunks)
+        elif target == b"/echo" and method == b"POST":
+            chunked = dict(self.request.headers).get(b"transfer-encoding") == b"chunked"
+            body = bytes(self.body)
+            if chunked:
+                step = max(1, len(body) // 7 + 1)
+                self._reply_chunked(200, [body[i : i + step] for i in range(0, len(body), step)])
+            else:
+                self._reply(200, body, b"application/octet-stream")
+        elif target in (b"/", b"/echo") or target.startswith((b"/bytes/", b"/chunked/")):
+            allow = b"POST" if target == b"/echo" else b"GET"
+            self._reply(405, b"method not allowed\n", extra=[(b"allow", allow)])
+        else:
+            self._reply(404, b"not found\n")
+
+    def _reply(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = b"text/plain",
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        headers = self._headers(content_type, [*extra, (b"content-length", b"%d" % len(body))])
+        self._send(h11.Response(status_code=status, headers=headers), h11.Data(data=body))
+        self._send(h11.EndOfMessage())
+
+    def _reply_chunked(self, status: int, chunks: list[bytes]) -> None:
+        headers = self._headers(b"application/octet-stream", [(b"transfer-encoding", b"chunked")])
+        self._send(
+            h11.Response(status_code=status, headers=headers),
+            *(h11.Data(data=c) for c in chunks if c),
+            h11.EndOfMessage(),
+        )
+
+    def _fail(self, status: int, text: str) -> None:
+        """Answer an error, then close in a way the client can read the answer."""
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            body = text.encode() + b"\n"
+            headers = self._headers(
+                b"text/plain", [(b"content-length", b"%d" % len(body)), (b"connection", b"close")]
+            )
+            try:
+                self._send(h11.Response(status_code=status, headers=headers), h11.Data(data=body))
+                self._send(h11.EndOfMessage())
+            except h11.LocalProtocolError:
+                pass
+        # Why linger: closing with unread request bytes in the kernel makes it send a
+        # reset, and the client may lose our error response. So half-close and discard
+        # what still comes, until the client's EOF, DRAIN_LIMIT bytes, or LINGER s.
+        self.draining = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.linger = polyloop.call_later(LINGER, self.transport.abort)
+        else:
+            self.transport.close()
+
+
+async def serve(config: AppConfig) -> Running:
+    """Start the HTTP/1.1 server."""
+    server = await polyloop.listen_tcp(HTTPServerProtocol, config.host, config.port)
+    return Running((config.host, server.port), server.aclose)
+
+
+# --- the client ---
+
+
+@dataclass
+class Response:
+    """A complete response: status, headers (lower-case names), body, and framing."""
+
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the body came with ``Transfer-Encoding: chunked``."""
+        return self.headers.get(b"transfer-encoding") == b"chunked"
+
+
+class HTTPClient:
+    """A keep-alive HTTP/1.1 client over one polyloop Stream (h11 does the parsing)."""
+
+    def __init__(self, stream: polyloop.Stream, host: str) -> None:
+        self.stream = stream
+        self.host = host.encode()
+        self.conn = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> HTTPClient:
+        """Open a connection to ``host:port``."""
+        return cls(await polyloop.open_tcp_stream(host, port), host)
+
+    def _events(
+        self, method: bytes, target: bytes, body: bytes | None, chunks: Sequence[bytes] | None
+    ) -> list[Any]:
+        headers = [(b"host", self.host)]
+        if chunks is not None:
+            headers.append((b"transfer-encoding", b"chunked"))
+            data = [h11.Data(data=c) for c in chunks]
+        elif body is not None:
+            headers.append((b"content-length", b"%d" % len(body)))
+            data = [h11.Data(data=body)]
+        else:
+            data = []
+        return [
+            h11.Request(method=method, target=target, headers=headers),
+            *data,
+            h11.EndOfMessage(),
+        ]
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        chunks: Sequence[bytes] | None = None,
+    ) -> Response:
+        """Send one request (body by length, or ``chunks`` chunked) and read its response."""
+        events = self._events(method.encode(), target.encode(), body, chunks)
+        await self.stream.send(b"".join(self.conn.send(e) or b"" for e in events))
+        return await self._read_response()
+
+    async def pipeline(self, requests: Sequence[tuple[str, str, bytes | None]]) -> list[Response]:
+        """Send all ``(method, target, body)`` requests in one write, then read the answers."""
+        wire = bytearray()
+        for method, target, body in requests:
+            scratch = h11.Connection(h11.CLIENT)
+            for e in self._events(method.encode(), target.encode(), body, None):
+                wire += scratch.send(e) or b""
+        await self.stream.send(bytes(wire))
+        out = []
+        for method, target, body in requests:
+            # Walk our state machine through the request already on the wire.
+            for e in self._events(method.encode(), target.encode(), body, None):
+                self.conn.send(e)
+            out.append(await self._read_response())
+        return out
+
+    async def _read_response(self) -> Response:
+        response: h11.Response | None = None
+        body = bytearray()
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                self.conn.receive_data(await self.stream.receive(1 << 20))
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise AssertionError("the server closed the connection mid-response")
+        assert response is not None
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+        return Response(response.status_code, dict(response.headers), bytes(body))
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        await self.stream.aclose()
+
+
+async def _raw_exchange(address: tuple[str, int], data: bytes) -> bytes:
+    """Send ``data`` on a fresh connection, then read until the server closes."""
+    stream = await polyloop.open_tcp_stream(*address)
+    try:
+        await stream.send(data)
+        got = bytearray()
+        while chunk := await stream.receive(1 << 20):
+            got += chunk
+        return bytes(got)
+    finally:
+        await stream.aclose()
+
+
+def _expect(r: Response, status: int, body: bytes | None, count: int, what: str) -> None:
+    assert r.status == status, f"{what}: status {r.status}, expected {status}"
+    if body is not None:
+        assert r.body == body, (
+            f"{what}: body of {len(r.body)} bytes differs from the {len(body)} expected"
+            f" (sha256 {hashlib.sha256(r.body).hexdigest()[:12]})"
+        )
+    got = r.headers.get(b"x-request-count")
+    assert got == b"%d" % count, (
+        f"{what}: x-request-count {got!r}, expected {count}: keep-alive did not hold"
+    )
+
+
+async def exercise(config: AppConfig, address: tuple[str, int]) -> None:
+    """Keep-alive GET/POST, chunked both ways, pipelining, 404/405, 400, 413, close."""
+    await within(15, _exercise(address), "http exercise")
+
+
+async def _exercise(address: tuple[str, int]) -> None:
+    client = await HTTPClient.connect(*address)
+    try:
+        _expect(await client.request("GET", "/"), 200, b"hello, world\n", 1, "GET /")
+        body = pattern(200_000)[::-1]
+        r = await client.request("POST", "/echo", body)
+        _expect(r, 200, body, 2, "POST /echo")
+        assert not r.chunked, "a sized body was echoed chunked"
+        pieces = [b"a", b"bc" * 1000, pattern(70_000), b"", b"z"]
+        r = await client.request("POST", "/echo", chunks=pieces)
+        _expect(r, 200, b"".join(pieces), 3, "chunked POST /echo")
+        assert r.chunked, "a chunked request was not echoed chunked"
+        r = await client.request("GET", "/chunked/50")
+        _expect(r, 200, b"".join(b"chunk %d\n" % i for i in range(50)), 4, "GET /chunked/50")
+        assert r.chunked, "GET /chunked/50 did not come chunked"
+        r = await client.request("GET", "/bytes/300000")
+        _expect(r, 200, pattern(300_000), 5, "GET /bytes/300000")
+        _expect(await client.request("GET", "/nope"), 404, None, 6, "GET /nope")
+        r = await client.request("GET", "/echo")
+        _expect(r, 405, None, 7, "GET /echo")
+        assert r.headers.get(b"allow") == b"POST", "405 without Allow: POST"
+        _expect(await client.request("POST", "/echo", b""), 200, b"", 8, "empty POST")
+    finally:
+        await client.aclose()
+
+    client = await HTTPClient.connect(*address)
+    try:
+        reqs: list[tuple[str, str, bytes | None]] = [
+            ("GET", "/", None),
+            ("POST", "/echo", b"first"),
+            ("GET", "/bytes/100000", None),
+            ("GET", "/chunked/3", None),
+            ("POST", "/echo", pattern(5000)),
+            ("GET", "/", None),
+        ]
+        rs = await client.pipeline(reqs)
+        wants = [b"hello, world\n", b"first", pattern(100_000), b"chunk 0\nchunk 1\nchunk 2\n"]
+        for i, (r, want) in enumerate(zip(rs, [*wants, pattern(5000), wants[0]], strict=True)):
+            _expect(r, 200, want, i + 1, f"pipelined request {i + 1} ({reqs[i][1]})")
+        # The connection still works after the pipeline.
+        r = await client.request("GET", "/")
+        _expect(r, 200, None, 7, "GET / after the pipeline")
+    finally:
+        await client.aclose()
+
+    raw = await _raw_exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 "), f"Connection: close: got {raw[:40]!r}"
+    assert raw.endswith(b"hello, world\n"), "Connection: close: body missing before EOF"
+
+    raw = await _raw_exchange(address, b"THIS IS NOT HTTP\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400 "), f"malformed request: got {raw[:40]!r}, expected 400"
+
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 * MAX_BODY)
+    raw = await _raw_exchange(address, head)
+    assert raw.startswith(b"HTTP/1.1 413 "), f"oversized Content-Length: got {raw[:40]!r}"
+    assert b"connection: close" in raw.lower(), "413 without Connection: close"
+
+    chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"c" * 64 * 1024)
+    body = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body += chunk * (MAX_BODY // (64 * 1024) + 2) + b"0\r\n\r\n"
+    raw = await _raw_exchange(address, body)
+    assert raw.startswith(b"HTTP/1.1 413 "), f"oversized chunked body: got {raw[:40]!r}"
+
+
+APP = register(
+    App(
+        "http",
+        "HTTP/1.1 (h11): keep-alive, chunked both ways, pipelining, 400, 413",
+        serve,
+        exercise,
+    )
+)
