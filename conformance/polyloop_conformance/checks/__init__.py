@@ -6,8 +6,23 @@ Importing this package registers every check in ``polyloop_conformance.CHECKS``.
 from . import abort as abort
 from . import close as close
 from . import errors as errors
+from . import flow as flow
 from . import halfclose as halfclose
 from . import lifecycle as lifecycle
+from . import tasks as tasks
+from . import threads as threads
+from . import timers as timers
 from . import writes as writes
 
-__all__ = ["abort", "close", "errors", "halfclose", "lifecycle", "writes"]
+__all__ = [
+    "abort",
+    "close",
+    "errors",
+    "flow",
+    "halfclose",
+    "lifecycle",
+    "tasks",
+    "threads",
+    "timers",
+    "writes",
+]

@@ -1,0 +1,178 @@
+"""Flow control: pause/resume writing and reading, and the write-buffer marks.
+
+Covers ``pause_writing`` once a non-reading peer lets the buffer pass the high-water mark
+(64 KiB by default) and ``resume_writing`` once it drains to the low one, their strict
+alternation, ``get_write_buffer_size`` growing and draining, ``set_write_buffer_limits``
+(validation and a custom mark), and ``pause_reading``/``resume_reading``/``is_reading``.
+"""
+
+from __future__ import annotations
+
+import polyloop
+
+from .._registry import check
+from ._util import PausedReader, Recorder, compact, fill_until_paused, pair, transport_of
+
+HIGH = 64 * 1024
+
+
+def _alternate(events: list[str]) -> bool:
+    flow = [e for e in events if e in ("pause", "resume")]
+    return all(e == ("pause" if i % 2 == 0 else "resume") for i, e in enumerate(flow))
+
+
+@check("flow")
+async def check_pause_resume_writing(backend: polyloop.Backend) -> None:
+    """A peer that stops reading makes the writer pause; when it reads again, resume."""
+    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
+    total = await fill_until_paused(backend, cli)
+    size = transport_of(cli).get_write_buffer_size()
+    assert cli.size_at_pause[0] > HIGH, (
+        f"pause_writing with {cli.size_at_pause[0]} bytes buffered (high-water mark {HIGH})"
+    )
+    assert size > HIGH, f"get_write_buffer_size() is {size} after pause_writing"
+    transport_of(srv).resume_reading()
+    await cli.until(lambda: "resume" in cli.events, "resume_writing")
+    assert cli.size_at_resume[-1] <= HIGH // 4, (
+        f"resume_writing with {cli.size_at_resume[-1]} bytes buffered (low mark {HIGH // 4})"
+    )
+    got = await srv.wait_bytes(total)
+    assert len(got) == total
+    await cli.until(lambda: transport_of(cli).get_write_buffer_size() == 0, "buffer drained")
+    assert _alternate(cli.events), f"pause/resume do not alternate: {compact(cli.events)}"
+    assert cli.events[-1] == "resume", compact(cli.events)
+    transport_of(cli).close()
+    await srv.lost
+    await server.aclose()
+
+
+@check("flow")
+async def check_buffer_size_grows(backend: polyloop.Backend) -> None:
+    """get_write_buffer_size() is 0 when idle and grows with writes a stalled peer can't take."""
+    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
+    t = transport_of(cli)
+    assert t.get_write_buffer_size() == 0, t.get_write_buffer_size()
+    await fill_until_paused(backend, cli)
+    before = t.get_write_buffer_size()
+    t.write(b"y" * 10_000)
+    after = t.get_write_buffer_size()
+    assert after >= before + 10_000, f"buffer {before} -> {after} after a 10,000-byte write"
+    assert cli.events.count("pause") == 1, f"paused again while paused: {compact(cli.events)}"
+    t.abort()
+    transport_of(srv).resume_reading()  # a paused reader would not notice the reset
+    await srv.lost
+    await server.aclose()
+
+
+@check("flow")
+async def check_set_write_buffer_limits_validation(backend: polyloop.Backend) -> None:
+    """set_write_buffer_limits: ValueError unless 0 <= low <= high; valid marks accepted."""
+    server, srv, cli = await pair(backend)
+    t = transport_of(cli)
+    for high, low in ((10, 20), (-1, None), (None, -1), (100, -1), (0, 1)):
+        try:
+            t.set_write_buffer_limits(high, low)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"set_write_buffer_limits(high={high}, low={low}) was accepted")
+    for high, low in ((None, None), (0, 0), (1024, None), (None, 1024), (100, 100)):
+        t.set_write_buffer_limits(high, low)
+    t.write(b"still fine")
+    assert await srv.wait_bytes(10) == b"still fine"
+    t.close()
+    await srv.lost
+    await server.aclose()
+
+
+@check("flow")
+async def check_custom_high_mark(backend: polyloop.Backend) -> None:
+    """With set_write_buffer_limits(high=1 MiB) pause_writing comes only past 1 MiB buffered."""
+    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
+    transport_of(cli).set_write_buffer_limits(high=1 << 20)
+    await fill_until_paused(backend, cli)
+    assert cli.size_at_pause[0] > 1 << 20, f"paused at {cli.size_at_pause[0]} bytes (high 1 MiB)"
+    transport_of(srv).resume_reading()
+    await cli.until(lambda: "resume" in cli.events, "resume_writing")
+    assert cli.size_at_resume[0] <= 1 << 18, f"resumed at {cli.size_at_resume[0]} (low 256 KiB)"
+    transport_of(cli).close()
+    await srv.lost
+    await server.aclose()
+
+
+@check("flow")
+async def check_pause_reading(backend: polyloop.Backend) -> None:
+    """pause_reading stops data_received until resume_reading; is_reading() follows."""
+    server, srv, cli = await pair(backend)
+    ts = transport_of(srv)
+    assert ts.is_reading() is True, "is_reading() is False on a fresh connection"
+    transport_of(cli).write(b"one")
+    await srv.wait_bytes(3)
+    ts.pause_reading()
+    ts.pause_reading()  # idempotent
+    assert ts.is_reading() is False, "is_reading() is True after pause_reading()"
+    transport_of(cli).write(b"two")
+    await backend.sleep(0.05)  # "nothing happens" needs a bounded wait: loopback is far faster
+    assert bytes(srv.data) == b"one", f"data_received while paused: {bytes(srv.data)!r}"
+    ts.resume_reading()
+    ts.resume_reading()  # idempotent
+    assert ts.is_reading() is True, "is_reading() is False after resume_reading()"
+    assert await srv.wait_bytes(6) == b"onetwo", bytes(srv.data)
+    transport_of(cli).close()
+    await srv.lost
+    assert ts.is_reading() is False, "is_reading() is True once the transport is closed"
+    await server.aclose()
+
+
+@check("flow")
+async def check_is_reading_closing(backend: polyloop.Backend) -> None:
+    """is_reading() is False once close() was called; resume_reading() then changes nothing."""
+    server, srv, cli = await pair(backend)
+    t = transport_of(cli)
+    t.close()
+    assert t.is_reading() is False, "is_reading() is True right after close()"
+    t.resume_reading()
+    assert t.is_reading() is False, "resume_reading() after close() made is_reading() True"
+    await cli.lost
+    t.pause_reading()
+    t.resume_reading()
+    await srv.lost
+    await server.aclose()
+
+
+@check("flow")
+async def check_paused_reading_pushes_back(backend: polyloop.Backend) -> None:
+    """pause_reading in the middle of a transfer: the kernel pushes back, the writer pauses."""
+    server, srv, cli = await pair(backend)
+    transport_of(cli).write(b"z" * 1000)
+    await srv.wait_bytes(1000)
+    transport_of(srv).pause_reading()
+    total = 1000 + await fill_until_paused(backend, cli)
+    transport_of(srv).resume_reading()
+    assert len(await srv.wait_bytes(total)) == total
+    transport_of(cli).close()
+    await srv.lost
+    await server.aclose()
+
+
+@check("flow")
+async def check_read_pause_survives_data(backend: polyloop.Backend) -> None:
+    """pause_reading called inside data_received holds: no further data_received calls."""
+
+    class PauseOnFirst(Recorder):
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.events.count("data") == 1:
+                transport_of(self).pause_reading()
+
+    server, srv, cli = await pair(backend, lambda: PauseOnFirst(backend))
+    transport_of(cli).write(b"a")
+    await srv.wait_bytes(1)
+    transport_of(cli).write(b"b" * 100_000)
+    await backend.sleep(0.05)  # "nothing happens" needs a bounded wait: loopback is far faster
+    assert srv.events.count("data") == 1, f"data_received while paused: {compact(srv.events)}"
+    transport_of(srv).resume_reading()
+    await srv.wait_bytes(100_001)
+    transport_of(cli).close()
+    await srv.lost
+    await server.aclose()
