@@ -12,6 +12,7 @@ from . import lifecycle as lifecycle
 from . import tasks as tasks
 from . import threads as threads
 from . import timers as timers
+from . import tls as tls
 from . import writes as writes
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "tasks",
     "threads",
     "timers",
+    "tls",
     "writes",
 ]

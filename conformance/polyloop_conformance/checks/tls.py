@@ -1,0 +1,260 @@
+"""TLS: stdlib ``ssl.SSLContext`` on every backend, native or through the core TLS layer.
+
+Covers a verified round trip (protocols and streams), ``SSLCertVerificationError`` from
+``connect_tcp`` for an unknown CA and for a wrong host name, a failed handshake never
+reaching the protocol, the ``ssl_object``/``peercert`` extra info, close_notify read as
+EOF, ``can_write_eof()`` being False, a large transfer with flow control, and abort.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import polyloop
+
+from .._registry import check
+from ..tls import material
+from ._util import Accepted, Recorder, pair, transport_of
+
+
+def _contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    tls = material()
+    return tls.server_context(), tls.client_context()
+
+
+async def _tls_pair(backend: polyloop.Backend) -> tuple[polyloop.Server, Recorder, Recorder]:
+    server_ssl, client_ssl = _contexts()
+    return await pair(backend, server_ssl=server_ssl, client_ssl=client_ssl)
+
+
+@check("tls")
+async def check_round_trip(backend: polyloop.Backend) -> None:
+    """A verified TLS connection carries data both ways and closes cleanly."""
+    server, srv, cli = await _tls_pair(backend)
+    transport_of(cli).write(b"secret ping")
+    assert await srv.wait_bytes(11) == b"secret ping"
+    transport_of(srv).write(b"secret pong")
+    assert await cli.wait_bytes(11) == b"secret pong"
+    transport_of(cli).close()
+    assert await cli.wait_lost() is None, cli.lost_exc
+    await srv.lost
+    await server.aclose()
+
+
+@check("tls")
+async def check_streams(backend: polyloop.Backend) -> None:
+    """open_tcp_stream/open_tcp_listener with ssl: an echo over verified TLS."""
+    server_ssl, client_ssl = _contexts()
+    listener = await polyloop.open_tcp_listener("127.0.0.1", 0, ssl=server_ssl)
+
+    async def echo(stream: polyloop.Stream) -> None:
+        while data := await stream.receive():
+            await stream.send(data)
+
+    serving = backend.spawn(listener.serve(echo))
+    stream = await polyloop.open_tcp_stream(
+        "127.0.0.1", listener.port, ssl=client_ssl, server_hostname="localhost"
+    )
+    await stream.send(b"over tls")
+    assert await stream.receive_exactly(8) == b"over tls"
+    await stream.aclose()
+    await listener.aclose()
+    await serving
+
+
+@check("tls")
+async def check_wrong_ca(backend: polyloop.Backend) -> None:
+    """A server certificate from an unknown CA: connect_tcp raises SSLCertVerificationError."""
+    import trustme
+
+    server_ssl, _ = _contexts()
+    other = ssl.create_default_context()
+    trustme.CA().configure_trust(other)
+    accepted = Accepted(backend)
+    server = await backend.listen_tcp(accepted, "127.0.0.1", 0, ssl=server_ssl)
+    made: list[Recorder] = []
+
+    def factory() -> Recorder:
+        made.append(Recorder(backend))
+        return made[-1]
+
+    try:
+        t, _ = await backend.connect_tcp(
+            factory, "127.0.0.1", server.port, ssl=other, server_hostname="localhost"
+        )
+    except ssl.SSLCertVerificationError:
+        pass
+    else:
+        t.abort()
+        raise AssertionError("connect_tcp verified a certificate from an unknown CA")
+    assert all("made" not in p.events for p in made), "connection_made before verification"
+    await server.aclose()
+
+
+@check("tls")
+async def check_wrong_hostname(backend: polyloop.Backend) -> None:
+    """A certificate for localhost, checked against another name: SSLCertVerificationError."""
+    server_ssl, client_ssl = _contexts()
+    server = await backend.listen_tcp(lambda: Recorder(backend), "127.0.0.1", 0, ssl=server_ssl)
+    try:
+        t, _ = await backend.connect_tcp(
+            lambda: Recorder(backend), "127.0.0.1", server.port,
+            ssl=client_ssl, server_hostname="not-localhost.example",
+        )  # fmt: skip
+    except ssl.SSLCertVerificationError:
+        pass
+    else:
+        t.abort()
+        raise AssertionError("connect_tcp accepted a certificate for another host name")
+    await server.aclose()
+
+
+@check("tls")
+async def check_failed_handshake_hidden(backend: polyloop.Backend) -> None:
+    """A server whose client fails verification never calls its protocol's connection_made."""
+    import trustme
+
+    server_ssl, client_ssl = _contexts()
+    other = ssl.create_default_context()
+    trustme.CA().configure_trust(other)
+    good = backend.create_future()
+
+    class Server(Recorder):
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if not good.done():
+                good.set_result(self)
+
+    accepted = Accepted(backend, lambda: Server(backend))
+    server = await backend.listen_tcp(accepted, "127.0.0.1", 0, ssl=server_ssl)
+    try:
+        t, _ = await backend.connect_tcp(
+            lambda: Recorder(backend), "127.0.0.1", server.port,
+            ssl=other, server_hostname="localhost",
+        )  # fmt: skip
+        t.abort()
+    except ssl.SSLError:
+        pass
+    # Then a good client: the server still works, and connected only that one.
+    t2, cli = await backend.connect_tcp(
+        lambda: Recorder(backend), "127.0.0.1", server.port,
+        ssl=client_ssl, server_hostname="localhost",
+    )  # fmt: skip
+    t2.write(b"good")
+    await good
+    made = [p for p in accepted.protocols if "made" in p.events]
+    assert len(made) == 1, f"{len(made)} server protocols were connected, expected only 1"
+    t2.close()
+    await cli.lost
+    await server.aclose()
+
+
+@check("tls")
+async def check_extra_info(backend: polyloop.Backend) -> None:
+    """TLS transports give ssl_object (SSLObject/SSLSocket) and the peer's peercert."""
+    server, srv, cli = await _tls_pair(backend)
+    obj = transport_of(cli).get_extra_info("ssl_object")
+    assert isinstance(obj, (ssl.SSLObject, ssl.SSLSocket)), f"ssl_object is {obj!r}"
+    assert obj.version() is not None, "ssl_object has no negotiated version"
+    cert = transport_of(cli).get_extra_info("peercert")
+    assert isinstance(cert, dict), f"peercert is {cert!r}"
+    names = [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
+    assert "localhost" in names, f"peercert subjectAltName {cert.get('subjectAltName')!r}"
+    sobj = transport_of(srv).get_extra_info("ssl_object")
+    assert isinstance(sobj, (ssl.SSLObject, ssl.SSLSocket)), f"server ssl_object is {sobj!r}"
+    peer = transport_of(cli).get_extra_info("peername")
+    assert peer[:2] == ("127.0.0.1", server.port), f"peername over TLS is {peer!r}"
+    assert transport_of(cli).get_extra_info("backend") == backend.name
+    transport_of(cli).close()
+    await srv.lost
+    await server.aclose()
+
+
+@check("tls")
+async def check_close_notify_eof(backend: polyloop.Backend) -> None:
+    """close() on one side: the other reads the data, then EOF and connection_lost(None)."""
+    server, srv, cli = await _tls_pair(backend)
+    transport_of(srv).write(b"last words")
+    transport_of(srv).close()
+    exc = await cli.wait_lost()
+    assert bytes(cli.data) == b"last words", bytes(cli.data)
+    assert "eof" in cli.events, f"no eof_received: {cli.events}"
+    assert exc is None, f"connection_lost({exc!r}) after close_notify"
+    await srv.lost
+    await server.aclose()
+
+
+@check("tls")
+async def check_stream_eof(backend: polyloop.Backend) -> None:
+    """Over TLS, Stream.receive() returns b"" once the peer closes."""
+    server_ssl, client_ssl = _contexts()
+    listener = await polyloop.open_tcp_listener("127.0.0.1", 0, ssl=server_ssl)
+    stream = await polyloop.open_tcp_stream(
+        "127.0.0.1", listener.port, ssl=client_ssl, server_hostname="localhost"
+    )
+    peer = await listener.accept()
+    await peer.send(b"bye")
+    await peer.aclose()
+    assert await stream.receive_exactly(3) == b"bye"
+    assert await stream.receive() == b""
+    await stream.aclose()
+    await listener.aclose()
+
+
+@check("tls")
+async def check_cannot_write_eof(backend: polyloop.Backend) -> None:
+    """can_write_eof() is False for TLS, on both ends."""
+    server, srv, cli = await _tls_pair(backend)
+    assert transport_of(cli).can_write_eof() is False
+    assert transport_of(srv).can_write_eof() is False
+    transport_of(cli).close()
+    await srv.lost
+    await server.aclose()
+
+
+@check("tls")
+async def check_large_transfer(backend: polyloop.Backend) -> None:
+    """4 MiB each way over TLS, written at once: everything arrives, intact and in order."""
+    server, srv, cli = await _tls_pair(backend)
+    a = bytes(range(256)) * (4 * 4096)
+    b = a[::-1]
+    transport_of(cli).write(a)
+    transport_of(srv).write(b)
+    assert await srv.wait_bytes(len(a)) == a
+    assert await cli.wait_bytes(len(b)) == b
+    transport_of(cli).close()
+    await srv.lost
+    await server.aclose()
+
+
+@check("tls")
+async def check_abort(backend: polyloop.Backend) -> None:
+    """abort() on TLS: local connection_lost gets an exception; the peer's connection ends."""
+    server, srv, cli = await _tls_pair(backend)
+    transport_of(cli).abort()
+    assert "lost" not in cli.events, "connection_lost was called from inside abort()"
+    exc = await cli.wait_lost()
+    assert isinstance(exc, ConnectionAbortedError), f"connection_lost({exc!r}) after abort"
+    peer_exc = await srv.wait_lost()
+    assert isinstance(peer_exc, ConnectionResetError), f"peer's connection_lost({peer_exc!r})"
+    await server.aclose()
+
+
+@check("tls")
+async def check_write_after_close(backend: polyloop.Backend) -> None:
+    """A write after close() on TLS is a silent no-op; write(str) raises TypeError."""
+    server, srv, cli = await _tls_pair(backend)
+    t = transport_of(cli)
+    try:
+        t.write("text")  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("TLS write(str) did not raise TypeError")
+    t.write(b"before")
+    t.close()
+    t.write(b"after")
+    await srv.lost
+    assert bytes(srv.data) == b"before", bytes(srv.data)
+    await cli.lost
+    await server.aclose()
