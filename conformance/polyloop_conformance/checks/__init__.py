@@ -9,6 +9,7 @@ from . import errors as errors
 from . import flow as flow
 from . import halfclose as halfclose
 from . import lifecycle as lifecycle
+from . import streams as streams
 from . import tasks as tasks
 from . import threads as threads
 from . import timers as timers
@@ -22,6 +23,7 @@ __all__ = [
     "flow",
     "halfclose",
     "lifecycle",
+    "streams",
     "tasks",
     "threads",
     "timers",
