@@ -1,0 +1,575 @@
+"""Tornado's IOStream, held to the polyloop Transport contract.
+
+Rule: the bytes move through Tornado -- ``IOStream.read_into`` for reads,
+``IOStream.write`` for writes, the IOLoop's handlers for UDP. This file only turns
+Tornado's pull-style, future-per-operation API into PEP 3156's push-style callbacks.
+
+Some facts about IOStream (6.x) that shape this file, read from its source:
+- A read must be pending for Tornado to read at all (plus one "idle" read: a stream with
+  nothing pending listens for READ, to notice a close, and reads one chunk into its own
+  buffer when it fires). So ``data_received`` is fed by one ``read_into`` kept pending
+  and re-armed after each delivery; ``pause_reading`` simply stops re-arming. At most the
+  one pending read and one idle chunk (64 KiB each) are read after a pause; after that
+  the socket is not read and the kernel pushes back on the peer.
+- When ``read_from_fd`` returns 0 (EOF), IOStream closes itself on the spot: the fd is
+  closed and the unflushed write buffer is thrown away. That makes half-close impossible
+  (and loses the tail of an echo). ``_Stream``/``_SSLStream`` override ``read_from_fd``
+  (a documented subclass hook) to report EOF to the transport and keep the stream open.
+- An EOF socket stays readable forever, and IOStream re-adds READ interest whenever it is
+  idle (the idle read above). After EOF that would spin the loop, so the subclasses drop
+  READ interest again after each event; this is the one private hook (``_handle_events``
+  and ``_state``) we touch, and ``tests/test_tornado.py`` pins it.
+- ``IOStream.write`` returns a future (resolved when that write is flushed) whether or not
+  anyone wants it. We only attach a callback when the write was *not* flushed at once
+  (``stream.writing()``), so the fast path costs Tornado's own future and nothing more.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import functools
+import logging
+import socket
+import ssl as _ssl
+import struct
+from typing import TYPE_CHECKING, Any, cast
+
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
+
+import polyloop
+from polyloop._errors import check_bytes
+from polyloop._transports import DEFAULT_HIGH_WATER, check_buffer_limits
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._backend import TornadoBackend
+
+log = logging.getLogger("polyloop")
+
+_LINGER_RST = struct.pack("ii", 1, 0)
+#: Size of the buffer each connection reads into (Tornado's own ``read_chunk_size``).
+READ_SIZE = 64 * 1024
+
+
+def _saw_eof(stream: _Stream | _SSLStream, n: int | None) -> int | None:
+    if n != 0:
+        return n
+    stream.read_eof = True
+    if stream.on_eof is not None:
+        stream.io_loop.add_callback(stream.on_eof)
+    return None  # "nothing to read now": the stream stays open for writing
+
+
+def _drop_read_interest(stream: _Stream | _SSLStream, fd: Any) -> None:
+    state = stream._state
+    if stream.read_eof and state is not None and state & IOLoop.READ and not stream.closed():
+        stream._state = state & ~IOLoop.READ
+        stream.io_loop.update_handler(fd, stream._state)
+
+
+class _Stream(IOStream):
+    """An IOStream that reports read EOF instead of closing itself (see the module doc)."""
+
+    read_eof = False
+    on_eof: Any = None
+
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        return _saw_eof(self, super().read_from_fd(buf))
+
+    def _handle_events(self, fd: Any, events: int) -> None:
+        super()._handle_events(fd, events)
+        _drop_read_interest(self, fd)
+
+
+def _was_reset(sock: socket.socket) -> bool:
+    # The ssl module reports a TCP reset as a (suppressed, ragged) EOF: OpenSSL consumes
+    # the ECONNRESET. The kernel still knows: a reset leaves the socket in TCP_CLOSE,
+    # a FIN in TCP_CLOSE_WAIT. (Linux; elsewhere a reset reads as EOF here.)
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE
+    except (OSError, TypeError):
+        return False
+
+
+_TCP_INFO = getattr(socket, "TCP_INFO", -1)
+_TCP_CLOSE = 7  # include/net/tcp_states.h
+
+
+class _SSLStream(SSLIOStream):
+    """The same, for TLS: the transport then closes (flushing), as TLS cannot half-close."""
+
+    read_eof = False
+    on_eof: Any = None
+
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        n = super().read_from_fd(buf)
+        if n == 0 and _was_reset(self.socket):
+            # IOStream treats ECONNRESET as a close with .error set: connection_lost
+            # then gets ConnectionResetError, as on the other backends.
+            raise ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
+        return _saw_eof(self, n)
+
+    def _handle_events(self, fd: Any, events: int) -> None:
+        super()._handle_events(fd, events)
+        _drop_read_interest(self, fd)
+
+
+def _send_close_notify(sock: _ssl.SSLSocket) -> None:
+    # IOStream.close() just closes the fd, so the peer would read a truncated (ragged)
+    # TLS stream. unwrap() sends close_notify first; on a non-blocking socket it then
+    # stops with SSLWantReadError instead of waiting for the peer's: that is all we want.
+    try:
+        sock.unwrap()
+    except (OSError, ValueError):
+        pass
+
+
+def _reportable(exc: BaseException | None) -> BaseException | None:
+    """What ``connection_lost`` gets for the error Tornado closed a stream with."""
+    if exc is None or isinstance(exc, OSError):
+        return exc  # ConnectionResetError, BrokenPipeError, ssl.SSLError ...
+    return ConnectionAbortedError(f"connection closed: {exc!r}")
+
+
+class TornadoTransport(polyloop.Transport):
+    """A TCP, Unix or TLS connection on a Tornado IOStream."""
+
+    __slots__ = (
+        "__weakref__",
+        "_aborted",
+        "_backend",
+        "_buf",
+        "_closed_by_us",
+        "_closing",
+        "_eof_delivered",
+        "_eof_written",
+        "_extra",
+        "_flushed",
+        "_high",
+        "_lost",
+        "_low",
+        "_paused",
+        "_protocol",
+        "_read_fut",
+        "_sock",
+        "_stash",
+        "_stream",
+        "_tls",
+        "_write_paused",
+        "_written",
+    )
+
+    def __init__(
+        self, stream: _Stream | _SSLStream, backend: TornadoBackend, protocol: Any
+    ) -> None:
+        self._stream = stream
+        self._sock: socket.socket = stream.socket
+        self._backend = backend
+        self._protocol = protocol
+        self._tls = isinstance(stream, SSLIOStream)
+        self._closing = self._lost = self._aborted = self._closed_by_us = False
+        self._eof_written = self._eof_delivered = False
+        self._paused = self._write_paused = False
+        self._read_fut: asyncio.Future[int] | None = None
+        self._stash: bytes | None = None  # read while paused, delivered on resume
+        self._buf = bytearray(READ_SIZE)
+        self._written = self._flushed = 0
+        self._high, self._low = DEFAULT_HIGH_WATER, DEFAULT_HIGH_WATER // 4
+        # Read now: the socket is gone once the stream closes.
+        sock = self._sock
+        self._extra: dict[str, Any] = {"socket": sock, "backend": backend.name}
+        for key, get in (("peername", sock.getpeername), ("sockname", sock.getsockname)):
+            try:
+                self._extra[key] = get()
+            except OSError:
+                self._extra[key] = None
+        if self._tls:
+            ssl_sock = cast(_ssl.SSLSocket, sock)
+            self._extra["ssl_object"] = ssl_sock
+            self._extra["peercert"] = ssl_sock.getpeercert()
+            self._extra["cipher"] = ssl_sock.cipher()
+            self._extra["sslcontext"] = ssl_sock.context
+        stream.on_eof = self._eof_seen
+        stream.set_close_callback(self._stream_closed)
+
+    def _start(self) -> None:
+        """Tell the protocol, then start reading (``connection_made`` may pause or close)."""
+        self._backend._track(self)
+        try:
+            self._protocol.connection_made(self)
+        except Exception as exc:
+            self._fatal(exc, "connection_made")
+            return
+        if not self._closing and not self._paused:
+            self._arm()
+
+    # --- reading ---
+
+    def _arm(self) -> None:
+        try:
+            fut = cast("asyncio.Future[int]", self._stream.read_into(self._buf, partial=True))
+        except StreamClosedError:
+            return  # the close callback reports it
+        self._read_fut = fut
+        fut.add_done_callback(self._on_read)
+
+    def _on_read(self, fut: asyncio.Future[int]) -> None:
+        self._read_fut = None
+        if fut.cancelled() or fut.exception() is not None:
+            return  # StreamClosedError: _stream_closed reports why
+        if self._closing:
+            return
+        data = memoryview(self._buf)[: fut.result()].tobytes()
+        if self._paused:
+            self._stash = data
+            return
+        try:
+            self._protocol.data_received(data)
+        except Exception as exc:
+            self._fatal(exc, "data_received")
+            return
+        if not self._closing and not self._paused:
+            self._arm()
+
+    def _eof_seen(self) -> None:
+        # Scheduled by the stream each time a read finds EOF. Data read just before the
+        # EOF may still be on its way to _on_read: then _on_read re-arms, the re-armed
+        # read finds EOF again, and we come back here with the read pending.
+        if self._closing or self._eof_delivered or self._paused or self._stash is not None:
+            return
+        if self._read_fut is None or self._read_fut.done():
+            return
+        self._eof_delivered = True
+        try:
+            keep_open = self._protocol.eof_received()
+        except Exception as exc:
+            self._fatal(exc, "eof_received")
+            return
+        if self._tls or not keep_open:
+            self.close()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        if self._closing:
+            return
+        if self._stash is not None:
+            self._stream.io_loop.add_callback(self._deliver_stash)
+        elif self._read_fut is None and not self._eof_delivered:
+            self._arm()
+
+    def _deliver_stash(self) -> None:
+        data, self._stash = self._stash, None
+        if data is None or self._closing:
+            return
+        if self._paused:
+            self._stash = data
+            return
+        try:
+            self._protocol.data_received(data)
+        except Exception as exc:
+            self._fatal(exc, "data_received")
+            return
+        if not self._closing and not self._paused and self._read_fut is None:
+            self._arm()
+
+    def is_reading(self) -> bool:
+        return not self._paused and not self._closing
+
+    # --- writing ---
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is not bytes:
+            check_bytes(data)
+            data = bytes(data)  # Tornado keeps a view of large writes: copy mutable data
+        if self._closing:
+            return
+        if self._eof_written:
+            raise RuntimeError("write() after write_eof()")
+        if not data:
+            return
+        stream = self._stream
+        try:
+            fut = stream.write(data)
+        except StreamClosedError:
+            return  # the close callback reports the loss
+        self._written += len(data)
+        if not stream.writing():
+            self._flushed = self._written  # the fast path: all handed to the kernel
+            return
+        fut.add_done_callback(functools.partial(self._on_flushed, self._written))
+        if not self._write_paused and self._written - self._flushed > self._high:
+            self._write_paused = True
+            self._call("pause_writing")
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def _on_flushed(self, end: int, fut: asyncio.Future[None]) -> None:
+        # A write's future resolves once everything up to its end is flushed.
+        if end > self._flushed:
+            self._flushed = end
+        self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        if self._write_paused and self._written - self._flushed <= self._low and not self._lost:
+            self._write_paused = False
+            self._call("resume_writing")
+
+    def _call(self, name: str) -> None:
+        try:
+            getattr(self._protocol, name)()
+        except Exception:
+            log.exception("protocol.%s() failed", name)
+
+    def write_eof(self) -> None:
+        if self._tls:
+            raise NotImplementedError("TLS transports cannot half-close (see can_write_eof)")
+        if self._closing or self._eof_written:
+            return
+        self._eof_written = True
+        if self._stream.writing():
+            self._after_flush(self._shutdown_write)
+        else:
+            self._shutdown_write()
+
+    def _after_flush(self, fn: Any) -> None:
+        try:
+            # An empty write's future resolves when all earlier writes are flushed.
+            self._stream.write(b"").add_done_callback(lambda f: fn())
+        except StreamClosedError:
+            pass
+
+    def _shutdown_write(self) -> None:
+        if self._stream.closed():
+            return
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the peer is gone already; reading reports it
+
+    def can_write_eof(self) -> bool:
+        return not self._tls
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._high, self._low = check_buffer_limits(high, low)
+        if not self._write_paused and self.get_write_buffer_size() > self._high:
+            self._write_paused = True
+            self._call("pause_writing")
+        self._maybe_resume()
+
+    def get_write_buffer_size(self) -> int:
+        return 0 if self._lost else self._written - self._flushed
+
+    # --- closing ---
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._stream.writing():
+            self._after_flush(self._close_stream)
+        else:
+            self._close_stream()
+
+    def _close_stream(self) -> None:
+        if not self._stream.closed():
+            self._closed_by_us = True
+            if self._tls:
+                _send_close_notify(cast(_ssl.SSLSocket, self._sock))
+            self._stream.close()  # the close callback runs later: never re-entrant
+
+    def abort(self) -> None:
+        if self._aborted or self._lost:
+            return
+        self._closing = True
+        if self._stream.closed():
+            return  # lost already; the close callback reports why
+        self._aborted = True
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        except OSError:
+            pass  # not a TCP socket (Unix), or already dead
+        self._stream.close()
+
+    def _fatal(self, exc: BaseException, where: str) -> None:
+        log.error("protocol.%s() raised; closing the connection", where, exc_info=exc)
+        self._closing = True
+        if not self._stream.closed():
+            self._stream.close(exc_info=exc)
+
+    def _stream_closed(self) -> None:
+        if self._lost:
+            return
+        self._lost = self._closing = True
+        self._write_paused = False
+        if self._aborted:
+            exc: BaseException | None = ConnectionAbortedError(
+                errno.ECONNABORTED, "connection aborted"
+            )
+        elif self._closed_by_us:
+            exc = None
+        else:
+            exc = _reportable(self._stream.error)
+        try:
+            self._protocol.connection_lost(exc)
+        except Exception:
+            log.exception("protocol.connection_lost() failed")
+        finally:
+            self._protocol = None
+            self._backend._untrack(self)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+
+class TornadoDatagramTransport(polyloop.DatagramTransport):
+    """A UDP endpoint: Tornado has no UDP API, so a non-blocking socket on an IOLoop handler.
+
+    Sends go straight to ``sendto``; only what the kernel refuses (``EAGAIN``) is queued,
+    and flushed when the IOLoop reports the socket writable.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_backend",
+        "_closing",
+        "_extra",
+        "_ioloop",
+        "_lost",
+        "_protocol",
+        "_queue",
+        "_remote",
+        "_sock",
+    )
+
+    #: Datagrams read per readiness event, so one busy socket cannot starve the loop.
+    MAX_READS = 64
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        backend: TornadoBackend,
+        protocol: Any,
+        remote: Any,
+    ) -> None:
+        self._sock = sock
+        self._backend = backend
+        self._protocol = protocol
+        self._remote = remote
+        self._ioloop = backend.ioloop
+        self._closing = self._lost = False
+        self._queue: collections.deque[tuple[bytes, Any]] = collections.deque()
+        self._extra: dict[str, Any] = {
+            "socket": sock,
+            "sockname": sock.getsockname(),
+            "peername": remote,
+            "backend": backend.name,
+        }
+
+    def _start(self) -> None:
+        self._backend._track(self)
+        self._ioloop.add_handler(self._sock, self._on_events, IOLoop.READ)
+        self._protocol.connection_made(self)
+
+    def _on_events(self, fd: Any, events: int) -> None:
+        if events & IOLoop.READ:
+            for _ in range(self.MAX_READS):
+                if self._closing:
+                    return
+                try:
+                    data, addr = self._sock.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # e.g. ICMP port unreachable on a connected socket
+                    self._protocol.error_received(exc)
+                    break
+                self._protocol.datagram_received(data, addr)
+        if events & IOLoop.WRITE:
+            self._flush()
+
+    def _send(self, data: bytes | bytearray | memoryview, addr: Any) -> None:
+        if addr is None:
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, addr)
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        check_bytes(data)
+        if self._closing:
+            return
+        if self._remote is not None and addr is not None and addr != self._remote:
+            raise ValueError(f"this endpoint is connected to {self._remote!r}, not {addr!r}")
+        if addr is None and self._remote is None:
+            raise ValueError("no address given and this endpoint is not connected")
+        if self._queue:
+            self._queue.append((bytes(data), addr))
+            return
+        try:
+            self._send(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._queue.append((bytes(data), addr))
+            self._ioloop.update_handler(self._sock, IOLoop.READ | IOLoop.WRITE)
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def _flush(self) -> None:
+        while self._queue:
+            data, addr = self._queue[0]
+            try:
+                self._send(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._protocol.error_received(exc)
+            self._queue.popleft()
+        if self._closing:
+            self._finish(None)
+        else:
+            self._ioloop.update_handler(self._sock, IOLoop.READ)
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if not self._queue:
+            self._finish(None)
+        # else: _flush() finishes once the queue is sent
+
+    def abort(self) -> None:
+        if self._lost:
+            return
+        self._closing = True
+        self._queue.clear()
+        self._finish(ConnectionAbortedError(errno.ECONNABORTED, "endpoint aborted"))
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._ioloop.remove_handler(self._sock)
+        self._sock.close()
+        self._ioloop.add_callback(self._report_lost, exc)
+
+    def _report_lost(self, exc: BaseException | None) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._protocol = None
+            self._backend._untrack(self)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
