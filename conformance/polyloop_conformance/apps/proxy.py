@@ -1,0 +1,283 @@
+"""TCP proxy: flow control between two transports, both ways, and half-close.
+
+What it proves: the proxy forwards bytes between a downstream client and an upstream
+server with nothing but the transport contract. When one side's transport calls
+``pause_writing``, the proxy calls ``pause_reading`` on the other side, so a slow
+reader slows the sender at the far end through the kernel, and the proxy's buffers
+stay bounded. EOF is passed on as ``write_eof`` and the connection stays half-open
+until both directions are done.
+
+``serve`` starts an upstream echo server and the proxy in front of it. The upstream
+answers a connection that opens with ``STATS_MAGIC`` with the proxy's statistics (one
+JSON line), so that a client in another process can check the bound: the exercise
+stops reading while it sends 16 MiB, waits until its sender is held back, and
+requires the proxy's peak write buffer to stay under ``PEAK_BOUND`` with pauses in
+both directions; then it reads everything back and checks the bytes and the EOF.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import polyloop
+
+from ._base import App, AppConfig, Running, register
+from ._util import shrink_socket_buffers, within
+from .echo import chunks
+
+__all__ = ["ProxySide", "ProxyStats", "UpstreamEcho", "exercise", "serve"]
+
+#: Kernel buffer size on every socket of the scenario (see ``shrink_socket_buffers``).
+SOCKET_BUFFER = 32 * 1024
+#: What a connection sends first to get the proxy's statistics from the upstream.
+STATS_MAGIC = b"\x00polyloop-proxy-stats\n"
+#: The proxy's high-water mark (the default), plus one read that a backend may deliver
+#: before the pause takes effect (asyncio reads up to 256 KiB at once), with margin.
+PEAK_BOUND = 512 * 1024
+#: Bytes the exercise pushes through.
+TOTAL = 16 * 1024 * 1024
+
+
+@dataclass
+class ProxyStats:
+    """What the proxy measured: its peak write buffer and its pauses per direction."""
+
+    peak: int = 0
+    pauses_up: int = 0  # upstream was full, so the proxy stopped reading the client
+    pauses_down: int = 0  # the client was full, so the proxy stopped reading upstream
+    connections: int = 0
+
+
+class ProxySide(polyloop.Protocol):
+    """One end of a proxied connection; what it reads is written to its peer."""
+
+    def __init__(self, stats: ProxyStats, downstream: bool) -> None:
+        self.stats = stats
+        self.downstream = downstream
+        self.peer: ProxySide | None = None
+        self.transport: polyloop.Transport | None = None
+        self.pending = bytearray()  # read before the peer was connected
+        self.got_eof = False
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        shrink_socket_buffers(transport, SOCKET_BUFFER)
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.pending += data
+            return
+        peer.transport.write(data)
+        self.stats.peak = max(self.stats.peak, peer.transport.get_write_buffer_size())
+
+    def eof_received(self) -> bool:
+        self.got_eof = True
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            if peer.got_eof:
+                # Both directions are done: close both (each flushes first).
+                peer.transport.close()
+                return False
+            if peer.transport.can_write_eof():
+                peer.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            # An error is passed on as a reset; a clean end as a flushed close.
+            if exc is None:
+                peer.transport.close()
+            else:
+                peer.transport.abort()
+
+    def pause_writing(self) -> None:
+        if self.downstream:
+            self.stats.pauses_down += 1
+        else:
+            self.stats.pauses_up += 1
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def link(self, peer: ProxySide) -> None:
+        """Pair with ``peer``, and pass on what arrived before it was there."""
+        self.peer, peer.peer = peer, self
+        if self.pending and peer.transport is not None:
+            data, self.pending = bytes(self.pending), bytearray()
+            self.data_received(data)
+        if self.got_eof:
+            self.got_eof = False
+            self.eof_received()
+
+
+class Downstream(ProxySide):
+    """The client's connection: it opens the upstream one, reading nothing till then."""
+
+    def __init__(self, stats: ProxyStats, upstream: tuple[str, int]) -> None:
+        super().__init__(stats, downstream=True)
+        self.upstream = upstream
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.stats.connections += 1
+        transport.pause_reading()
+        polyloop.spawn(self._connect())
+
+    async def _connect(self) -> None:
+        assert self.transport is not None
+        try:
+            _, up = await polyloop.connect_tcp(
+                lambda: ProxySide(self.stats, downstream=False), *self.upstream
+            )
+        except OSError:
+            self.transport.abort()
+            return
+        if self.transport.is_closing():
+            assert up.transport is not None
+            up.transport.abort()
+            return
+        self.link(up)
+        self.transport.resume_reading()
+
+
+class UpstreamEcho(polyloop.Protocol):
+    """The upstream: an echo with flow control, or the stats if asked with the magic."""
+
+    def __init__(self, stats: ProxyStats) -> None:
+        self.stats = stats
+        self.head = b""  # the first bytes, until we know whether they are the magic
+        self.echoing = False
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        shrink_socket_buffers(transport, SOCKET_BUFFER)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.echoing:
+            self.head += data
+            if self.head.startswith(STATS_MAGIC):
+                self.transport.write(json.dumps(asdict(self.stats)).encode() + b"\n")
+                self.transport.close()
+                return
+            if STATS_MAGIC.startswith(self.head):
+                return  # maybe the magic: wait for more
+            self.echoing = True
+            data, self.head = self.head, b""
+        self.transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self.head:
+            self.transport.write(self.head)
+        self.transport.close()  # after what we echoed is flushed
+        return True
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+
+async def serve(config: AppConfig) -> Running:
+    """Start the upstream echo (on an ephemeral port) and the proxy in front of it."""
+    stats = ProxyStats()
+    upstream = await polyloop.listen_tcp(lambda: UpstreamEcho(stats), config.host, 0)
+    target = (config.host, upstream.port)
+    proxy = await polyloop.listen_tcp(lambda: Downstream(stats, target), config.host, config.port)
+
+    async def close() -> None:
+        await proxy.aclose()
+        await upstream.aclose()
+
+    return Running((config.host, proxy.port), close)
+
+
+async def query_stats(address: tuple[str, int]) -> dict[str, Any]:
+    """Ask the proxy at ``address`` (through to its upstream) for its statistics."""
+    stream = await polyloop.open_tcp_stream(*address)
+    try:
+        await stream.send(STATS_MAGIC)
+        line = await within(5, stream.receive_until(b"\n"), "proxy stats")
+        stats: dict[str, Any] = json.loads(line)
+        return stats
+    finally:
+        await stream.aclose()
+
+
+async def exercise(config: AppConfig, address: tuple[str, int]) -> None:
+    """16 MiB through the proxy with a reader that stops, then drains; bounds checked."""
+    await within(30, _exercise(address), "proxy exercise")
+
+
+async def _exercise(address: tuple[str, int]) -> None:
+    stream = await polyloop.open_tcp_stream(*address)
+    shrink_socket_buffers(stream.transport, SOCKET_BUFFER)
+    parts = chunks(TOTAL, seed=address[1] + 1)
+    sent = hashlib.sha256()
+    progress = 0
+
+    async def send_all() -> None:
+        nonlocal progress
+        for part in parts:
+            sent.update(part)
+            await stream.send(part)
+            progress += len(part)
+        await stream.send_eof()  # half-close: the echo must still come back
+
+    sender = polyloop.spawn(send_all())
+    try:
+        # Read nothing until the sender is held back: no progress for 20 polls in a row.
+        still, last = 0, -1
+        while still < 20 and progress < TOTAL:
+            await polyloop.sleep(0.01)
+            still = still + 1 if progress == last else 0
+            last = progress
+        assert progress < TOTAL, (
+            f"all {TOTAL} bytes were accepted while the client read nothing:"
+            " backpressure does not reach the sender through the proxy"
+        )
+        stats = await query_stats(address)
+        assert stats["peak"] <= PEAK_BOUND, (
+            f"the proxy buffered {stats['peak']} bytes (bound {PEAK_BOUND})"
+        )
+        assert stats["pauses_down"] > 0 and stats["pauses_up"] > 0, (
+            f"the proxy did not pause both ways: {stats}"
+        )
+
+        got = hashlib.sha256()
+        n = 0
+        while n < TOTAL:
+            data = await stream.receive(1 << 20)
+            assert data, f"EOF after {n} of {TOTAL} bytes"
+            got.update(data)
+            n += len(data)
+            if n < TOTAL // 4:
+                await polyloop.sleep(0)  # a slow reader for the first quarter
+        await sender
+        assert got.hexdigest() == sent.hexdigest(), "bytes through the proxy differ"
+        assert await stream.receive() == b"", "no EOF after the echo: half-close was lost"
+        stats = await query_stats(address)
+        assert stats["peak"] <= PEAK_BOUND, (
+            f"the proxy buffered {stats['peak']} bytes (bound {PEAK_BOUND})"
+        )
+    finally:
+        sender.cancel()
+        await stream.aclose()
+
+
+APP = register(
+    App(
+        "proxy",
+        "TCP proxy to an echo: 16 MiB, backpressure both ways, bounded buffer, half-close",
+        serve,
+        exercise,
+    )
+)

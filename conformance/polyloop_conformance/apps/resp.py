@@ -1,0 +1,293 @@
+"""A RESP key-value store: a subset of Redis that real Redis clients can talk to.
+
+What it proves: a pipelined request/response protocol with a sans-io parser
+(``_resp.py``) runs the same on every backend. Commands: PING, ECHO, SET (EX, PX, NX,
+XX, KEEPTTL, GET), GET, DEL, EXISTS, INCR, MGET, MSET, EXPIRE, TTL, PTTL, DBSIZE,
+FLUSHDB, plus what client libraries send on connect (HELLO 2/3, CLIENT SETNAME/SETINFO,
+SELECT 0, COMMAND, QUIT). Inline commands work (``redis-cli`` and ``nc`` style), errors
+carry Redis's wording, and expiry runs on the backend's clock (``polyloop.time()``).
+The exercise checks replies byte-for-byte where the wire format matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polyloop
+
+from ._base import App, AppConfig, Running, register
+from ._resp import (
+    NEED_DATA,
+    CommandParser,
+    ProtocolError,
+    ReplyError,
+    ReplyParser,
+    Simple,
+    Store,
+    encode,
+)
+from ._util import within
+
+__all__ = ["RespClient", "RespProtocol", "exercise", "serve"]
+
+
+class RespProtocol(polyloop.Protocol):
+    """One server connection: parse commands, run them, write the replies in order."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.session = store.new_session()
+        self.parser = CommandParser()
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        out = bytearray()
+        try:
+            while (cmd := self.parser.next_command()) is not NEED_DATA:
+                out += encode(self.store.execute(self.session, cmd), self.session.proto)
+                if self.session.quit:
+                    break
+        except ProtocolError as exc:
+            out += encode(ReplyError(f"ERR Protocol error: {exc}"))
+            self.session.quit = True
+        # One write per read: a pipeline of N commands costs one syscall, not N.
+        self.transport.write(out)
+        if self.session.quit:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        # A client that pipelines without reading: stop reading its commands.
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+
+async def serve(config: AppConfig) -> Running:
+    """Start the store; expiry uses the running backend's clock."""
+    store = Store(polyloop.current_backend().time)
+    server = await polyloop.listen_tcp(lambda: RespProtocol(store), config.host, config.port)
+    return Running((config.host, server.port), server.aclose)
+
+
+# --- the client ---
+
+
+class RespClient:
+    """A minimal RESP client over a polyloop Stream; error replies come back as values."""
+
+    def __init__(self, stream: polyloop.Stream) -> None:
+        self.stream = stream
+        self.parser = ReplyParser()
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> RespClient:
+        """Open a connection to ``host:port``."""
+        return cls(await polyloop.open_tcp_stream(host, port))
+
+    async def call(self, *args: bytes | str | int) -> Any:
+        """Send one command and return its reply."""
+        return (await self.pipeline([args]))[0]
+
+    async def pipeline(self, commands: Sequence[Sequence[bytes | str | int]]) -> list[Any]:
+        """Send every command in one write, then read as many replies."""
+        await self.stream.send(b"".join(self.pack(c) for c in commands))
+        return [await self.reply() for _ in commands]
+
+    async def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are (inline commands, broken input)."""
+        await self.stream.send(data)
+
+    async def reply(self) -> Any:
+        """The next reply."""
+        while (value := self.parser.next_reply()) is NEED_DATA:
+            data = await self.stream.receive(1 << 20)
+            assert data, "the server closed the connection before replying"
+            self.parser.feed(data)
+        return value
+
+    @staticmethod
+    def pack(args: Sequence[bytes | str | int]) -> bytes:
+        """A command as a RESP array of bulk strings."""
+        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        await self.stream.aclose()
+
+
+def _eq(got: Any, want: Any, what: str) -> None:
+    assert got == want and type(got) is type(want), f"{what}: got {got!r}, expected {want!r}"
+
+
+OK = Simple("OK")
+NOT_INT = ReplyError("ERR value is not an integer or out of range")
+
+
+async def exercise(config: AppConfig, address: tuple[str, int]) -> None:
+    """Every command, errors, expiry, pipelining, inline commands, RESP3, protocol errors."""
+    await within(15, _exercise(address), "resp exercise")
+
+
+async def _exercise(address: tuple[str, int]) -> None:
+    c = await RespClient.connect(*address)
+    try:
+        await _commands(c)
+        await _expiry(c)
+        await _pipelining_and_inline(c)
+    finally:
+        await c.aclose()
+    await _resp3_and_errors(address)
+
+
+async def _commands(c: RespClient) -> None:
+    _eq(await c.call("FLUSHDB"), OK, "FLUSHDB")
+    _eq(await c.call("PING"), Simple("PONG"), "PING")
+    _eq(await c.call("PING", "hi"), b"hi", "PING hi")
+    _eq(await c.call("ECHO", b"a\r\nb\x00"), b"a\r\nb\x00", "ECHO (binary-safe)")
+    _eq(await c.call("SET", "k", "v"), OK, "SET")
+    _eq(await c.call("GET", "k"), b"v", "GET")
+    _eq(await c.call("GET", "missing"), None, "GET missing")
+    _eq(await c.call("SET", "k", "w", "NX"), None, "SET NX on an existing key")
+    _eq(await c.call("SET", "k", "w", "XX", "GET"), b"v", "SET XX GET")
+    big = bytes(range(256)) * 4096  # 1 MiB
+    _eq(await c.call("SET", "big", big), OK, "SET 1 MiB")
+    _eq(await c.call("GET", "big"), big, "GET 1 MiB")
+    _eq(await c.call("EXISTS", "k", "k", "missing"), 2, "EXISTS k k missing")
+    _eq(await c.call("DEL", "k", "missing", "big"), 2, "DEL")
+    _eq(await c.call("EXISTS", "k"), 0, "EXISTS after DEL")
+    for n in (1, 2, 3):
+        _eq(await c.call("INCR", "counter"), n, f"INCR #{n}")
+    _eq(await c.call("SET", "text", "abc"), OK, "SET text")
+    _eq(
+        await c.call("INCR", "text"),
+        NOT_INT,
+        "INCR on text",
+    )
+    _eq(await c.call("SET", "max", str(2**63 - 1)), OK, "SET max")
+    _eq(
+        await c.call("INCR", "max"),
+        ReplyError("ERR increment or decrement would overflow"),
+        "INCR overflow",
+    )
+    _eq(await c.call("MSET", "a", "1", "b", "2"), OK, "MSET")
+    _eq(await c.call("MGET", "a", "missing", "b"), [b"1", None, b"2"], "MGET")
+    _eq(await c.call("DBSIZE"), 5, "DBSIZE")  # counter, text, max, a, b
+    _eq(await c.call("FLUSHDB"), OK, "FLUSHDB")
+    _eq(await c.call("DBSIZE"), 0, "DBSIZE after FLUSHDB")
+    _eq(
+        await c.call("NOSUCH", "x", "y"),
+        ReplyError("ERR unknown command 'NOSUCH', with args beginning with: 'x' 'y' "),
+        "unknown command",
+    )
+    _eq(
+        await c.call("GET"),
+        ReplyError("ERR wrong number of arguments for 'get' command"),
+        "GET arity",
+    )
+    _eq(
+        await c.call("MSET", "a"),
+        ReplyError("ERR wrong number of arguments for 'mset' command"),
+        "MSET a",
+    )
+    _eq(
+        await c.call("MSET", "a", "1", "b"),
+        ReplyError("ERR wrong number of arguments for 'mset' command"),
+        "MSET arity",
+    )
+    _eq(
+        await c.call("SET", "k", "v", "EX", "x"),
+        NOT_INT,
+        "SET EX x",
+    )
+    _eq(
+        await c.call("SET", "k", "v", "EX", "0"),
+        ReplyError("ERR invalid expire time in 'set' command"),
+        "SET EX 0",
+    )
+    _eq(await c.call("SET", "k", "v", "BOGUS"), ReplyError("ERR syntax error"), "SET BOGUS")
+
+
+async def _expiry(c: RespClient) -> None:
+    _eq(await c.call("TTL", "missing"), -2, "TTL of a missing key")
+    _eq(await c.call("SET", "keep", "v"), OK, "SET keep")
+    _eq(await c.call("TTL", "keep"), -1, "TTL without expiry")
+    _eq(await c.call("SET", "ex", "v", "EX", "100"), OK, "SET EX 100")
+    ttl = await c.call("TTL", "ex")
+    assert isinstance(ttl, int) and 98 <= ttl <= 100, f"TTL after EX 100: {ttl!r}"
+    _eq(await c.call("SET", "px", "v", "PX", "5000"), OK, "SET PX 5000")
+    pttl = await c.call("PTTL", "px")
+    assert isinstance(pttl, int) and 0 < pttl <= 5000, f"PTTL after PX 5000: {pttl!r}"
+    _eq(await c.call("EXPIRE", "keep", "50"), 1, "EXPIRE")
+    ttl = await c.call("TTL", "keep")
+    assert isinstance(ttl, int) and 48 <= ttl <= 50, f"TTL after EXPIRE 50: {ttl!r}"
+    _eq(await c.call("EXPIRE", "missing", "50"), 0, "EXPIRE of a missing key")
+    _eq(await c.call("EXPIRE", "keep", "x"), NOT_INT, "EXPIRE x")
+    _eq(await c.call("SET", "keep", "w"), OK, "SET clears the TTL")
+    _eq(await c.call("TTL", "keep"), -1, "TTL after SET")
+    _eq(await c.call("EXPIRE", "keep", "0"), 1, "EXPIRE 0")
+    _eq(await c.call("GET", "keep"), None, "GET after EXPIRE 0")
+    # A short PX: the key must vanish on its own (polled, not slept on, to stay quick).
+    _eq(await c.call("SET", "short", "v", "PX", "30"), OK, "SET PX 30")
+    for _ in range(300):
+        if await c.call("GET", "short") is None:
+            break
+        await polyloop.sleep(0.01)
+    else:
+        raise AssertionError("a key SET with PX 30 still exists after 3 s")
+    _eq(await c.call("EXISTS", "short"), 0, "EXISTS after expiry")
+    _eq(await c.call("TTL", "short"), -2, "TTL after expiry")
+    _eq(await c.call("DBSIZE"), 2, "DBSIZE counts live keys only")  # ex, px
+
+
+async def _pipelining_and_inline(c: RespClient) -> None:
+    cmds: list[list[Any]] = []
+    for i in range(300):
+        cmds += [["SET", f"p{i}", i], ["INCR", f"p{i}"], ["GET", f"p{i}"]]
+    replies = await c.pipeline(cmds)
+    want = [x for i in range(300) for x in (OK, i + 1, b"%d" % (i + 1))]
+    _eq(replies, want, "300 pipelined SET/INCR/GET triples")
+
+    await c.send_raw(b"PING\r\n")
+    _eq(await c.reply(), Simple("PONG"), "inline PING")
+    await c.send_raw(b"SET inline \"hello world\\n\" \r\nGET inline\nECHO 'it\\'s'\r\n")
+    _eq(await c.reply(), OK, "inline SET with a quoted argument")
+    _eq(await c.reply(), b"hello world\n", "inline GET")
+    _eq(await c.reply(), b"it's", "inline ECHO with an escaped quote")
+
+
+async def _resp3_and_errors(address: tuple[str, int]) -> None:
+    c = await RespClient.connect(*address)
+    try:
+        hello = await c.call("HELLO", "3")
+        assert isinstance(hello, dict) and hello.get(b"proto") == 3, f"HELLO 3 gave {hello!r}"
+        await c.send_raw(c.pack(["GET", "missing"]))
+        raw = await within(5, c.stream.receive(), "RESP3 null")
+        _eq(raw, b"_\r\n", "a RESP3 null")
+    finally:
+        await c.aclose()
+
+    c = await RespClient.connect(*address)
+    try:
+        await c.send_raw(b"*1\r\n$4\r\nPING\r\n*x\r\n")
+        _eq(await c.reply(), Simple("PONG"), "the command before a protocol error")
+        _eq(await c.reply(), ReplyError("ERR Protocol error: invalid multibulk length"), "*x")
+        rest = await within(5, c.stream.receive(), "close after a protocol error")
+        assert rest == b"", f"expected EOF after a protocol error, got {rest[:40]!r}"
+    finally:
+        await c.aclose()
+
+
+APP = register(
+    App(
+        "resp",
+        "RESP store (Redis subset): commands, expiry, pipelining, inline, RESP3, errors",
+        serve,
+        exercise,
+    )
+)
