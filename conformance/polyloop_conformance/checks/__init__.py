@@ -14,6 +14,8 @@ from . import tasks as tasks
 from . import threads as threads
 from . import timers as timers
 from . import tls as tls
+from . import udp as udp
+from . import unix as unix
 from . import writes as writes
 
 __all__ = [
@@ -28,5 +30,7 @@ __all__ = [
     "threads",
     "timers",
     "tls",
+    "udp",
+    "unix",
     "writes",
 ]

@@ -1,0 +1,167 @@
+"""Unix sockets: ``listen_unix``/``connect_unix`` and the Unix stream helpers.
+
+Covers a round trip (protocols and streams), ``Server.addresses`` being the path, the
+socket file removed by ``Server.close()``, ``FileNotFoundError`` for a missing path,
+``ConnectionRefusedError`` for a socket file nobody listens on, half-close, abort, and
+TLS over a Unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+
+import polyloop
+
+from .._registry import SkipCheck, check
+from ._util import Accepted, Recorder, temp_dir, transport_of
+
+
+def _need_unix() -> None:
+    if not hasattr(socket, "AF_UNIX"):
+        raise SkipCheck("this platform has no Unix sockets")
+
+
+async def _unix_pair(
+    backend: polyloop.Backend, path: str
+) -> tuple[polyloop.Server, Recorder, Recorder]:
+    accepted = Accepted(backend)
+    server = await backend.listen_unix(accepted, path)
+    _, cli = await backend.connect_unix(lambda: Recorder(backend), path)
+    return server, await accepted.get(), cli
+
+
+@check("unix")
+async def check_round_trip(backend: polyloop.Backend) -> None:
+    """Data both ways over a Unix socket; Server.addresses is [path]; close cleans up."""
+    _need_unix()
+    with temp_dir() as d:
+        path = os.path.join(d, "s.sock")
+        server, srv, cli = await _unix_pair(backend, path)
+        assert server.addresses == [path], f"addresses {server.addresses!r}, expected [{path!r}]"
+        transport_of(cli).write(b"over unix")
+        assert await srv.wait_bytes(9) == b"over unix"
+        transport_of(srv).write(b"and back")
+        assert await cli.wait_bytes(8) == b"and back"
+        assert transport_of(cli).get_extra_info("backend") == backend.name
+        transport_of(cli).close()
+        assert await srv.wait_lost() is None, srv.lost_exc
+        await server.aclose()
+
+
+@check("unix")
+async def check_socket_file_removed(backend: polyloop.Backend) -> None:
+    """Server.close() removes the socket file; the path can be listened on again."""
+    _need_unix()
+    with temp_dir() as d:
+        path = os.path.join(d, "s.sock")
+        server = await backend.listen_unix(lambda: Recorder(backend), path)
+        assert stat.S_ISSOCK(os.stat(path).st_mode), "no socket file while listening"
+        await server.aclose()
+        assert not os.path.exists(path), "the socket file is still there after close()"
+        again = await backend.listen_unix(lambda: Recorder(backend), path)
+        await again.aclose()
+
+
+@check("unix")
+async def check_missing_path(backend: polyloop.Backend) -> None:
+    """connect_unix to a path that does not exist raises FileNotFoundError."""
+    _need_unix()
+    with temp_dir() as d:
+        try:
+            t, _ = await backend.connect_unix(lambda: Recorder(backend), os.path.join(d, "none"))
+        except FileNotFoundError:
+            pass
+        else:
+            t.abort()
+            raise AssertionError("connect_unix to a missing path did not raise FileNotFoundError")
+
+
+@check("unix")
+async def check_refused(backend: polyloop.Backend) -> None:
+    """connect_unix to a socket file nobody listens on raises ConnectionRefusedError."""
+    _need_unix()
+    with temp_dir() as d:
+        path = os.path.join(d, "dead.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)  # bound, never listening: connecting is refused
+            try:
+                t, _ = await backend.connect_unix(lambda: Recorder(backend), path)
+            except ConnectionRefusedError:
+                pass
+            else:
+                t.abort()
+                raise AssertionError("connect_unix to a non-listening socket succeeded")
+        finally:
+            sock.close()
+
+
+@check("unix")
+async def check_half_close_and_abort(backend: polyloop.Backend) -> None:
+    """write_eof over a Unix socket reaches the peer as EOF; abort gives ConnectionAbortedError."""
+    _need_unix()
+    with temp_dir() as d:
+        path = os.path.join(d, "s.sock")
+        accepted = Accepted(backend, lambda: Recorder(backend, keep_open_on_eof=True))
+        server = await backend.listen_unix(accepted, path)
+        _, cli = await backend.connect_unix(lambda: Recorder(backend), path)
+        srv = await accepted.get()
+        assert transport_of(cli).can_write_eof() is True
+        transport_of(cli).write(b"req")
+        transport_of(cli).write_eof()
+        await srv.eof
+        transport_of(srv).write(b"resp")
+        transport_of(srv).close()
+        assert await cli.wait_bytes(4) == b"resp", "no reply after write_eof"
+        assert await cli.wait_lost() is None, cli.lost_exc
+        await srv.lost
+        accepted.make = lambda: Recorder(backend)
+        t2, cli2 = await backend.connect_unix(lambda: Recorder(backend), path)
+        srv2 = await accepted.get(1)
+        t2.abort()
+        assert isinstance(await cli2.lost, ConnectionAbortedError), cli2.lost_exc
+        await srv2.lost  # no RST on Unix sockets: the peer may see EOF or a reset
+        await server.aclose()
+
+
+@check("unix")
+async def check_streams(backend: polyloop.Backend) -> None:
+    """open_unix_listener/open_unix_stream: an exchange and EOF."""
+    _need_unix()
+    with temp_dir() as d:
+        path = os.path.join(d, "s.sock")
+        listener = await polyloop.open_unix_listener(path)
+        client = await polyloop.open_unix_stream(path)
+        server = await listener.accept()
+        await client.send(b"line\n")
+        assert await server.receive_until(b"\n") == b"line\n"
+        await server.aclose()
+        assert await client.receive() == b""
+        await client.aclose()
+        await listener.aclose()
+        assert not os.path.exists(path), "the socket file is still there after aclose()"
+
+
+@check("unix")
+async def check_tls(backend: polyloop.Backend) -> None:
+    """TLS over a Unix socket (server_hostname given) round-trips."""
+    _need_unix()
+    from ..tls import material
+
+    tls = material()
+    with temp_dir() as d:
+        path = os.path.join(d, "s.sock")
+        accepted = Accepted(backend)
+        server = await backend.listen_unix(accepted, path, ssl=tls.server_context())
+        t, _ = await backend.connect_unix(
+            lambda: Recorder(backend), path, ssl=tls.client_context(), server_hostname="localhost"
+        )
+        srv = await accepted.get()
+        t.write(b"sealed")
+        assert await srv.wait_bytes(6) == b"sealed"
+        assert t.get_extra_info("ssl_object") is not None
+        t.close()
+        await srv.lost
+        await server.aclose()
