@@ -436,16 +436,38 @@ def _exists(store: Store, s: Session, args: list[bytes]) -> Any:
     return sum(store.get(k) is not None for k in args[1:])
 
 
+def _add(store: Store, key: bytes, delta: bytes | int) -> Any:
+    amount = delta if isinstance(delta, int) else parse_int(delta)
+    old = store.get(key)
+    value = 0 if old is None else parse_int(old)
+    if value is None or amount is None:
+        return NOT_INT
+    if not INT64[0] <= value + amount <= INT64[1]:
+        return ReplyError("ERR increment or decrement would overflow")
+    store.put(key, b"%d" % (value + amount), None, keep_ttl=True)
+    return value + amount
+
+
 @command("incr", 2)
 def _incr(store: Store, s: Session, args: list[bytes]) -> Any:
-    old = store.get(args[1])
-    value = 0 if old is None else parse_int(old)
-    if value is None:
-        return NOT_INT
-    if value == INT64[1]:
-        return ReplyError("ERR increment or decrement would overflow")
-    store.put(args[1], b"%d" % (value + 1), None, keep_ttl=True)
-    return value + 1
+    return _add(store, args[1], 1)
+
+
+@command("decr", 2)
+def _decr(store: Store, s: Session, args: list[bytes]) -> Any:
+    return _add(store, args[1], -1)
+
+
+@command("incrby", 3)
+def _incrby(store: Store, s: Session, args: list[bytes]) -> Any:
+    # redis-py's incr() sends INCRBY, so it belongs to the subset in practice.
+    return _add(store, args[1], args[2])
+
+
+@command("decrby", 3)
+def _decrby(store: Store, s: Session, args: list[bytes]) -> Any:
+    amount = parse_int(args[2])
+    return NOT_INT if amount is None or amount == INT64[0] else _add(store, args[1], -amount)
 
 
 @command("mget", -2)

@@ -122,6 +122,9 @@ class HTTPServerProtocol(polyloop.Protocol):
         length = dict(request.headers).get(b"content-length")
         if length is not None and int(length) > MAX_BODY:
             self._fail(413, "request body too large")
+        elif self.conn.they_are_waiting_for_100_continue:
+            # curl sends "Expect: 100-continue" for large bodies and waits for this.
+            self._send(h11.InformationalResponse(status_code=100, headers=[]))
 
     def _send(self, *events: Any) -> None:
         self.transport.write(b"".join(self.conn.send(e) or b"" for e in events))

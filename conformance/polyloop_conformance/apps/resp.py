@@ -2,11 +2,12 @@
 
 What it proves: a pipelined request/response protocol with a sans-io parser
 (``_resp.py``) runs the same on every backend. Commands: PING, ECHO, SET (EX, PX, NX,
-XX, KEEPTTL, GET), GET, DEL, EXISTS, INCR, MGET, MSET, EXPIRE, TTL, PTTL, DBSIZE,
-FLUSHDB, plus what client libraries send on connect (HELLO 2/3, CLIENT SETNAME/SETINFO,
-SELECT 0, COMMAND, QUIT). Inline commands work (``redis-cli`` and ``nc`` style), errors
-carry Redis's wording, and expiry runs on the backend's clock (``polyloop.time()``).
-The exercise checks replies byte-for-byte where the wire format matters.
+XX, KEEPTTL, GET), GET, DEL, EXISTS, INCR (and INCRBY, DECR, DECRBY, which redis-py
+uses), MGET, MSET, EXPIRE, TTL, PTTL, DBSIZE, FLUSHDB, plus what client libraries send
+on connect (HELLO 2/3, CLIENT SETNAME/SETINFO, SELECT 0, COMMAND, QUIT). Inline
+commands work (``redis-cli`` and ``nc`` style), errors carry Redis's wording, and expiry
+runs on the backend's clock (``polyloop.time()``). The exercise checks replies
+byte-for-byte where the wire format matters.
 """
 
 from __future__ import annotations
