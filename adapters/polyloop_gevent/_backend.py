@@ -131,6 +131,22 @@ class GeventServer(polyloop.Server):
         await yield_once()
 
 
+def _socket_is_live(path: str) -> bool:
+    """Whether a server listens on the Unix socket file at ``path`` (never blocks)."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.setblocking(False)
+        # 0: accepted into its backlog; EAGAIN: its backlog is full. Both mean live.
+        return probe.connect_ex(path) in (0, errno.EAGAIN, errno.EWOULDBLOCK)
+    finally:
+        probe.close()
+
+
 def _unlink_socket(path: str) -> None:
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
@@ -448,6 +464,8 @@ class GeventBackend(polyloop.Backend):
         ssl: _ssl.SSLContext | None,
         backlog: int,
     ) -> polyloop.Server:
+        if _socket_is_live(path):
+            raise OSError(errno.EADDRINUSE, f"a server is listening on {path!r}")
         _unlink_socket(path)  # a stale socket file from an earlier run, as asyncio does
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
