@@ -29,6 +29,7 @@ import os
 import socket
 import ssl as _ssl
 import stat
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
@@ -176,7 +177,7 @@ class GeventBackend(polyloop.Backend):
         )
         self._pool: Any = None
         self._tasks: set[GeventTask[Any]] = set()
-        self._greenlets: set[greenlet] = set()
+        self._greenlets: weakref.WeakSet[greenlet] = weakref.WeakSet()  # helpers
         self._timers: set[_Handle] = set()
         self._servers: set[GeventServer] = set()
         self._transports: set[GeventTransport | GeventDatagramTransport] = set()
@@ -204,12 +205,20 @@ class GeventBackend(polyloop.Backend):
             with _context.running(self):
                 self._context = contextvars.copy_context()
                 task = GeventTask(self, self._main(main, args))
-                waiter = Waiter(hub)
-                task.add_done_callback(waiter.switch)
-                waiter.get()  # parks this greenlet; the hub runs everything else
+                try:
+                    self._wait(task)  # parks this greenlet; the hub runs everything else
+                except BaseException:  # KeyboardInterrupt, or this greenlet was killed
+                    if task.cancel():  # as asyncio.Runner does: clean up, then re-raise
+                        self._wait(task)
+                    raise
                 return task.result()
         finally:
             self._close_leftovers()
+
+    def _wait(self, task: GeventTask[Any]) -> None:
+        waiter = Waiter(self._hub)
+        task.add_done_callback(waiter.switch)
+        waiter.get()
 
     async def _main(self, main: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         try:
