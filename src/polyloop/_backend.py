@@ -222,10 +222,15 @@ class Backend(abc.ABC):
         ssl: _ssl.SSLContext | None = None,
         backlog: int = 128,
     ) -> Server:
-        """Listen on a Unix socket at ``path``; ``close()`` removes the socket file."""
+        """Listen on a Unix socket at ``path``; ``close()`` removes the socket file.
+
+        A stale socket file at ``path`` (nothing accepts on it) is removed first; one that
+        a live server listens on gives ``OSError`` with ``errno.EADDRINUSE``.
+        """
         _errors.check_callable("protocol_factory", protocol_factory)
         path = _errors.check_path(path)
         _errors.check_ssl(ssl, server_side=True)
+        _errors.clear_stale_unix_socket(path)
         factory = self._tls_factory(protocol_factory, ssl, server_side=True)
         return await self._listen_unix(factory, path, ssl=self._native(ssl), backlog=backlog)
 

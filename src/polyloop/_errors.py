@@ -132,6 +132,41 @@ def check_path(path: object) -> str:
     return result
 
 
+def clear_stale_unix_socket(path: str) -> None:
+    """Before listening on ``path``: remove a stale socket file, refuse a live one.
+
+    Frameworks disagree here: asyncio unlinks any socket file and silently steals the path
+    from a live server; gevent and Twisted fail on any existing file, stale or not. A
+    connect tells the two cases apart without waiting: on a Unix socket it succeeds or is
+    refused at once.
+    """
+    import errno
+    import os
+    import socket
+    import stat
+
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return  # not a socket (or missing): let bind() report it as it will
+    except OSError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"a server is listening on {path}")
+
+
 def check_bytes(data: Any) -> None:
     """Raise the ``TypeError`` the Transport contract promises for non-bytes data."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
