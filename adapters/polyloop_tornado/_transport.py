@@ -33,6 +33,7 @@ import logging
 import socket
 import ssl as _ssl
 import struct
+from asyncio import CancelledError
 from typing import TYPE_CHECKING, Any, cast
 
 from tornado.ioloop import IOLoop
@@ -54,13 +55,10 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 READ_SIZE = 64 * 1024
 
 
-def _saw_eof(stream: _Stream | _SSLStream, n: int | None) -> int | None:
-    if n != 0:
-        return n
+def _saw_eof(stream: _Stream | _SSLStream) -> None:
     stream.read_eof = True
     if stream.on_eof is not None:
         stream.io_loop.add_callback(stream.on_eof)
-    return None  # "nothing to read now": the stream stays open for writing
 
 
 def _drop_read_interest(stream: _Stream | _SSLStream, fd: Any) -> None:
@@ -77,7 +75,11 @@ class _Stream(IOStream):
     on_eof: Any = None
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
-        return _saw_eof(self, super().read_from_fd(buf))
+        n = super().read_from_fd(buf)
+        if n == 0:
+            _saw_eof(self)
+            return None  # "nothing to read now": the stream stays open for writing
+        return n
 
     def _handle_events(self, fd: Any, events: int) -> None:
         super()._handle_events(fd, events)
@@ -110,7 +112,10 @@ class _SSLStream(SSLIOStream):
             # IOStream treats ECONNRESET as a close with .error set: connection_lost
             # then gets ConnectionResetError, as on the other backends.
             raise ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
-        return _saw_eof(self, n)
+        if n == 0:
+            _saw_eof(self)
+            return None
+        return n
 
     def _handle_events(self, fd: Any, events: int) -> None:
         super()._handle_events(fd, events)
@@ -129,9 +134,11 @@ def _send_close_notify(sock: _ssl.SSLSocket) -> None:
 
 def _reportable(exc: BaseException | None) -> BaseException | None:
     """What ``connection_lost`` gets for the error Tornado closed a stream with."""
-    if exc is None or isinstance(exc, OSError):
-        return exc  # ConnectionResetError, BrokenPipeError, ssl.SSLError ...
-    return ConnectionAbortedError(f"connection closed: {exc!r}")
+    if isinstance(exc, StreamClosedError):  # never set as .error by Tornado 6, but cheap
+        return exc.real_error or ConnectionResetError(errno.ECONNRESET, "connection closed")
+    # Builtin already: ConnectionResetError, BrokenPipeError, ssl.SSLError ..., or the
+    # exception a protocol callback raised (see _fatal), as asyncio reports it.
+    return exc
 
 
 class TornadoTransport(polyloop.Transport):
@@ -218,11 +225,13 @@ class TornadoTransport(polyloop.Transport):
 
     def _on_read(self, fut: asyncio.Future[int]) -> None:
         self._read_fut = None
-        if fut.cancelled() or fut.exception() is not None:
-            return  # StreamClosedError: _stream_closed reports why
+        try:
+            n = fut.result()
+        except (StreamClosedError, CancelledError):
+            return  # _stream_closed reports why
         if self._closing:
             return
-        data = memoryview(self._buf)[: fut.result()].tobytes()
+        data = memoryview(self._buf)[:n].tobytes()
         if self._paused:
             self._stash = data
             return
