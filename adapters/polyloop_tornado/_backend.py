@@ -180,8 +180,11 @@ def _bind_tcp(infos: list[Any], backlog: int) -> list[socket.socket]:
 
 
 def _bind_unix(path: str, backlog: int) -> socket.socket:
-    """``netutil.bind_unix_socket`` without its leak on failure (and with the umask's mode)."""
-    _unlink_socket(path)  # a stale socket file from an earlier run, as asyncio does
+    """``netutil.bind_unix_socket`` without its leak on failure (and with the umask's mode).
+
+    A stale socket file was removed by the core already (``Backend.listen_unix``); a live
+    one makes ``bind`` fail with ``EADDRINUSE``, as it should.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
