@@ -15,7 +15,7 @@ import polyloop
 from polyloop import _context
 from polyloop._errors import pick_connect_error
 
-from ._transport import Adopt, AsyncioDatagramTransport, AsyncioTransport
+from ._transport import Adopt, AsyncioDatagramTransport, AsyncioTransport, abort_native
 
 T = TypeVar("T")
 DP = TypeVar("DP", bound=polyloop.DatagramProtocol)
@@ -84,7 +84,13 @@ class AsyncioBackend(polyloop.Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._context: contextvars.Context | None = None
         self._servers: list[AsyncioServer] = []
+        # asyncio's own transports, not our wrappers: a wrapper the user dropped is
+        # garbage, but the transport under it lives on while the loop watches its socket.
         self._transports: weakref.WeakSet[Any] = weakref.WeakSet()
+        # uvloop's TLS transports cannot be weakly referenced: held strongly, pruned of
+        # closed ones as more arrive.
+        self._unweakable: set[Any] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def framework_version(cls) -> str:
@@ -133,19 +139,35 @@ class AsyncioBackend(polyloop.Backend):
             await self._dispose()
 
     async def _dispose(self) -> None:
-        """Close what the user left open, while the loop still runs."""
+        """Close what the user left open, while the loop still runs.
+
+        Tasks first, so that a handler sees ``Cancelled`` rather than its connection
+        vanishing under it; then servers; then every transport still open -- also one
+        that is closing but still flushing to a peer that does not read.
+        """
+        pending = [t for t in self._tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
         for server in self._servers:
             server.close()
         self._servers.clear()
-        left = [t for t in self._transports if not t.is_closing()]
+        left = [*self._transports, *self._unweakable]
+        self._unweakable.clear()
         for transport in left:
-            transport.abort()
+            abort_native(transport)
         if left:
             for _ in range(3):  # connection_lost callbacks are scheduled with call_soon
                 await asyncio.sleep(0)
 
     def _track(self, transport: Any) -> None:
-        self._transports.add(transport)
+        try:
+            self._transports.add(transport)
+        except TypeError:
+            if len(self._unweakable) >= 64:
+                self._unweakable = {t for t in self._unweakable if not t.is_closing()}
+            self._unweakable.add(transport)
 
     # --- scheduling ---
 
@@ -163,7 +185,13 @@ class AsyncioBackend(polyloop.Backend):
         self.loop.call_soon_threadsafe(fn, *args, context=self._context)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> polyloop.Task[T]:
-        return self.loop.create_task(coro)
+        # asyncio holds tasks weakly: a task that nobody references, waiting on a future
+        # nobody else references, is garbage collected mid-await ("Task was destroyed
+        # but it is pending!"). spawn promises to run it, so hold it until it is done.
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def create_future(self) -> polyloop.Future[Any]:
         return self.loop.create_future()

@@ -41,6 +41,38 @@ class _Aborted(asyncio.Protocol):
         self.protocol.connection_lost(exc or ConnectionAbortedError("connection aborted"))
 
 
+def _still_open(t: Any) -> bool:
+    """Whether ``connection_lost`` is still to come (open, or closing with data queued).
+
+    asyncio's own ``abort()`` is not safe after the end: a transport whose ``close()``
+    flushed its buffer has dropped its loop, and ``abort()`` then fails on it; its TLS
+    transport has dropped its protocol.
+    """
+    try:
+        return not t.is_closing() or t.get_write_buffer_size() > 0
+    except AttributeError:
+        return False
+
+
+def abort_native(t: Any) -> None:
+    """Abort an asyncio transport the polyloop way: RST, ``ConnectionAbortedError``.
+
+    A no-op once ``connection_lost`` has run or is scheduled.
+    """
+    if not _still_open(t):
+        return
+    sock = t.get_extra_info("socket")
+    if sock is not None and sock.type == socket.SOCK_STREAM:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        except OSError:
+            pass  # already closed, or a socket type without linger
+    protocol = t.get_protocol()
+    if not isinstance(protocol, _Aborted):
+        t.set_protocol(_Aborted(protocol))
+    t.abort()
+
+
 class AsyncioTransport(polyloop.Transport):
     __slots__ = ("__weakref__", "_aborted", "_backend", "_closing", "_paused", "_t")
 
@@ -82,16 +114,7 @@ class AsyncioTransport(polyloop.Transport):
         if self._aborted:
             return
         self._aborted = self._closing = True
-        t = self._t
-        sock = t.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-            except OSError:
-                pass  # already closed, or a socket type without linger
-        # If connection_lost already ran, asyncio's abort() is a no-op and so is this.
-        t.set_protocol(_Aborted(t.get_protocol()))
-        t.abort()
+        abort_native(self._t)
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -150,9 +173,7 @@ class AsyncioDatagramTransport(polyloop.DatagramTransport):
         if self._closing:
             return
         self._closing = True
-        protocol = self._t.get_protocol()
-        self._t.set_protocol(_Aborted(protocol))  # type: ignore[arg-type]
-        self._t.abort()
+        abort_native(self._t)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "backend":
@@ -184,7 +205,7 @@ class Adopt(asyncio.BaseProtocol):
     def connection_made(self, transport: Any) -> None:
         self.protocol = self.factory()
         self.transport = self.wrap(transport, self.backend)
-        self.backend._track(self.transport)
+        self.backend._track(transport)
         transport.set_protocol(self.protocol)
         self.protocol.connection_made(self.transport)
         if isinstance(self.transport, AsyncioTransport) and self.transport._paused:
