@@ -4,6 +4,7 @@ Importing this package registers every check in ``polyloop_conformance.CHECKS``.
 """
 
 from . import abort as abort
+from . import cleanliness as cleanliness
 from . import close as close
 from . import errors as errors
 from . import flow as flow
@@ -20,6 +21,7 @@ from . import writes as writes
 
 __all__ = [
     "abort",
+    "cleanliness",
     "close",
     "errors",
     "flow",

@@ -1,0 +1,210 @@
+"""Cleanliness: ``Backend.run`` disposes of everything it started.
+
+These checks are synchronous: they take the backend factory and call ``run`` themselves,
+because what they measure is the process before and after a whole run. A scenario opens
+TCP, Unix and UDP servers and connections (plain and TLS), uses a worker thread, spawns
+a task that never ends and schedules a timer far ahead -- then returns without closing
+anything. Afterwards the open-fd count (``/proc/self/fd``) and the thread count must be
+what they were, the task must have been cancelled, every left-open connection must have
+seen ``connection_lost``, the timer must never fire, and no ``ResourceWarning`` may be
+emitted. A warm-up run first lets lazy one-time set-up (imports, caches) happen.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import polyloop
+
+from .._registry import SkipCheck, check
+from ..tls import material
+from ._util import Accepted, Recorder, temp_dir
+
+Factory = Callable[[], polyloop.Backend]
+
+
+class _Outcome:
+    """What a scenario run left behind, for the checks to inspect."""
+
+    def __init__(self) -> None:
+        self.task_events: list[str] = []
+        self.protocols: list[Recorder] = []
+        self.timer_fired: list[float] = []
+
+
+async def _scenario(backend: polyloop.Backend, out: _Outcome, folder: str, fail: bool) -> None:
+    """Open many things, close some, leave the rest for run() to dispose of."""
+    tls = material()
+
+    def keep(proto: Recorder) -> Recorder:
+        out.protocols.append(proto)
+        return proto
+
+    accepted = Accepted(backend, lambda: keep(Recorder(backend)))
+    tcp = await backend.listen_tcp(accepted, "127.0.0.1", 0)
+    await backend.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.server_context())
+    tls_server = await backend.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.server_context())
+    unix_path = os.path.join(folder, "clean.sock")
+    await backend.listen_unix(accepted, unix_path)
+
+    new = lambda: keep(Recorder(backend))  # noqa: E731
+    for _ in range(3):
+        await backend.connect_tcp(new, "127.0.0.1", tcp.port)
+    closed, _ = await backend.connect_tcp(new, "127.0.0.1", tcp.port)
+    closed.close()
+    await backend.connect_tcp(
+        new, "127.0.0.1", tls_server.port, ssl=tls.client_context(), server_hostname="localhost"
+    )
+    await backend.connect_unix(new, unix_path)
+    t, _ = await backend.connect_tcp(new, "127.0.0.1", tcp.port)
+    t.write(b"x" * (1 << 20))  # data still buffered at the end of the run
+
+    await backend.open_udp(polyloop.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    stream = await polyloop.open_tcp_stream("127.0.0.1", tcp.port)
+    await stream.send(b"left open")
+
+    listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
+
+    async def handler(s: polyloop.Stream) -> None:
+        await s.receive()
+
+    backend.spawn(listener.serve(handler))
+    await polyloop.open_tcp_stream("127.0.0.1", listener.port)
+
+    await backend.run_in_thread(time.sleep, 0)
+
+    async def forever() -> None:
+        out.task_events.append("started")
+        try:
+            await backend.create_future()
+        except polyloop.Cancelled:
+            out.task_events.append("cancelled")
+            raise
+        finally:
+            out.task_events.append("finally")
+
+    backend.spawn(forever())
+    backend.call_later(0.05, lambda: out.timer_fired.append(time.monotonic()))
+    for i in range(len(out.protocols)):
+        await accepted.get(0) if i == 0 else None
+    await backend.sleep(0.01)  # let the accepts and handshakes in flight land
+    if fail:
+        raise _ScenarioError("main failed with everything open")
+
+
+class _ScenarioError(Exception):
+    pass
+
+
+def _fd_count() -> int:
+    gc.collect()
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _run_scenario(make_backend: Factory, fail: bool = False) -> _Outcome:
+    out = _Outcome()
+    with temp_dir() as folder:
+        backend = make_backend()
+        try:
+            backend.run(_scenario, backend, out, folder, fail)
+        except _ScenarioError:
+            if not fail:
+                raise
+        else:
+            assert not fail, "run() returned although main raised"
+    gc.collect()
+    return out
+
+
+def _need_proc() -> None:
+    if not os.path.isdir("/proc/self/fd"):
+        raise SkipCheck("no /proc/self/fd on this platform to count open fds")
+
+
+@check("cleanliness", sync=True, timeout=30)
+def check_no_fd_leak(make_backend: Factory) -> None:
+    """A run that leaves servers, connections, TLS, UDP and streams open leaks no fd."""
+    _need_proc()
+    _run_scenario(make_backend)  # warm-up: lazy one-time set-up may keep fds for good
+    before = _fd_count()
+    _run_scenario(make_backend)
+    after = _fd_count()
+    assert after == before, f"{after - before} fd(s) leaked by one run ({before} -> {after})"
+
+
+@check("cleanliness", sync=True, timeout=30)
+def check_no_fd_leak_on_error(make_backend: Factory) -> None:
+    """When main raises with everything open, run still disposes of it: no fd leaks."""
+    _need_proc()
+    _run_scenario(make_backend, fail=True)
+    before = _fd_count()
+    _run_scenario(make_backend, fail=True)
+    after = _fd_count()
+    assert after == before, f"{after - before} fd(s) leaked by a failing run ({before} -> {after})"
+
+
+@check("cleanliness", sync=True, timeout=30)
+def check_no_thread_leak(make_backend: Factory) -> None:
+    """After run returns, no thread it started (worker pool included) is left alive."""
+    _run_scenario(make_backend)
+    before = {t.ident for t in threading.enumerate()}
+    _run_scenario(make_backend)
+    extra = [t for t in threading.enumerate() if t.ident not in before]
+    assert not extra, f"threads left running after run(): {[t.name for t in extra]}"
+
+
+@check("cleanliness", sync=True, timeout=30)
+def check_tasks_cancelled(make_backend: Factory) -> None:
+    """A task still waiting when main returns is cancelled (its cleanup runs) before run returns."""
+    out = _run_scenario(make_backend)
+    assert out.task_events == ["started", "cancelled", "finally"], out.task_events
+
+
+@check("cleanliness", sync=True, timeout=30)
+def check_connections_lost(make_backend: Factory) -> None:
+    """Every connection left open gets connection_lost, exactly once, before run returns."""
+    out = _run_scenario(make_backend)
+    assert len(out.protocols) >= 10, f"the scenario made only {len(out.protocols)} protocols"
+    bad = [p.events for p in out.protocols if p.events.count("lost") != 1]
+    assert not bad, f"{len(bad)} protocol(s) without exactly one connection_lost: {bad[:3]}"
+
+
+@check("cleanliness", sync=True, timeout=30)
+def check_timer_never_fires(make_backend: Factory) -> None:
+    """A call_later still pending when run returns never fires afterwards."""
+    out = _run_scenario(make_backend)
+    time.sleep(0.1)  # the timer was due 0.05 s after scheduling: it would have fired by now
+    assert not out.timer_fired, "a timer scheduled in the run fired after run() returned"
+
+
+@check("cleanliness", sync=True, timeout=30)
+def check_no_resource_warnings(make_backend: Factory) -> None:
+    """A run that leaves everything open emits no ResourceWarning (nothing unclosed)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        _run_scenario(make_backend)
+        _run_scenario(make_backend, fail=True)
+        gc.collect()
+    found = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not found, f"{len(found)} ResourceWarning(s), first: {found[0].message}"
+
+
+@check("cleanliness", sync=True, timeout=30)
+def check_current_backend_restored(make_backend: Factory) -> None:
+    """After a run (also a failed one) current_backend() outside run raises RuntimeError."""
+
+    def current() -> Any:
+        try:
+            return polyloop.current_backend()
+        except RuntimeError:
+            return None
+
+    before = current()
+    _run_scenario(make_backend, fail=True)
+    assert current() is before, f"current_backend() after a failed run: {current()!r}"
