@@ -79,8 +79,11 @@ async def _scenario(backend: polyloop.Backend, out: _Outcome, folder: str, fail:
 
     await backend.run_in_thread(time.sleep, 0)
 
+    started = backend.create_future()
+
     async def forever() -> None:
         out.task_events.append("started")
+        started.set_result(None)
         try:
             await backend.create_future()
         except polyloop.Cancelled:
@@ -90,6 +93,7 @@ async def _scenario(backend: polyloop.Backend, out: _Outcome, folder: str, fail:
             out.task_events.append("finally")
 
     backend.spawn(forever())
+    await started
     backend.call_later(0.05, lambda: out.timer_fired.append(time.monotonic()))
     for i in range(8):  # every connection above to `accepted` is up on both ends
         await accepted.get(i)
