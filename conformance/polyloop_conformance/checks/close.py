@@ -108,6 +108,24 @@ async def check_write_after_close(backend: polyloop.Backend) -> None:
 
 
 @check("close")
+async def check_write_after_close_buffered(backend: polyloop.Backend) -> None:
+    """A write after close() while earlier data is still buffered is dropped, not queued."""
+    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
+    total = await fill_until_paused(backend, cli)
+    t = transport_of(cli)
+    t.close()
+    t.write(b"AFTER CLOSE")
+    t.writelines([b"AFTER CLOSE"])
+    transport_of(srv).resume_reading()
+    await srv.eof
+    assert b"AFTER CLOSE" not in srv.data, "a write after close() was sent"
+    assert len(srv.data) == total, f"peer got {len(srv.data)} bytes, {total} were written"
+    await srv.lost
+    await cli.lost
+    await server.aclose()
+
+
+@check("close")
 async def check_write_after_peer_closed(backend: polyloop.Backend) -> None:
     """Writes after the connection was lost (the peer closed) are silent no-ops."""
     server, srv, cli = await pair(backend)

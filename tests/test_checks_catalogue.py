@@ -1,0 +1,128 @@
+"""The conformance check catalogue: every check passes on asyncio, and checks can fail.
+
+The meta-tests run the catalogue's checks against deliberately broken subclasses of the
+asyncio backend: a check that cannot tell a broken backend from a good one is no check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import polyloop_conformance as pc
+import pytest
+from polyloop_asyncio import AsyncioBackend
+from polyloop_asyncio._transport import Adopt, AsyncioTransport
+
+import polyloop
+
+NAMES = sorted(pc.CHECKS)
+
+
+def _run(name: str, make: Callable[[], polyloop.Backend]) -> pc.CheckResult:
+    return pc.run_check(pc.CHECKS[name], make, "test")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_passes_on_asyncio(name: str) -> None:
+    result = _run(name, AsyncioBackend)
+    assert result.status == "pass", result.detail
+
+
+def test_catalogue_covers_every_category() -> None:
+    categories = {c.category for c in pc.CHECKS.values()}
+    assert categories >= {
+        "lifecycle", "errors", "writes", "close", "halfclose", "abort", "flow", "timers",
+        "threads", "tls", "cleanliness", "streams", "udp", "unix", "tasks",
+    }  # fmt: skip
+    for chk in pc.CHECKS.values():
+        assert chk.doc and chk.doc != chk.name.split(".")[1], f"{chk.name} has no docstring"
+
+
+# --- deliberately broken backends ---
+
+
+class _WritesAfterClose(AsyncioTransport):
+    """Breaks "a write after close() is a silent no-op"."""
+
+    __slots__ = ()
+
+    def write(self, data: Any) -> None:
+        self._t.write(data)
+
+
+class _AbortIsClose(AsyncioTransport):
+    """Breaks abort(): a clean close instead of a reset, connection_lost(None)."""
+
+    __slots__ = ()
+
+    def abort(self) -> None:
+        self.close()
+
+
+def _backend_with(transport_class: type[AsyncioTransport]) -> type[AsyncioBackend]:
+    class Broken(AsyncioBackend):
+        def _adopt(self, factory: Callable[[], Any]) -> Callable[[], Adopt]:
+            return lambda: Adopt(factory, self, transport_class)
+
+    return Broken
+
+
+class _NoDispose(AsyncioBackend):
+    """Breaks run(): leaves servers and connections open at the end."""
+
+    async def _dispose(self) -> None:
+        pass
+
+
+class _ReversedCallSoon(AsyncioBackend):
+    """Breaks call_soon FIFO order (runs each new callback before the queued ones)."""
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        # Each call is due 10 us before the previous one (far more than a call takes).
+        self._order = getattr(self, "_order", 0.0) - 1e-5
+        return self.loop.call_later(0.01 + self._order, fn, *args)
+
+
+class _InlineThreads(AsyncioBackend):
+    """Breaks run_in_thread: runs the function on the loop's thread."""
+
+    async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+
+@pytest.mark.parametrize(
+    ("make", "names"),
+    [
+        (_backend_with(_WritesAfterClose), ["close.write_after_close_buffered"]),
+        (
+            _backend_with(_AbortIsClose),
+            ["abort.local_aborted_error", "abort.peer_reset", "abort.drops_buffer"],
+        ),
+        (_ReversedCallSoon, ["timers.call_soon_fifo"]),
+        (_InlineThreads, ["threads.run_in_thread_result"]),
+    ],
+    ids=["write-after-close", "abort-is-close", "call-soon-lifo", "inline-threads"],
+)
+def test_checks_catch_broken_backend(
+    make: Callable[[], polyloop.Backend], names: list[str]
+) -> None:
+    for name in names:
+        result = _run(name, make)
+        assert result.status == "fail", f"{name} did not notice the broken backend"
+        assert result.detail, f"{name} failed without saying why"
+    assert _run("lifecycle.current_backend", make).status == "pass"  # broken, not useless
+
+
+# A backend that disposes of nothing leaves sockets for the garbage collector, which
+# warns: here that is the expected outcome, not a test failure.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_cleanliness_catches_missing_dispose() -> None:
+    names = ("no_fd_leak", "no_fd_leak_on_error", "connections_lost", "no_resource_warnings")
+    for name in (f"cleanliness.{n}" for n in names):
+        result = _run(name, _NoDispose)
+        assert result.status == "fail", f"{name} did not notice that run() disposes of nothing"
+    import gc
+
+    gc.collect()
