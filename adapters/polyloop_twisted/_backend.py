@@ -37,6 +37,7 @@ from ._transport import (
     Bridge,
     DatagramBridge,
     TwistedDatagramTransport,
+    UDPPort,
 )
 
 __all__ = ["TwistedBackend"]
@@ -100,6 +101,24 @@ def _unbuild_reactor(reactor: Any) -> None:
         loop.close()
 
 
+def _run_reactor(reactor: Any) -> None:
+    """``reactor.run(installSignalHandlers=False)``, but Ctrl-C gets through.
+
+    ``ReactorBase.mainLoop`` runs each iteration under a handler that logs and swallows
+    *every* exception, ``KeyboardInterrupt`` and ``SystemExit`` included: without our
+    signal handlers (we install none) a Ctrl-C or a test timeout would vanish and the
+    run would go on. This is the same loop without that handler; errors in callbacks
+    are still caught and logged by the reactor where they happen.
+    """
+    if hasattr(reactor, "_asyncioEventloop"):
+        reactor.run(installSignalHandlers=False)  # run_forever() lets them through
+        return
+    reactor.startRunning(installSignalHandlers=False)
+    while reactor._started:
+        reactor.runUntilCurrent()
+        reactor.doIteration(reactor.running and reactor.timeout())
+
+
 class _Handle:
     __slots__ = ("args", "cancelled", "fn")
 
@@ -145,6 +164,8 @@ class TwistedServer(polyloop.Server):
 
     def close(self) -> None:
         ports, self._ports = self._ports, []
+        if self._path is not None and ports:
+            _remove_stale_socket(self._path)  # at once, as the contract says
         for port in ports:
             # The socket (and a Unix socket's file) go on the next reactor iteration.
             d = port.stopListening()
@@ -155,6 +176,23 @@ class TwistedServer(polyloop.Server):
         closed, self._closed = self._closed, []
         for d in closed:
             await Wait(d)
+
+
+def _unix_port_class() -> type[Any]:
+    from twisted.internet import tcp, unix
+
+    class UnixPort(unix.Port):
+        """A Unix listening port whose socket file ``TwistedServer.close()`` removes.
+
+        Twisted's own unlinks the file one iteration after ``stopListening``, without
+        looking: a new server on the same path by then loses its file, and if the file
+        is already gone the ``FileNotFoundError`` skips closing the socket (an fd leak).
+        """
+
+        def connectionLost(self, reason: Any) -> None:
+            tcp.Port.connectionLost(self, reason)  # type: ignore[no-untyped-call]
+
+    return UnixPort
 
 
 class _ClientFactory(protocol.ClientFactory):
@@ -262,7 +300,7 @@ class TwistedBackend(polyloop.Backend):
         try:
             with _context.running(self):
                 reactor.callWhenRunning(self._start_main, body())
-                reactor.run(installSignalHandlers=False)
+                _run_reactor(reactor)
                 _unbuild_reactor(reactor)
         finally:
             self._reactor = None
@@ -471,7 +509,9 @@ class TwistedBackend(polyloop.Backend):
     ) -> polyloop.Server:
         _remove_stale_socket(path)  # as asyncio's create_unix_server does
         with map_errors():
-            p = self.reactor.listenUNIX(path, _ServerFactory(self, protocol_factory), backlog)
+            factory = _ServerFactory(self, protocol_factory)
+            p = _new(_UnixPort, path, factory, backlog, 0o666, self.reactor)
+            p.startListening()  # what reactor.listenUNIX does, with our Port class
         return self._keep(TwistedServer([p], path))
 
     async def _connect_unix(
@@ -505,7 +545,9 @@ class TwistedBackend(polyloop.Backend):
         user = protocol_factory()
         bridge = DatagramBridge(user)
         with map_errors():
-            udp = self.reactor.listenUDP(port, bridge, interface, _MAX_DATAGRAM)
+            # What reactor.listenUDP does, with our Port class.
+            udp: Any = _new(UDPPort, port, bridge, interface, _MAX_DATAGRAM, self.reactor)
+            udp.startListening()
             if remote is not None:
                 try:
                     udp.connect(remote[0], remote[1])
@@ -517,6 +559,14 @@ class TwistedBackend(polyloop.Backend):
         self._track(transport)
         user.connection_made(transport)
         return transport, user
+
+
+_UnixPort = _unix_port_class()
+
+
+def _new(cls: Any, *args: Any) -> Any:
+    """An instance of one of Twisted's untyped port classes."""
+    return cls(*args)
 
 
 def _fire_none(d: Deferred[None]) -> None:

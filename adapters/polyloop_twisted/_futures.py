@@ -20,6 +20,7 @@ Facts about the runner that shaped this file:
 from __future__ import annotations
 
 import contextvars
+import inspect
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -180,6 +181,9 @@ class TwistedTask(_Outcome[T]):
     __slots__ = ("_cancel_pending", "_context", "_coro", "_d")
 
     def __init__(self, backend: TwistedBackend, coro: Coroutine[Any, Any, T]) -> None:
+        if not inspect.iscoroutine(coro):
+            # Fail here, as asyncio.create_task does, not later inside the reactor.
+            raise TypeError(f"a coroutine was expected, got {coro!r}")
         super().__init__(backend)
         self._coro: Coroutine[Any, Any, T] | None = coro
         self._d: Deferred[T] | None = None

@@ -32,11 +32,13 @@ What Twisted does differently, and is fixed here:
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import interfaces, protocol
+from twisted.internet import interfaces, protocol, udp
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
@@ -235,10 +237,16 @@ class Bridge(protocol.Protocol):
         tr = self.tr
         if tr is None:
             return
-        tr._lost = tr._closing = True
         exc = lost_reason(reason)
-        if tr._aborted and not isinstance(exc, ConnectionAbortedError):
-            exc = ConnectionAbortedError("connection aborted")
+        if tr._aborted:
+            if not isinstance(exc, ConnectionAbortedError):
+                exc = ConnectionAbortedError("connection aborted")
+        elif tr._closing and exc is not None and tr.get_write_buffer_size() == 0:
+            # close() with nothing left to send is a clean close: asyncio then never
+            # touches the socket again. Twisted's loseConnection still send()s the empty
+            # buffer once, which fails with EPIPE on a Unix socket whose peer is gone.
+            exc = None
+        tr._lost = tr._closing = True
         self.user.connection_lost(exc)
 
     def pause(self) -> None:
@@ -349,7 +357,11 @@ class DatagramBridge(protocol.DatagramProtocol):
         self.datagramReceived = user.datagram_received  # type: ignore[method-assign,assignment]
 
     def connectionRefused(self) -> None:
-        self.user.error_received(ConnectionRefusedError("connection refused"))
+        self.user.error_received(ConnectionRefusedError(errno.ECONNREFUSED, "connection refused"))
+
+    def errorReceived(self, exc: OSError) -> None:
+        """A socket error ``UDPPort`` read (not a Twisted callback)."""
+        self.user.error_received(exc)
 
     def stopProtocol(self) -> None:
         tr = self.tr
@@ -359,6 +371,20 @@ class DatagramBridge(protocol.DatagramProtocol):
         self.user.connection_lost(exc)
 
 
-def family_of(host: str) -> int:
-    """The address family of a numeric host."""
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+class UDPPort(udp.Port):
+    """Twisted's UDP port, kept open when an ICMP error arrives.
+
+    The kernel reports "port unreachable" for a connected UDP socket as a pending
+    socket error. epoll and poll flag it as ``EPOLLERR``/``POLLERR`` without ``IN``, and
+    the reactor takes that for a hang-up: it closes the port (``ConnectionDone``)
+    instead of calling ``connectionRefused``. We read the error and report it, as
+    asyncio does (``error_received``), and go on reading.
+    """
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not code:  # a real end: do what Twisted does
+            super().readConnectionLost(reason)
+            return
+        self.startReading()  # type: ignore[no-untyped-call]
+        self.protocol.errorReceived(OSError(code, os.strerror(code)))
