@@ -2,12 +2,13 @@
 
 Covers a round trip (protocols and streams), ``Server.addresses`` being the path, the
 socket file removed by ``Server.close()``, ``FileNotFoundError`` for a missing path,
-``ConnectionRefusedError`` for a socket file nobody listens on, half-close, abort, and
-TLS over a Unix socket.
+``ConnectionRefusedError`` for a socket file nobody listens on, ``EADDRINUSE`` for a live
+server's path (a stale file is replaced), half-close, abort, and TLS over a Unix socket.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -96,6 +97,33 @@ async def check_refused(backend: polyloop.Backend) -> None:
                 raise AssertionError("connect_unix to a non-listening socket succeeded")
         finally:
             sock.close()
+
+
+@check("unix")
+async def check_address_in_use(backend: polyloop.Backend) -> None:
+    """listen_unix on a live server's path: EADDRINUSE; on a stale socket file: it listens."""
+    _need_unix()
+    with temp_dir() as d:
+        path = os.path.join(d, "s.sock")
+        server = await backend.listen_unix(lambda: Recorder(backend), path)
+        try:
+            try:
+                other = await backend.listen_unix(lambda: Recorder(backend), path)
+            except OSError as exc:
+                assert exc.errno == errno.EADDRINUSE, f"{exc!r} is not EADDRINUSE"
+            else:
+                await other.aclose()
+                raise AssertionError("a second listen_unix on a live server's path succeeded")
+        finally:
+            await server.aclose()
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(path)  # a socket file nobody accepts on, as a crashed server leaves
+        stale.close()
+        server = await backend.listen_unix(lambda: Recorder(backend), path)
+        _, cli = await backend.connect_unix(lambda: Recorder(backend), path)
+        transport_of(cli).close()
+        await cli.lost
+        await server.aclose()
 
 
 @check("unix")
