@@ -100,7 +100,7 @@ class AsyncioBackend(polyloop.Backend):
         try:
             import uvloop
 
-            version += f", uvloop {uvloop.__version__}"
+            version += f", uvloop {getattr(uvloop, '__version__', '?')}"
         except ImportError:
             pass
         return version
@@ -116,7 +116,7 @@ class AsyncioBackend(polyloop.Backend):
         if self._loop_kind == "uvloop":
             import uvloop
 
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+            return uvloop.new_event_loop()
         return asyncio.new_event_loop()
 
     def run(self, main: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -252,8 +252,8 @@ class AsyncioBackend(polyloop.Backend):
                     servers.append(server)
                     port = port or server.sockets[0].getsockname()[1]
             except OSError as exc:
-                for server in servers:
-                    server.close()
+                for opened in servers:
+                    opened.close()
                 if exc.errno != errno.EADDRINUSE or attempt == 4 or not servers:
                     raise
                 continue  # the port was free for one family only: pick another
