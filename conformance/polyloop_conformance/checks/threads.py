@@ -7,34 +7,54 @@ function in a worker thread and giving back its result or its exception.
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import polyloop
 
 from .._registry import check
 
 
+def _os_threads() -> tuple[Callable[..., Any], Callable[[], int], Callable[[], Any]]:
+    """``start_new_thread``, ``get_ident`` and ``allocate_lock`` of real OS threads.
+
+    After ``gevent.monkey.patch_all()`` the ``threading`` module makes greenlets and
+    ``get_ident`` names greenlets, so these checks would test nothing (and a greenlet
+    on the loop's own OS thread has another ident). The originals are kept by gevent;
+    we only look at ``gevent.monkey`` if the process already imported it.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        names = ["start_new_thread", "get_ident", "allocate_lock"]
+        start, ident, lock = monkey.get_original("_thread", names)
+        return start, ident, lock
+    import _thread
+
+    return _thread.start_new_thread, _thread.get_ident, _thread.allocate_lock
+
+
+start_os_thread, os_thread_ident, os_lock = _os_threads()
+
+
 @check("threads")
 async def check_call_soon_threadsafe(backend: polyloop.Backend) -> None:
     """call_soon_threadsafe from an OS thread wakes the loop; fn runs on the loop's thread."""
-    loop_thread = threading.get_ident()
+    loop_thread = os_thread_ident()
     done = backend.create_future()
     seen: list[object] = []
 
     def on_loop(value: str) -> None:
-        seen.append(threading.get_ident())
+        seen.append(os_thread_ident())
         seen.append(polyloop.current_backend())
         done.set_result(value)
 
     def worker() -> None:
         backend.call_soon_threadsafe(on_loop, "from a thread")
 
-    thread = threading.Thread(target=worker, name="polyloop-check")
-    thread.start()
-    try:
-        assert await done == "from a thread"
-    finally:
-        thread.join()
+    start_os_thread(worker, ())
+    assert await done == "from a thread"
     assert seen[0] == loop_thread, "the callback ran off the loop's thread"
     assert seen[1] is backend, f"current_backend() in the callback was {seen[1]!r}"
 
@@ -56,14 +76,9 @@ async def check_call_soon_threadsafe_many(backend: polyloop.Backend) -> None:
         for i in range(50):
             backend.call_soon_threadsafe(record, k, i)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    try:
-        await done
-    finally:
-        for t in threads:
-            t.join()
+    for k in range(8):
+        start_os_thread(worker, (k,))
+    await done  # every call has run: the threads are done but for returning
     for k, values in got.items():
         assert values == list(range(50)), f"thread {k}'s calls ran as {values[:10]}..."
 
@@ -71,10 +86,10 @@ async def check_call_soon_threadsafe_many(backend: polyloop.Backend) -> None:
 @check("threads")
 async def check_run_in_thread_result(backend: polyloop.Backend) -> None:
     """run_in_thread(fn, *args) runs fn in another thread and returns its result."""
-    loop_thread = threading.get_ident()
+    loop_thread = os_thread_ident()
 
     def work(a: int, b: int) -> tuple[int, int]:
-        return a + b, threading.get_ident()
+        return a + b, os_thread_ident()
 
     total, ident = await backend.run_in_thread(work, 2, 3)
     assert total == 5
@@ -120,17 +135,13 @@ async def check_run_in_thread_concurrent(backend: polyloop.Backend) -> None:
 async def check_thread_wakes_future(backend: polyloop.Backend) -> None:
     """A thread that finishes via call_soon_threadsafe(fut.set_result) wakes an awaiting task."""
     fut = backend.create_future()
-    event = threading.Event()
+    gate = os_lock()
+    gate.acquire()
 
     def worker() -> None:
-        event.wait(10)
+        gate.acquire(True, 10)  # blocks this OS thread until the loop opens the gate
         backend.call_soon_threadsafe(fut.set_result, "woken")
 
-    thread = threading.Thread(target=worker)
-    thread.start()
-    try:
-        backend.call_later(0.01, event.set)
-        assert await fut == "woken"
-    finally:
-        event.set()
-        thread.join()
+    start_os_thread(worker, ())
+    backend.call_later(0.01, gate.release)
+    assert await fut == "woken"
