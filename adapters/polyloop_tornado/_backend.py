@@ -9,6 +9,7 @@ errors become builtin ones in one place, ``_CONNECT_ERRORS``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import errno
 import logging
@@ -17,7 +18,7 @@ import socket
 import ssl as _ssl
 import stat
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar, cast
 
 from tornado import gen
@@ -227,6 +228,29 @@ class _Timeout:
         self.ioloop.remove_timeout(self.timeout)
 
 
+class _HandshakeErrorFilter(logging.Filter):
+    """Drops SSLIOStream's "SSL Error on <fd>" warnings.
+
+    Tornado logs every failed TLS handshake on ``tornado.general``; polyloop reports the
+    same failure as ``ssl.SSLError`` to the client that connected and, as asyncio does,
+    says nothing of a server-side failure. Installed only while a run is active.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SSL Error on")
+
+
+@contextlib.contextmanager
+def _quiet_handshake_errors() -> Iterator[None]:
+    log = logging.getLogger("tornado.general")
+    quiet = _HandshakeErrorFilter()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
 class TornadoBackend(polyloop.Backend):
     """polyloop on Tornado: ``polyloop.run(main, backend="tornado")``. No options."""
 
@@ -241,6 +265,7 @@ class TornadoBackend(polyloop.Backend):
         self._servers: list[TornadoServer] = []
         self._handshakes: set[_SSLStream] = set()
         self._transports: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def framework_version(cls) -> str:
@@ -269,6 +294,7 @@ class TornadoBackend(polyloop.Backend):
         self._ioloop = ioloop
         try:
             with (
+                _quiet_handshake_errors(),
                 _context.running(self),
                 asyncio.Runner(loop_factory=lambda: ioloop.asyncio_loop) as runner,
             ):
@@ -288,7 +314,17 @@ class TornadoBackend(polyloop.Backend):
             await self._dispose()
 
     async def _dispose(self) -> None:
-        """Close what the user left open, while the loop still runs."""
+        """Close what the user left open, while the loop still runs.
+
+        Tasks first, so that a handler sees ``Cancelled`` rather than its connection
+        vanishing under it (and the Listener logging that as an error); then servers,
+        handshakes and transports.
+        """
+        pending = [t for t in self._tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
         for server in self._servers:
             server.close()
         self._servers.clear()
@@ -333,7 +369,12 @@ class TornadoBackend(polyloop.Backend):
     def spawn(self, coro: Coroutine[Any, Any, T]) -> polyloop.Task[T]:
         # convert_yielded wraps a coroutine in an asyncio Task on the IOLoop's loop, so
         # cancel() delivers asyncio.CancelledError (polyloop.Cancelled) at its await.
-        return cast("polyloop.Task[T]", gen.convert_yielded(coro))
+        # asyncio holds tasks weakly (a pending task nobody references can be collected
+        # mid-await), and spawn promises to run it: hold it until it is done.
+        task = cast("asyncio.Task[T]", gen.convert_yielded(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def create_future(self) -> polyloop.Future[Any]:
         return cast(BaseAsyncIOLoop, self.ioloop).asyncio_loop.create_future()
