@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import polyloop_conformance as pc
 import pytest
-from polyloop_asyncio import AsyncioBackend
-from polyloop_asyncio._transport import Adopt, AsyncioTransport
 
 import polyloop
+import polyloop_conformance as pc
+from polyloop_asyncio import AsyncioBackend
+from polyloop_asyncio._transport import Adopt, AsyncioTransport
 
 NAMES = sorted(pc.CHECKS)
 

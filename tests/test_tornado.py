@@ -20,13 +20,13 @@ import pytest
 
 tornado = pytest.importorskip("tornado")
 
-from polyloop_conformance.checks._util import Recorder  # noqa: E402
 from tornado.ioloop import IOLoop  # noqa: E402
 from tornado.iostream import IOStream  # noqa: E402
 from tornado.platform.asyncio import BaseAsyncIOLoop  # noqa: E402
 from tornado.tcpserver import TCPServer  # noqa: E402
 
 import polyloop  # noqa: E402
+from polyloop_conformance.checks._util import Recorder  # noqa: E402
 
 BACKEND = "tornado"
 

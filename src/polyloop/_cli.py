@@ -47,10 +47,11 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
-    from polyloop_conformance import report
-    from polyloop_conformance.runner import Plan, run_plan, select_cases
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from polyloop_conformance import report
+    from polyloop_conformance.runner import Plan, run_plan, select_cases
 
     try:
         cases = select_cases(args.check, args.app)

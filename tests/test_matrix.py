@@ -1,0 +1,36 @@
+"""The main job, as the README runs it: every check and app on every installed backend,
+and every app across every ordered pair of backends, each side in its own process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polyloop
+import polyloop_conformance as pc
+
+INSTALLED = [b.name for b in polyloop.available_backends() if b.error is None]
+
+
+def test_full_conformance_matrix_with_cross(tmp_path: Path) -> None:
+    out_json = tmp_path / "matrix.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "polyloop", "conformance", "--cross", "--json", str(out_json),
+         "--html", str(tmp_path / "matrix.html")],
+        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    records = json.loads(out_json.read_text())
+    bad = [r for r in records if r["status"] != "pass"]
+    assert not bad, "\n".join(f"{r['check']} {r['backend']}->{r['client_backend']}: "
+                              f"{r['status']} {r['detail']}" for r in bad)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    same = [r for r in records if r["client_backend"] is None]
+    cross = [r for r in records if r["client_backend"] is not None]
+    n_cases = len(pc.CHECKS) + len(pc.APPS)
+    assert len(same) == n_cases * len(INSTALLED)
+    assert {(r["backend"], r["client_backend"]) for r in cross} == {
+        (s, c) for s in INSTALLED for c in INSTALLED
+    }
+    assert len(cross) == len(pc.APPS) * len(INSTALLED) ** 2
