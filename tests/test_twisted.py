@@ -21,9 +21,8 @@ import pytest
 
 pytest.importorskip("twisted", reason="the Twisted backend needs Twisted (polyloop[twisted])")
 
-from polyloop_twisted import TwistedBackend
-
 import polyloop
+from polyloop_twisted import TwistedBackend
 
 REACTORS = ["epoll", "poll", "select", "asyncio"]
 
@@ -298,3 +297,49 @@ def test_conformance_run_leaves_no_reactor_fd_or_thread(reactor: str) -> None:
     assert threads_before == threads_after, f"threads {threads_before} -> {threads_after}"
     # Failures nobody awaited must not surface as Twisted's garbage-collection report.
     assert "Unhandled error in Deferred" not in out.stderr, out.stderr
+
+
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import signal, sys, threading, polyloop
+
+    # A child of a background job inherits SIGINT ignored; Python then installs no
+    # KeyboardInterrupt handler. Install it, as an interactive python has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    async def main():
+        polyloop.spawn(polyloop.run_in_thread(threading.Event().wait, 0.5))
+        try:
+            print("ready", flush=True)
+            await polyloop.sleep(30)
+        finally:
+            print("main unwound", flush=True)
+
+    try:
+        polyloop.run(main, backend="twisted", reactor=sys.argv[1])
+    except KeyboardInterrupt:
+        print("interrupted", threading.active_count(), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("reactor", ["epoll", "asyncio"])
+def test_ctrl_c_interrupts_the_run_and_main_unwinds(reactor: str) -> None:
+    # Twisted's mainLoop would swallow the KeyboardInterrupt and run on.
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT, reactor],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert out.splitlines() == ["main unwound", "interrupted 1"], (out, err)
+    assert "Traceback" not in err and "Exception ignored" not in err, err

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import ssl as _ssl
 import stat
+import threading
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -86,6 +88,8 @@ def _unbuild_reactor(reactor: Any) -> None:
     global-reactor restore): the waker pipe, leftover selectables and timed calls, the
     poller's own fd, and the asyncio loop of an ``AsyncioSelectorReactor``."""
     reactor._uninstallHandler()
+    if reactor.threadpool is not None:
+        reactor._stopThreadPool()  # a shutdown trigger, which an interrupted run skips
     for reader in list(reactor._internalReaders):
         reactor.removeReader(reader)
         reader.connectionLost(None)
@@ -295,23 +299,61 @@ class TwistedBackend(polyloop.Backend):
             else:
                 outcome.append((True, result))
             finally:
-                reactor.stop()
+                if self._reactor is reactor:  # not when garbage-collected after the run
+                    reactor.stop()
 
+        interrupted: list[bool] = []
+        restore = self._catch_sigint(interrupted)
         try:
             with _context.running(self):
                 reactor.callWhenRunning(self._start_main, body())
-                _run_reactor(reactor)
-                _unbuild_reactor(reactor)
+                try:
+                    _run_reactor(reactor)
+                finally:
+                    _unbuild_reactor(reactor)
         finally:
+            restore()
             self._reactor = None
             self._ready.clear()
             self._drain_scheduled = False
+        if interrupted and outcome and not outcome[0][0]:
+            if isinstance(outcome[0][1], polyloop.Cancelled):
+                raise KeyboardInterrupt()
         if not outcome:
             raise RuntimeError("the reactor stopped before main() returned")
         ok, value = outcome[0]
         if ok:
             return value  # type: ignore[no-any-return]
         raise value
+
+    def _catch_sigint(self, interrupted: list[bool]) -> Callable[[], None]:
+        """Ctrl-C cancels main, as ``asyncio.Runner`` does; a second one interrupts.
+
+        Twisted's reactor catches ``BaseException`` around every callback and iteration,
+        so a ``KeyboardInterrupt`` raised by the default handler would usually be logged
+        and dropped. Like asyncio.Runner, only in the main thread and only if SIGINT has
+        Python's default handler; it is restored when ``run`` returns.
+        """
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            return lambda: None
+
+        def on_sigint(signum: int, frame: object) -> None:
+            main = self._main
+            if not interrupted and main is not None and not main.done():
+                interrupted.append(True)
+                # callFromThread is safe in a signal handler: it wakes the reactor.
+                self.reactor.callFromThread(main.cancel)
+                return
+            raise KeyboardInterrupt()
+
+        def restore() -> None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, on_sigint)
+        return restore
 
     def _start_main(self, body: Coroutine[Any, Any, None]) -> None:
         self._main = self.spawn(body)
