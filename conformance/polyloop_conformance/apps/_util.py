@@ -6,31 +6,36 @@ Rule: only the polyloop API here, so that the apps stay backend-neutral.
 from __future__ import annotations
 
 import socket
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Coroutine
+from typing import TypeVar
 
 import polyloop
 
-__all__ = ["Signal", "shrink_socket_buffers", "within"]
+__all__ = ["Signal", "aclose_within", "shrink_socket_buffers", "within"]
 
 T = TypeVar("T")
 
+#: The TCP segment size on Linux loopback (MTU 65,536).
+LOOPBACK_MSS = 65483
+
 
 class Signal:
-    """Wakes every task waiting in ``wait()`` each time ``fire()`` is called.
+    """Wakes every waiter each time ``fire()`` is called.
 
-    It carries no state: a waiter re-checks its own condition after each wake-up, so a
-    ``fire()`` with nobody waiting is simply lost (and nothing needs it).
+    It carries no state: a waiter re-checks its own condition after each wake-up.
+    ``wait()`` registers the waiter when it is called, not when it is first awaited,
+    so that handing it to ``within()`` (which runs it in a new task) cannot miss a
+    ``fire()`` that comes before that task starts.
     """
 
     def __init__(self) -> None:
         self._waiters: list[polyloop.Future[None]] = []
 
-    async def wait(self) -> None:
-        """Suspend until the next ``fire()``."""
+    def wait(self) -> Awaitable[None]:
+        """An awaitable that completes at the next ``fire()``."""
         fut: polyloop.Future[None] = polyloop.create_future()
         self._waiters.append(fut)
-        await fut
+        return fut
 
     def fire(self) -> None:
         """Wake every current waiter."""
@@ -40,8 +45,13 @@ class Signal:
                 fut.set_result(None)
 
 
-async def within(seconds: float, coro: Coroutine[Any, Any, T], what: str) -> T:
-    """Await ``coro``; an ``AssertionError`` naming ``what`` if it takes over ``seconds``."""
+async def _wrap(aw: Awaitable[T]) -> T:
+    return await aw
+
+
+async def within(seconds: float, aw: Awaitable[T], what: str) -> T:
+    """Await ``aw``; an ``AssertionError`` naming ``what`` if it takes over ``seconds``."""
+    coro = aw if isinstance(aw, Coroutine) else _wrap(aw)
     try:
         return await polyloop.wait_for(coro, seconds)
     except TimeoutError:
@@ -49,19 +59,35 @@ async def within(seconds: float, coro: Coroutine[Any, Any, T], what: str) -> T:
 
 
 def shrink_socket_buffers(transport: polyloop.BaseTransport, size: int) -> bool:
-    """Set the kernel's send and receive buffers of ``transport``'s socket to ``size``.
+    """Cap the kernel's buffers of ``transport``'s socket: ``size`` bytes to send.
 
-    Why: Linux grows a loopback socket's buffers to several MiB, which would absorb a
-    whole flow-control scenario before any ``pause_writing`` fires. Apps that prove
+    Why: Linux grows loopback socket buffers to several MiB, which would absorb a whole
+    flow-control scenario before any ``pause_writing`` fires. Apps that prove
     backpressure keep the kernel's share small so that their own buffers are what is
-    measured. Returns False if the transport has no socket to tune (nothing happens).
+    measured. The receive buffer gets at least four loopback segments: one near the
+    segment size (~64 KiB) keeps the TCP window shut until it is empty, and measured
+    here that stalled transfers for many seconds on persist-timer probes; a send
+    buffer of 32 KiB made them crawl for the same reason.
+    Returns False if the transport has no socket to tune (nothing happens).
     """
     sock = transport.get_extra_info("socket")
     if sock is None:
         return False
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(size, 4 * LOOPBACK_MSS))
     except (OSError, AttributeError):
         return False
     return True
+
+
+async def aclose_within(stream: polyloop.Stream, seconds: float = 5.0) -> None:
+    """Close ``stream`` (flushing), or abort it if the flush takes over ``seconds``.
+
+    Why: a client that gives up half-way may have unsent bytes queued for a peer that
+    has stopped reading; a plain ``aclose()`` would wait for that flush forever.
+    """
+    try:
+        await polyloop.wait_for(stream.aclose(), seconds)
+    except TimeoutError:
+        stream.transport.abort()

@@ -26,7 +26,7 @@ from typing import Any
 import polyloop
 
 from ._base import App, AppConfig, Running, register
-from ._util import Signal, shrink_socket_buffers, within
+from ._util import Signal, aclose_within, shrink_socket_buffers, within
 
 __all__ = ["ChatMember", "ChatRoom", "exercise", "serve"]
 
@@ -36,7 +36,7 @@ HIGH_WATER = 64 * 1024
 BACKLOG_LIMIT = 256 * 1024
 #: The longest line a member may send.
 MAX_LINE = 8 * 1024
-#: Kernel buffer size of the server's member sockets (see ``shrink_socket_buffers``).
+#: Kernel send buffer size of the member sockets (see ``shrink_socket_buffers``).
 SOCKET_BUFFER = 64 * 1024
 #: What the exercise accepts as the server's peak bytes for one member: the transport
 #: buffer (high-water mark plus what one read may bring before ``pause_writing`` is
@@ -310,7 +310,7 @@ async def exercise(config: AppConfig, address: tuple[str, int]) -> None:
             finally:
                 reader.cancel()
         for m in [stuck, *members]:
-            await m.stream.aclose()
+            await aclose_within(m.stream)
     for m in members:
         assert m.error is None, m.error
 
@@ -348,7 +348,7 @@ async def _too_long(address: tuple[str, int]) -> None:
         rest = await within(5, client.stream.receive(), "close after a too-long line")
         assert rest == b"", f"expected EOF after the error, got {rest[:80]!r}"
     finally:
-        await client.stream.aclose()
+        await aclose_within(client.stream)
 
 
 APP = register(

@@ -24,7 +24,7 @@ import h11
 import polyloop
 
 from ._base import App, AppConfig, Running, register
-from ._util import within
+from ._util import aclose_within, within
 
 __all__ = ["HTTPClient", "HTTPServerProtocol", "Response", "exercise", "pattern", "serve"]
 
@@ -311,7 +311,7 @@ class HTTPClient:
 
     async def aclose(self) -> None:
         """Close the connection."""
-        await self.stream.aclose()
+        await aclose_within(self.stream)
 
 
 async def _raw_exchange(address: tuple[str, int], data: bytes) -> bytes:
@@ -324,7 +324,7 @@ async def _raw_exchange(address: tuple[str, int], data: bytes) -> bytes:
             got += chunk
         return bytes(got)
     finally:
-        await stream.aclose()
+        await aclose_within(stream)
 
 
 def _expect(r: Response, status: int, body: bytes | None, count: int, what: str) -> None:

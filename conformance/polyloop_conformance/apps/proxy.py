@@ -26,13 +26,13 @@ from typing import Any
 import polyloop
 
 from ._base import App, AppConfig, Running, register
-from ._util import shrink_socket_buffers, within
+from ._util import aclose_within, shrink_socket_buffers, within
 from .echo import chunks
 
 __all__ = ["ProxySide", "ProxyStats", "UpstreamEcho", "exercise", "serve"]
 
-#: Kernel buffer size on every socket of the scenario (see ``shrink_socket_buffers``).
-SOCKET_BUFFER = 32 * 1024
+#: Kernel send buffer size on every socket of the scenario (see ``shrink_socket_buffers``).
+SOCKET_BUFFER = 128 * 1024
 #: What a connection sends first to get the proxy's statistics from the upstream.
 STATS_MAGIC = b"\x00polyloop-proxy-stats\n"
 #: The proxy's high-water mark (the default), plus one read that a backend may deliver
@@ -210,70 +210,87 @@ async def query_stats(address: tuple[str, int]) -> dict[str, Any]:
         stats: dict[str, Any] = json.loads(line)
         return stats
     finally:
-        await stream.aclose()
+        await aclose_within(stream)
 
 
 async def exercise(config: AppConfig, address: tuple[str, int]) -> None:
     """16 MiB through the proxy with a reader that stops, then drains; bounds checked."""
-    await within(30, _exercise(address), "proxy exercise")
+    state = {"phase": "connecting", "sent": 0, "received": 0}
+    try:
+        await within(20, _exercise(address, state), "proxy exercise")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} [{state}]") from None
 
 
-async def _exercise(address: tuple[str, int]) -> None:
+async def _exercise(address: tuple[str, int], state: dict[str, Any]) -> None:
     # The server may have served earlier runs (--cross): count pauses from here.
     before = await query_stats(address)
     stream = await polyloop.open_tcp_stream(*address)
     shrink_socket_buffers(stream.transport, SOCKET_BUFFER)
     parts = chunks(TOTAL, seed=address[1] + 1)
     sent = hashlib.sha256()
-    progress = 0
 
     async def send_all() -> None:
-        nonlocal progress
         for part in parts:
             sent.update(part)
             await stream.send(part)
-            progress += len(part)
+            state["sent"] += len(part)
         await stream.send_eof()  # half-close: the echo must still come back
+        state["sent"] = "all, then EOF"
 
     sender = polyloop.spawn(send_all())
     try:
-        # Read nothing until the sender is held back: no progress for 20 polls in a row.
-        still, last = 0, -1
-        while still < 20 and progress < TOTAL:
-            await polyloop.sleep(0.01)
-            still = still + 1 if progress == last else 0
-            last = progress
-        assert progress < TOTAL, (
-            f"all {TOTAL} bytes were accepted while the client read nothing:"
-            " backpressure does not reach the sender through the proxy"
-        )
-        stats = await query_stats(address)
-        assert stats["peak"] <= PEAK_BOUND, (
-            f"the proxy buffered {stats['peak']} bytes (bound {PEAK_BOUND})"
-        )
-        down = stats["pauses_down"] - before["pauses_down"]
-        up = stats["pauses_up"] - before["pauses_up"]
-        assert down > 0 and up > 0, f"the proxy did not pause both ways: {down} down, {up} up"
+        # Read nothing until the sender is held back (no progress for 20 polls in a
+        # row) and the proxy has paused both ways. A stall alone is not enough: a
+        # proxy process starved of CPU stalls the sender too, without any pause.
+        state["phase"] = "not reading"
+        deadline = polyloop.time() + 15
+        while True:
+            still, last = 0, state["sent"]
+            while still < 20:
+                await polyloop.sleep(0.01)
+                now = state["sent"]
+                assert isinstance(now, int), (
+                    f"all {TOTAL} bytes were accepted while the client read nothing:"
+                    " backpressure does not reach the sender through the proxy"
+                )
+                still = still + 1 if now == last else 0
+                last = now
+            stats = await query_stats(address)
+            assert stats["peak"] <= PEAK_BOUND, (
+                f"the proxy buffered {stats['peak']} bytes (bound {PEAK_BOUND})"
+            )
+            down = stats["pauses_down"] - before["pauses_down"]
+            up = stats["pauses_up"] - before["pauses_up"]
+            if down > 0 and up > 0:
+                break
+            assert polyloop.time() < deadline, (
+                f"the sender is held back but the proxy did not pause both ways:"
+                f" {down} down, {up} up"
+            )
 
+        state["phase"] = "reading"
         got = hashlib.sha256()
-        n = 0
-        while n < TOTAL:
+        while state["received"] < TOTAL:
             data = await stream.receive(1 << 20)
-            assert data, f"EOF after {n} of {TOTAL} bytes"
+            assert data, f"EOF after {state['received']} of {TOTAL} bytes"
             got.update(data)
-            n += len(data)
-            if n < TOTAL // 4:
+            state["received"] += len(data)
+            if state["received"] < TOTAL // 4:
                 await polyloop.sleep(0)  # a slow reader for the first quarter
+        state["phase"] = "waiting for the sender"
         await sender
         assert got.hexdigest() == sent.hexdigest(), "bytes through the proxy differ"
+        state["phase"] = "waiting for EOF"
         assert await stream.receive() == b"", "no EOF after the echo: half-close was lost"
+        state["phase"] = "final stats"
         stats = await query_stats(address)
         assert stats["peak"] <= PEAK_BOUND, (
             f"the proxy buffered {stats['peak']} bytes (bound {PEAK_BOUND})"
         )
     finally:
         sender.cancel()
-        await stream.aclose()
+        await aclose_within(stream)
 
 
 APP = register(

@@ -28,7 +28,7 @@ from ._resp import (
     Store,
     encode,
 )
-from ._util import within
+from ._util import aclose_within, within
 
 __all__ = ["RespClient", "RespProtocol", "exercise", "serve"]
 
@@ -119,7 +119,7 @@ class RespClient:
 
     async def aclose(self) -> None:
         """Close the connection."""
-        await self.stream.aclose()
+        await aclose_within(self.stream)
 
 
 def _eq(got: Any, want: Any, what: str) -> None:

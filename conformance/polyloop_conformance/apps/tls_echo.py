@@ -16,7 +16,7 @@ import ssl
 import polyloop
 
 from ._base import App, AppConfig, Running, register
-from ._util import within
+from ._util import aclose_within, within
 from .echo import chunks
 
 __all__ = ["TLSEchoProtocol", "exercise", "serve"]
@@ -100,7 +100,7 @@ async def _echo(config: AppConfig, address: tuple[str, int]) -> None:
     finally:
         if sender is not None:
             sender.cancel()
-        await stream.aclose()
+        await aclose_within(stream)
 
 
 async def _stranger(config: AppConfig, address: tuple[str, int]) -> None:
@@ -111,7 +111,7 @@ async def _stranger(config: AppConfig, address: tuple[str, int]) -> None:
         )
     except ssl.SSLCertVerificationError:
         return
-    await stream.aclose()
+    await aclose_within(stream)
     raise AssertionError("a client that does not trust the test CA completed the handshake")
 
 

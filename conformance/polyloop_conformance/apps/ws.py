@@ -31,7 +31,7 @@ from wsproto.utilities import RemoteProtocolError
 import polyloop
 
 from ._base import App, AppConfig, Running, register
-from ._util import within
+from ._util import aclose_within, within
 
 __all__ = ["WSClient", "WSEchoProtocol", "exercise", "serve"]
 
@@ -205,7 +205,7 @@ class WSClient:
 
     async def aclose(self) -> None:
         """Close the TCP connection."""
-        await self.stream.aclose()
+        await aclose_within(self.stream)
 
 
 async def exercise(config: AppConfig, address: tuple[str, int]) -> None:
