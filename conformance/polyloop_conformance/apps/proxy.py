@@ -62,6 +62,7 @@ class ProxySide(polyloop.Protocol):
         self.transport: polyloop.Transport | None = None
         self.pending = bytearray()  # read before the peer was connected
         self.got_eof = False
+        self.write_paused = False
 
     def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -97,6 +98,7 @@ class ProxySide(polyloop.Protocol):
                 peer.transport.abort()
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         if self.downstream:
             self.stats.pauses_down += 1
         else:
@@ -105,6 +107,7 @@ class ProxySide(polyloop.Protocol):
             self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.resume_reading()
 
@@ -146,7 +149,9 @@ class Downstream(ProxySide):
             up.transport.abort()
             return
         self.link(up)
-        self.transport.resume_reading()
+        # Passing on what arrived early may already have filled the upstream side.
+        if not up.write_paused:
+            self.transport.resume_reading()
 
 
 class UpstreamEcho(polyloop.Protocol):
