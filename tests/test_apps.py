@@ -11,6 +11,8 @@ import re
 from typing import Any
 
 import pytest
+
+import polyloop
 from polyloop_conformance import APPS
 from polyloop_conformance._registry import run_app
 from polyloop_conformance.apps._resp import (
@@ -25,8 +27,6 @@ from polyloop_conformance.apps._resp import (
     parse_int,
     split_inline,
 )
-
-import polyloop
 
 
 def _backend_params() -> list[Any]:

@@ -29,10 +29,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from polyloop_conformance.tls import TLSMaterial
 from websockets.sync.client import connect as ws_connect
 
 import polyloop
+from polyloop_conformance.tls import TLSMaterial
 
 STARTUP = 20.0  # seconds for the server process to say where it listens
 TIMEOUT = 10.0  # seconds for any one client operation
