@@ -34,3 +34,29 @@ def test_full_conformance_matrix_with_cross(tmp_path: Path) -> None:
         (s, c) for s in INSTALLED for c in INSTALLED
     }
     assert len(cross) == len(pc.APPS) * len(INSTALLED) ** 2
+
+
+VARIANTS = [
+    "asyncio:loop=uvloop",
+    "asyncio:native_tls=false",  # TLS through the core's MemoryBIO layer
+    "twisted:reactor=select",
+    "twisted:reactor=poll",
+    "twisted:reactor=asyncio",
+]
+
+
+def test_backend_variants_pass_every_check_and_app(tmp_path: Path) -> None:
+    wanted = [v for v in VARIANTS if v.split(":")[0] in INSTALLED]
+    args = [a for v in wanted for a in ("--backend", v)]
+    out_json = tmp_path / "variants.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "polyloop", "conformance", *args, "--json", str(out_json)],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    records = json.loads(out_json.read_text())
+    bad = [f"{r['check']} {r['backend']}: {r['status']} {r['detail']}" for r in records
+           if r["status"] != "pass"]  # fmt: skip
+    assert not bad, "\n".join(bad)
+    assert proc.returncode == 0
+    assert {r["backend"] for r in records} == set(wanted)
+    assert len(records) == len(wanted) * (len(pc.CHECKS) + len(pc.APPS))
