@@ -121,7 +121,8 @@ th,td{border:1px solid #ccc;padding:4px 8px;text-align:center}
 td:first-child,th:first-child{text-align:left}
 td.pass{background:#c8f0c8}td.fail{background:#f5b5b5;cursor:pointer}
 td.skip{background:#f7e3a1;cursor:pointer}td.mixed{background:#f5d0a0;cursor:pointer}
-pre#detail{background:#f4f4f4;padding:1em;white-space:pre-wrap;min-height:3em}
+pre#detail{background:#f4f4f4;padding:1em;white-space:pre-wrap;min-height:3em;
+position:sticky;top:0;border:1px solid #ccc;max-height:40vh;overflow:auto}
 """
 
 _JS = """
@@ -151,24 +152,6 @@ def write_html(results: list[CheckResult], path: str, env: dict[str, Any] | None
     n_pass = sum(r.status == "pass" for r in results)
     out.append(f"<p>{n_pass} of {len(results)} cases passed. Click a cell for details.</p>")
     out.append("<pre id='detail'>(details)</pre>")
-    if same:
-        backends = _order([r.backend for r in same])
-        cell = {(r.check, r.backend): r for r in same}
-        out.append("<h2>Checks and apps, per backend</h2><table><tr><th>case</th>")
-        out += [f"<th>{html.escape(b)}</th>" for b in backends]
-        out.append("</tr>")
-        for case in _order([r.check for r in same]):
-            out.append(f"<tr><td>{html.escape(case)}</td>")
-            for b in backends:
-                r = cell.get((case, b))
-                if r is None:
-                    out.append("<td></td>")
-                else:
-                    text = {"pass": "✓", "fail": "✗", "skip": "skip"}[r.status]
-                    detail = f"{case} on {b}: {r.status} in {r.seconds:.2f} s\n{r.detail}"
-                    out.append(_td(r.status, text, detail))
-            out.append("</tr>")
-        out.append("</table>")
     if cross:
         backends = _order([r.backend for r in cross] + [r.client_backend or "" for r in cross])
         by_pair: dict[tuple[str, str], list[CheckResult]] = defaultdict(list)
@@ -188,6 +171,24 @@ def write_html(results: list[CheckResult], path: str, env: dict[str, Any] | None
                     f"{r.check}: {r.status} ({r.seconds:.2f} s) {r.detail}" for r in rs
                 )
                 out.append(_td(status, f"{ok}/{len(rs)}", f"{server} → {client}\n{detail}"))
+            out.append("</tr>")
+        out.append("</table>")
+    if same:
+        backends = _order([r.backend for r in same])
+        cell = {(r.check, r.backend): r for r in same}
+        out.append("<h2>Checks and apps, per backend</h2><table><tr><th>case</th>")
+        out += [f"<th>{html.escape(b)}</th>" for b in backends]
+        out.append("</tr>")
+        for case in _order([r.check for r in same]):
+            out.append(f"<tr><td>{html.escape(case)}</td>")
+            for b in backends:
+                r = cell.get((case, b))
+                if r is None:
+                    out.append("<td></td>")
+                else:
+                    text = {"pass": "✓", "fail": "✗", "skip": "skip"}[r.status]
+                    detail = f"{case} on {b}: {r.status} in {r.seconds:.2f} s\n{r.detail}"
+                    out.append(_td(r.status, text, detail))
             out.append("</tr>")
         out.append("</table>")
     out.append("<h2>Environment</h2><table>")
