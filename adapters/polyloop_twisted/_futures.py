@@ -19,6 +19,7 @@ Facts about the runner that shaped this file:
 
 from __future__ import annotations
 
+import abc
 import contextvars
 import inspect
 from collections.abc import Coroutine, Generator
@@ -76,7 +77,7 @@ class Wait(Generic[T]):
         return wait(self._d)
 
 
-class _Outcome(Generic[T]):
+class _Outcome(abc.ABC, Generic[T]):
     """What a future and a task share: an outcome, and the coroutines waiting for it."""
 
     __slots__ = ("_backend", "_state", "_value", "_waiters")
@@ -122,8 +123,9 @@ class _Outcome(Generic[T]):
         # The awaiting coroutine was cancelled. As in asyncio, that cancels what it awaited.
         self.cancel()
 
+    @abc.abstractmethod
     def cancel(self) -> bool:
-        raise NotImplementedError
+        """Cancel; subclasses say what that means (a future settles, a task is thrown into)."""
 
     def __await__(self) -> Generator[Any, Any, T]:
         _check_pending_cancel()
