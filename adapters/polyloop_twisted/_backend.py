@@ -20,6 +20,7 @@ import socket
 import ssl as _ssl
 import stat
 import threading
+import time as _time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -58,6 +59,20 @@ _MAX_DATAGRAM = 65535
 
 def _build_reactor(kind: str) -> Any:
     """A new, private reactor of ``kind``; ``install()`` is never called."""
+    if kind == "asyncio":
+        from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+        # Its seconds() is the asyncio loop's time(): monotonic already.
+        return AsyncioSelectorReactor(asyncio.new_event_loop())
+    reactor = _build_posix_reactor(kind)
+    # Twisted's posix reactors time every callLater with the wall clock (time.time), so a
+    # clock step moves every timer. This reactor is ours alone: give it the monotonic
+    # clock the contract promises for time(), and its timers follow it.
+    reactor.seconds = _time.monotonic
+    return reactor
+
+
+def _build_posix_reactor(kind: str) -> Any:
     if kind == "epoll":
         from twisted.internet.epollreactor import EPollReactor
 
@@ -70,9 +85,7 @@ def _build_reactor(kind: str) -> Any:
         from twisted.internet.selectreactor import SelectReactor
 
         return SelectReactor()
-    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
-
-    return AsyncioSelectorReactor(asyncio.new_event_loop())
+    raise ValueError(f"unknown reactor kind {kind!r}")
 
 
 def _default_reactor() -> str:
@@ -387,8 +400,8 @@ class TwistedBackend(polyloop.Backend):
     # --- scheduling ---
 
     def time(self) -> float:
-        # Twisted times every callLater with reactor.seconds() (the wall clock): this
-        # is the clock call_later's delays are measured against.
+        # The clock callLater's delays are measured against: monotonic on every kind of
+        # reactor we build (see _build_reactor).
         return float(self.reactor.seconds())
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
