@@ -36,7 +36,7 @@ def _listen_error(exc: BaseException) -> BaseException:
     assert isinstance(exc, error.CannotListenError)
     inner = exc.socketError
     if isinstance(inner, OSError) and inner.errno is not None:
-        return OSError(inner.errno, f"cannot listen on {exc.interface!r}:{exc.port}: {inner}")
+        return OSError(inner.errno, inner.strerror or os.strerror(inner.errno))
     return OSError(errno.EADDRINUSE, str(exc))
 
 
