@@ -115,6 +115,22 @@ class Recorder(polyloop.Protocol):
         return exc
 
 
+class ReentrancyProbe(Recorder):
+    """Notes whether connection_lost runs while close()/abort() is still on the stack.
+
+    A check sets ``inside`` around its call; ``lost_inside`` tells if the callback ran then.
+    """
+
+    def __init__(self, backend: polyloop.Backend) -> None:
+        super().__init__(backend)
+        self.inside = False
+        self.lost_inside = False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost_inside = self.inside
+        super().connection_lost(exc)
+
+
 def compact(events: list[str]) -> str:
     """``["data", "data", "eof"]`` -> ``"data*2, eof"``: readable event lists in messages."""
     out: list[str] = []

@@ -13,6 +13,7 @@ from .._registry import check
 from ._util import (
     PausedReader,
     Recorder,
+    ReentrancyProbe,
     compact,
     fill_until_paused,
     pair,
@@ -20,22 +21,11 @@ from ._util import (
 )
 
 
-class _AbortProbe(Recorder):
-    def __init__(self, backend: polyloop.Backend) -> None:
-        super().__init__(backend)
-        self.inside = False
-        self.lost_inside = False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.lost_inside = self.inside
-        super().connection_lost(exc)
-
-
 @check("abort")
 async def check_local_aborted_error(backend: polyloop.Backend) -> None:
     """abort(): connection_lost(ConnectionAbortedError) later, never from inside abort()."""
-    server, srv, cli = await pair(backend, client_proto=lambda: _AbortProbe(backend))
-    assert isinstance(cli, _AbortProbe)
+    server, srv, cli = await pair(backend, client_proto=lambda: ReentrancyProbe(backend))
+    assert isinstance(cli, ReentrancyProbe)
     cli.inside = True
     transport_of(cli).abort()
     cli.inside = False

@@ -10,20 +10,14 @@ from __future__ import annotations
 import polyloop
 
 from .._registry import check
-from ._util import PausedReader, Recorder, compact, fill_until_paused, pair, transport_of
-
-
-class _CloseProbe(Recorder):
-    """Notes whether connection_lost runs while close()/abort() is still on the stack."""
-
-    def __init__(self, backend: polyloop.Backend) -> None:
-        super().__init__(backend)
-        self.inside = False
-        self.lost_inside = False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.lost_inside = self.inside
-        super().connection_lost(exc)
+from ._util import (
+    PausedReader,
+    ReentrancyProbe,
+    compact,
+    fill_until_paused,
+    pair,
+    transport_of,
+)
 
 
 @check("close")
@@ -48,8 +42,8 @@ async def check_flushes(backend: polyloop.Backend) -> None:
 @check("close")
 async def check_lost_not_reentrant(backend: polyloop.Backend) -> None:
     """close() never calls connection_lost from inside itself; it comes later, with None."""
-    server, srv, cli = await pair(backend, client_proto=lambda: _CloseProbe(backend))
-    assert isinstance(cli, _CloseProbe)
+    server, srv, cli = await pair(backend, client_proto=lambda: ReentrancyProbe(backend))
+    assert isinstance(cli, ReentrancyProbe)
     cli.inside = True
     transport_of(cli).close()
     cli.inside = False
