@@ -25,7 +25,7 @@ from greenlet import getcurrent
 
 import polyloop
 from polyloop._errors import check_bytes
-from polyloop._transports import DEFAULT_HIGH_WATER, check_buffer_limits
+from polyloop._transports import DEFAULT_HIGH_WATER, check_buffer_limits, drain_datagrams
 
 from ._driver import log_callback_error
 
@@ -434,15 +434,8 @@ class GeventDatagramTransport(polyloop.DatagramTransport):
             self._sock.sendto(data, addr)
 
     def _on_writable(self) -> None:
-        while self._queue:
-            data, addr = self._queue[0]
-            try:
-                self._send(data, addr)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._protocol.error_received(exc)
-            self._queue.popleft()
+        if not drain_datagrams(self._queue, self._send, self._protocol.error_received):
+            return
         self._ww.stop()
         if self._closing:
             self._connection_lost(None)

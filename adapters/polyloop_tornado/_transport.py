@@ -41,7 +41,7 @@ from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 import polyloop
 from polyloop._errors import check_bytes
-from polyloop._transports import DEFAULT_HIGH_WATER, check_buffer_limits
+from polyloop._transports import DEFAULT_HIGH_WATER, check_buffer_limits, drain_datagrams
 
 if TYPE_CHECKING:
     import asyncio
@@ -533,15 +533,8 @@ class TornadoDatagramTransport(polyloop.DatagramTransport):
             self._protocol.error_received(exc)
 
     def _flush(self) -> None:
-        while self._queue:
-            data, addr = self._queue[0]
-            try:
-                self._send(data, addr)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._protocol.error_received(exc)
-            self._queue.popleft()
+        if not drain_datagrams(self._queue, self._send, self._protocol.error_received):
+            return
         if self._closing:
             self._finish(None)
         else:

@@ -7,7 +7,8 @@ Rule: every sentence in these docstrings is a promise that the conformance suite
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["BaseTransport", "DatagramTransport", "Transport"]
@@ -133,3 +134,23 @@ def check_buffer_limits(high: int | None, low: int | None) -> tuple[int, int]:
     if not 0 <= low <= high:
         raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
     return high, low
+
+
+def drain_datagrams(
+    queue: deque[tuple[bytes, Any]],
+    send: Callable[[bytes, Any], object],
+    error_received: Callable[[OSError], object],
+) -> bool:
+    """For backends: send queued ``(data, addr)`` datagrams in order until the socket
+    would block. A datagram whose send fails otherwise is dropped and reported to
+    ``error_received``, as UDP loses it anyway. True once the queue is empty."""
+    while queue:
+        data, addr = queue[0]
+        try:
+            send(data, addr)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            error_received(exc)
+        queue.popleft()
+    return True
