@@ -1,6 +1,11 @@
-"""The asyncio backend (optionally on uvloop): ``polyloop.run(main, backend="asyncio")``."""
+"""The asyncio backend (optionally on uvloop): ``polyloop.run(main, backend="asyncio")``.
 
-from ._backend import AsyncioBackend as AsyncioBackend
+Host mode needs nothing from here: polyloop code awaited in any asyncio task finds this
+backend's session for the running loop by itself.
+"""
 
-__all__ = ["AsyncioBackend"]
-AsyncioBackend.__module__ = "polyloop_asyncio"
+from ._session import AsyncioBackend as AsyncioBackend
+from ._session import AsyncioSession as AsyncioSession
+
+__all__ = ["AsyncioBackend", "AsyncioSession"]
+AsyncioBackend.__module__ = AsyncioSession.__module__ = "polyloop_asyncio"

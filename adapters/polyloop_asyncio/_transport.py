@@ -1,9 +1,9 @@
 """asyncio's transports, held to the polyloop contract.
 
-asyncio's own transports are nearly the contract already, so the wrapper is thin and
-stays off the read path: once ``connection_made`` has run, ``set_protocol`` hands the user's
-protocol to asyncio, which then calls ``data_received`` directly. What asyncio does
-differently, and is fixed here:
+Rule: the data path stays asyncio's. The ``Bridge`` is the protocol asyncio first sees;
+once ``connection_made`` has run, ``set_protocol`` hands the user's protocol to asyncio,
+which then calls ``data_received`` directly, and the wrappers here only check what asyncio
+does not. What asyncio does differently, and is fixed here:
 - ``abort()`` closes the socket plainly, so the peer usually reads a clean EOF; we set
   ``SO_LINGER`` to 0 first so that the kernel sends RST.
 - ``abort()`` reports ``connection_lost(None)``; the contract says ``ConnectionAbortedError``.
@@ -17,18 +17,23 @@ differently, and is fixed here:
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import polyloop
-from polyloop._errors import check_bytes
+from polyloop.lowlevel import (
+    aborted,
+    check_buffer_limits,
+    check_bytes,
+    datagram_address,
+    set_reset_on_close,
+)
 
 if TYPE_CHECKING:
-    from ._backend import AsyncioBackend
+    from ._session import AsyncioSession
 
-_LINGER_RST = struct.pack("ii", 1, 0)
+log = logging.getLogger("polyloop")
 
 
 class _Aborted(asyncio.Protocol):
@@ -38,7 +43,7 @@ class _Aborted(asyncio.Protocol):
         self.protocol = protocol
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.protocol.connection_lost(exc or ConnectionAbortedError("connection aborted"))
+        self.protocol.connection_lost(exc or aborted())
 
 
 def _still_open(t: Any) -> bool:
@@ -61,12 +66,7 @@ def abort_native(t: Any) -> None:
     """
     if not _still_open(t):
         return
-    sock = t.get_extra_info("socket")
-    if sock is not None and sock.type == socket.SOCK_STREAM:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-        except OSError:
-            pass  # already closed, or a socket type without linger
+    set_reset_on_close(t.get_extra_info("socket"))
     protocol = t.get_protocol()
     if not isinstance(protocol, _Aborted):
         t.set_protocol(_Aborted(protocol))
@@ -74,11 +74,11 @@ def abort_native(t: Any) -> None:
 
 
 class AsyncioTransport(polyloop.Transport):
-    __slots__ = ("__weakref__", "_aborted", "_backend", "_closing", "_paused", "_t")
+    __slots__ = ("__weakref__", "_aborted", "_closing", "_paused", "_session", "_t")
 
-    def __init__(self, transport: asyncio.Transport, backend: AsyncioBackend) -> None:
+    def __init__(self, transport: asyncio.Transport, session: AsyncioSession) -> None:
         self._t = transport
-        self._backend = backend
+        self._session = session
         self._closing = False
         self._aborted = False
         self._paused = False
@@ -137,7 +137,7 @@ class AsyncioTransport(polyloop.Transport):
         return not self._paused and not self.is_closing()
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        polyloop._transports.check_buffer_limits(high, low)
+        check_buffer_limits(high, low)
         self._t.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
@@ -145,22 +145,25 @@ class AsyncioTransport(polyloop.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "backend":
-            return self._backend.name
+            return self._session.name
         return self._t.get_extra_info(name, default)
 
 
 class AsyncioDatagramTransport(polyloop.DatagramTransport):
-    __slots__ = ("__weakref__", "_backend", "_closing", "_t")
+    __slots__ = ("__weakref__", "_closing", "_remote", "_session", "_t")
 
-    def __init__(self, transport: asyncio.DatagramTransport, backend: AsyncioBackend) -> None:
+    def __init__(
+        self, transport: asyncio.DatagramTransport, session: AsyncioSession, remote: Any
+    ) -> None:
         self._t = transport
-        self._backend = backend
+        self._session = session
+        self._remote = remote
         self._closing = False
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         check_bytes(data)
         if not self._closing:
-            self._t.sendto(data, addr)
+            self._t.sendto(data, datagram_address(self._remote, addr))
 
     def close(self) -> None:
         self._closing = True
@@ -177,39 +180,57 @@ class AsyncioDatagramTransport(polyloop.DatagramTransport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "backend":
-            return self._backend.name
+            return self._session.name
+        if name == "peername":
+            return self._remote
         return self._t.get_extra_info(name, default)
 
 
-class Adopt(asyncio.BaseProtocol):
-    """The protocol asyncio first sees: wraps the transport, then steps aside.
+_STREAM = object()
 
-    It makes the user's protocol lazily, in ``connection_made``, so that a factory that
-    raises does not break asyncio's accept loop; the connection is aborted instead.
+
+class Bridge(asyncio.BaseProtocol):
+    """The protocol asyncio first sees: it wraps the transport, then steps aside.
+
+    It makes the user's protocol in ``connection_made`` (a server's factory never raises:
+    the core made it safe). If the user's ``connection_made`` raises, the connection is
+    aborted and the error goes to ``failed`` (a client's connect raises it) or to the log.
     """
 
-    __slots__ = ("backend", "factory", "protocol", "transport", "wrap")
+    __slots__ = ("factory", "failed", "remote", "session", "transport")
 
     def __init__(
         self,
         factory: Callable[[], Any],
-        backend: AsyncioBackend,
-        wrap: type[AsyncioTransport] | type[AsyncioDatagramTransport],
+        session: AsyncioSession,
+        failed: list[BaseException] | None,
+        remote: Any = _STREAM,
     ) -> None:
         self.factory = factory
-        self.backend = backend
-        self.wrap = wrap
-        self.protocol: Any = None
+        self.session = session
+        self.failed = failed
+        self.remote = remote
         self.transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
-        self.protocol = self.factory()
-        self.transport = self.wrap(transport, self.backend)
-        self.backend._track(transport)
-        transport.set_protocol(self.protocol)
-        self.protocol.connection_made(self.transport)
+        protocol = self.factory()
+        if self.remote is _STREAM:
+            self.transport = AsyncioTransport(transport, self.session)
+        else:
+            self.transport = AsyncioDatagramTransport(transport, self.session, self.remote)
+        self.session._keep_native(transport)
+        transport.set_protocol(protocol)
+        try:
+            protocol.connection_made(self.transport)
+        except Exception as exc:
+            if self.failed is None:
+                log.exception("polyloop: %r.connection_made raised; connection aborted", protocol)
+            else:
+                self.failed.append(exc)
+            self.transport.abort()
+            return
         if isinstance(self.transport, AsyncioTransport) and self.transport._paused:
-            self.backend.loop.call_soon(self.transport._apply_pause)
+            self.session.loop.call_soon(self.transport._apply_pause)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         pass  # only reached if connection_made never ran

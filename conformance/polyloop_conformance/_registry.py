@@ -1,8 +1,9 @@
 """The catalogue of checks and apps, and how one case is run and recorded.
 
 Rule: a check is a plain function, free of pytest, so a third party can call it on
-their own backend: ``async def check_x(backend)`` runs inside ``backend.run``;
+their own backend: ``async def check_x(session)`` runs inside ``backend.run``;
 ``def check_x(make_backend)`` (``sync=True``) runs around it (lifecycle, cleanliness).
+An async check receives the session it runs in (``polyloop.current_backend()``).
 A check passes by returning and fails by raising; an ``AssertionError``'s message is
 the report's detail. ``SkipCheck`` skips, and its reason is printed in the report.
 """
@@ -111,11 +112,9 @@ def run_case(
     )
 
 
-async def _bounded(
-    fn: Callable[..., Awaitable[None]], backend: polyloop.Backend, t: float
-) -> None:
+async def _bounded(fn: Callable[..., Awaitable[None]], t: float) -> None:
     try:
-        await polyloop.wait_for(fn(backend), t)
+        await polyloop.wait_for(fn(polyloop.current_backend()), t)
     except TimeoutError:
         raise AssertionError(f"timed out after {t:g} s") from None
 
@@ -127,8 +126,7 @@ def run_check(chk: Check, make_backend: BackendFactory, backend_label: str) -> C
         if chk.sync:
             chk.fn(make_backend)
         else:
-            backend = make_backend()
-            backend.run(_bounded, chk.fn, backend, chk.timeout)
+            make_backend().run(_bounded, chk.fn, chk.timeout)
 
     return run_case(chk.name, backend_label, body)
 
@@ -149,7 +147,7 @@ def app_config(app: Any, tls_folder: str | None = None, **options: Any) -> Any:
 def run_app(app: Any, make_backend: BackendFactory, backend_label: str) -> CheckResult:
     """Serve ``app`` and exercise it with its client, both on one fresh backend."""
 
-    async def both(backend: polyloop.Backend) -> None:
+    async def both(session: polyloop.Session) -> None:
         config = app_config(app)
         running = await app.serve(config)
         try:
@@ -158,7 +156,6 @@ def run_app(app: Any, make_backend: BackendFactory, backend_label: str) -> Check
             await running.aclose()
 
     def body() -> None:
-        backend = make_backend()
-        backend.run(_bounded, both, backend, app.timeout)
+        make_backend().run(_bounded, both, app.timeout)
 
     return run_case(f"app.{app.name}", backend_label, body)

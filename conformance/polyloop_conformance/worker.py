@@ -106,16 +106,14 @@ def cmd_exercise(args: argparse.Namespace) -> int:
         host, _, port = where.rpartition(":")
         app = APPS[name]
 
-        async def client(
-            backend: polyloop.Backend, app: Any = app, addr: Any = (host, int(port))
-        ) -> None:
+        async def client(app: Any = app, addr: Any = (host, int(port))) -> None:
             config = app_config(app, args.tls_dir)
             await polyloop.wait_for(app.exercise(config, addr), app.timeout)
 
         def body(client: Any = client, name: str = name) -> None:
             backend = make()
             try:
-                backend.run(client, backend)
+                backend.run(client)
             except TimeoutError:
                 raise AssertionError(f"timed out after {APPS[name].timeout:g} s") from None
 

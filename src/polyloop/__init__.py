@@ -4,11 +4,9 @@ This module only re-exports; the implementation lives in the ``_``-prefixed modu
 Importing it imports no framework.
 """
 
+from . import from_thread as from_thread
+from . import lowlevel as lowlevel
 from ._backend import Backend as Backend
-from ._backend import Future as Future
-from ._backend import Handle as Handle
-from ._backend import Server as Server
-from ._backend import Task as Task
 from ._context import current_backend as current_backend
 from ._errors import BusyResourceError as BusyResourceError
 from ._errors import Cancelled as Cancelled
@@ -30,6 +28,9 @@ from ._frontend import sleep as sleep
 from ._frontend import spawn as spawn
 from ._frontend import time as time
 from ._frontend import wait_for as wait_for
+from ._futures import Future as Future
+from ._futures import Task as Task
+from ._futures import current_task as current_task
 from ._protocols import BaseProtocol as BaseProtocol
 from ._protocols import DatagramProtocol as DatagramProtocol
 from ._protocols import Protocol as Protocol
@@ -38,6 +39,9 @@ from ._registry import BackendSpec as BackendSpec
 from ._registry import BackendUnavailable as BackendUnavailable
 from ._registry import available_backends as available_backends
 from ._registry import load_backend as load_backend
+from ._session import Handle as Handle
+from ._session import Server as Server
+from ._session import Session as Session
 from ._streams import Listener as Listener
 from ._streams import Stream as Stream
 from ._streams import open_tcp_listener as open_tcp_listener
@@ -69,6 +73,7 @@ __all__ = [
     "Listener",
     "Protocol",
     "Server",
+    "Session",
     "Stream",
     "Task",
     "Transport",
@@ -80,9 +85,12 @@ __all__ = [
     "connect_unix",
     "create_future",
     "current_backend",
+    "current_task",
+    "from_thread",
     "listen_tcp",
     "listen_unix",
     "load_backend",
+    "lowlevel",
     "open_tcp_listener",
     "open_tcp_stream",
     "open_udp",

@@ -20,6 +20,7 @@ __all__ = [
     "ClosedResourceError",
     "IncompleteReadError",
     "LimitOverrunError",
+    "aborted",
     "map_exceptions",
 ]
 
@@ -70,17 +71,11 @@ def map_exceptions(
         raise
 
 
-def pick_connect_error(errors: list[OSError]) -> OSError:
-    """One error for a connect that failed on every resolved address.
+def aborted() -> ConnectionAbortedError:
+    """What ``connection_lost`` gets after ``abort()``: one errno and one text everywhere."""
+    import errno
 
-    asyncio raises a bare ``OSError("Multiple exceptions: ...")`` when ``localhost``
-    refuses on both ``::1`` and ``127.0.0.1``; we want ``ConnectionRefusedError`` then.
-    """
-    for kind in (ConnectionRefusedError, TimeoutError):
-        for exc in errors:
-            if isinstance(exc, kind):
-                return exc
-    return errors[0]
+    return ConnectionAbortedError(errno.ECONNABORTED, "connection aborted")
 
 
 # --- argument checks (the core calls these before any backend sees the arguments) ---
@@ -165,6 +160,45 @@ def clear_stale_unix_socket(path: str) -> None:
     finally:
         probe.close()
     raise OSError(errno.EADDRINUSE, f"a server is listening on {path}")
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if value != value:
+        raise ValueError(f"{name} must not be NaN")
+    return float(value)
+
+
+def check_delay(delay: object) -> float:
+    """``call_later``'s delay: a number, not NaN; negative means now, ``inf`` never."""
+    return max(0.0, _number("delay", delay))
+
+
+def check_sleep(seconds: object) -> float:
+    """``sleep``'s duration: a number >= 0 (``inf``: for ever), not NaN."""
+    value = _number("seconds", seconds)
+    if value < 0:
+        raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+    return value
+
+
+def check_timeout(timeout: object) -> float | None:
+    """A timeout: ``None`` (none), or a number >= 0 (``inf``: none), not NaN."""
+    if timeout is None:
+        return None
+    value = _number("timeout", timeout)
+    if value < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+    return value
+
+
+def check_backlog(backlog: object) -> int:
+    if isinstance(backlog, bool) or not isinstance(backlog, int):
+        raise TypeError(f"backlog must be an int, not {type(backlog).__name__}")
+    if backlog < 0:
+        raise ValueError(f"backlog must be >= 0, got {backlog}")
+    return backlog
 
 
 def check_bytes(data: Any) -> None:

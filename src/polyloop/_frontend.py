@@ -1,21 +1,27 @@
-"""Module-level functions that dispatch to the backend running the caller.
+"""Module-level functions that dispatch to the session running the caller.
 
 Rule: these are for control operations (connect, listen, sleep, spawn). Nothing on the
 data path (``data_received`` -> ``write``) goes through here: transports talk to their
-protocols directly.
+protocols directly. Arguments are checked before anything is spawned or scheduled.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import math
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from ._backend import Backend, Future, Handle, Server, Task
+from . import _context
+from ._backend import Backend
 from ._context import current_backend
-from ._errors import Cancelled
+from ._errors import Cancelled, check_timeout
+from ._futures import Future, Task, current_task
 from ._protocols import DatagramProtocol, Protocol
 from ._registry import load_backend
+from ._session import Handle, Server
 from ._transports import DatagramTransport, Transport
 
 __all__ = [
@@ -47,11 +53,12 @@ def run(
     backend: str | Backend | type[Backend] = "asyncio",
     **options: Any,
 ) -> T:
-    """Run ``main(*args)`` on a fresh instance of ``backend`` and return its result.
+    """Run ``main(*args)`` on a fresh loop of ``backend`` and return its result.
 
     ``backend`` is a name (``"asyncio"``, ``"twisted"``, ``"gevent"``, ``"tornado"``), a
     spec (``"asyncio:loop=uvloop"``, ``"my_pkg:MyBackend"``), a Backend class or instance.
-    ``options`` go to the backend (``loop="uvloop"``, ``reactor="select"``).
+    ``options`` go to the backend (``loop="uvloop"``, ``reactor="select"``). Inside a loop
+    that is already running, await ``main`` instead: polyloop uses that loop (host mode).
     """
     if not callable(main):
         raise TypeError(
@@ -62,55 +69,95 @@ def run(
 
 
 def time() -> float:
-    """The running backend's monotonic clock."""
+    """The running session's monotonic clock."""
     return current_backend().time()
 
 
 def call_soon(fn: Callable[..., object], *args: Any) -> Handle:
-    """Schedule ``fn(*args)`` on the running backend."""
+    """Schedule ``fn(*args)`` on the running session."""
     return current_backend().call_soon(fn, *args)
 
 
 def call_later(delay: float, fn: Callable[..., object], *args: Any) -> Handle:
-    """Schedule ``fn(*args)`` after ``delay`` seconds on the running backend."""
+    """Schedule ``fn(*args)`` after ``delay`` seconds on the running session."""
     return current_backend().call_later(delay, fn, *args)
 
 
 def call_soon_threadsafe(fn: Callable[..., object], *args: Any) -> None:
-    """From the backend's own thread only: see ``Backend.call_soon_threadsafe``.
+    """Schedule ``fn(*args)`` on the caller's session, from its loop's thread or from a
+    worker thread of ``run_in_thread`` (which runs in a copy of the caller's context).
 
-    Other threads must hold the backend object (``current_backend()``) and call its
-    method: there is no running backend in their context.
+    Any other thread has no session of its own: it calls the method of a session object
+    it was given (``session.call_soon_threadsafe``), or uses ``polyloop.from_thread``.
     """
-    current_backend().call_soon_threadsafe(fn, *args)
+    session = _context._session_var.get(None)
+    if session is None or session.closed:
+        session = _context.current_or_none()
+    if session is None:
+        raise RuntimeError(
+            "no polyloop session is known in this thread: call the method of the session"
+            " object instead (session.call_soon_threadsafe(...), where session is"
+            " polyloop.current_backend() taken on the loop's thread)"
+        )
+    session.call_soon_threadsafe(fn, *args)
 
 
-def spawn(coro: Coroutine[Any, Any, T]) -> Task[T]:
-    """Run ``coro`` concurrently on the running backend."""
-    return current_backend().spawn(coro)
+def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> Task[T]:
+    """Run ``coro`` concurrently on the running session."""
+    return current_backend().spawn(coro, name=name)
 
 
 def create_future() -> Future[Any]:
-    """A future the running backend can await."""
+    """A future that coroutines on any session can await."""
     return current_backend().create_future()
 
 
 async def sleep(seconds: float) -> None:
-    """Suspend the caller for ``seconds``."""
-    if seconds < 0:
-        raise ValueError("seconds must be >= 0")
+    """Suspend the caller for ``seconds`` (see ``Session.sleep``)."""
     await current_backend().sleep(seconds)
 
 
 async def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` in the running backend's thread pool."""
+    """Run ``fn(*args)`` in a worker thread of the running session."""
     return await current_backend().run_in_thread(fn, *args)
 
 
-async def wait_for(coro: Coroutine[Any, Any, T], timeout: float) -> T:
-    """Run ``coro``; cancel it and raise ``TimeoutError`` after ``timeout`` seconds."""
-    backend = current_backend()
-    task = backend.spawn(coro)
+async def _await(aw: Awaitable[T]) -> T:
+    return await aw
+
+
+def _cancel_requested() -> bool:
+    """Whether the caller's own task has a cancellation pending (polyloop's or asyncio's)."""
+    task = current_task()
+    if task is not None:
+        return task.cancelling() > 0
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        native = asyncio.current_task(loop)
+        if native is not None:
+            return native.cancelling() > 0
+    return False
+
+
+async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
+    """Await ``aw`` (any awaitable); after ``timeout`` seconds cancel it and raise
+    ``TimeoutError``. ``None`` (or ``inf``) waits for ever.
+
+    A cancellation of the caller that arrives while ``aw`` is unwinding from the timeout
+    is delivered (``Cancelled``), not turned into ``TimeoutError``.
+    """
+    try:
+        seconds = check_timeout(timeout)
+        if not inspect.isawaitable(aw):
+            raise TypeError(f"wait_for() needs an awaitable, not {type(aw).__name__}")
+    except (TypeError, ValueError):
+        if inspect.iscoroutine(aw):
+            aw.close()  # never started: no "coroutine was never awaited" warning
+        raise
+    session = current_backend()
+    if seconds is None or seconds == math.inf:
+        return await aw
+    task = session.spawn(aw if inspect.iscoroutine(aw) else _await(aw))
     timed_out = False
 
     def expire() -> None:
@@ -119,11 +166,12 @@ async def wait_for(coro: Coroutine[Any, Any, T], timeout: float) -> T:
             timed_out = True
             task.cancel()
 
-    handle = backend.call_later(timeout, expire)
+    handle = session.call_later(seconds, expire)
     try:
-        return await task
+        result: T = await task
+        return result
     except Cancelled:
-        if timed_out:
+        if timed_out and not _cancel_requested():
             raise TimeoutError(f"timed out after {timeout} s") from None
         task.cancel()
         raise
@@ -139,7 +187,7 @@ async def listen_tcp(
     ssl: _ssl.SSLContext | None = None,
     backlog: int = 128,
 ) -> Server:
-    """``Backend.listen_tcp`` on the running backend."""
+    """``Session.listen_tcp`` on the running session."""
     return await current_backend().listen_tcp(
         protocol_factory, host, port, ssl=ssl, backlog=backlog
     )
@@ -153,7 +201,7 @@ async def connect_tcp(
     ssl: _ssl.SSLContext | None = None,
     server_hostname: str | None = None,
 ) -> tuple[Transport, P]:
-    """``Backend.connect_tcp`` on the running backend."""
+    """``Session.connect_tcp`` on the running session."""
     return await current_backend().connect_tcp(
         protocol_factory, host, port, ssl=ssl, server_hostname=server_hostname
     )
@@ -166,7 +214,7 @@ async def listen_unix(
     ssl: _ssl.SSLContext | None = None,
     backlog: int = 128,
 ) -> Server:
-    """``Backend.listen_unix`` on the running backend."""
+    """``Session.listen_unix`` on the running session."""
     return await current_backend().listen_unix(protocol_factory, path, ssl=ssl, backlog=backlog)
 
 
@@ -177,7 +225,7 @@ async def connect_unix(
     ssl: _ssl.SSLContext | None = None,
     server_hostname: str | None = None,
 ) -> tuple[Transport, P]:
-    """``Backend.connect_unix`` on the running backend."""
+    """``Session.connect_unix`` on the running session."""
     return await current_backend().connect_unix(
         protocol_factory, path, ssl=ssl, server_hostname=server_hostname
     )
@@ -188,5 +236,5 @@ async def open_udp(
     local_addr: tuple[str, int] | None = None,
     remote_addr: tuple[str, int] | None = None,
 ) -> tuple[DatagramTransport, DP]:
-    """``Backend.open_udp`` on the running backend."""
+    """``Session.open_udp`` on the running session."""
     return await current_backend().open_udp(protocol_factory, local_addr, remote_addr)

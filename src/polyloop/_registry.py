@@ -96,7 +96,7 @@ def load_backend_class(target: str) -> type[Backend]:
 
 
 def load_backend(spec: str | Backend | type[Backend], **options: Any) -> Backend:
-    """A new backend instance from a spec string, a class, or an instance (kept)."""
+    """A backend instance from a spec string or a class (new), or an instance (kept)."""
     if isinstance(spec, Backend):
         if options:
             raise TypeError("options cannot be given with a backend instance")

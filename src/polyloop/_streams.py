@@ -1,4 +1,4 @@
-"""Async byte streams, built once on Protocol/Transport and backend futures.
+"""Async byte streams, built once on Protocol/Transport and polyloop futures.
 
 Rule: nothing here knows a framework. A ``Stream`` owns a ``_StreamProtocol`` that
 buffers what ``data_received`` brings (pausing the transport's reading past a limit, so
@@ -13,7 +13,6 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._backend import Backend, Future, Server, Task
 from ._context import current_backend
 from ._errors import (
     BusyResourceError,
@@ -23,7 +22,9 @@ from ._errors import (
     LimitOverrunError,
     check_bytes,
 )
+from ._futures import Future, Task
 from ._protocols import Protocol
+from ._session import Server, Session
 from ._transports import Transport
 
 __all__ = [
@@ -42,8 +43,8 @@ DEFAULT_LIMIT = 256 * 1024
 
 
 class _StreamProtocol(Protocol):
-    def __init__(self, backend: Backend, limit: int, on_connect: Callable[[Stream], None] | None):
-        self.backend = backend
+    def __init__(self, session: Session, limit: int, on_connect: Callable[[Stream], None] | None):
+        self.session = session
         self.limit = limit
         self.buffer = bytearray()
         self.eof = False
@@ -121,7 +122,7 @@ class Stream:
 
     async def _wait_readable(self) -> None:
         p = self._p
-        waiter = p.backend.create_future()
+        waiter = p.session.create_future()
         p.read_waiter = waiter
         try:
             await waiter
@@ -229,7 +230,7 @@ class Stream:
         try:
             self.transport.write(data)
             while p.write_paused and not p.lost:
-                waiter = p.backend.create_future()
+                waiter = p.session.create_future()
                 p.drain_waiter = waiter
                 try:
                     await waiter
@@ -256,7 +257,7 @@ class Stream:
             return
         waiter = p.lost_waiter
         if waiter is None:
-            waiter = p.lost_waiter = p.backend.create_future()
+            waiter = p.lost_waiter = p.session.create_future()
         self.transport.close()
         try:
             await waiter
@@ -277,8 +278,8 @@ Handler = Callable[[Stream], Awaitable[object]]
 class Listener:
     """Accepts connections as Streams: ``await accept()`` or ``await serve(handler)``."""
 
-    def __init__(self, backend: Backend, limit: int) -> None:
-        self._backend = backend
+    def __init__(self, session: Session, limit: int) -> None:
+        self._session = session
         self._limit = limit
         self._server: Server | None = None
         self._queue: list[Stream] = []
@@ -286,10 +287,10 @@ class Listener:
         self._handler: Handler | None = None
         self._tasks: set[Task[None]] = set()
         self._closed = False
-        self._stopped: Future[None] = backend.create_future()
+        self._stopped: Future[None] = session.create_future()
 
     def _factory(self) -> _StreamProtocol:
-        return _StreamProtocol(self._backend, self._limit, self._on_connect)
+        return _StreamProtocol(self._session, self._limit, self._on_connect)
 
     def _on_connect(self, stream: Stream) -> None:
         if self._handler is not None:
@@ -316,7 +317,7 @@ class Listener:
         while not self._queue:
             if self._closed:
                 raise ClosedResourceError("the listener was closed")
-            self._waiter = self._backend.create_future()
+            self._waiter = self._session.create_future()
             try:
                 await self._waiter
             finally:
@@ -325,7 +326,7 @@ class Listener:
 
     def _start(self, handler: Handler, stream: Stream) -> None:
         me: list[Task[None]] = []
-        task = self._backend.spawn(self._handle(handler, stream, me))
+        task = self._session.spawn(self._handle(handler, stream, me))
         if not task.done():  # a backend may run the coroutine's first steps in spawn()
             me.append(task)
             self._tasks.add(task)
@@ -397,9 +398,9 @@ async def open_tcp_stream(
     limit: int = DEFAULT_LIMIT,
 ) -> Stream:
     """Connect to ``host:port`` (optionally with TLS) and return a ``Stream``."""
-    backend = current_backend()
-    _, protocol = await backend.connect_tcp(
-        lambda: _StreamProtocol(backend, limit, None),
+    session = current_backend()
+    _, protocol = await session.connect_tcp(
+        lambda: _StreamProtocol(session, limit, None),
         host, port, ssl=ssl, server_hostname=server_hostname,
     )  # fmt: skip
     assert protocol.stream is not None
@@ -414,9 +415,9 @@ async def open_unix_stream(
     limit: int = DEFAULT_LIMIT,
 ) -> Stream:
     """Connect to the Unix socket at ``path`` and return a ``Stream``."""
-    backend = current_backend()
-    _, protocol = await backend.connect_unix(
-        lambda: _StreamProtocol(backend, limit, None),
+    session = current_backend()
+    _, protocol = await session.connect_unix(
+        lambda: _StreamProtocol(session, limit, None),
         path, ssl=ssl, server_hostname=server_hostname,
     )  # fmt: skip
     assert protocol.stream is not None
@@ -432,9 +433,9 @@ async def open_tcp_listener(
     limit: int = DEFAULT_LIMIT,
 ) -> Listener:
     """Listen on ``host:port`` and return a ``Listener`` of Streams."""
-    backend = current_backend()
-    listener = Listener(backend, limit)
-    listener._server = await backend.listen_tcp(
+    session = current_backend()
+    listener = Listener(session, limit)
+    listener._server = await session.listen_tcp(
         listener._factory, host, port, ssl=ssl, backlog=backlog
     )
     return listener
@@ -448,7 +449,7 @@ async def open_unix_listener(
     limit: int = DEFAULT_LIMIT,
 ) -> Listener:
     """Listen on a Unix socket at ``path`` and return a ``Listener`` of Streams."""
-    backend = current_backend()
-    listener = Listener(backend, limit)
-    listener._server = await backend.listen_unix(listener._factory, path, ssl=ssl, backlog=backlog)
+    session = current_backend()
+    listener = Listener(session, limit)
+    listener._server = await session.listen_unix(listener._factory, path, ssl=ssl, backlog=backlog)
     return listener

@@ -26,7 +26,8 @@ from ._protocols import Protocol
 from ._transports import Transport
 
 if TYPE_CHECKING:
-    from ._backend import Backend, Future
+    from ._futures import Future
+    from ._session import Session
 
 __all__ = ["TLSProtocol", "TLSTransport"]
 
@@ -38,7 +39,7 @@ class TLSProtocol(Protocol):
 
     def __init__(
         self,
-        backend: Backend,
+        session: Session,
         app_protocol: Protocol,
         context: ssl.SSLContext,
         server_side: bool,
@@ -46,7 +47,7 @@ class TLSProtocol(Protocol):
     ) -> None:
         self.app_protocol = app_protocol
         self.app_transport = TLSTransport(self)
-        self.handshake_done: Future[None] = backend.create_future()
+        self.handshake_done: Future[None] = session.create_future()
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._sslobj = context.wrap_bio(

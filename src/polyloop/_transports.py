@@ -136,6 +136,19 @@ def check_buffer_limits(high: int | None, low: int | None) -> tuple[int, int]:
     return high, low
 
 
+def datagram_address(remote: Any, addr: Any) -> Any:
+    """For backends: where ``sendto(data, addr)`` goes on an endpoint connected to
+    ``remote`` (``None`` if not connected): ``None`` means "the connected peer"; any other
+    address is a ``ValueError`` on a connected endpoint, and required on another."""
+    if remote is not None:
+        if addr is not None and tuple(addr[:2]) != tuple(remote[:2]):
+            raise ValueError(f"this endpoint is connected to {remote!r}, not {addr!r}")
+        return None
+    if addr is None:
+        raise ValueError("this endpoint is not connected: sendto() needs an address")
+    return addr
+
+
 def drain_datagrams(
     queue: deque[tuple[bytes, Any]],
     send: Callable[[bytes, Any], object],

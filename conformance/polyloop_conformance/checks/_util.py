@@ -24,16 +24,16 @@ FILL_LIMIT = 64 * 1024 * 1024
 class Recorder(polyloop.Protocol):
     """Records every callback, in order, and lets a check await any condition on them."""
 
-    def __init__(self, backend: polyloop.Backend, keep_open_on_eof: bool = False) -> None:
-        self.backend = backend
+    def __init__(self, session: polyloop.Session, keep_open_on_eof: bool = False) -> None:
+        self.session = session
         self.events: list[str] = []
         self.data = bytearray()
         self.transport: polyloop.Transport | None = None
         self.lost_exc: BaseException | None = None
         self.keep_open_on_eof = keep_open_on_eof
-        self.made = backend.create_future()
-        self.lost = backend.create_future()
-        self.eof = backend.create_future()
+        self.made = session.create_future()
+        self.lost = session.create_future()
+        self.eof = session.create_future()
         #: Write-buffer sizes seen inside pause_writing / resume_writing.
         self.size_at_pause: list[int] = []
         self.size_at_resume: list[int] = []
@@ -94,14 +94,14 @@ class Recorder(polyloop.Protocol):
                 f"connection lost ({self.lost_exc!r}) while waiting for {what or 'a condition'};"
                 f" events {compact(self.events)}"
             )
-            fut: polyloop.Future[None] = self.backend.create_future()
+            fut: polyloop.Future[None] = self.session.create_future()
             self._waiters.append(fut)
             await fut
 
     async def wait_bytes(self, n: int) -> bytes:
         """Wait until ``n`` bytes have arrived in all (fails if the connection ends first)."""
         while len(self.data) < n and "lost" not in self.events:
-            fut: polyloop.Future[None] = self.backend.create_future()
+            fut: polyloop.Future[None] = self.session.create_future()
             self._waiters.append(fut)
             await fut
         assert len(self.data) >= n, (
@@ -121,8 +121,8 @@ class ReentrancyProbe(Recorder):
     A check sets ``inside`` around its call; ``lost_inside`` tells if the callback ran then.
     """
 
-    def __init__(self, backend: polyloop.Backend) -> None:
-        super().__init__(backend)
+    def __init__(self, session: polyloop.Session) -> None:
+        super().__init__(session)
         self.inside = False
         self.lost_inside = False
 
@@ -146,9 +146,9 @@ def compact(events: list[str]) -> str:
 class Accepted:
     """A protocol factory that remembers what it made and lets a check await the next one."""
 
-    def __init__(self, backend: polyloop.Backend, make: Callable[[], Any] | None = None) -> None:
-        self.backend = backend
-        self.make = make or (lambda: Recorder(backend))
+    def __init__(self, session: polyloop.Session, make: Callable[[], Any] | None = None) -> None:
+        self.session = session
+        self.make = make or (lambda: Recorder(session))
         self.protocols: list[Any] = []
         self._waiters: list[polyloop.Future[None]] = []
 
@@ -164,7 +164,7 @@ class Accepted:
     async def get(self, index: int = 0) -> Any:
         """The ``index``-th protocol made, once it exists and its connection is made."""
         while len(self.protocols) <= index:
-            fut: polyloop.Future[None] = self.backend.create_future()
+            fut: polyloop.Future[None] = self.session.create_future()
             self._waiters.append(fut)
             await fut
         proto = self.protocols[index]
@@ -174,14 +174,14 @@ class Accepted:
 
 
 async def pair(
-    backend: polyloop.Backend, server_proto: Any = None, client_proto: Any = None, **tls: Any
+    session: polyloop.Session, server_proto: Any = None, client_proto: Any = None, **tls: Any
 ) -> tuple[polyloop.Server, Recorder, Recorder]:
     """A listening server and one connection to it: (server, server side, client side)."""
-    accepted = Accepted(backend, server_proto)
+    accepted = Accepted(session, server_proto)
     client_ssl = tls.get("client_ssl")
-    server = await backend.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.get("server_ssl"))
-    _, client = await backend.connect_tcp(
-        client_proto or (lambda: Recorder(backend)), "127.0.0.1", server.port,
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.get("server_ssl"))
+    _, client = await session.connect_tcp(
+        client_proto or (lambda: Recorder(session)), "127.0.0.1", server.port,
         ssl=client_ssl, server_hostname="localhost" if client_ssl else None,
     )  # fmt: skip
     srv = await accepted.get(0)
@@ -194,7 +194,7 @@ def transport_of(proto: Recorder) -> polyloop.Transport:
     return proto.transport
 
 
-async def fill_until_paused(backend: polyloop.Backend, writer: Recorder) -> int:
+async def fill_until_paused(session: polyloop.Session, writer: Recorder) -> int:
     """Write ``CHUNK``s until the writer's ``pause_writing`` is called; return bytes written.
 
     The peer must not be reading. Between writes the loop runs (``sleep(0)``) so a backend
@@ -212,7 +212,7 @@ async def fill_until_paused(backend: polyloop.Backend, writer: Recorder) -> int:
         transport.write(b"x" * CHUNK)
         total += CHUNK
         if writer.events.count("pause") == pauses:
-            await backend.sleep(0)
+            await session.sleep(0)
     return total
 
 

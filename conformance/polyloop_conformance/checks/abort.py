@@ -22,9 +22,9 @@ from ._util import (
 
 
 @check("abort")
-async def check_local_aborted_error(backend: polyloop.Backend) -> None:
+async def check_local_aborted_error(session: polyloop.Session) -> None:
     """abort(): connection_lost(ConnectionAbortedError) later, never from inside abort()."""
-    server, srv, cli = await pair(backend, client_proto=lambda: ReentrancyProbe(backend))
+    server, srv, cli = await pair(session, client_proto=lambda: ReentrancyProbe(session))
     assert isinstance(cli, ReentrancyProbe)
     cli.inside = True
     transport_of(cli).abort()
@@ -38,9 +38,9 @@ async def check_local_aborted_error(backend: polyloop.Backend) -> None:
 
 
 @check("abort")
-async def check_peer_reset(backend: polyloop.Backend) -> None:
+async def check_peer_reset(session: polyloop.Session) -> None:
     """The peer of an aborted connection sees a reset, not a clean EOF."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport_of(cli).write(b"some data")
     await srv.wait_bytes(9)
     transport_of(cli).abort()
@@ -53,10 +53,10 @@ async def check_peer_reset(backend: polyloop.Backend) -> None:
 
 
 @check("abort")
-async def check_peer_stream_reset(backend: polyloop.Backend) -> None:
+async def check_peer_stream_reset(session: polyloop.Session) -> None:
     """A peer reading with a Stream gets ConnectionResetError from receive()."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
-    t, _ = await backend.connect_tcp(lambda: Recorder(backend), "127.0.0.1", listener.port)
+    t, _ = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", listener.port)
     stream = await listener.accept()
     t.write(b"x")
     assert await stream.receive() == b"x"
@@ -72,10 +72,10 @@ async def check_peer_stream_reset(backend: polyloop.Backend) -> None:
 
 
 @check("abort")
-async def check_drops_buffer(backend: polyloop.Backend) -> None:
+async def check_drops_buffer(session: polyloop.Session) -> None:
     """abort() with data buffered drops it: the peer gets fewer bytes, then a reset."""
-    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
-    total = await fill_until_paused(backend, cli)
+    server, srv, cli = await pair(session, lambda: PausedReader(session))
+    total = await fill_until_paused(session, cli)
     assert transport_of(cli).get_write_buffer_size() > 0, "nothing buffered after pause_writing"
     transport_of(cli).abort()
     transport_of(srv).resume_reading()
@@ -87,21 +87,21 @@ async def check_drops_buffer(backend: polyloop.Backend) -> None:
 
 
 @check("abort")
-async def check_idempotent(backend: polyloop.Backend) -> None:
+async def check_idempotent(session: polyloop.Session) -> None:
     """abort() twice, abort() after close(), abort() after loss: one connection_lost each."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport_of(cli).abort()
     transport_of(cli).abort()
     await cli.lost
     transport_of(cli).abort()
     await srv.lost
     transport_of(srv).abort()  # after the connection was lost: a no-op
-    server2, srv2, cli2 = await pair(backend)
+    server2, srv2, cli2 = await pair(session)
     transport_of(cli2).close()
     transport_of(cli2).abort()  # once closed: a no-op, or at most turns close into abort
     await cli2.lost
     await srv2.lost
-    await backend.sleep(0.02)  # a second connection_lost would be scheduled by now
+    await session.sleep(0.02)  # a second connection_lost would be scheduled by now
     for name, proto in (("client", cli), ("server", srv), ("closed client", cli2)):
         assert proto.events.count("lost") == 1, f"{name}: {compact(proto.events)}"
     await server.aclose()
@@ -109,9 +109,9 @@ async def check_idempotent(backend: polyloop.Backend) -> None:
 
 
 @check("abort")
-async def check_write_after_abort(backend: polyloop.Backend) -> None:
+async def check_write_after_abort(session: polyloop.Session) -> None:
     """A write after abort() is a silent no-op."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport_of(cli).abort()
     transport_of(cli).write(b"ignored")
     await cli.lost

@@ -38,34 +38,35 @@ class _Outcome:
         self.timer_fired: list[float] = []
 
 
-async def _scenario(backend: polyloop.Backend, out: _Outcome, folder: str, fail: bool) -> None:
+async def _scenario(out: _Outcome, folder: str, fail: bool) -> None:
     """Open many things, close some, leave the rest for run() to dispose of."""
+    session = polyloop.current_backend()
     tls = material()
 
     def keep(proto: Recorder) -> Recorder:
         out.protocols.append(proto)
         return proto
 
-    accepted = Accepted(backend, lambda: keep(Recorder(backend)))
-    tcp = await backend.listen_tcp(accepted, "127.0.0.1", 0)
-    await backend.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.server_context())
-    tls_server = await backend.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.server_context())
+    accepted = Accepted(session, lambda: keep(Recorder(session)))
+    tcp = await session.listen_tcp(accepted, "127.0.0.1", 0)
+    await session.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.server_context())
+    tls_server = await session.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.server_context())
     unix_path = os.path.join(folder, "clean.sock")
-    await backend.listen_unix(accepted, unix_path)
+    await session.listen_unix(accepted, unix_path)
 
-    new = lambda: keep(Recorder(backend))  # noqa: E731
+    new = lambda: keep(Recorder(session))  # noqa: E731
     for _ in range(3):
-        await backend.connect_tcp(new, "127.0.0.1", tcp.port)
-    closed, _ = await backend.connect_tcp(new, "127.0.0.1", tcp.port)
+        await session.connect_tcp(new, "127.0.0.1", tcp.port)
+    closed, _ = await session.connect_tcp(new, "127.0.0.1", tcp.port)
     closed.close()
-    await backend.connect_tcp(
+    await session.connect_tcp(
         new, "127.0.0.1", tls_server.port, ssl=tls.client_context(), server_hostname="localhost"
     )
-    await backend.connect_unix(new, unix_path)
-    t, _ = await backend.connect_tcp(new, "127.0.0.1", tcp.port)
+    await session.connect_unix(new, unix_path)
+    t, _ = await session.connect_tcp(new, "127.0.0.1", tcp.port)
     t.write(b"x" * (1 << 20))  # data still buffered at the end of the run
 
-    await backend.open_udp(polyloop.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    await session.open_udp(polyloop.DatagramProtocol, local_addr=("127.0.0.1", 0))
     stream = await polyloop.open_tcp_stream("127.0.0.1", tcp.port)
     await stream.send(b"left open")
 
@@ -74,27 +75,27 @@ async def _scenario(backend: polyloop.Backend, out: _Outcome, folder: str, fail:
     async def handler(s: polyloop.Stream) -> None:
         await s.receive()
 
-    backend.spawn(listener.serve(handler))
+    session.spawn(listener.serve(handler))
     await polyloop.open_tcp_stream("127.0.0.1", listener.port)
 
-    await backend.run_in_thread(time.sleep, 0)
+    await session.run_in_thread(time.sleep, 0)
 
-    started = backend.create_future()
+    started = session.create_future()
 
     async def forever() -> None:
         out.task_events.append("started")
         started.set_result(None)
         try:
-            await backend.create_future()
+            await session.create_future()
         except polyloop.Cancelled:
             out.task_events.append("cancelled")
             raise
         finally:
             out.task_events.append("finally")
 
-    backend.spawn(forever())
+    session.spawn(forever())
     await started
-    backend.call_later(0.05, lambda: out.timer_fired.append(time.monotonic()))
+    session.call_later(0.05, lambda: out.timer_fired.append(time.monotonic()))
     for i in range(8):  # every connection above to `accepted` is up on both ends
         await accepted.get(i)
     if fail:
@@ -114,9 +115,8 @@ def _fd_count(collect: bool = True) -> int:
 def _run_scenario(make_backend: Factory, fail: bool = False, collect: bool = True) -> _Outcome:
     out = _Outcome()
     with temp_dir() as folder:
-        backend = make_backend()
         try:
-            backend.run(_scenario, backend, out, folder, fail)
+            make_backend().run(_scenario, out, folder, fail)
         except _ScenarioError:
             if not fail:
                 raise

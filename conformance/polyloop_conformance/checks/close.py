@@ -21,10 +21,10 @@ from ._util import (
 
 
 @check("close")
-async def check_flushes(backend: polyloop.Backend) -> None:
+async def check_flushes(session: polyloop.Session) -> None:
     """close() with a large write buffered delivers every byte, then connection_lost(None)."""
-    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
-    total = await fill_until_paused(backend, cli)
+    server, srv, cli = await pair(session, lambda: PausedReader(session))
+    total = await fill_until_paused(session, cli)
     buffered = transport_of(cli).get_write_buffer_size()
     assert buffered > 0, "nothing was buffered after pause_writing"
     transport_of(cli).close()
@@ -40,9 +40,9 @@ async def check_flushes(backend: polyloop.Backend) -> None:
 
 
 @check("close")
-async def check_lost_not_reentrant(backend: polyloop.Backend) -> None:
+async def check_lost_not_reentrant(session: polyloop.Session) -> None:
     """close() never calls connection_lost from inside itself; it comes later, with None."""
-    server, srv, cli = await pair(backend, client_proto=lambda: ReentrancyProbe(backend))
+    server, srv, cli = await pair(session, client_proto=lambda: ReentrancyProbe(session))
     assert isinstance(cli, ReentrancyProbe)
     cli.inside = True
     transport_of(cli).close()
@@ -55,25 +55,25 @@ async def check_lost_not_reentrant(backend: polyloop.Backend) -> None:
 
 
 @check("close")
-async def check_idempotent(backend: polyloop.Backend) -> None:
+async def check_idempotent(session: polyloop.Session) -> None:
     """close() twice, and close() after the connection is lost: connection_lost runs once."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport_of(cli).close()
     transport_of(cli).close()
     await cli.lost
     transport_of(cli).close()
     await srv.lost
     transport_of(srv).close()
-    await backend.sleep(0.02)  # a second connection_lost would be scheduled by now
+    await session.sleep(0.02)  # a second connection_lost would be scheduled by now
     assert cli.events.count("lost") == 1, compact(cli.events)
     assert srv.events.count("lost") == 1, compact(srv.events)
     await server.aclose()
 
 
 @check("close")
-async def check_is_closing(backend: polyloop.Backend) -> None:
+async def check_is_closing(session: polyloop.Session) -> None:
     """is_closing() is False while open, True at once after close(), and on the peer once lost."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     assert not transport_of(cli).is_closing() and not transport_of(srv).is_closing()
     transport_of(cli).close()
     assert transport_of(cli).is_closing(), "is_closing() is False right after close()"
@@ -85,9 +85,9 @@ async def check_is_closing(backend: polyloop.Backend) -> None:
 
 
 @check("close")
-async def check_write_after_close(backend: polyloop.Backend) -> None:
+async def check_write_after_close(session: polyloop.Session) -> None:
     """A write after close() is a silent no-op: the peer gets only what came before."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     t = transport_of(cli)
     t.write(b"before")
     t.close()
@@ -102,10 +102,10 @@ async def check_write_after_close(backend: polyloop.Backend) -> None:
 
 
 @check("close")
-async def check_write_after_close_buffered(backend: polyloop.Backend) -> None:
+async def check_write_after_close_buffered(session: polyloop.Session) -> None:
     """A write after close() while earlier data is still buffered is dropped, not queued."""
-    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
-    total = await fill_until_paused(backend, cli)
+    server, srv, cli = await pair(session, lambda: PausedReader(session))
+    total = await fill_until_paused(session, cli)
     t = transport_of(cli)
     t.close()
     t.write(b"AFTER CLOSE")
@@ -120,9 +120,9 @@ async def check_write_after_close_buffered(backend: polyloop.Backend) -> None:
 
 
 @check("close")
-async def check_write_after_peer_closed(backend: polyloop.Backend) -> None:
+async def check_write_after_peer_closed(session: polyloop.Session) -> None:
     """Writes after the connection was lost (the peer closed) are silent no-ops."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport_of(srv).close()
     await cli.lost
     for _ in range(3):
@@ -132,9 +132,9 @@ async def check_write_after_peer_closed(backend: polyloop.Backend) -> None:
 
 
 @check("close")
-async def check_peer_sees_eof(backend: polyloop.Backend) -> None:
+async def check_peer_sees_eof(session: polyloop.Session) -> None:
     """The peer of a closed transport gets eof_received, then connection_lost(None)."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport_of(srv).write(b"bye")
     transport_of(srv).close()
     exc = await cli.wait_lost()

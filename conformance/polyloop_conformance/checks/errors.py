@@ -32,42 +32,42 @@ async def _raises(kind: type[BaseException] | tuple[type[BaseException], ...], c
 
 
 @check("errors")
-async def check_connect_refused(backend: polyloop.Backend) -> None:
+async def check_connect_refused(session: polyloop.Session) -> None:
     """connect_tcp to a port nobody listens on raises ConnectionRefusedError."""
     made: list[Recorder] = []
 
     def factory() -> Recorder:
-        made.append(Recorder(backend))
+        made.append(Recorder(session))
         return made[-1]
 
     sock, port = refusing_port()
     try:
-        await _raises(ConnectionRefusedError, backend.connect_tcp(factory, "127.0.0.1", port))
+        await _raises(ConnectionRefusedError, session.connect_tcp(factory, "127.0.0.1", port))
     finally:
         sock.close()
     assert all("made" not in p.events for p in made), "a refused connect called connection_made"
 
 
 @check("errors")
-async def check_connect_refused_by_name(backend: polyloop.Backend) -> None:
+async def check_connect_refused_by_name(session: polyloop.Session) -> None:
     """connect_tcp("localhost", port) refused on every address raises ConnectionRefusedError."""
     sock, port = refusing_port()
     try:
         await _raises(
             ConnectionRefusedError,
-            backend.connect_tcp(lambda: Recorder(backend), "localhost", port),
+            session.connect_tcp(lambda: Recorder(session), "localhost", port),
         )
     finally:
         sock.close()
 
 
 @check("errors")
-async def check_address_in_use(backend: polyloop.Backend) -> None:
+async def check_address_in_use(session: polyloop.Session) -> None:
     """listen_tcp on a taken address raises OSError with errno EADDRINUSE."""
-    server = await backend.listen_tcp(lambda: Recorder(backend), "127.0.0.1", 0)
+    server = await session.listen_tcp(lambda: Recorder(session), "127.0.0.1", 0)
     try:
         exc = await _raises(
-            OSError, backend.listen_tcp(lambda: Recorder(backend), "127.0.0.1", server.port)
+            OSError, session.listen_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
         )
         assert exc.errno == errno.EADDRINUSE, f"errno {exc.errno!r} ({exc!r}), not EADDRINUSE"
     finally:
@@ -75,40 +75,40 @@ async def check_address_in_use(backend: polyloop.Backend) -> None:
 
 
 @check("errors")
-async def check_bad_port(backend: polyloop.Backend) -> None:
+async def check_bad_port(session: polyloop.Session) -> None:
     """A port out of range is ValueError; a port of the wrong type is TypeError."""
-    rec = lambda: Recorder(backend)  # noqa: E731
-    await _raises(ValueError, backend.listen_tcp(rec, "127.0.0.1", 65536))
-    await _raises(ValueError, backend.listen_tcp(rec, "127.0.0.1", -1))
-    await _raises(ValueError, backend.connect_tcp(rec, "127.0.0.1", 0))
-    await _raises(ValueError, backend.connect_tcp(rec, "127.0.0.1", 70000))
-    await _raises(TypeError, backend.listen_tcp(rec, "127.0.0.1", "80"))  # type: ignore[arg-type]
-    await _raises(TypeError, backend.connect_tcp(rec, "127.0.0.1", 80.0))  # type: ignore[arg-type]
-    await _raises(TypeError, backend.connect_tcp(rec, "127.0.0.1", True))
+    rec = lambda: Recorder(session)  # noqa: E731
+    await _raises(ValueError, session.listen_tcp(rec, "127.0.0.1", 65536))
+    await _raises(ValueError, session.listen_tcp(rec, "127.0.0.1", -1))
+    await _raises(ValueError, session.connect_tcp(rec, "127.0.0.1", 0))
+    await _raises(ValueError, session.connect_tcp(rec, "127.0.0.1", 70000))
+    await _raises(TypeError, session.listen_tcp(rec, "127.0.0.1", "80"))  # type: ignore[arg-type]
+    await _raises(TypeError, session.connect_tcp(rec, "127.0.0.1", 80.0))  # type: ignore[arg-type]
+    await _raises(TypeError, session.connect_tcp(rec, "127.0.0.1", True))
 
 
 @check("errors")
-async def check_bad_host_and_factory(backend: polyloop.Backend) -> None:
+async def check_bad_host_and_factory(session: polyloop.Session) -> None:
     """A non-str host, an empty host, a non-callable factory or a non-SSLContext ssl fail."""
-    rec = lambda: Recorder(backend)  # noqa: E731
-    await _raises(TypeError, backend.connect_tcp(rec, b"127.0.0.1", 80))  # type: ignore[arg-type]
-    await _raises(TypeError, backend.listen_tcp(rec, 127, 0))  # type: ignore[arg-type]
-    await _raises(ValueError, backend.connect_tcp(rec, "", 80))
-    await _raises(TypeError, backend.listen_tcp(Recorder(backend), "127.0.0.1", 0))  # type: ignore[arg-type]
-    await _raises(TypeError, backend.connect_tcp(None, "127.0.0.1", 80))  # type: ignore[arg-type]
-    await _raises(TypeError, backend.connect_tcp(rec, "127.0.0.1", 80, ssl=True))  # type: ignore[arg-type]
+    rec = lambda: Recorder(session)  # noqa: E731
+    await _raises(TypeError, session.connect_tcp(rec, b"127.0.0.1", 80))  # type: ignore[arg-type]
+    await _raises(TypeError, session.listen_tcp(rec, 127, 0))  # type: ignore[arg-type]
+    await _raises(ValueError, session.connect_tcp(rec, "", 80))
+    await _raises(TypeError, session.listen_tcp(Recorder(session), "127.0.0.1", 0))  # type: ignore[arg-type]
+    await _raises(TypeError, session.connect_tcp(None, "127.0.0.1", 80))  # type: ignore[arg-type]
+    await _raises(TypeError, session.connect_tcp(rec, "127.0.0.1", 80, ssl=True))  # type: ignore[arg-type]
     await _raises(
-        ValueError, backend.connect_tcp(rec, "127.0.0.1", 80, server_hostname="localhost")
+        ValueError, session.connect_tcp(rec, "127.0.0.1", 80, server_hostname="localhost")
     )
-    await _raises(TypeError, backend.listen_unix(rec, 42))  # type: ignore[arg-type]
-    await _raises(ValueError, backend.open_udp(polyloop.DatagramProtocol))
-    await _raises(TypeError, backend.open_udp(polyloop.DatagramProtocol, ["127.0.0.1", 0]))  # type: ignore[arg-type]
+    await _raises(TypeError, session.listen_unix(rec, 42))  # type: ignore[arg-type]
+    await _raises(ValueError, session.open_udp(polyloop.DatagramProtocol))
+    await _raises(TypeError, session.open_udp(polyloop.DatagramProtocol, ["127.0.0.1", 0]))  # type: ignore[arg-type]
 
 
 @check("errors")
-async def check_write_str(backend: polyloop.Backend) -> None:
+async def check_write_str(session: polyloop.Session) -> None:
     """transport.write(str) (or int, or a list) raises TypeError; the connection stays usable."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport = transport_of(cli)
     for bad in ("text", 42, [b"a"], None):
         try:

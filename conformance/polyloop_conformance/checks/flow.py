@@ -22,10 +22,10 @@ def _alternate(events: list[str]) -> bool:
 
 
 @check("flow")
-async def check_pause_resume_writing(backend: polyloop.Backend) -> None:
+async def check_pause_resume_writing(session: polyloop.Session) -> None:
     """A peer that stops reading makes the writer pause; when it reads again, resume."""
-    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
-    total = await fill_until_paused(backend, cli)
+    server, srv, cli = await pair(session, lambda: PausedReader(session))
+    total = await fill_until_paused(session, cli)
     size = transport_of(cli).get_write_buffer_size()
     assert cli.size_at_pause[0] > HIGH, (
         f"pause_writing with {cli.size_at_pause[0]} bytes buffered (high-water mark {HIGH})"
@@ -47,12 +47,12 @@ async def check_pause_resume_writing(backend: polyloop.Backend) -> None:
 
 
 @check("flow")
-async def check_buffer_size_grows(backend: polyloop.Backend) -> None:
+async def check_buffer_size_grows(session: polyloop.Session) -> None:
     """get_write_buffer_size() is 0 when idle and grows with writes a stalled peer can't take."""
-    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
+    server, srv, cli = await pair(session, lambda: PausedReader(session))
     t = transport_of(cli)
     assert t.get_write_buffer_size() == 0, t.get_write_buffer_size()
-    await fill_until_paused(backend, cli)
+    await fill_until_paused(session, cli)
     before = t.get_write_buffer_size()
     t.write(b"y" * 10_000)
     after = t.get_write_buffer_size()
@@ -65,9 +65,9 @@ async def check_buffer_size_grows(backend: polyloop.Backend) -> None:
 
 
 @check("flow")
-async def check_set_write_buffer_limits_validation(backend: polyloop.Backend) -> None:
+async def check_set_write_buffer_limits_validation(session: polyloop.Session) -> None:
     """set_write_buffer_limits: ValueError unless 0 <= low <= high; valid marks accepted."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     t = transport_of(cli)
     for high, low in ((10, 20), (-1, None), (None, -1), (100, -1), (0, 1)):
         try:
@@ -86,11 +86,11 @@ async def check_set_write_buffer_limits_validation(backend: polyloop.Backend) ->
 
 
 @check("flow")
-async def check_custom_high_mark(backend: polyloop.Backend) -> None:
+async def check_custom_high_mark(session: polyloop.Session) -> None:
     """With set_write_buffer_limits(high=1 MiB) pause_writing comes only past 1 MiB buffered."""
-    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
+    server, srv, cli = await pair(session, lambda: PausedReader(session))
     transport_of(cli).set_write_buffer_limits(high=1 << 20)
-    await fill_until_paused(backend, cli)
+    await fill_until_paused(session, cli)
     assert cli.size_at_pause[0] > 1 << 20, f"paused at {cli.size_at_pause[0]} bytes (high 1 MiB)"
     transport_of(srv).resume_reading()
     await cli.until(lambda: "resume" in cli.events, "resume_writing")
@@ -101,9 +101,9 @@ async def check_custom_high_mark(backend: polyloop.Backend) -> None:
 
 
 @check("flow")
-async def check_pause_reading(backend: polyloop.Backend) -> None:
+async def check_pause_reading(session: polyloop.Session) -> None:
     """pause_reading stops data_received until resume_reading; is_reading() follows."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     ts = transport_of(srv)
     assert ts.is_reading() is True, "is_reading() is False on a fresh connection"
     transport_of(cli).write(b"one")
@@ -112,7 +112,7 @@ async def check_pause_reading(backend: polyloop.Backend) -> None:
     ts.pause_reading()  # idempotent
     assert ts.is_reading() is False, "is_reading() is True after pause_reading()"
     transport_of(cli).write(b"two")
-    await backend.sleep(0.05)  # "nothing happens" needs a bounded wait: loopback is far faster
+    await session.sleep(0.05)  # "nothing happens" needs a bounded wait: loopback is far faster
     assert bytes(srv.data) == b"one", f"data_received while paused: {bytes(srv.data)!r}"
     ts.resume_reading()
     ts.resume_reading()  # idempotent
@@ -125,9 +125,9 @@ async def check_pause_reading(backend: polyloop.Backend) -> None:
 
 
 @check("flow")
-async def check_is_reading_closing(backend: polyloop.Backend) -> None:
+async def check_is_reading_closing(session: polyloop.Session) -> None:
     """is_reading() is False once close() was called; resume_reading() then changes nothing."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     t = transport_of(cli)
     t.close()
     assert t.is_reading() is False, "is_reading() is True right after close()"
@@ -141,13 +141,13 @@ async def check_is_reading_closing(backend: polyloop.Backend) -> None:
 
 
 @check("flow")
-async def check_paused_reading_pushes_back(backend: polyloop.Backend) -> None:
+async def check_paused_reading_pushes_back(session: polyloop.Session) -> None:
     """pause_reading in the middle of a transfer: the kernel pushes back, the writer pauses."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport_of(cli).write(b"z" * 1000)
     await srv.wait_bytes(1000)
     transport_of(srv).pause_reading()
-    total = 1000 + await fill_until_paused(backend, cli)
+    total = 1000 + await fill_until_paused(session, cli)
     transport_of(srv).resume_reading()
     assert len(await srv.wait_bytes(total)) == total
     transport_of(cli).close()
@@ -156,7 +156,7 @@ async def check_paused_reading_pushes_back(backend: polyloop.Backend) -> None:
 
 
 @check("flow")
-async def check_read_pause_survives_data(backend: polyloop.Backend) -> None:
+async def check_read_pause_survives_data(session: polyloop.Session) -> None:
     """pause_reading called inside data_received holds: no further data_received calls."""
 
     class PauseOnFirst(Recorder):
@@ -165,11 +165,11 @@ async def check_read_pause_survives_data(backend: polyloop.Backend) -> None:
             if self.events.count("data") == 1:
                 transport_of(self).pause_reading()
 
-    server, srv, cli = await pair(backend, lambda: PauseOnFirst(backend))
+    server, srv, cli = await pair(session, lambda: PauseOnFirst(session))
     transport_of(cli).write(b"a")
     await srv.wait_bytes(1)
     transport_of(cli).write(b"b" * 100_000)
-    await backend.sleep(0.05)  # "nothing happens" needs a bounded wait: loopback is far faster
+    await session.sleep(0.05)  # "nothing happens" needs a bounded wait: loopback is far faster
     assert srv.events.count("data") == 1, f"data_received while paused: {compact(srv.events)}"
     transport_of(srv).resume_reading()
     await srv.wait_bytes(100_001)

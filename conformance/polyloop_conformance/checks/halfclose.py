@@ -15,9 +15,9 @@ from ._util import PausedReader, Recorder, compact, fill_until_paused, pair, tra
 
 
 @check("halfclose")
-async def check_can_write_eof(backend: polyloop.Backend) -> None:
+async def check_can_write_eof(session: polyloop.Session) -> None:
     """can_write_eof() is True for plain TCP on both ends."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     assert transport_of(cli).can_write_eof() is True
     assert transport_of(srv).can_write_eof() is True
     transport_of(cli).close()
@@ -26,7 +26,7 @@ async def check_can_write_eof(backend: polyloop.Backend) -> None:
 
 
 @check("halfclose")
-async def check_peer_eof_and_reply(backend: polyloop.Backend) -> None:
+async def check_peer_eof_and_reply(session: polyloop.Session) -> None:
     """After write_eof the peer gets eof_received, and this side still reads its reply."""
 
     class Replier(Recorder):
@@ -36,7 +36,7 @@ async def check_peer_eof_and_reply(backend: polyloop.Backend) -> None:
             transport_of(self).close()
             return True
 
-    server, srv, cli = await pair(backend, lambda: Replier(backend))
+    server, srv, cli = await pair(session, lambda: Replier(session))
     transport_of(cli).write(b"request")
     transport_of(cli).write_eof()
     assert "lost" not in cli.events and not cli.eof.done()
@@ -49,12 +49,12 @@ async def check_peer_eof_and_reply(backend: polyloop.Backend) -> None:
 
 
 @check("halfclose")
-async def check_true_keeps_open(backend: polyloop.Backend) -> None:
+async def check_true_keeps_open(session: polyloop.Session) -> None:
     """eof_received returning True keeps the connection half-open: it can still write."""
-    server, srv, cli = await pair(backend, lambda: Recorder(backend, keep_open_on_eof=True))
+    server, srv, cli = await pair(session, lambda: Recorder(session, keep_open_on_eof=True))
     transport_of(cli).write_eof()
     await srv.eof
-    await backend.sleep(0.02)  # a wrong self-close would have started by now
+    await session.sleep(0.02)  # a wrong self-close would have started by now
     assert not transport_of(srv).is_closing(), "the transport closed although eof_received -> True"
     assert "lost" not in srv.events, compact(srv.events)
     transport_of(srv).write(b"still talking")
@@ -66,7 +66,7 @@ async def check_true_keeps_open(backend: polyloop.Backend) -> None:
 
 
 @check("halfclose")
-async def check_falsy_closes(backend: polyloop.Backend) -> None:
+async def check_falsy_closes(session: polyloop.Session) -> None:
     """eof_received returning None/False closes the transport: connection_lost(None) on both."""
     for result in (None, False):
 
@@ -77,7 +77,7 @@ async def check_falsy_closes(backend: polyloop.Backend) -> None:
                 super().eof_received()
                 return self.answer  # type: ignore[return-value]
 
-        server, srv, cli = await pair(backend, lambda: Closer(backend))
+        server, srv, cli = await pair(session, lambda: Closer(session))
         transport_of(cli).write_eof()
         assert await srv.wait_lost() is None, f"eof_received -> {result}: {srv.lost_exc!r}"
         assert await cli.wait_lost() is None, f"eof_received -> {result}: {cli.lost_exc!r}"
@@ -86,10 +86,10 @@ async def check_falsy_closes(backend: polyloop.Backend) -> None:
 
 
 @check("halfclose")
-async def check_write_eof_flushes(backend: polyloop.Backend) -> None:
+async def check_write_eof_flushes(session: polyloop.Session) -> None:
     """write_eof with a large write buffered: the peer reads every byte, then EOF."""
-    server, srv, cli = await pair(backend, lambda: PausedReader(backend))
-    total = await fill_until_paused(backend, cli)
+    server, srv, cli = await pair(session, lambda: PausedReader(session))
+    total = await fill_until_paused(session, cli)
     transport_of(cli).write_eof()
     transport_of(srv).resume_reading()
     await srv.eof
@@ -100,9 +100,9 @@ async def check_write_eof_flushes(backend: polyloop.Backend) -> None:
 
 
 @check("halfclose")
-async def check_write_after_eof(backend: polyloop.Backend) -> None:
+async def check_write_after_eof(session: polyloop.Session) -> None:
     """write() after write_eof() raises RuntimeError."""
-    server, srv, cli = await pair(backend, lambda: Recorder(backend, keep_open_on_eof=True))
+    server, srv, cli = await pair(session, lambda: Recorder(session, keep_open_on_eof=True))
     transport_of(cli).write_eof()
     try:
         transport_of(cli).write(b"too late")

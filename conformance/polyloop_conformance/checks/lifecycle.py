@@ -19,20 +19,20 @@ from ._util import Accepted, Recorder, compact, pair, transport_of
 
 
 @check("lifecycle")
-async def check_current_backend(backend: polyloop.Backend) -> None:
+async def check_current_backend(session: polyloop.Session) -> None:
     """current_backend() is the running backend, in coroutines and spawned tasks."""
-    assert polyloop.current_backend() is backend
+    assert polyloop.current_backend() is session
 
-    async def inner() -> polyloop.Backend:
+    async def inner() -> polyloop.Session:
         return polyloop.current_backend()
 
-    assert await polyloop.spawn(inner()) is backend
+    assert await polyloop.spawn(inner()) is session
 
 
 @check("lifecycle")
-async def check_callback_order(backend: polyloop.Backend) -> None:
+async def check_callback_order(session: polyloop.Session) -> None:
     """connection_made first, data, eof, connection_lost(None) last, once each."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     assert cli.transport is not None
     cli.transport.write(b"hello")
     cli.transport.write_eof()
@@ -45,9 +45,9 @@ async def check_callback_order(backend: polyloop.Backend) -> None:
 
 
 @check("lifecycle")
-async def check_addresses(backend: polyloop.Backend) -> None:
+async def check_addresses(session: polyloop.Session) -> None:
     """peername/sockname/socket/backend extra info agree on both ends."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     assert srv.transport is not None and cli.transport is not None
     assert cli.transport.get_extra_info("peername")[:2] == ("127.0.0.1", server.port)
     assert srv.transport.get_extra_info("sockname")[:2] == ("127.0.0.1", server.port)
@@ -55,7 +55,7 @@ async def check_addresses(backend: polyloop.Backend) -> None:
         srv.transport.get_extra_info("peername")[:2]
         == cli.transport.get_extra_info("sockname")[:2]
     )
-    assert cli.transport.get_extra_info("backend") == backend.name
+    assert cli.transport.get_extra_info("backend") == session.name
     assert cli.transport.get_extra_info("no-such-key", 42) == 42
     cli.transport.close()
     await srv.lost
@@ -63,9 +63,9 @@ async def check_addresses(backend: polyloop.Backend) -> None:
 
 
 @check("lifecycle")
-async def check_extra_info_socket(backend: polyloop.Backend) -> None:
+async def check_extra_info_socket(session: polyloop.Session) -> None:
     """get_extra_info("socket") is the connection's socket (or None), on both ends."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     for side, proto in (("client", cli), ("server", srv)):
         sock = transport_of(proto).get_extra_info("socket")
         if sock is not None:
@@ -79,9 +79,9 @@ async def check_extra_info_socket(backend: polyloop.Backend) -> None:
 
 
 @check("lifecycle")
-async def check_server_addresses(backend: polyloop.Backend) -> None:
+async def check_server_addresses(session: polyloop.Session) -> None:
     """listen_tcp on port 0 picks a port; Server.addresses and .port report it."""
-    server = await backend.listen_tcp(lambda: Recorder(backend), "127.0.0.1", 0)
+    server = await session.listen_tcp(lambda: Recorder(session), "127.0.0.1", 0)
     addrs = server.addresses
     assert isinstance(addrs, list) and addrs, f"addresses is {addrs!r}"
     assert all(isinstance(a, tuple) for a in addrs), f"addresses are not tuples: {addrs!r}"
@@ -93,13 +93,13 @@ async def check_server_addresses(backend: polyloop.Backend) -> None:
 
 
 @check("lifecycle")
-async def check_listen_all_interfaces(backend: polyloop.Backend) -> None:
+async def check_listen_all_interfaces(session: polyloop.Session) -> None:
     """listen_tcp(host=None) listens on all interfaces: 127.0.0.1 can connect."""
-    accepted = Accepted(backend)
-    server = await backend.listen_tcp(accepted, None, 0)
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, None, 0)
     hosts = {a[0] for a in server.addresses}
     assert hosts & {"0.0.0.0", "::"}, f"host=None bound to {server.addresses!r}"
-    transport, cli = await backend.connect_tcp(lambda: Recorder(backend), "127.0.0.1", server.port)
+    transport, cli = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
     srv = await accepted.get()
     transport.write(b"ping")
     assert await srv.wait_bytes(4) == b"ping"
@@ -109,7 +109,7 @@ async def check_listen_all_interfaces(backend: polyloop.Backend) -> None:
 
 
 @check("lifecycle")
-async def check_ipv6(backend: polyloop.Backend) -> None:
+async def check_ipv6(session: polyloop.Session) -> None:
     """listen_tcp/connect_tcp on ::1: addresses are IPv6 tuples, data flows."""
     import socket
 
@@ -123,10 +123,10 @@ async def check_ipv6(backend: polyloop.Backend) -> None:
             probe.close()
     except OSError as exc:
         raise SkipCheck(f"this machine has no ::1 ({exc})") from None
-    accepted = Accepted(backend)
-    server = await backend.listen_tcp(accepted, "::1", 0)
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, "::1", 0)
     assert server.addresses[0][0] == "::1", server.addresses
-    transport, cli = await backend.connect_tcp(lambda: Recorder(backend), "::1", server.port)
+    transport, cli = await session.connect_tcp(lambda: Recorder(session), "::1", server.port)
     srv = await accepted.get()
     assert transport.get_extra_info("peername")[:2] == ("::1", server.port)
     transport.write(b"six")
@@ -137,9 +137,9 @@ async def check_ipv6(backend: polyloop.Backend) -> None:
 
 
 @check("lifecycle")
-async def check_server_close_keeps_connections(backend: polyloop.Backend) -> None:
+async def check_server_close_keeps_connections(session: polyloop.Session) -> None:
     """Server.close() stops accepting (connect refused) and leaves open connections alone."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     port = server.port
     await server.aclose()
     transport_of(cli).write(b"still here")
@@ -147,7 +147,7 @@ async def check_server_close_keeps_connections(backend: polyloop.Backend) -> Non
     transport_of(srv).write(b"me too")
     assert await cli.wait_bytes(6) == b"me too"
     try:
-        t, _ = await backend.connect_tcp(lambda: Recorder(backend), "127.0.0.1", port)
+        t, _ = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", port)
     except ConnectionRefusedError:
         pass
     else:
@@ -159,13 +159,13 @@ async def check_server_close_keeps_connections(backend: polyloop.Backend) -> Non
 
 
 @check("lifecycle")
-async def check_made_once_lost_once(backend: polyloop.Backend) -> None:
+async def check_made_once_lost_once(session: polyloop.Session) -> None:
     """Each of many connections: connection_made exactly once first, connection_lost once last."""
-    accepted = Accepted(backend)
-    server = await backend.listen_tcp(accepted, "127.0.0.1", 0)
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0)
     clients = []
     for _ in range(10):
-        _, cli = await backend.connect_tcp(lambda: Recorder(backend), "127.0.0.1", server.port)
+        _, cli = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
         clients.append(cli)
     for i in range(10):
         await accepted.get(i)
@@ -181,7 +181,7 @@ async def check_made_once_lost_once(backend: polyloop.Backend) -> None:
 
 
 @check("lifecycle")
-async def check_current_backend_in_callbacks(backend: polyloop.Backend) -> None:
+async def check_current_backend_in_callbacks(session: polyloop.Session) -> None:
     """polyloop.current_backend() is this backend inside every protocol callback."""
     seen: list[tuple[str, object]] = []
 
@@ -202,20 +202,20 @@ async def check_current_backend_in_callbacks(backend: polyloop.Backend) -> None:
             seen.append(("connection_lost", polyloop.current_backend()))
             super().connection_lost(exc)
 
-    server, srv, cli = await pair(backend, lambda: Probe(backend))
+    server, srv, cli = await pair(session, lambda: Probe(session))
     transport_of(cli).write(b"hi")
     transport_of(cli).write_eof()
     await srv.lost
     names = [name for name, _ in seen]
     for name in ("connection_made", "data_received", "eof_received", "connection_lost"):
         assert name in names, f"{name} never ran: {names}"
-    wrong = [(name, b) for name, b in seen if b is not backend]
+    wrong = [(name, b) for name, b in seen if b is not session]
     assert not wrong, f"current_backend() was wrong in {wrong}"
     await server.aclose()
 
 
 @check("lifecycle")
-async def check_asyncio_protocol(backend: polyloop.Backend) -> None:
+async def check_asyncio_protocol(session: polyloop.Session) -> None:
     """An unmodified asyncio.Protocol subclass works as a polyloop protocol, both ends."""
     import asyncio
 
@@ -229,7 +229,7 @@ async def check_asyncio_protocol(backend: polyloop.Backend) -> None:
     class Client(asyncio.Protocol):
         def __init__(self) -> None:
             self.got = bytearray()
-            self.done = backend.create_future()
+            self.done = session.create_future()
 
         def data_received(self, data: bytes) -> None:
             self.got += data
@@ -242,8 +242,8 @@ async def check_asyncio_protocol(backend: polyloop.Backend) -> None:
 
     # The annotations know only polyloop.Protocol; at run time any object with the
     # callbacks is accepted, which is exactly what this check proves.
-    server = await backend.listen_tcp(Echo, "127.0.0.1", 0)  # type: ignore[arg-type]
-    transport, client = await backend.connect_tcp(Client, "127.0.0.1", server.port)  # type: ignore[type-var]
+    server = await session.listen_tcp(Echo, "127.0.0.1", 0)  # type: ignore[arg-type]
+    transport, client = await session.connect_tcp(Client, "127.0.0.1", server.port)  # type: ignore[type-var]
     transport.write(b"hello")
     await client.done
     assert bytes(client.got) == b"hello", bytes(client.got)
@@ -252,14 +252,14 @@ async def check_asyncio_protocol(backend: polyloop.Backend) -> None:
 
 
 @check("lifecycle")
-async def check_time_monotonic(backend: polyloop.Backend) -> None:
+async def check_time_monotonic(session: polyloop.Session) -> None:
     """backend.time() never goes back, and advances across a sleep."""
-    samples = [backend.time()]
+    samples = [session.time()]
     for _ in range(20):
-        await backend.sleep(0)
-        samples.append(backend.time())
-    await backend.sleep(0.01)
-    samples.append(backend.time())
+        await session.sleep(0)
+        samples.append(session.time())
+    await session.sleep(0.01)
+    samples.append(session.time())
     assert all(b >= a for a, b in itertools.pairwise(samples)), samples
     assert samples[-1] > samples[0], f"time() did not advance across sleep(0.01): {samples}"
 
@@ -307,8 +307,8 @@ def check_run_propagates_exception(make_backend: Callable[[], polyloop.Backend])
 def check_run_twice(make_backend: Callable[[], polyloop.Backend]) -> None:
     """Two runs in a row (fresh backend each) both work, with networking in each."""
 
-    async def main(backend: polyloop.Backend) -> bytes:
-        server, srv, cli = await pair(backend)
+    async def main() -> bytes:
+        server, srv, cli = await pair(polyloop.current_backend())
         transport_of(cli).write(b"again")
         data = await srv.wait_bytes(5)
         transport_of(cli).close()
@@ -317,8 +317,7 @@ def check_run_twice(make_backend: Callable[[], polyloop.Backend]) -> None:
         return data
 
     for i in range(2):
-        backend = make_backend()
-        assert backend.run(main, backend) == b"again", f"run #{i + 1}"
+        assert make_backend().run(main) == b"again", f"run #{i + 1}"
 
 
 @check("lifecycle", sync=True)

@@ -18,7 +18,7 @@ from .._registry import check
 
 
 async def _connected(
-    backend: polyloop.Backend,
+    session: polyloop.Session,
 ) -> tuple[polyloop.Listener, polyloop.Stream, polyloop.Stream]:
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
     client = await polyloop.open_tcp_stream("127.0.0.1", listener.port)
@@ -43,9 +43,9 @@ async def _close_all(listener: polyloop.Listener, *streams: polyloop.Stream) -> 
 
 
 @check("streams")
-async def check_receive_eof(backend: polyloop.Backend) -> None:
+async def check_receive_eof(session: polyloop.Session) -> None:
     """receive() returns data (never b"") until EOF, then b"" every time after."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     await client.send(b"hello world")
     await client.send_eof()
     got = bytearray()
@@ -62,9 +62,9 @@ async def check_receive_eof(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_send_eof_half_open(backend: polyloop.Backend) -> None:
+async def check_send_eof_half_open(session: polyloop.Session) -> None:
     """After send_eof() the peer reads EOF, and this side can still receive its reply."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     await client.send(b"question")
     await client.send_eof()
     assert await server.receive_exactly(8) == b"question"
@@ -77,9 +77,9 @@ async def check_send_eof_half_open(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_receive_exactly(backend: polyloop.Backend) -> None:
+async def check_receive_exactly(session: polyloop.Session) -> None:
     """receive_exactly(n) returns n bytes across writes; IncompleteReadError if EOF first."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     for piece in (b"ab", b"cde", b"f", b"ghij"):
         await client.send(piece)
     assert await server.receive_exactly(3) == b"abc"
@@ -94,9 +94,9 @@ async def check_receive_exactly(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_receive_until(backend: polyloop.Backend) -> None:
+async def check_receive_until(session: polyloop.Session) -> None:
     """receive_until(delim) returns up to and including it, across chunk boundaries."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     await client.send(b"line one\r")
     await client.send(b"\nline two\r\nrest")
     assert await server.receive_until(b"\r\n") == b"line one\r\n"
@@ -109,9 +109,9 @@ async def check_receive_until(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_receive_until_limit(backend: polyloop.Backend) -> None:
+async def check_receive_until_limit(session: polyloop.Session) -> None:
     """receive_until: LimitOverrunError past max_bytes, and the data stays buffered."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     await client.send(b"x" * 100 + b"\n")
     await _raises(polyloop.LimitOverrunError, server.receive_until(b"\n", max_bytes=50))
     assert await server.receive_exactly(101) == b"x" * 100 + b"\n", "the data was not kept"
@@ -119,11 +119,11 @@ async def check_receive_until_limit(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_busy_receive(backend: polyloop.Backend) -> None:
+async def check_busy_receive(session: polyloop.Session) -> None:
     """A second concurrent receive raises BusyResourceError; the first still gets the data."""
-    listener, client, server = await _connected(backend)
-    first = backend.spawn(server.receive())
-    await backend.sleep(0.01)  # let the first receive start waiting
+    listener, client, server = await _connected(session)
+    first = session.spawn(server.receive())
+    await session.sleep(0.01)  # let the first receive start waiting
     await _raises(polyloop.BusyResourceError, server.receive())
     await _raises(polyloop.BusyResourceError, server.receive_exactly(1))
     await client.send(b"for the first")
@@ -132,12 +132,12 @@ async def check_busy_receive(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_send_waits_and_busy(backend: polyloop.Backend) -> None:
+async def check_send_waits_and_busy(session: polyloop.Session) -> None:
     """send() waits while the peer doesn't read; a second concurrent send is BusyResourceError."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     big = b"s" * (16 * 1024 * 1024)
-    sending = backend.spawn(client.send(big))
-    await backend.sleep(0.05)  # the peer reads nothing: the send cannot have finished
+    sending = session.spawn(client.send(big))
+    await session.sleep(0.05)  # the peer reads nothing: the send cannot have finished
     assert not sending.done(), "send() of 16 MiB finished although the peer read nothing"
     await _raises(polyloop.BusyResourceError, client.send(b"second"))
     got = 0
@@ -148,9 +148,9 @@ async def check_send_waits_and_busy(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_closed_resource(backend: polyloop.Backend) -> None:
+async def check_closed_resource(session: polyloop.Session) -> None:
     """After aclose(): receive/send/send_eof raise ClosedResourceError; aclose is idempotent."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     await client.aclose()
     await client.aclose()
     await _raises(polyloop.ClosedResourceError, client.receive())
@@ -162,9 +162,9 @@ async def check_closed_resource(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_reset_errors(backend: polyloop.Backend) -> None:
+async def check_reset_errors(session: polyloop.Session) -> None:
     """After the peer aborts: buffered data first, then receive raises ConnectionResetError."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     await client.send(b"buffered")
     await server.receive_exactly(1)
     client.transport.abort()
@@ -175,9 +175,9 @@ async def check_reset_errors(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_send_after_peer_closed(backend: polyloop.Backend) -> None:
+async def check_send_after_peer_closed(session: polyloop.Session) -> None:
     """Sending on after the peer closed: send() fails with BrokenPipeError or a ConnectionError."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     await server.aclose()
     assert await client.receive() == b""
     # The first sends reach the closed peer's kernel, which answers with a reset; when
@@ -187,30 +187,30 @@ async def check_send_after_peer_closed(backend: polyloop.Backend) -> None:
             await client.send(b"late")
         except (BrokenPipeError, ConnectionError):
             break
-        await backend.sleep(0.005)
+        await session.sleep(0.005)
     else:
         raise AssertionError("send() to a closed peer never failed (2 s)")
     await _close_all(listener, client)
 
 
 @check("streams")
-async def check_extra_info(backend: polyloop.Backend) -> None:
+async def check_extra_info(session: polyloop.Session) -> None:
     """Stream.get_extra_info passes through to the transport (peername, sockname, backend)."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     assert client.get_extra_info("peername")[:2] == ("127.0.0.1", listener.port)
     assert server.get_extra_info("peername")[:2] == client.get_extra_info("sockname")[:2]
-    assert client.get_extra_info("backend") == backend.name
+    assert client.get_extra_info("backend") == session.name
     assert listener.addresses[0][1] == listener.port
     await _close_all(listener, client, server)
 
 
 @check("streams")
-async def check_serve(backend: polyloop.Backend) -> None:
+async def check_serve(session: polyloop.Session) -> None:
     """serve(handler): one task per connection, concurrently; the stream closes on return."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
     in_handler = [0]
     peak = [0]
-    all_in = backend.create_future()
+    all_in = session.create_future()
 
     async def handler(stream: polyloop.Stream) -> None:
         in_handler[0] += 1
@@ -222,7 +222,7 @@ async def check_serve(backend: polyloop.Backend) -> None:
         await stream.send(b"hello " + name)
         in_handler[0] -= 1
 
-    serving = backend.spawn(listener.serve(handler))
+    serving = session.spawn(listener.serve(handler))
     clients = [await polyloop.open_tcp_stream("127.0.0.1", listener.port) for _ in range(3)]
     for i, c in enumerate(clients):
         await c.send(b"client%d\n" % i)
@@ -236,7 +236,7 @@ async def check_serve(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_serve_handler_error(backend: polyloop.Backend) -> None:
+async def check_serve_handler_error(session: polyloop.Session) -> None:
     """A handler that raises: its stream is aborted (peer sees a reset) and the error logged."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
     records: list[logging.LogRecord] = []
@@ -255,7 +255,7 @@ async def check_serve_handler_error(backend: polyloop.Backend) -> None:
             await stream.receive()
             raise RuntimeError("deliberate handler failure (expected by this check)")
 
-        serving = backend.spawn(listener.serve(handler))
+        serving = session.spawn(listener.serve(handler))
         client = await polyloop.open_tcp_stream("127.0.0.1", listener.port)
         await client.send(b"trigger")
         await _raises(ConnectionResetError, client.receive())
@@ -270,11 +270,11 @@ async def check_serve_handler_error(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_serve_cancel(backend: polyloop.Backend) -> None:
+async def check_serve_cancel(session: polyloop.Session) -> None:
     """Cancelling serve() closes the listener and cancels the running handlers."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
     port = listener.port
-    entered = backend.create_future()
+    entered = session.create_future()
     outcome: list[str] = []
 
     async def handler(stream: polyloop.Stream) -> None:
@@ -285,7 +285,7 @@ async def check_serve_cancel(backend: polyloop.Backend) -> None:
             outcome.append("cancelled")
             raise
 
-    serving = backend.spawn(listener.serve(handler))
+    serving = session.spawn(listener.serve(handler))
     client = await polyloop.open_tcp_stream("127.0.0.1", port)
     await entered
     serving.cancel()
@@ -299,12 +299,12 @@ async def check_serve_cancel(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_listener_aclose(backend: polyloop.Backend) -> None:
+async def check_listener_aclose(session: polyloop.Session) -> None:
     """Listener.aclose(): serve() returns, accept() raises ClosedResourceError, streams live on."""
-    listener, client, server = await _connected(backend)
+    listener, client, server = await _connected(session)
     port = listener.port
-    serving = backend.spawn(listener.serve(lambda s: s.aclose()))
-    await backend.sleep(0)
+    serving = session.spawn(listener.serve(lambda s: s.aclose()))
+    await session.sleep(0)
     await listener.aclose()
     await serving
     await _raises(polyloop.ClosedResourceError, listener.accept())
@@ -316,14 +316,14 @@ async def check_listener_aclose(backend: polyloop.Backend) -> None:
 
 
 @check("streams")
-async def check_backpressure_to_peer(backend: polyloop.Backend) -> None:
+async def check_backpressure_to_peer(session: polyloop.Session) -> None:
     """A stream nobody reads stops reading its socket: the sending peer's transport pauses."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0, limit=64 * 1024)
     from ._util import Recorder, fill_until_paused, transport_of
 
-    _, cli = await backend.connect_tcp(lambda: Recorder(backend), "127.0.0.1", listener.port)
+    _, cli = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", listener.port)
     server = await listener.accept()
-    total = await fill_until_paused(backend, cli)
+    total = await fill_until_paused(session, cli)
     got = 0
     while got < total:
         got += len(await server.receive())

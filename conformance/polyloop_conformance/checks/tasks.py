@@ -17,17 +17,17 @@ from .._registry import check
 
 
 @check("tasks")
-async def check_spawn_result(backend: polyloop.Backend) -> None:
+async def check_spawn_result(session: polyloop.Session) -> None:
     """spawn(coro) runs it concurrently; awaiting the task gives its result."""
     steps: list[str] = []
 
     async def child(x: int) -> int:
         steps.append("child started")
-        await backend.sleep(0)
+        await session.sleep(0)
         steps.append("child done")
         return x * 2
 
-    task = backend.spawn(child(21))
+    task = session.spawn(child(21))
     assert isinstance(task, polyloop.Task)
     steps.append("parent")
     assert await task == 42
@@ -36,15 +36,15 @@ async def check_spawn_result(backend: polyloop.Backend) -> None:
 
 
 @check("tasks")
-async def check_spawn_exception(backend: polyloop.Backend) -> None:
+async def check_spawn_exception(session: polyloop.Session) -> None:
     """A spawned task that raises: awaiting it raises the same exception object."""
     err = LookupError("from the child")
 
     async def child() -> None:
-        await backend.sleep(0)
+        await session.sleep(0)
         raise err
 
-    task = backend.spawn(child())
+    task = session.spawn(child())
     try:
         await task
     except LookupError as exc:
@@ -54,11 +54,11 @@ async def check_spawn_exception(backend: polyloop.Backend) -> None:
 
 
 @check("tasks")
-async def check_cancel_at_await(backend: polyloop.Backend) -> None:
+async def check_cancel_at_await(session: polyloop.Session) -> None:
     """task.cancel() raises polyloop.Cancelled at the task's await; finally blocks run."""
     seen: list[str] = []
-    started = backend.create_future()
-    never = backend.create_future()
+    started = session.create_future()
+    never = session.create_future()
 
     async def child() -> None:
         started.set_result(None)
@@ -71,7 +71,7 @@ async def check_cancel_at_await(backend: polyloop.Backend) -> None:
             seen.append("finally")
         seen.append("after await")  # never reached
 
-    task = backend.spawn(child())
+    task = session.spawn(child())
     await started
     assert task.cancel() is True, "cancel() on a pending task returned False"
     try:
@@ -85,19 +85,19 @@ async def check_cancel_at_await(backend: polyloop.Backend) -> None:
 
 
 @check("tasks")
-async def check_cancel_sleeping(backend: polyloop.Backend) -> None:
+async def check_cancel_sleeping(session: polyloop.Session) -> None:
     """Cancelling a task in sleep() wakes it at once with polyloop.Cancelled."""
     caught: list[BaseException] = []
 
     async def child() -> None:
         try:
-            await backend.sleep(60)
+            await session.sleep(60)
         except BaseException as exc:
             caught.append(exc)
             raise
 
-    task = backend.spawn(child())
-    await backend.sleep(0.01)
+    task = session.spawn(child())
+    await session.sleep(0.01)
     task.cancel()
     try:
         await task
@@ -107,15 +107,15 @@ async def check_cancel_sleeping(backend: polyloop.Backend) -> None:
 
 
 @check("tasks")
-async def check_cancel_before_start(backend: polyloop.Backend) -> None:
+async def check_cancel_before_start(session: polyloop.Session) -> None:
     """A task cancelled right after spawn never completes normally; awaiting raises Cancelled."""
     ran: list[str] = []
 
     async def child() -> None:
-        await backend.sleep(0)
+        await session.sleep(0)
         ran.append("completed")
 
-    task = backend.spawn(child())
+    task = session.spawn(child())
     task.cancel()
     try:
         await task
@@ -127,61 +127,61 @@ async def check_cancel_before_start(backend: polyloop.Backend) -> None:
 
 
 @check("tasks")
-async def check_cancel_done_task(backend: polyloop.Backend) -> None:
+async def check_cancel_done_task(session: polyloop.Session) -> None:
     """cancel() on a finished task returns False and keeps its result."""
 
     async def child() -> str:
         return "result"
 
-    task = backend.spawn(child())
+    task = session.spawn(child())
     assert await task == "result"
     assert task.cancel() is False, "cancel() on a finished task returned True"
     assert task.result() == "result"
 
 
 @check("tasks")
-async def check_cancel_swallowed(backend: polyloop.Backend) -> None:
+async def check_cancel_swallowed(session: polyloop.Session) -> None:
     """A task may catch Cancelled and return a value: awaiting it gives that value."""
-    started = backend.create_future()
+    started = session.create_future()
 
     async def child() -> str:
         started.set_result(None)
         try:
-            await backend.create_future()
+            await session.create_future()
         except polyloop.Cancelled:
             return "cleaned up"
         return "not cancelled"
 
-    task = backend.spawn(child())
+    task = session.spawn(child())
     await started
     task.cancel()
     assert await task == "cleaned up"
 
 
 @check("tasks")
-async def check_wait_for_result(backend: polyloop.Backend) -> None:
+async def check_wait_for_result(session: polyloop.Session) -> None:
     """polyloop.wait_for returns the result of a coroutine that finishes in time."""
 
     async def quick() -> str:
-        await backend.sleep(0)
+        await session.sleep(0)
         return "in time"
 
     assert await polyloop.wait_for(quick(), 5) == "in time"
 
 
 @check("tasks")
-async def check_wait_for_timeout(backend: polyloop.Backend) -> None:
+async def check_wait_for_timeout(session: polyloop.Session) -> None:
     """polyloop.wait_for raises TimeoutError and the slow coroutine sees Cancelled."""
     seen: list[Any] = []
 
     async def slow() -> None:
         try:
-            await backend.sleep(60)
+            await session.sleep(60)
         except polyloop.Cancelled:
             seen.append("cancelled")
             raise
 
-    start = backend.time()
+    start = session.time()
     try:
         await polyloop.wait_for(slow(), 0.02)
     except TimeoutError:
@@ -189,18 +189,18 @@ async def check_wait_for_timeout(backend: polyloop.Backend) -> None:
     else:
         raise AssertionError("wait_for did not time out")
     assert seen == ["cancelled"], f"the inner coroutine saw {seen}"
-    assert backend.time() - start < 30, "wait_for waited for the coroutine instead"
+    assert session.time() - start < 30, "wait_for waited for the coroutine instead"
 
 
 @check("tasks")
-async def check_many_tasks(backend: polyloop.Backend) -> None:
+async def check_many_tasks(session: polyloop.Session) -> None:
     """500 concurrent tasks all complete, each with its own result."""
 
     async def child(i: int) -> int:
-        await backend.sleep(0)
-        await backend.sleep(0.001)
+        await session.sleep(0)
+        await session.sleep(0.001)
         return i
 
-    tasks = [backend.spawn(child(i)) for i in range(500)]
+    tasks = [session.spawn(child(i)) for i in range(500)]
     results = [await t for t in tasks]
     assert results == list(range(500))

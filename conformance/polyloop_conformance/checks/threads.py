@@ -39,10 +39,10 @@ start_os_thread, os_thread_ident, os_lock = _os_threads()
 
 
 @check("threads")
-async def check_call_soon_threadsafe(backend: polyloop.Backend) -> None:
+async def check_call_soon_threadsafe(session: polyloop.Session) -> None:
     """call_soon_threadsafe from an OS thread wakes the loop; fn runs on the loop's thread."""
     loop_thread = os_thread_ident()
-    done = backend.create_future()
+    done = session.create_future()
     seen: list[object] = []
 
     def on_loop(value: str) -> None:
@@ -51,18 +51,18 @@ async def check_call_soon_threadsafe(backend: polyloop.Backend) -> None:
         done.set_result(value)
 
     def worker() -> None:
-        backend.call_soon_threadsafe(on_loop, "from a thread")
+        session.call_soon_threadsafe(on_loop, "from a thread")
 
     start_os_thread(worker, ())
     assert await done == "from a thread"
     assert seen[0] == loop_thread, "the callback ran off the loop's thread"
-    assert seen[1] is backend, f"current_backend() in the callback was {seen[1]!r}"
+    assert seen[1] is session, f"current_backend() in the callback was {seen[1]!r}"
 
 
 @check("threads")
-async def check_call_soon_threadsafe_many(backend: polyloop.Backend) -> None:
+async def check_call_soon_threadsafe_many(session: polyloop.Session) -> None:
     """8 threads x 50 call_soon_threadsafe each: every call runs, each thread's in order."""
-    done = backend.create_future()
+    done = session.create_future()
     got: dict[int, list[int]] = {k: [] for k in range(8)}
     remaining = [8 * 50]
 
@@ -74,7 +74,7 @@ async def check_call_soon_threadsafe_many(backend: polyloop.Backend) -> None:
 
     def worker(k: int) -> None:
         for i in range(50):
-            backend.call_soon_threadsafe(record, k, i)
+            session.call_soon_threadsafe(record, k, i)
 
     for k in range(8):
         start_os_thread(worker, (k,))
@@ -84,21 +84,21 @@ async def check_call_soon_threadsafe_many(backend: polyloop.Backend) -> None:
 
 
 @check("threads")
-async def check_run_in_thread_result(backend: polyloop.Backend) -> None:
+async def check_run_in_thread_result(session: polyloop.Session) -> None:
     """run_in_thread(fn, *args) runs fn in another thread and returns its result."""
     loop_thread = os_thread_ident()
 
     def work(a: int, b: int) -> tuple[int, int]:
         return a + b, os_thread_ident()
 
-    total, ident = await backend.run_in_thread(work, 2, 3)
+    total, ident = await session.run_in_thread(work, 2, 3)
     assert total == 5
     assert ident != loop_thread, "run_in_thread ran fn on the loop's thread"
     assert await polyloop.run_in_thread(sum, [1, 2, 3]) == 6
 
 
 @check("threads")
-async def check_run_in_thread_exception(backend: polyloop.Backend) -> None:
+async def check_run_in_thread_exception(session: polyloop.Session) -> None:
     """run_in_thread re-raises fn's exception (the same object) in the caller."""
     err = ZeroDivisionError("in the worker")
 
@@ -106,7 +106,7 @@ async def check_run_in_thread_exception(backend: polyloop.Backend) -> None:
         raise err
 
     try:
-        await backend.run_in_thread(fail)
+        await session.run_in_thread(fail)
     except ZeroDivisionError as exc:
         assert exc is err, f"a different exception object: {exc!r}"
     else:
@@ -114,7 +114,7 @@ async def check_run_in_thread_exception(backend: polyloop.Backend) -> None:
 
 
 @check("threads")
-async def check_run_in_thread_concurrent(backend: polyloop.Backend) -> None:
+async def check_run_in_thread_concurrent(session: polyloop.Session) -> None:
     """Several run_in_thread calls run at once (they meet at a barrier) and the loop runs."""
     barrier = threading.Barrier(3, timeout=10)
 
@@ -122,26 +122,26 @@ async def check_run_in_thread_concurrent(backend: polyloop.Backend) -> None:
         barrier.wait()
         return i
 
-    tasks = [backend.spawn(backend.run_in_thread(meet, i)) for i in range(3)]
+    tasks = [session.spawn(session.run_in_thread(meet, i)) for i in range(3)]
     ticks = 0
     while not all(t.done() for t in tasks):
-        await backend.sleep(0.001)  # the loop stays responsive while the threads block
+        await session.sleep(0.001)  # the loop stays responsive while the threads block
         ticks += 1
         assert ticks < 10_000, "run_in_thread calls never finished"
     assert [t.result() for t in tasks] == [0, 1, 2]
 
 
 @check("threads")
-async def check_thread_wakes_future(backend: polyloop.Backend) -> None:
+async def check_thread_wakes_future(session: polyloop.Session) -> None:
     """A thread that finishes via call_soon_threadsafe(fut.set_result) wakes an awaiting task."""
-    fut = backend.create_future()
+    fut = session.create_future()
     gate = os_lock()
     gate.acquire()
 
     def worker() -> None:
         gate.acquire(True, 10)  # blocks this OS thread until the loop opens the gate
-        backend.call_soon_threadsafe(fut.set_result, "woken")
+        session.call_soon_threadsafe(fut.set_result, "woken")
 
     start_os_thread(worker, ())
-    backend.call_later(0.01, gate.release)
+    session.call_later(0.01, gate.release)
     assert await fut == "woken"

@@ -22,15 +22,15 @@ def _contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return tls.server_context(), tls.client_context()
 
 
-async def _tls_pair(backend: polyloop.Backend) -> tuple[polyloop.Server, Recorder, Recorder]:
+async def _tls_pair(session: polyloop.Session) -> tuple[polyloop.Server, Recorder, Recorder]:
     server_ssl, client_ssl = _contexts()
-    return await pair(backend, server_ssl=server_ssl, client_ssl=client_ssl)
+    return await pair(session, server_ssl=server_ssl, client_ssl=client_ssl)
 
 
 @check("tls")
-async def check_round_trip(backend: polyloop.Backend) -> None:
+async def check_round_trip(session: polyloop.Session) -> None:
     """A verified TLS connection carries data both ways and closes cleanly."""
-    server, srv, cli = await _tls_pair(backend)
+    server, srv, cli = await _tls_pair(session)
     transport_of(cli).write(b"secret ping")
     assert await srv.wait_bytes(11) == b"secret ping"
     transport_of(srv).write(b"secret pong")
@@ -42,7 +42,7 @@ async def check_round_trip(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_streams(backend: polyloop.Backend) -> None:
+async def check_streams(session: polyloop.Session) -> None:
     """open_tcp_stream/open_tcp_listener with ssl: an echo over verified TLS."""
     server_ssl, client_ssl = _contexts()
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0, ssl=server_ssl)
@@ -51,7 +51,7 @@ async def check_streams(backend: polyloop.Backend) -> None:
         while data := await stream.receive():
             await stream.send(data)
 
-    serving = backend.spawn(listener.serve(echo))
+    serving = session.spawn(listener.serve(echo))
     stream = await polyloop.open_tcp_stream(
         "127.0.0.1", listener.port, ssl=client_ssl, server_hostname="localhost"
     )
@@ -63,23 +63,23 @@ async def check_streams(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_wrong_ca(backend: polyloop.Backend) -> None:
+async def check_wrong_ca(session: polyloop.Session) -> None:
     """A server certificate from an unknown CA: connect_tcp raises SSLCertVerificationError."""
     import trustme
 
     server_ssl, _ = _contexts()
     other = ssl.create_default_context()
     trustme.CA().configure_trust(other)
-    accepted = Accepted(backend)
-    server = await backend.listen_tcp(accepted, "127.0.0.1", 0, ssl=server_ssl)
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0, ssl=server_ssl)
     made: list[Recorder] = []
 
     def factory() -> Recorder:
-        made.append(Recorder(backend))
+        made.append(Recorder(session))
         return made[-1]
 
     try:
-        t, _ = await backend.connect_tcp(
+        t, _ = await session.connect_tcp(
             factory, "127.0.0.1", server.port, ssl=other, server_hostname="localhost"
         )
     except ssl.SSLCertVerificationError:
@@ -92,13 +92,13 @@ async def check_wrong_ca(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_wrong_hostname(backend: polyloop.Backend) -> None:
+async def check_wrong_hostname(session: polyloop.Session) -> None:
     """A certificate for localhost, checked against another name: SSLCertVerificationError."""
     server_ssl, client_ssl = _contexts()
-    server = await backend.listen_tcp(lambda: Recorder(backend), "127.0.0.1", 0, ssl=server_ssl)
+    server = await session.listen_tcp(lambda: Recorder(session), "127.0.0.1", 0, ssl=server_ssl)
     try:
-        t, _ = await backend.connect_tcp(
-            lambda: Recorder(backend), "127.0.0.1", server.port,
+        t, _ = await session.connect_tcp(
+            lambda: Recorder(session), "127.0.0.1", server.port,
             ssl=client_ssl, server_hostname="not-localhost.example",
         )  # fmt: skip
     except ssl.SSLCertVerificationError:
@@ -110,14 +110,14 @@ async def check_wrong_hostname(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_failed_handshake_hidden(backend: polyloop.Backend) -> None:
+async def check_failed_handshake_hidden(session: polyloop.Session) -> None:
     """A server whose client fails verification never calls its protocol's connection_made."""
     import trustme
 
     server_ssl, client_ssl = _contexts()
     other = ssl.create_default_context()
     trustme.CA().configure_trust(other)
-    good = backend.create_future()
+    good = session.create_future()
 
     class Server(Recorder):
         def data_received(self, data: bytes) -> None:
@@ -125,19 +125,19 @@ async def check_failed_handshake_hidden(backend: polyloop.Backend) -> None:
             if not good.done():
                 good.set_result(self)
 
-    accepted = Accepted(backend, lambda: Server(backend))
-    server = await backend.listen_tcp(accepted, "127.0.0.1", 0, ssl=server_ssl)
+    accepted = Accepted(session, lambda: Server(session))
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0, ssl=server_ssl)
     try:
-        t, _ = await backend.connect_tcp(
-            lambda: Recorder(backend), "127.0.0.1", server.port,
+        t, _ = await session.connect_tcp(
+            lambda: Recorder(session), "127.0.0.1", server.port,
             ssl=other, server_hostname="localhost",
         )  # fmt: skip
         t.abort()
     except ssl.SSLError:
         pass
     # Then a good client: the server still works, and connected only that one.
-    t2, cli = await backend.connect_tcp(
-        lambda: Recorder(backend), "127.0.0.1", server.port,
+    t2, cli = await session.connect_tcp(
+        lambda: Recorder(session), "127.0.0.1", server.port,
         ssl=client_ssl, server_hostname="localhost",
     )  # fmt: skip
     t2.write(b"good")
@@ -150,9 +150,9 @@ async def check_failed_handshake_hidden(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_extra_info(backend: polyloop.Backend) -> None:
+async def check_extra_info(session: polyloop.Session) -> None:
     """TLS transports give ssl_object (SSLObject/SSLSocket) and the peer's peercert."""
-    server, srv, cli = await _tls_pair(backend)
+    server, srv, cli = await _tls_pair(session)
     obj = transport_of(cli).get_extra_info("ssl_object")
     assert isinstance(obj, (ssl.SSLObject, ssl.SSLSocket)), f"ssl_object is {obj!r}"
     assert obj.version() is not None, "ssl_object has no negotiated version"
@@ -164,16 +164,16 @@ async def check_extra_info(backend: polyloop.Backend) -> None:
     assert isinstance(sobj, (ssl.SSLObject, ssl.SSLSocket)), f"server ssl_object is {sobj!r}"
     peer = transport_of(cli).get_extra_info("peername")
     assert peer[:2] == ("127.0.0.1", server.port), f"peername over TLS is {peer!r}"
-    assert transport_of(cli).get_extra_info("backend") == backend.name
+    assert transport_of(cli).get_extra_info("backend") == session.name
     transport_of(cli).close()
     await srv.lost
     await server.aclose()
 
 
 @check("tls")
-async def check_close_notify_eof(backend: polyloop.Backend) -> None:
+async def check_close_notify_eof(session: polyloop.Session) -> None:
     """close() on one side: the other reads the data, then EOF and connection_lost(None)."""
-    server, srv, cli = await _tls_pair(backend)
+    server, srv, cli = await _tls_pair(session)
     transport_of(srv).write(b"last words")
     transport_of(srv).close()
     exc = await cli.wait_lost()
@@ -185,7 +185,7 @@ async def check_close_notify_eof(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_stream_eof(backend: polyloop.Backend) -> None:
+async def check_stream_eof(session: polyloop.Session) -> None:
     """Over TLS, Stream.receive() returns b"" once the peer closes."""
     server_ssl, client_ssl = _contexts()
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0, ssl=server_ssl)
@@ -202,9 +202,9 @@ async def check_stream_eof(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_cannot_write_eof(backend: polyloop.Backend) -> None:
+async def check_cannot_write_eof(session: polyloop.Session) -> None:
     """can_write_eof() is False for TLS, on both ends."""
-    server, srv, cli = await _tls_pair(backend)
+    server, srv, cli = await _tls_pair(session)
     assert transport_of(cli).can_write_eof() is False
     assert transport_of(srv).can_write_eof() is False
     transport_of(cli).close()
@@ -213,9 +213,9 @@ async def check_cannot_write_eof(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_large_transfer(backend: polyloop.Backend) -> None:
+async def check_large_transfer(session: polyloop.Session) -> None:
     """4 MiB each way over TLS, written at once: everything arrives, intact and in order."""
-    server, srv, cli = await _tls_pair(backend)
+    server, srv, cli = await _tls_pair(session)
     a = bytes(range(256)) * (4 * 4096)
     b = a[::-1]
     transport_of(cli).write(a)
@@ -228,9 +228,9 @@ async def check_large_transfer(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_abort(backend: polyloop.Backend) -> None:
+async def check_abort(session: polyloop.Session) -> None:
     """abort() on TLS: local connection_lost gets an exception; the peer's connection ends."""
-    server, srv, cli = await _tls_pair(backend)
+    server, srv, cli = await _tls_pair(session)
     transport_of(cli).abort()
     assert "lost" not in cli.events, "connection_lost was called from inside abort()"
     exc = await cli.wait_lost()
@@ -241,9 +241,9 @@ async def check_abort(backend: polyloop.Backend) -> None:
 
 
 @check("tls")
-async def check_write_after_close(backend: polyloop.Backend) -> None:
+async def check_write_after_close(session: polyloop.Session) -> None:
     """A write after close() on TLS is a silent no-op; write(str) raises TypeError."""
-    server, srv, cli = await _tls_pair(backend)
+    server, srv, cli = await _tls_pair(session)
     t = transport_of(cli)
     try:
         t.write("text")  # type: ignore[arg-type]

@@ -19,13 +19,13 @@ from .._registry import check
 class DatagramRecorder(polyloop.DatagramProtocol):
     """Records datagrams and callbacks; ``until`` waits for a condition on them."""
 
-    def __init__(self, backend: polyloop.Backend) -> None:
-        self.backend = backend
+    def __init__(self, session: polyloop.Session) -> None:
+        self.session = session
         self.transport: polyloop.DatagramTransport | None = None
         self.datagrams: list[tuple[bytes, Any]] = []
         self.errors: list[OSError] = []
         self.events: list[str] = []
-        self.lost = backend.create_future()
+        self.lost = session.create_future()
         self.inside_close = False
         self.lost_inside_close = False
         self._waiters: list[polyloop.Future[None]] = []
@@ -59,21 +59,21 @@ class DatagramRecorder(polyloop.DatagramProtocol):
 
     async def until(self, cond: Any) -> None:
         while not cond():
-            fut: polyloop.Future[None] = self.backend.create_future()
+            fut: polyloop.Future[None] = self.session.create_future()
             self._waiters.append(fut)
             await fut
 
 
 async def _endpoint(
-    backend: polyloop.Backend, remote: tuple[str, int] | None = None
+    session: polyloop.Session, remote: tuple[str, int] | None = None
 ) -> tuple[polyloop.DatagramTransport, DatagramRecorder, tuple[str, int]]:
     if remote is None:
-        transport, proto = await backend.open_udp(
-            lambda: DatagramRecorder(backend), local_addr=("127.0.0.1", 0)
+        transport, proto = await session.open_udp(
+            lambda: DatagramRecorder(session), local_addr=("127.0.0.1", 0)
         )
     else:
-        transport, proto = await backend.open_udp(
-            lambda: DatagramRecorder(backend), remote_addr=remote
+        transport, proto = await session.open_udp(
+            lambda: DatagramRecorder(session), remote_addr=remote
         )
     addr = transport.get_extra_info("sockname")
     assert isinstance(addr, tuple) and addr[0] == "127.0.0.1" and addr[1] > 0, addr
@@ -87,10 +87,10 @@ async def _close(*pairs: tuple[polyloop.DatagramTransport, DatagramRecorder]) ->
 
 
 @check("udp")
-async def check_round_trip(backend: polyloop.Backend) -> None:
+async def check_round_trip(session: polyloop.Session) -> None:
     """sendto(data, addr) arrives as one datagram with the sender's address; replies work."""
-    ta, a, addr_a = await _endpoint(backend)
-    tb, b, addr_b = await _endpoint(backend)
+    ta, a, addr_a = await _endpoint(session)
+    tb, b, addr_b = await _endpoint(session)
     ta.sendto(b"ping", addr_b)
     await b.until(lambda: b.datagrams)
     data, src = b.datagrams[0]
@@ -98,15 +98,15 @@ async def check_round_trip(backend: polyloop.Backend) -> None:
     tb.sendto(b"pong", src)
     await a.until(lambda: a.datagrams)
     assert a.datagrams[0][0] == b"pong" and tuple(a.datagrams[0][1][:2]) == addr_b, a.datagrams
-    assert ta.get_extra_info("backend") == backend.name
+    assert ta.get_extra_info("backend") == session.name
     await _close((ta, a), (tb, b))
 
 
 @check("udp")
-async def check_connected(backend: polyloop.Backend) -> None:
+async def check_connected(session: polyloop.Session) -> None:
     """open_udp(remote_addr=...): sendto(data) without an address goes to the remote."""
-    tb, b, addr_b = await _endpoint(backend)
-    tc, c, addr_c = await _endpoint(backend, remote=addr_b)
+    tb, b, addr_b = await _endpoint(session)
+    tc, c, addr_c = await _endpoint(session, remote=addr_b)
     tc.sendto(b"to the remote")
     await b.until(lambda: b.datagrams)
     assert b.datagrams[0][0] == b"to the remote" and tuple(b.datagrams[0][1][:2]) == addr_c
@@ -116,10 +116,10 @@ async def check_connected(backend: polyloop.Backend) -> None:
 
 
 @check("udp")
-async def check_large_datagrams(backend: polyloop.Backend) -> None:
+async def check_large_datagrams(session: polyloop.Session) -> None:
     """Datagrams of 60 KB and 65,507 bytes (the IPv4 maximum) arrive whole."""
-    ta, a, _ = await _endpoint(backend)
-    tb, b, addr_b = await _endpoint(backend)
+    ta, a, _ = await _endpoint(session)
+    tb, b, addr_b = await _endpoint(session)
     big = bytes(range(256)) * 240  # 61,440 bytes
     biggest = b"M" * 65507
     ta.sendto(big, addr_b)
@@ -132,10 +132,10 @@ async def check_large_datagrams(backend: polyloop.Backend) -> None:
 
 
 @check("udp")
-async def check_boundaries(backend: polyloop.Backend) -> None:
+async def check_boundaries(session: polyloop.Session) -> None:
     """Each sendto is one datagram_received: message boundaries are kept."""
-    ta, a, _ = await _endpoint(backend)
-    tb, b, addr_b = await _endpoint(backend)
+    ta, a, _ = await _endpoint(session)
+    tb, b, addr_b = await _endpoint(session)
     sent = [b"%d" % i * (i % 7 + 1) for i in range(20)]
     for d in sent:
         ta.sendto(d, addr_b)
@@ -145,9 +145,9 @@ async def check_boundaries(backend: polyloop.Backend) -> None:
 
 
 @check("udp")
-async def check_sendto_str(backend: polyloop.Backend) -> None:
+async def check_sendto_str(session: polyloop.Session) -> None:
     """sendto(str) raises TypeError (also after close)."""
-    ta, a, addr_a = await _endpoint(backend)
+    ta, a, addr_a = await _endpoint(session)
     for bad in ("text", 1, None):
         try:
             ta.sendto(bad, addr_a)  # type: ignore[arg-type]
@@ -159,15 +159,15 @@ async def check_sendto_str(backend: polyloop.Backend) -> None:
 
 
 @check("udp")
-async def check_sendto_after_close(backend: polyloop.Backend) -> None:
+async def check_sendto_after_close(session: polyloop.Session) -> None:
     """sendto after close() is a silent no-op; nothing arrives."""
-    ta, a, _ = await _endpoint(backend)
-    tb, b, addr_b = await _endpoint(backend)
+    ta, a, _ = await _endpoint(session)
+    tb, b, addr_b = await _endpoint(session)
     ta.close()
     ta.sendto(b"ignored", addr_b)
     await a.lost
     ta.sendto(b"ignored", addr_b)
-    tc, c, _ = await _endpoint(backend)
+    tc, c, _ = await _endpoint(session)
     tc.sendto(b"marker", addr_b)  # datagrams on loopback arrive in order: wait for this one
     await b.until(lambda: b.datagrams)
     assert [d for d, _ in b.datagrams] == [b"marker"], b.datagrams
@@ -175,9 +175,9 @@ async def check_sendto_after_close(backend: polyloop.Backend) -> None:
 
 
 @check("udp")
-async def check_close(backend: polyloop.Backend) -> None:
+async def check_close(session: polyloop.Session) -> None:
     """close(): is_closing() at once, connection_lost(None) later and once; close twice is ok."""
-    ta, a, _ = await _endpoint(backend)
+    ta, a, _ = await _endpoint(session)
     assert not ta.is_closing()
     a.inside_close = True
     ta.close()
@@ -190,9 +190,9 @@ async def check_close(backend: polyloop.Backend) -> None:
 
 
 @check("udp")
-async def check_abort(backend: polyloop.Backend) -> None:
+async def check_abort(session: polyloop.Session) -> None:
     """abort() on UDP: connection_lost later, once; a second abort is a no-op."""
-    ta, a, _ = await _endpoint(backend)
+    ta, a, _ = await _endpoint(session)
     ta.abort()
     ta.abort()
     assert ta.is_closing()
@@ -202,7 +202,7 @@ async def check_abort(backend: polyloop.Backend) -> None:
 
 
 @check("udp")
-async def check_error_received(backend: polyloop.Backend) -> None:
+async def check_error_received(session: polyloop.Session) -> None:
     """A connected endpoint sending to a closed port gets error_received (port unreachable)."""
     import socket
 
@@ -210,13 +210,13 @@ async def check_error_received(backend: polyloop.Backend) -> None:
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nothing listens there now: the kernel answers with ICMP unreachable
-    tc, c, _ = await _endpoint(backend, remote=("127.0.0.1", port))
+    tc, c, _ = await _endpoint(session, remote=("127.0.0.1", port))
     for _ in range(50):
         tc.sendto(b"anyone?")
         if c.errors:
             break
-        fut = backend.create_future()
-        handle = backend.call_later(0.01, lambda f=fut: f.done() or f.set_result(None))
+        fut = session.create_future()
+        handle = session.call_later(0.01, lambda f=fut: f.done() or f.set_result(None))
         c._waiters.append(fut)
         await fut
         handle.cancel()

@@ -25,53 +25,53 @@ def _need_unix() -> None:
 
 
 async def _unix_pair(
-    backend: polyloop.Backend, path: str
+    session: polyloop.Session, path: str
 ) -> tuple[polyloop.Server, Recorder, Recorder]:
-    accepted = Accepted(backend)
-    server = await backend.listen_unix(accepted, path)
-    _, cli = await backend.connect_unix(lambda: Recorder(backend), path)
+    accepted = Accepted(session)
+    server = await session.listen_unix(accepted, path)
+    _, cli = await session.connect_unix(lambda: Recorder(session), path)
     return server, await accepted.get(), cli
 
 
 @check("unix")
-async def check_round_trip(backend: polyloop.Backend) -> None:
+async def check_round_trip(session: polyloop.Session) -> None:
     """Data both ways over a Unix socket; Server.addresses is [path]; close cleans up."""
     _need_unix()
     with temp_dir() as d:
         path = os.path.join(d, "s.sock")
-        server, srv, cli = await _unix_pair(backend, path)
+        server, srv, cli = await _unix_pair(session, path)
         assert server.addresses == [path], f"addresses {server.addresses!r}, expected [{path!r}]"
         transport_of(cli).write(b"over unix")
         assert await srv.wait_bytes(9) == b"over unix"
         transport_of(srv).write(b"and back")
         assert await cli.wait_bytes(8) == b"and back"
-        assert transport_of(cli).get_extra_info("backend") == backend.name
+        assert transport_of(cli).get_extra_info("backend") == session.name
         transport_of(cli).close()
         assert await srv.wait_lost() is None, srv.lost_exc
         await server.aclose()
 
 
 @check("unix")
-async def check_socket_file_removed(backend: polyloop.Backend) -> None:
+async def check_socket_file_removed(session: polyloop.Session) -> None:
     """Server.close() removes the socket file; the path can be listened on again."""
     _need_unix()
     with temp_dir() as d:
         path = os.path.join(d, "s.sock")
-        server = await backend.listen_unix(lambda: Recorder(backend), path)
+        server = await session.listen_unix(lambda: Recorder(session), path)
         assert stat.S_ISSOCK(os.stat(path).st_mode), "no socket file while listening"
         await server.aclose()
         assert not os.path.exists(path), "the socket file is still there after close()"
-        again = await backend.listen_unix(lambda: Recorder(backend), path)
+        again = await session.listen_unix(lambda: Recorder(session), path)
         await again.aclose()
 
 
 @check("unix")
-async def check_missing_path(backend: polyloop.Backend) -> None:
+async def check_missing_path(session: polyloop.Session) -> None:
     """connect_unix to a path that does not exist raises FileNotFoundError."""
     _need_unix()
     with temp_dir() as d:
         try:
-            t, _ = await backend.connect_unix(lambda: Recorder(backend), os.path.join(d, "none"))
+            t, _ = await session.connect_unix(lambda: Recorder(session), os.path.join(d, "none"))
         except FileNotFoundError:
             pass
         else:
@@ -80,7 +80,7 @@ async def check_missing_path(backend: polyloop.Backend) -> None:
 
 
 @check("unix")
-async def check_refused(backend: polyloop.Backend) -> None:
+async def check_refused(session: polyloop.Session) -> None:
     """connect_unix to a socket file nobody listens on raises ConnectionRefusedError."""
     _need_unix()
     with temp_dir() as d:
@@ -89,7 +89,7 @@ async def check_refused(backend: polyloop.Backend) -> None:
         try:
             sock.bind(path)  # bound, never listening: connecting is refused
             try:
-                t, _ = await backend.connect_unix(lambda: Recorder(backend), path)
+                t, _ = await session.connect_unix(lambda: Recorder(session), path)
             except ConnectionRefusedError:
                 pass
             else:
@@ -100,15 +100,15 @@ async def check_refused(backend: polyloop.Backend) -> None:
 
 
 @check("unix")
-async def check_address_in_use(backend: polyloop.Backend) -> None:
+async def check_address_in_use(session: polyloop.Session) -> None:
     """listen_unix on a live server's path: EADDRINUSE; on a stale socket file: it listens."""
     _need_unix()
     with temp_dir() as d:
         path = os.path.join(d, "s.sock")
-        server = await backend.listen_unix(lambda: Recorder(backend), path)
+        server = await session.listen_unix(lambda: Recorder(session), path)
         try:
             try:
-                other = await backend.listen_unix(lambda: Recorder(backend), path)
+                other = await session.listen_unix(lambda: Recorder(session), path)
             except OSError as exc:
                 assert exc.errno == errno.EADDRINUSE, f"{exc!r} is not EADDRINUSE"
             else:
@@ -119,22 +119,22 @@ async def check_address_in_use(backend: polyloop.Backend) -> None:
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(path)  # a socket file nobody accepts on, as a crashed server leaves
         stale.close()
-        server = await backend.listen_unix(lambda: Recorder(backend), path)
-        _, cli = await backend.connect_unix(lambda: Recorder(backend), path)
+        server = await session.listen_unix(lambda: Recorder(session), path)
+        _, cli = await session.connect_unix(lambda: Recorder(session), path)
         transport_of(cli).close()
         await cli.lost
         await server.aclose()
 
 
 @check("unix")
-async def check_half_close_and_abort(backend: polyloop.Backend) -> None:
+async def check_half_close_and_abort(session: polyloop.Session) -> None:
     """write_eof over a Unix socket reaches the peer as EOF; abort gives ConnectionAbortedError."""
     _need_unix()
     with temp_dir() as d:
         path = os.path.join(d, "s.sock")
-        accepted = Accepted(backend, lambda: Recorder(backend, keep_open_on_eof=True))
-        server = await backend.listen_unix(accepted, path)
-        _, cli = await backend.connect_unix(lambda: Recorder(backend), path)
+        accepted = Accepted(session, lambda: Recorder(session, keep_open_on_eof=True))
+        server = await session.listen_unix(accepted, path)
+        _, cli = await session.connect_unix(lambda: Recorder(session), path)
         srv = await accepted.get()
         assert transport_of(cli).can_write_eof() is True
         transport_of(cli).write(b"req")
@@ -145,8 +145,8 @@ async def check_half_close_and_abort(backend: polyloop.Backend) -> None:
         assert await cli.wait_bytes(4) == b"resp", "no reply after write_eof"
         assert await cli.wait_lost() is None, cli.lost_exc
         await srv.lost
-        accepted.make = lambda: Recorder(backend)
-        t2, cli2 = await backend.connect_unix(lambda: Recorder(backend), path)
+        accepted.make = lambda: Recorder(session)
+        t2, cli2 = await session.connect_unix(lambda: Recorder(session), path)
         srv2 = await accepted.get(1)
         t2.abort()
         assert isinstance(await cli2.lost, ConnectionAbortedError), cli2.lost_exc
@@ -155,7 +155,7 @@ async def check_half_close_and_abort(backend: polyloop.Backend) -> None:
 
 
 @check("unix")
-async def check_streams(backend: polyloop.Backend) -> None:
+async def check_streams(session: polyloop.Session) -> None:
     """open_unix_listener/open_unix_stream: an exchange and EOF."""
     _need_unix()
     with temp_dir() as d:
@@ -173,7 +173,7 @@ async def check_streams(backend: polyloop.Backend) -> None:
 
 
 @check("unix")
-async def check_tls(backend: polyloop.Backend) -> None:
+async def check_tls(session: polyloop.Session) -> None:
     """TLS over a Unix socket (server_hostname given) round-trips."""
     _need_unix()
     from ..tls import material
@@ -181,10 +181,10 @@ async def check_tls(backend: polyloop.Backend) -> None:
     tls = material()
     with temp_dir() as d:
         path = os.path.join(d, "s.sock")
-        accepted = Accepted(backend)
-        server = await backend.listen_unix(accepted, path, ssl=tls.server_context())
-        t, _ = await backend.connect_unix(
-            lambda: Recorder(backend), path, ssl=tls.client_context(), server_hostname="localhost"
+        accepted = Accepted(session)
+        server = await session.listen_unix(accepted, path, ssl=tls.server_context())
+        t, _ = await session.connect_unix(
+            lambda: Recorder(session), path, ssl=tls.client_context(), server_hostname="localhost"
         )
         srv = await accepted.get()
         t.write(b"sealed")

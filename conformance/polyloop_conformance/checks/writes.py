@@ -20,9 +20,9 @@ async def _finish(server: polyloop.Server, cli: Recorder, srv: Recorder) -> None
 
 
 @check("writes")
-async def check_order(backend: polyloop.Backend) -> None:
+async def check_order(session: polyloop.Session) -> None:
     """Many small writes arrive complete and in order."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     expected = b"".join(b"%05d," % i for i in range(2000))
     for i in range(2000):
         transport_of(cli).write(b"%05d," % i)
@@ -38,9 +38,9 @@ def _diff(a: bytes, b: bytes) -> int:
 
 
 @check("writes")
-async def check_large_write(backend: polyloop.Backend) -> None:
+async def check_large_write(session: polyloop.Session) -> None:
     """One 8 MiB write arrives whole (the transport buffers what the kernel won't take)."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     payload = bytes(range(256)) * (8 * 1024 * 4)
     transport_of(cli).write(payload)
     got = await srv.wait_bytes(len(payload))
@@ -50,9 +50,9 @@ async def check_large_write(backend: polyloop.Backend) -> None:
 
 
 @check("writes")
-async def check_bytearray_copied(backend: polyloop.Backend) -> None:
+async def check_bytearray_copied(session: polyloop.Session) -> None:
     """write(bytearray) copies or sends before returning: reusing the buffer at once is safe."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     buf = bytearray(b"a" * 100_000)
     transport_of(cli).write(buf)
     buf[:] = b"b" * 100_000
@@ -67,9 +67,9 @@ async def check_bytearray_copied(backend: polyloop.Backend) -> None:
 
 
 @check("writes")
-async def check_memoryview(backend: polyloop.Backend) -> None:
+async def check_memoryview(session: polyloop.Session) -> None:
     """write(memoryview) sends exactly the view's bytes (a slice of a larger buffer)."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     base = bytearray(b"0123456789")
     transport_of(cli).write(memoryview(base)[2:7])
     base[:] = b"xxxxxxxxxx"
@@ -79,9 +79,9 @@ async def check_memoryview(backend: polyloop.Backend) -> None:
 
 
 @check("writes")
-async def check_writelines(backend: polyloop.Backend) -> None:
+async def check_writelines(session: polyloop.Session) -> None:
     """writelines([...]) writes each item in turn (bytes, bytearray and memoryview mixed)."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport_of(cli).writelines([b"one ", bytearray(b"two "), memoryview(b"three")])
     transport_of(cli).writelines(iter([b"|", b"four"]))
     assert await srv.wait_bytes(18) == b"one two three|four", bytes(srv.data)
@@ -89,9 +89,9 @@ async def check_writelines(backend: polyloop.Backend) -> None:
 
 
 @check("writes")
-async def check_empty_write(backend: polyloop.Backend) -> None:
+async def check_empty_write(session: polyloop.Session) -> None:
     """An empty write sends nothing and does no harm."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     transport_of(cli).write(b"")
     transport_of(cli).write(bytearray())
     transport_of(cli).write(b"after")
@@ -102,9 +102,9 @@ async def check_empty_write(backend: polyloop.Backend) -> None:
 
 
 @check("writes")
-async def check_both_directions(backend: polyloop.Backend) -> None:
+async def check_both_directions(session: polyloop.Session) -> None:
     """Both ends write 1 MiB at once; each receives the other's bytes whole."""
-    server, srv, cli = await pair(backend)
+    server, srv, cli = await pair(session)
     a, b = b"A" * (1 << 20), b"B" * (1 << 20)
     transport_of(cli).write(a)
     transport_of(srv).write(b)
@@ -114,7 +114,7 @@ async def check_both_directions(backend: polyloop.Backend) -> None:
 
 
 @check("writes")
-async def check_server_side_writes(backend: polyloop.Backend) -> None:
+async def check_server_side_writes(session: polyloop.Session) -> None:
     """The accepted side writes too (written from inside data_received: an echo)."""
 
     class Echo(Recorder):
@@ -122,7 +122,7 @@ async def check_server_side_writes(backend: polyloop.Backend) -> None:
             transport_of(self).write(data)
             super().data_received(data)
 
-    server, srv, cli = await pair(backend, lambda: Echo(backend))
+    server, srv, cli = await pair(session, lambda: Echo(session))
     for i in range(50):
         transport_of(cli).write(b"%03d" % i)
     expected = b"".join(b"%03d" % i for i in range(50))

@@ -1,0 +1,252 @@
+"""The asyncio backend: a fresh event loop per run (``loop="uvloop"`` for uvloop), or the
+application's running loop (host mode).
+
+Rule: this file is the lifecycle (owning or borrowing a loop), scheduling and readiness,
+and the adoption of sockets the core bound or connected. Transports live in
+``_transport.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import socket
+import ssl as _ssl
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar, TypeVar
+
+import polyloop
+from polyloop.lowlevel import AsyncioTask, Session, end_with_asyncio_loop
+
+from ._transport import AsyncioDatagramTransport, Bridge, abort_native
+
+T = TypeVar("T")
+
+
+class AsyncioBackend(polyloop.Backend):
+    """polyloop on asyncio. Options: ``loop="asyncio"`` (default) or ``loop="uvloop"``;
+    ``native_tls=false`` runs TLS through the core's MemoryBIO layer (to test that layer)."""
+
+    name = "asyncio"
+    native_tls = True
+    options: ClassVar[tuple[str, ...]] = ("loop", "native_tls")
+
+    def __init__(self, *, loop: str = "asyncio", native_tls: bool | str = True) -> None:
+        super().__init__()
+        if loop not in ("asyncio", "uvloop"):
+            raise ValueError(f"loop must be 'asyncio' or 'uvloop', not {loop!r}")
+        if loop == "uvloop":
+            try:
+                import uvloop  # noqa: F401
+            except ImportError:
+                raise polyloop.BackendUnavailable(
+                    "loop='uvloop' needs uvloop: pip install 'polyloop[uvloop]'"
+                ) from None
+        self.loop_kind = loop
+        if isinstance(native_tls, str):
+            native_tls = native_tls.lower() not in ("0", "false", "no")
+        self.native_tls = native_tls  # type: ignore[misc]
+
+    @classmethod
+    def framework_version(cls) -> str:
+        import platform
+
+        version = f"asyncio (Python {platform.python_version()})"
+        try:
+            import uvloop
+
+            version += f", uvloop {getattr(uvloop, '__version__', '?')}"
+        except ImportError:
+            pass
+        return version
+
+    def _new_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop_kind == "uvloop":
+            import uvloop
+
+            return uvloop.new_event_loop()
+        return asyncio.new_event_loop()
+
+    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        # asyncio.Runner cancels leftover tasks, closes async generators, joins the
+        # default executor's threads and closes the loop on the way out.
+        with asyncio.Runner(loop_factory=self._new_loop) as runner:
+            session = AsyncioSession(self, runner.get_loop(), owned=True)
+            return runner.run(body(session), context=session.context)
+
+    def _running_native(self) -> Any:
+        return asyncio.get_running_loop()
+
+    def _attach(self, native: Any) -> Session:
+        if not isinstance(native, asyncio.AbstractEventLoop):
+            raise TypeError(f"the asyncio backend attaches to an event loop, not {native!r}")
+        session = AsyncioSession(self, native, owned=False)
+        end_with_asyncio_loop(session)
+        return session
+
+
+class AsyncioSession(Session):
+    """A session on one asyncio event loop."""
+
+    name = "asyncio"
+
+    def __init__(self, backend: AsyncioBackend, loop: asyncio.AbstractEventLoop, *, owned: bool):
+        super().__init__(backend, loop, owned=owned)
+        #: The event loop.
+        self.loop = loop
+        # asyncio's own transports, not our wrappers: a wrapper the user dropped is
+        # garbage, but the transport under it lives on while the loop watches its socket.
+        self._natives: weakref.WeakSet[Any] = weakref.WeakSet()
+        # uvloop's TLS transports cannot be weakly referenced: held strongly, pruned of
+        # closed ones as more arrive.
+        self._unweakable: set[Any] = set()
+
+    def _native_gone(self) -> bool:
+        return self.loop.is_closed()
+
+    # --- tier 1 ---
+
+    def time(self) -> float:
+        return self.loop.time()
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        return self.loop.call_soon(fn, *args)
+
+    def _call_soon_in(
+        self, context: contextvars.Context | None, fn: Callable[..., object], arg: Any
+    ) -> None:
+        self.loop.call_soon(fn, arg, context=context)
+
+    def _call_later(
+        self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
+    ) -> polyloop.Handle:
+        return self.loop.call_later(delay, fn, *args)
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        # The other thread's context knows no session: run in this session's.
+        self.loop.call_soon_threadsafe(fn, *args, context=self.context)
+
+    def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
+        self.loop.add_reader(fd, fn)
+
+    def remove_reader(self, fd: Any) -> bool:
+        return self.loop.remove_reader(fd)
+
+    def add_writer(self, fd: Any, fn: Callable[[], object]) -> None:
+        self.loop.add_writer(fd, fn)
+
+    def remove_writer(self, fd: Any) -> bool:
+        return self.loop.remove_writer(fd)
+
+    # --- tasks and threads ---
+
+    def _new_task(self, coro: Coroutine[Any, Any, T], name: str | None) -> polyloop.Task[T]:
+        return AsyncioTask(self, coro, name, self.loop)
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        # The loop's default executor: asyncio.run joins its threads at the end.
+        fut = self.create_future()
+        ctx = contextvars.copy_context()
+        native = self.loop.run_in_executor(None, ctx.run, fn, *args)
+        native.add_done_callback(lambda n: _copy_outcome(n, fut))
+        try:
+            return await fut  # type: ignore[no-any-return]
+        except polyloop.Cancelled:
+            native.cancel()
+            raise
+
+    # --- adopting sockets ---
+
+    async def _serve(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], polyloop.Protocol],
+        ssl: _ssl.SSLContext | None,
+        backlog: int,
+    ) -> polyloop.lowlevel.Acceptor:
+        server = await self.loop.create_server(
+            lambda: Bridge(factory, self, None), sock=sock, ssl=ssl, backlog=backlog
+        )
+        return _Acceptor(server)
+
+    async def _connect_stream(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], polyloop.Protocol],
+        ssl: _ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> polyloop.Transport:
+        kwargs: dict[str, Any] = {"sock": sock}
+        if ssl is not None:
+            kwargs.update(ssl=ssl, server_hostname=server_hostname)
+        failed: list[BaseException] = []
+        create = (
+            self.loop.create_unix_connection
+            if sock.family == socket.AF_UNIX
+            else (self.loop.create_connection)
+        )
+        try:
+            _, bridge = await create(lambda: Bridge(factory, self, failed), **kwargs)
+        except BaseException:
+            sock.close()
+            raise
+        if failed:
+            raise failed[0]  # connection_made raised: aborted, and the caller is told
+        assert bridge.transport is not None
+        return bridge.transport  # type: ignore[no-any-return]
+
+    async def _open_datagram(
+        self, sock: socket.socket, protocol: polyloop.DatagramProtocol, remote: Any
+    ) -> polyloop.DatagramTransport:
+        try:
+            _, bridge = await self.loop.create_datagram_endpoint(
+                lambda: Bridge(lambda: protocol, self, None, remote=remote), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        transport: AsyncioDatagramTransport = bridge.transport
+        return transport
+
+    # --- what is open ---
+
+    def _keep_native(self, transport: Any) -> None:
+        try:
+            self._natives.add(transport)
+        except TypeError:
+            if len(self._unweakable) >= 64:
+                self._unweakable = {t for t in self._unweakable if not t.is_closing()}
+            self._unweakable.add(transport)
+
+    def _abort_transports(self) -> None:
+        left = [*self._natives, *self._unweakable]
+        self._unweakable.clear()
+        for transport in left:
+            abort_native(transport)
+
+
+class _Acceptor:
+    """An ``asyncio.Server`` on one of our listening sockets."""
+
+    def __init__(self, server: asyncio.AbstractServer) -> None:
+        self._server = server
+
+    def close(self) -> None:
+        self._server.close()
+
+    async def wait_closed(self) -> None:
+        # On Python 3.12+ asyncio's wait_closed() also waits for every connection to
+        # end; the contract only waits for the listening sockets, which close() shut.
+        pass
+
+
+def _copy_outcome(native: asyncio.Future[Any], fut: polyloop.Future[Any]) -> None:
+    if fut.done():
+        return
+    if native.cancelled():
+        fut.cancel()
+    elif native.exception() is not None:
+        fut.set_exception(native.exception())  # type: ignore[arg-type]
+    else:
+        fut.set_result(native.result())

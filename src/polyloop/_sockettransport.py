@@ -1,0 +1,418 @@
+"""The core's own socket transports, on a session's readiness callbacks (tier 1).
+
+Rule: what a backend without a transport of its own gets for TCP, Unix sockets and UDP,
+and what any backend may use where its framework has none (Tornado has no UDP). Only
+``add_reader``/``add_writer`` and ``call_soon`` of the session are used, so the same code
+keeps the Transport contract on every loop that offers readiness.
+
+Data path: one ``recv`` per readable event into ``data_received``, as asyncio does (a
+fast peer cannot starve the others); ``write`` sends at once when nothing is queued, and
+only what the kernel refuses is buffered and flushed by a writable callback.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._errors import aborted, check_bytes
+from ._sockets import MAX_DATAGRAM, READ_SIZE, set_nodelay, set_reset_on_close
+from ._transports import (
+    DEFAULT_HIGH_WATER,
+    DatagramTransport,
+    Transport,
+    check_buffer_limits,
+    datagram_address,
+    drain_datagrams,
+)
+
+if TYPE_CHECKING:
+    from ._protocols import DatagramProtocol
+    from ._protocols import Protocol as StreamProtocol
+    from ._session import Session
+
+__all__ = ["SocketAcceptor", "SocketDatagramTransport", "SocketTransport"]
+
+log = logging.getLogger("polyloop")
+
+#: Connections taken per readable event of a listening socket, before the others run.
+ACCEPTS_PER_EVENT = 64
+#: Datagrams read per readable event.
+DATAGRAMS_PER_EVENT = 64
+
+
+class SocketAcceptor:
+    """Accepts on a listening socket; each connection becomes a ``session._adopt_stream``."""
+
+    def __init__(
+        self, session: Session, sock: socket.socket, factory: Callable[[], StreamProtocol]
+    ) -> None:
+        self._session = session
+        self._sock: socket.socket | None = sock
+        self._factory = factory
+        session.add_reader(sock, self._accept)
+
+    def _accept(self) -> None:
+        sock = self._sock
+        for _ in range(ACCEPTS_PER_EVENT):
+            if sock is None:
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # the client gave up before we took it
+                # EMFILE and friends: log and keep the listener, as asyncio does.
+                log.error("polyloop: accept() failed on %r", sock, exc_info=exc)
+                return
+            conn.setblocking(False)
+            set_nodelay(conn)
+            try:
+                self._session._adopt_stream(conn, self._factory)
+            except Exception:
+                log.exception("polyloop: a protocol's connection_made raised; connection aborted")
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._session.remove_reader(sock)
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        pass  # close() closed the socket already
+
+
+class SocketTransport(Transport):
+    """A connected TCP or Unix stream socket held to the Transport contract."""
+
+    __slots__ = (
+        "__weakref__",
+        "_buffer",
+        "_closing",
+        "_eof_written",
+        "_extra",
+        "_high",
+        "_lost",
+        "_low",
+        "_protocol",
+        "_reading",
+        "_session",
+        "_sock",
+        "_write_paused",
+        "_writing",
+    )
+
+    def __init__(
+        self, session: Session, sock: socket.socket, factory: Callable[[], StreamProtocol]
+    ) -> None:
+        self._session = session
+        self._sock = sock
+        self._buffer = bytearray()
+        self._high, self._low = DEFAULT_HIGH_WATER, DEFAULT_HIGH_WATER // 4
+        self._closing = self._lost = self._eof_written = False
+        self._write_paused = self._writing = False
+        self._reading = True
+        self._extra: dict[str, Any] = {"socket": sock, "backend": session.name}
+        for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+            try:
+                self._extra[key] = get()
+            except OSError:
+                self._extra[key] = None
+        self._protocol: Any = None
+        session._track(self)
+        self._protocol = factory()
+        try:
+            self._protocol.connection_made(self)
+        except BaseException:
+            self.abort()
+            raise
+        if self._reading and not self._closing:
+            session.add_reader(sock, self._on_readable)
+
+    # --- reading ---
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fatal(exc)
+            return
+        if data:
+            self._protocol.data_received(data)
+            return
+        self._session.remove_reader(self._sock)
+        self._reading = False
+        if not self._protocol.eof_received():
+            self.close()
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            if not self._closing:
+                self._session.remove_reader(self._sock)
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._closing:
+            self._reading = True
+            self._session.add_reader(self._sock, self._on_readable)
+
+    def is_reading(self) -> bool:
+        return self._reading and not self._closing
+
+    # --- writing ---
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        check_bytes(data)
+        if self._closing:
+            return
+        if self._eof_written:
+            raise RuntimeError("write() after write_eof()")
+        if not data:
+            return
+        buffer = self._buffer
+        if not buffer:
+            try:
+                n = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            view = memoryview(data).cast("B")
+            if n == len(view):
+                return
+            buffer += view[n:]  # a copy: the caller may reuse a bytearray at once
+            self._start_writing()
+        else:
+            buffer += data
+        self._check_high()
+
+    def _start_writing(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._session.add_writer(self._sock, self._on_writable)
+
+    def _check_high(self) -> None:
+        if not self._write_paused and len(self._buffer) > self._high:
+            self._write_paused = True
+            self._protocol.pause_writing()
+
+    def _on_writable(self) -> None:
+        buffer = self._buffer
+        try:
+            n = self._sock.send(buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fatal(exc)
+            return
+        del buffer[:n]
+        if self._write_paused and len(buffer) <= self._low:
+            self._write_paused = False
+            self._protocol.resume_writing()
+        if buffer:
+            return
+        self._writing = False
+        self._session.remove_writer(self._sock)
+        if self._closing:
+            self._lose(None)
+        elif self._eof_written:
+            self._shutdown_write()
+
+    def write_eof(self) -> None:
+        if self._closing or self._eof_written:
+            return
+        self._eof_written = True
+        if not self._buffer:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._fatal(exc)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._high, self._low = check_buffer_limits(high, low)
+        if not self._closing:
+            self._check_high()
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffer)
+
+    # --- closing ---
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._session.remove_reader(self._sock)
+        if not self._buffer:
+            self._lose(None)
+        # else: _on_writable loses the connection once the buffer is flushed
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def abort(self) -> None:
+        if self._lost:
+            return
+        set_reset_on_close(self._sock)
+        self._drop(aborted())
+
+    def _fatal(self, exc: BaseException) -> None:
+        if not self._lost:
+            self._drop(exc)
+
+    def _drop(self, exc: BaseException) -> None:
+        self._closing = True
+        self._buffer.clear()
+        self._session.remove_reader(self._sock)
+        if self._writing:
+            self._writing = False
+            self._session.remove_writer(self._sock)
+        self._lose(exc)
+
+    def _lose(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        # Never from inside close()/abort(): on the next iteration.
+        self._session.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        self._sock.close()
+        self._extra["socket"] = None
+        self._session._untrack(self)
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.connection_lost(exc)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+
+class SocketDatagramTransport(DatagramTransport):
+    """A UDP socket: reads on readable events, sends queued only while the kernel is full."""
+
+    __slots__ = (
+        "__weakref__",
+        "_closing",
+        "_extra",
+        "_lost",
+        "_protocol",
+        "_queue",
+        "_remote",
+        "_session",
+        "_sock",
+    )
+
+    def __init__(
+        self, session: Session, sock: socket.socket, protocol: DatagramProtocol, remote: Any
+    ) -> None:
+        self._session = session
+        self._sock = sock
+        self._protocol: Any = protocol
+        self._remote = remote
+        self._queue: collections.deque[tuple[bytes, Any]] = collections.deque()
+        self._closing = self._lost = False
+        self._extra: dict[str, Any] = {
+            "socket": sock,
+            "sockname": sock.getsockname(),
+            "peername": remote,
+            "backend": session.name,
+        }
+        session._track(self)
+        protocol.connection_made(self)
+        if not self._closing:
+            session.add_reader(sock, self._on_readable)
+
+    def _on_readable(self) -> None:
+        for _ in range(DATAGRAMS_PER_EVENT):
+            if self._closing:
+                return
+            try:
+                data, addr = self._sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP errors on a connected socket, for instance
+                self._protocol.error_received(exc)
+                return
+            self._protocol.datagram_received(data, addr)
+
+    def _send(self, data: bytes | bytearray | memoryview, addr: Any) -> None:
+        if addr is None:
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, addr)
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        check_bytes(data)
+        if self._closing:
+            return
+        addr = datagram_address(self._remote, addr)
+        if self._queue:
+            self._queue.append((bytes(data), addr))
+            return
+        try:
+            self._send(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._queue.append((bytes(data), addr))
+            self._session.add_writer(self._sock, self._on_writable)
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def _on_writable(self) -> None:
+        if not drain_datagrams(self._queue, self._send, self._protocol.error_received):
+            return
+        self._session.remove_writer(self._sock)
+        if self._closing:
+            self._lose(None)
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._session.remove_reader(self._sock)
+        if not self._queue:
+            self._lose(None)
+
+    def abort(self) -> None:
+        if self._lost:
+            return
+        self._closing = True
+        self._queue.clear()
+        self._session.remove_reader(self._sock)
+        self._session.remove_writer(self._sock)
+        self._lose(aborted())
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def _lose(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._session.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        self._sock.close()
+        self._extra["socket"] = None
+        self._session._untrack(self)
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.connection_lost(exc)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)

@@ -1,0 +1,62 @@
+"""The backend author's kit: everything a backend adapter imports from the core.
+
+Rule: this module only re-exports. A third-party backend needs nothing else from polyloop
+(never a ``polyloop._`` module), and the four first-party adapters import exactly this.
+See ``docs/writing-a-backend.md``.
+"""
+
+from ._context import context_for as context_for
+from ._context import current_or_none as current_or_none
+from ._context import set_current as set_current
+from ._errors import aborted as aborted
+from ._errors import check_bytes as check_bytes
+from ._errors import map_exceptions as map_exceptions
+from ._futures import AsyncioTask as AsyncioTask
+from ._futures import CoroutineTask as CoroutineTask
+from ._session import Acceptor as Acceptor
+from ._session import Session as Session
+from ._session import end_with_asyncio_loop as end_with_asyncio_loop
+from ._sockets import LINGER_RST as LINGER_RST
+from ._sockets import MAX_DATAGRAM as MAX_DATAGRAM
+from ._sockets import READ_SIZE as READ_SIZE
+from ._sockets import oserror as oserror
+from ._sockets import set_nodelay as set_nodelay
+from ._sockets import set_reset_on_close as set_reset_on_close
+from ._sockettransport import SocketAcceptor as SocketAcceptor
+from ._sockettransport import SocketDatagramTransport as SocketDatagramTransport
+from ._sockettransport import SocketTransport as SocketTransport
+from ._tls import TLSProtocol as TLSProtocol
+from ._tls import TLSTransport as TLSTransport
+from ._transports import DEFAULT_HIGH_WATER as DEFAULT_HIGH_WATER
+from ._transports import check_buffer_limits as check_buffer_limits
+from ._transports import datagram_address as datagram_address
+from ._transports import drain_datagrams as drain_datagrams
+
+__all__ = [
+    "DEFAULT_HIGH_WATER",
+    "LINGER_RST",
+    "MAX_DATAGRAM",
+    "READ_SIZE",
+    "Acceptor",
+    "AsyncioTask",
+    "CoroutineTask",
+    "Session",
+    "SocketAcceptor",
+    "SocketDatagramTransport",
+    "SocketTransport",
+    "TLSProtocol",
+    "TLSTransport",
+    "aborted",
+    "check_buffer_limits",
+    "check_bytes",
+    "context_for",
+    "current_or_none",
+    "datagram_address",
+    "drain_datagrams",
+    "end_with_asyncio_loop",
+    "map_exceptions",
+    "oserror",
+    "set_current",
+    "set_nodelay",
+    "set_reset_on_close",
+]
