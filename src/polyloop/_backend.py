@@ -126,7 +126,7 @@ def check_not_nested() -> None:
 
         if asyncio._get_running_loop() is not None:
             where = "a running asyncio loop"
-        elif _context._twisted_global_reactor() is not None:
+        elif _context._twisted_global_reactor(running_only=True) is not None:
             where = "the running Twisted reactor"
     if where is not None:
         raise RuntimeError(

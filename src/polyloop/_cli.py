@@ -71,9 +71,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         cross_apps = [c[4:] for c in cases if c.startswith("app.")]
         if not cross_apps:
             raise UsageError("--cross needs at least one app (see --app)")
-    plan = Plan(backends, cases, cross_apps, jobs=args.jobs)
-    n_pairs = len(backends) ** 2 * len(cross_apps)
-    total = len(backends) * len(cases) + n_pairs
+    plan = Plan(backends, cases, cross_apps, jobs=args.jobs, host=args.host)
+    n_pairs = len(plan.cross_labels()) ** 2 * len(cross_apps)
+    total = len(plan.labels()) * len(cases) + n_pairs
     out = Console()
     err = Console(stderr=True)
     with Progress(
@@ -166,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cross", action="store_true", help="also run every app server-on-X × client-on-Y"
     )
+    p.add_argument(
+        "--host", action="store_true",
+        help="host mode: start every case from inside a loop the framework itself runs"
+        " (asyncio.run, Twisted's global reactor, IOLoop.run_sync, a gevent greenlet, also"
+        " after patch_all), never from polyloop.run",
+    )  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="write one JSON record per case")
     p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
     p.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")

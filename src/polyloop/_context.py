@@ -26,9 +26,11 @@ The order of detection, and why (``current_backend()``):
       (``IOLoop._ioloop_for_asyncio``): a plain asyncio application never gets one.
    c. Otherwise *asyncio* (its tasks run the caller).
 3. **Twisted's global reactor**, only if the application itself installed it (it is in
-   ``sys.modules``; importing ``twisted.internet.reactor`` would install one), it is
-   running, and this is its thread. Twisted has no public "current reactor" for its
-   runner, so any other reactor is reached through an explicit entry.
+   ``sys.modules``; importing ``twisted.internet.reactor`` would install one), and it is
+   running in this thread -- or it has never run and this is the main thread:
+   ``task.react(main)`` calls ``main`` *before* ``reactor.run()``, and the Deferreds a
+   session hands out then fire once the reactor starts. Twisted has no public "current
+   reactor" for its runner, so any other reactor is reached through an explicit entry.
 4. **The gevent hub** of this thread, if it exists already and the caller is a greenlet
    other than the hub (code on the hub itself must not block, so it gets no session).
 
@@ -75,6 +77,35 @@ def current_backend() -> Session:
     if session is None:
         raise RuntimeError(_NOWHERE)
     return session
+
+
+def foreign_runner_session() -> Session:
+    """The session that can suspend a coroutine driven by a framework's own runner.
+
+    A runner that sends a polyloop future back is not asyncio's nor polyloop's (see
+    ``polyloop._futures``, Rule 2): it is Twisted's. The context variable may name
+    another session (an asyncio task's, inherited by a reactor callback on the asyncio
+    reactor), so a session that knows such runners is looked for first.
+    """
+    from ._session import Session
+
+    def knows_runners(session: Session | None) -> bool:
+        return (
+            session is not None
+            and not session.closed
+            and type(session)._suspend_foreign is not Session._suspend_foreign
+        )
+
+    session = _session_var.get(None)
+    if knows_runners(session):
+        assert session is not None
+        return session
+    loop = asyncio._get_running_loop()
+    found = _twisted_on(loop) if loop is not None else None
+    if found is None:
+        reactor = _twisted_global_reactor()
+        found = host("twisted", reactor) if reactor is not None else None
+    return found if found is not None else current_backend()
 
 
 def current_or_none() -> Session | None:
@@ -128,14 +159,25 @@ def _twisted_on(loop: asyncio.AbstractEventLoop) -> Session | None:
     return None
 
 
-def _twisted_global_reactor() -> Any:
+def _twisted_global_reactor(running_only: bool = False) -> Any:
+    """The global reactor, if it runs this thread (or, unless ``running_only``, will)."""
     reactor = sys.modules.get("twisted.internet.reactor")
-    if reactor is None or not getattr(reactor, "running", False):
+    if reactor is None or not hasattr(reactor, "callLater"):
         return None
     threadable = sys.modules.get("twisted.python.threadable")
-    if threadable is None or not threadable.isInIOThread():
+    if threadable is None:
         return None
-    return reactor
+    if getattr(reactor, "running", False):
+        return reactor if threadable.isInIOThread() else None
+    if running_only or getattr(reactor, "_startedBefore", True):
+        return None
+    import threading
+
+    # Never run yet, no thread registered as its I/O thread, and we are the main thread:
+    # the reactor an application is about to run (task.react calls main first).
+    if threadable.ioThread is None and threading.current_thread() is threading.main_thread():
+        return reactor
+    return None
 
 
 def _gevent_hub() -> Any:

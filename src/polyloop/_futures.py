@@ -45,7 +45,7 @@ from ._errors import Cancelled
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["AsyncioTask", "CoroutineTask", "Future", "Task", "current_task"]
+__all__ = ["AsyncioTask", "CoroutineTask", "Future", "Task", "current_task", "from_asyncio_future"]
 
 T = TypeVar("T")
 log = logging.getLogger("polyloop")
@@ -54,7 +54,7 @@ _PENDING, _FINISHED, _CANCELLED = 0, 1, 2
 _STATES = ("pending", "finished", "cancelled")
 
 #: The polyloop task whose coroutine runs in this context (set in each task's context).
-_task_var: contextvars.ContextVar[Task[Any]] = contextvars.ContextVar("polyloop_task")
+_task_var: contextvars.ContextVar[Task[Any] | None] = contextvars.ContextVar("polyloop_task")
 
 InvalidStateError = asyncio.InvalidStateError
 
@@ -214,9 +214,9 @@ class Future(Generic[T]):
             if echo is self and self._state == _PENDING:
                 # A runner that cannot wait on us sent us back: Twisted's (see Rule 2).
                 self._asyncio_future_blocking = False
-                from ._context import current_backend
+                from ._context import foreign_runner_session
 
-                yield from current_backend()._suspend_foreign(self)
+                yield from foreign_runner_session()._suspend_foreign(self)
         return self.result()
 
     __iter__ = __await__
@@ -501,6 +501,30 @@ class AsyncioTask(Task[T]):
 
     def uncancel(self) -> int:
         return self.native.uncancel()
+
+
+def from_asyncio_future(session: Session, native: asyncio.Future[T]) -> Future[T]:
+    """For backends on asyncio: a polyloop ``Future`` with ``native``'s outcome, so that any
+    runner can await it. Cancelling the polyloop future cancels ``native``."""
+    fut: Future[T] = Future(session)
+
+    def copy(native: asyncio.Future[T]) -> None:
+        if fut.done():
+            return
+        if native.cancelled():
+            fut.cancel()
+        elif (exc := native.exception()) is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(native.result())
+
+    def back(fut: Future[T]) -> None:
+        if fut.cancelled():
+            native.cancel()
+
+    native.add_done_callback(copy)
+    fut.add_done_callback(back)
+    return fut
 
 
 def _enter(task: Task[Any]) -> None:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_chec
 from . import _errors, _sockets
 from ._context import _session_var, unregister_host
 from ._errors import Cancelled
-from ._futures import CoroutineTask, Future, Task, check_coroutine, current_task
+from ._futures import CoroutineTask, Future, Task, _task_var, check_coroutine, current_task
 from ._protocols import DatagramProtocol
 from ._protocols import Protocol as StreamProtocol
 from ._transports import BaseTransport, DatagramTransport, Transport
@@ -90,20 +90,40 @@ class _NeverHandle:
         pass
 
 
+class _Timer:
+    """A ``call_later`` handle the session knows of until it fires or is cancelled: at
+    its end a session cancels the timers it set, also on a loop that runs on after it."""
+
+    __slots__ = ("args", "fn", "handle", "session")
+
+    def __init__(self, session: Session, fn: Callable[..., object], args: tuple[Any, ...]):
+        self.session = session
+        self.fn = fn
+        self.args = args
+        self.handle: Handle | None = None
+
+    def fire(self) -> None:
+        self.session._timers.discard(self)
+        self.fn(*self.args)
+
+    def cancel(self) -> None:
+        self.session._timers.discard(self)
+        if self.handle is not None:
+            self.handle.cancel()
+
+
 class Server:
     """A listening endpoint returned by ``listen_tcp``/``listen_unix``."""
 
     def __init__(
         self,
         session: Session,
-        socks: list[socket.socket],
+        addresses: list[Any],
         acceptors: list[Acceptor],
         path: str | None,
     ) -> None:
         self._session = session
-        self._addresses: list[Any] = (
-            [path] if path is not None else [s.getsockname() for s in socks]
-        )  # read now: the sockets are gone after close()
+        self._addresses = addresses
         self._acceptors = acceptors
         self._path = path
         self._closing: list[Acceptor] = []
@@ -201,11 +221,16 @@ class Session(abc.ABC):
         self._tasks: set[Task[Any]] = set()
         self._servers: set[Server] = set()
         self._transports: set[BaseTransport] = set()
+        self._timers: set[_Timer] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread_id = threading.get_ident()  # sessions are made on their loop's thread
         self._sentinel: Any = None
+        #: A context in which this session is current: an owned loop runs inside it, and
+        #: callbacks from other threads run in a copy of it (``self.context.copy().run``:
+        #: a context cannot be entered twice at once).
         self.context = contextvars.copy_context()
         self.context.run(_session_var.set, self)
+        self.context.run(_task_var.set, None)  # the creator's task is not ours
 
     def __repr__(self) -> str:
         how = "owned" if self.owned else "borrowed"
@@ -268,6 +293,8 @@ class Session(abc.ABC):
             if not self._transports and not self._tasks - {me}:
                 break
         await self.sleep(0)
+        for timer in list(self._timers):
+            timer.cancel()
         self._finish_end()
 
     def _finish_end(self) -> None:
@@ -294,8 +321,13 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     def call_soon(self, fn: Callable[..., object], *args: Any) -> Handle:
-        """Call ``fn(*args)`` on the next loop iteration, in FIFO order, in this session's
-        context. An exception it raises is logged; the loop goes on."""
+        """Call ``fn(*args)`` on the next loop iteration, in FIFO order. An exception it
+        raises is logged; the loop goes on.
+
+        It runs in a copy of the caller's context, as asyncio's ``call_soon`` does (the
+        same holds for ``call_later`` and readiness callbacks): an owned loop runs inside
+        ``self.context``, so there every callback finds this session; on a borrowed loop
+        the callback finds it by detection."""
 
     @abc.abstractmethod
     def _call_later(
@@ -331,7 +363,10 @@ class Session(abc.ABC):
         delay = _errors.check_delay(delay)
         if delay == math.inf:
             return _NeverHandle()
-        return self._call_later(delay, fn, args)
+        timer = _Timer(self, fn, args)
+        timer.handle = self._call_later(delay, timer.fire, ())
+        self._timers.add(timer)
+        return timer
 
     def _call_soon_in(
         self, context: contextvars.Context | None, fn: Callable[..., object], arg: Any
@@ -522,6 +557,8 @@ class Session(abc.ABC):
         backlog: int,
     ) -> Server:
         factory = self._tls_factory(_safe_factory(protocol_factory), ssl, server_side=True)
+        # Read now: each acceptor owns its socket, and may close it when it likes.
+        addresses: list[Any] = [path] if path is not None else [s.getsockname() for s in socks]
         acceptors: list[Acceptor] = []
         try:
             for sock in socks:
@@ -532,7 +569,7 @@ class Session(abc.ABC):
             for sock in socks[len(acceptors) :]:
                 sock.close()
             raise
-        server = Server(self, socks, acceptors, path)
+        server = Server(self, addresses, acceptors, path)
         self._servers.add(server)
         return server
 

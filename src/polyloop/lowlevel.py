@@ -13,6 +13,7 @@ from ._errors import check_bytes as check_bytes
 from ._errors import map_exceptions as map_exceptions
 from ._futures import AsyncioTask as AsyncioTask
 from ._futures import CoroutineTask as CoroutineTask
+from ._futures import from_asyncio_future as from_asyncio_future
 from ._session import Acceptor as Acceptor
 from ._session import Session as Session
 from ._session import end_with_asyncio_loop as end_with_asyncio_loop
@@ -54,6 +55,7 @@ __all__ = [
     "datagram_address",
     "drain_datagrams",
     "end_with_asyncio_loop",
+    "from_asyncio_future",
     "map_exceptions",
     "oserror",
     "set_current",
