@@ -17,9 +17,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
 import polyloop
-from polyloop.lowlevel import AsyncioTask, Session, end_with_asyncio_loop
+from polyloop.lowlevel import AsyncioTask, Session, end_with_asyncio_loop, from_asyncio_future
 
-from ._transport import AsyncioDatagramTransport, Bridge, abort_native
+from ._transport import AsyncioDatagramTransport, AsyncioTransport, Bridge, abort_native
 
 T = TypeVar("T")
 
@@ -31,6 +31,7 @@ class AsyncioBackend(polyloop.Backend):
     name = "asyncio"
     native_tls = True
     options: ClassVar[tuple[str, ...]] = ("loop", "native_tls")
+    session_class: ClassVar[type[AsyncioSession]]
 
     def __init__(self, *, loop: str = "asyncio", native_tls: bool | str = True) -> None:
         super().__init__()
@@ -72,7 +73,7 @@ class AsyncioBackend(polyloop.Backend):
         # asyncio.Runner cancels leftover tasks, closes async generators, joins the
         # default executor's threads and closes the loop on the way out.
         with asyncio.Runner(loop_factory=self._new_loop) as runner:
-            session = AsyncioSession(self, runner.get_loop(), owned=True)
+            session = self.session_class(self, runner.get_loop(), owned=True)
             return runner.run(body(session), context=session.context)
 
     def _running_native(self) -> Any:
@@ -81,7 +82,7 @@ class AsyncioBackend(polyloop.Backend):
     def _attach(self, native: Any) -> Session:
         if not isinstance(native, asyncio.AbstractEventLoop):
             raise TypeError(f"the asyncio backend attaches to an event loop, not {native!r}")
-        session = AsyncioSession(self, native, owned=False)
+        session = self.session_class(self, native, owned=False)
         end_with_asyncio_loop(session)
         return session
 
@@ -90,6 +91,8 @@ class AsyncioSession(Session):
     """A session on one asyncio event loop."""
 
     name = "asyncio"
+    #: The wrapper of asyncio's stream transports (a subclass may replace it).
+    transport_class: ClassVar[type[AsyncioTransport]] = AsyncioTransport
 
     def __init__(self, backend: AsyncioBackend, loop: asyncio.AbstractEventLoop, *, owned: bool):
         super().__init__(backend, loop, owned=owned)
@@ -146,15 +149,8 @@ class AsyncioSession(Session):
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         # The loop's default executor: asyncio.run joins its threads at the end.
-        fut = self.create_future()
         ctx = contextvars.copy_context()
-        native = self.loop.run_in_executor(None, ctx.run, fn, *args)
-        native.add_done_callback(lambda n: _copy_outcome(n, fut))
-        try:
-            return await fut  # type: ignore[no-any-return]
-        except polyloop.Cancelled:
-            native.cancel()
-            raise
+        return await from_asyncio_future(self, self.loop.run_in_executor(None, ctx.run, fn, *args))
 
     # --- adopting sockets ---
 
@@ -241,12 +237,5 @@ class _Acceptor:
         pass
 
 
-def _copy_outcome(native: asyncio.Future[Any], fut: polyloop.Future[Any]) -> None:
-    if fut.done():
-        return
-    if native.cancelled():
-        fut.cancel()
-    elif native.exception() is not None:
-        fut.set_exception(native.exception())  # type: ignore[arg-type]
-    else:
-        fut.set_result(native.result())
+#: The session class each run or attach makes (a subclass may replace it).
+AsyncioBackend.session_class = AsyncioSession

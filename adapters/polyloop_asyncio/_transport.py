@@ -215,7 +215,7 @@ class Bridge(asyncio.BaseProtocol):
     def connection_made(self, transport: Any) -> None:
         protocol = self.factory()
         if self.remote is _STREAM:
-            self.transport = AsyncioTransport(transport, self.session)
+            self.transport = self.session.transport_class(transport, self.session)
         else:
             self.transport = AsyncioDatagramTransport(transport, self.session, self.remote)
         self.session._keep_native(transport)
