@@ -2,19 +2,25 @@
 
 The conformance suite holds the backend to the Transport contract; these tests hold it
 to the promises of issue 3: no global reactor, no leaked fd or thread, every reactor
-kind, UDP datagrams whole, Unix sockets, builtin errors and polyloop's cancellation.
+kind, UDP datagrams whole, Unix sockets, builtin errors and polyloop's cancellation;
+then to host mode: polyloop code in an application that runs a reactor itself (the
+global one, in a subprocess each, since it runs once per process; or a private one),
+and polyloop tasks awaiting Deferreds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import gc
 import os
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -343,3 +349,323 @@ def test_ctrl_c_interrupts_the_run_and_main_unwinds(reactor: str) -> None:
             proc.communicate()
     assert out.splitlines() == ["main unwound", "interrupted 1"], (out, err)
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+# --- polyloop tasks and Deferreds ---
+
+
+@contextlib.contextmanager
+def unhandled_deferred_reports() -> Iterator[list[dict[str, Any]]]:
+    """Twisted's "Unhandled error in Deferred" log events while the block runs."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
+    try:
+        yield events
+        gc.collect()  # the report comes when a failed Deferred is garbage
+    finally:
+        globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
+    events[:] = [e for e in events if "Unhandled error" in str(e.get("log_format"))]
+
+
+def test_tasks_await_deferreds() -> None:
+    from twisted.internet import defer, error
+    from twisted.internet.task import deferLater
+
+    async def main() -> list[Any]:
+        reactor = polyloop.current_backend().reactor  # type: ignore[attr-defined]
+        seen: list[Any] = []
+
+        async def wait(d: defer.Deferred[Any]) -> Any:
+            try:
+                return await d
+            except BaseException as exc:
+                seen.append(type(exc))
+                raise
+
+        seen.append(await polyloop.spawn(wait(deferLater(reactor, 0.01, lambda: 5))))
+        failing: defer.Deferred[None] = defer.Deferred()
+        refusal = error.ConnectionRefusedError("no")  # type: ignore[no-untyped-call]
+        reactor.callLater(0.01, failing.errback, refusal)
+        with pytest.raises(ConnectionRefusedError) as refused:
+            await polyloop.spawn(wait(failing))
+        assert type(refused.value) is ConnectionRefusedError  # translated at the task's end
+        never = polyloop.spawn(wait(defer.Deferred()))
+        await polyloop.sleep(0.01)
+        never.cancel()
+        with pytest.raises(polyloop.Cancelled):
+            await never
+
+        async def cancels_itself() -> None:
+            task = polyloop.current_task()
+            assert task is not None
+            task.cancel()
+            await wait(defer.Deferred())
+
+        with pytest.raises(polyloop.Cancelled):
+            await polyloop.spawn(cancels_itself())
+        return seen
+
+    with unhandled_deferred_reports() as reports:
+        seen = polyloop.run(main, backend="twisted")
+    # The coroutine sees a failed Deferred's own exception; cancellation is polyloop's.
+    from twisted.internet import error as twisted_error
+
+    cancelled = asyncio.CancelledError
+    assert seen == [5, twisted_error.ConnectionRefusedError, cancelled, cancelled], seen
+    assert reports == [], "a cancelled Deferred's failure was left unconsumed"
+
+
+def test_a_borrowed_private_reactor() -> None:
+    # attach() and as_deferred() take any reactor: here one the test runs itself, which
+    # is not the global one. Its callbacks run in the application's context, so the
+    # session has to be made current in each (protocol callbacks included).
+    from twisted.internet.selectreactor import SelectReactor
+    from twisted.internet.task import deferLater
+
+    from polyloop_twisted import as_deferred, attach
+    from polyloop_twisted._reactor import unbuild_reactor
+
+    reactor = SelectReactor()
+    seen: list[polyloop.Session] = []
+
+    class Probe(Echo):
+        def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+            seen.append(polyloop.current_backend())
+            super().connection_made(transport)
+
+        def data_received(self, data: bytes) -> None:
+            seen.append(polyloop.current_backend())
+            super().data_received(data)
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            seen.append(polyloop.current_backend())
+
+    async def main() -> tuple[polyloop.Session, bytes, int, int]:
+        session = polyloop.current_backend()
+        server = await polyloop.listen_tcp(Probe, "127.0.0.1", 0)
+        stream = await polyloop.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send(b"borrowed")
+        got = await stream.receive_exactly(8)
+        await stream.aclose()
+        in_thread = await polyloop.run_in_thread(lambda: 6)
+        native = await deferLater(reactor, 0.01, lambda: 7)  # Twisted's runner: native
+        await server.aclose()
+        return session, got, in_thread, native
+
+    out: list[Any] = []
+
+    def go() -> None:
+        d = as_deferred(main(), reactor)
+        d.addBoth(out.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(go)
+    guard = reactor.callLater(20, reactor.stop)  # bounded, whatever happens
+    reactor.run(installSignalHandlers=False)
+    if guard.active():
+        guard.cancel()
+    unbuild_reactor(reactor)  # the test's own reactor: its waker pipe, its fds
+    session, got, in_thread, native = out[0]
+    assert (got, in_thread, native) == (b"borrowed", 6, 7)
+    assert not session.owned and session.reactor is reactor
+    assert session.closed, "the session did not end with the reactor"
+    assert len(seen) >= 3 and all(s is session for s in seen), seen
+    with pytest.raises(TypeError, match="attaches to a reactor"):
+        attach(object())
+    assert "twisted.internet.reactor" not in sys.modules
+
+
+# --- host mode on the global reactor, each app in its own process ---
+
+
+def run_app(script: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and "Unhandled error" not in out.stderr, out.stderr
+    return out.stdout.splitlines()
+
+
+HOST_SCRIPT = textwrap.dedent(
+    """
+    from twisted.internet import defer, task
+
+    import polyloop
+    from polyloop_twisted import as_deferred, attach
+
+    def report(*words):
+        print(*words, flush=True)
+
+    async def echo_once(i):
+        session = polyloop.current_backend()
+        listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
+
+        async def handler(stream):
+            await stream.send(await stream.receive_exactly(8))
+            await stream.aclose()
+
+        serving = polyloop.spawn(listener.serve(handler))
+        stream = await polyloop.open_tcp_stream("127.0.0.1", listener.port)
+        await stream.send(b"hello %02d" % i)
+        ok = await stream.receive_exactly(8) == b"hello %02d" % i
+        await stream.aclose()
+        ok = ok and await polyloop.spawn(polyloop.sleep(0.01)) is None
+        serving.cancel()
+        await listener.aclose()
+        await polyloop.sleep(0.01)
+        return session, ok and polyloop.current_backend() is session
+
+    async def sleeper(saw):
+        try:
+            await polyloop.sleep(30)
+        except polyloop.Cancelled:
+            saw.append("Cancelled")
+            raise
+
+    async def cancelled(make, reactor):
+        saw = []
+        d = make(sleeper(saw))
+        await task.deferLater(reactor, 0.05, lambda: None)
+        d.cancel()
+        try:
+            await d
+        except BaseException as exc:
+            return saw, f"{type(exc).__module__}.{type(exc).__name__}"
+        return saw, "returned"
+
+    class Lost(polyloop.Protocol):
+        def __init__(self, reactor):
+            self.reactor = reactor
+
+        def connection_lost(self, exc):
+            report("lost", self.reactor.running, type(exc).__name__)
+
+    async def main(reactor):
+        # react() calls main before reactor.run(): the explicit entry works already ...
+        report("early", reactor.running, await as_deferred(polyloop.sleep(0.01)) is None)
+        # ... and detection, in plain Deferred.fromCoroutine coroutines, once it runs.
+        await task.deferLater(reactor, 0, lambda: None)
+        calls = [defer.Deferred.fromCoroutine(echo_once(i)) for i in range(20)]
+        results = await defer.gatherResults(calls)
+        first = results[0][0]
+        report("sessions", len({id(s) for s, _ in results}), all(ok for _, ok in results))
+        report("attach", attach() is first, attach(reactor) is first, first.reactor is reactor)
+        report("plain", *await cancelled(defer.Deferred.fromCoroutine, reactor))
+        report("as_deferred", *await cancelled(as_deferred, reactor))
+        first.on_close(lambda s: report("first closed", reactor.running))
+        await first.aclose()
+        second = polyloop.current_backend()
+        report("second", second is not first, second.closed, reactor.running)
+        # Left open: the end of the session, at the reactor's shutdown, closes them.
+        server = await polyloop.listen_tcp(lambda: Lost(reactor), "127.0.0.1", 0)
+        await second.connect_tcp(lambda: Lost(reactor), "127.0.0.1", server.port)
+        await polyloop.sleep(0.05)  # accepted
+        second.on_close(lambda s: report("second closed", reactor.running))
+
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor)))
+    """
+)
+
+
+def test_host_mode_on_the_global_reactor() -> None:
+    lines = run_app(HOST_SCRIPT)
+    assert lines == [
+        "early False True",
+        "sessions 1 True",  # 20 concurrent coroutines, one session
+        "attach True True True",
+        "plain ['Cancelled'] asyncio.exceptions.CancelledError",
+        "as_deferred ['Cancelled'] twisted.internet.defer.CancelledError",
+        "first closed True",  # aclose(): the reactor runs on
+        "second True False True",  # ... and the next call gets a new session
+        "lost True ConnectionAbortedError",  # closed at shutdown, the reactor still running
+        "lost True ConnectionAbortedError",
+        "second closed True",
+    ], lines
+
+
+ASYNCIO_HOST_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+
+    import polyloop
+
+    async def echo():
+        session = polyloop.current_backend()
+        listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
+
+        async def handler(stream):
+            await stream.send(await stream.receive_exactly(5))
+            await stream.aclose()
+
+        serving = polyloop.spawn(listener.serve(handler))
+        stream = await polyloop.open_tcp_stream("127.0.0.1", listener.port)
+        await stream.send(b"hello")
+        got = await stream.receive_exactly(5)
+        await stream.aclose()
+        await polyloop.sleep(0.01)
+        serving.cancel()
+        await listener.aclose()
+        return session, got
+
+    async def main():
+        from twisted.internet import asyncioreactor
+
+        loop = asyncio.get_running_loop()
+        asyncioreactor.install(loop)
+        from twisted.internet import defer, reactor
+
+        from polyloop_twisted import attach
+
+        from_asyncio = asyncio.create_task(echo())
+        from_twisted = loop.create_future()
+        # Twisted code: a coroutine on Twisted's runner, started by a reactor callback.
+        reactor.callLater(0, lambda: defer.Deferred.fromCoroutine(echo()).addBoth(
+            from_twisted.set_result))
+        (a, got_a), (t, got_t) = await asyncio.gather(from_asyncio, from_twisted)
+        print(a.name, got_a.decode(), t.name, got_t.decode(), flush=True)
+        print("attach", attach(reactor) is t, t.reactor is reactor, not t.owned, flush=True)
+        t.on_close(lambda s: print("twisted session ended", flush=True))
+        a.on_close(lambda s: print("asyncio session ended", flush=True))
+
+    asyncio.run(main())  # the reactor is never stopped: the sessions end with the loop
+    print("after asyncio.run", flush=True)
+    """
+)
+
+
+def test_host_mode_on_an_asyncio_reactor_in_asyncio_run() -> None:
+    lines = run_app(ASYNCIO_HOST_SCRIPT)
+    assert lines[:2] == ["asyncio hello twisted hello", "attach True True True"], lines
+    assert sorted(lines[2:4]) == ["asyncio session ended", "twisted session ended"], lines
+    assert lines[4:] == ["after asyncio.run"], lines
+
+
+FROM_COROUTINE_IN_TASK = textwrap.dedent(
+    """
+    import asyncio
+
+    import polyloop
+
+    async def main():
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install(asyncio.get_running_loop())
+        from twisted.internet import defer
+
+        await polyloop.sleep(0)  # this asyncio task now names the asyncio session
+        d = defer.Deferred.fromCoroutine(polyloop.sleep(0.01))
+        await d.asFuture(asyncio.get_running_loop())
+        print("ok", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_from_coroutine_started_inside_an_asyncio_task() -> None:
+    """Twisted's runner sends a polyloop future back; the context names the asyncio
+    session (cached in this task): the Twisted session must suspend it all the same."""
+    assert run_app(FROM_COROUTINE_IN_TASK) == ["ok"]

@@ -3,9 +3,52 @@
 ``reactor`` is ``"epoll"`` (the default where available), ``"poll"``, ``"select"`` or
 ``"asyncio"``. Each run builds a private reactor; the global
 ``twisted.internet.reactor`` is never imported.
+
+Host mode: in an application that runs a reactor itself, polyloop code awaited in its
+coroutines (``Deferred.fromCoroutine``, ``ensureDeferred``) finds the session of the
+global reactor by itself. ``as_deferred`` and ``attach`` are the explicit entries, and
+the only ones for a reactor that is not the global one.
 """
 
-from ._backend import TwistedBackend as TwistedBackend
+from __future__ import annotations
 
-__all__ = ["TwistedBackend"]
-TwistedBackend.__module__ = "polyloop_twisted"
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+
+import polyloop
+
+from ._deferreds import start
+from ._session import TwistedBackend as TwistedBackend
+from ._session import TwistedSession as TwistedSession
+
+__all__ = ["TwistedBackend", "TwistedSession", "as_deferred", "attach"]
+
+T = TypeVar("T")
+
+
+def attach(reactor: Any = None) -> polyloop.Session:
+    """The polyloop session on ``reactor`` (default: the global reactor, which the
+    application must have installed, running in this thread or not started yet).
+
+    One session per reactor: every caller gets the same one until it ends, when the
+    reactor shuts down (its connections are closed while the reactor still runs) or on
+    ``await session.aclose()``. polyloop never stops the reactor or installs anything.
+    """
+    return TwistedBackend().attach(reactor)
+
+
+def as_deferred(aw: Awaitable[T], reactor: Any = None) -> Deferred[T]:
+    """Run the awaitable ``aw`` (polyloop code) on Twisted's coroutine runner, as a
+    ``Deferred``, with the session of ``reactor`` (default: the global one) current.
+
+    Cancelling the ``Deferred`` cancels the coroutine (polyloop code in it sees
+    ``polyloop.Cancelled``), and the ``Deferred`` then fails with Twisted's
+    ``defer.CancelledError``, as Twisted code expects.
+    """
+    return start(attach(reactor), aw)
+
+
+TwistedBackend.__module__ = TwistedSession.__module__ = "polyloop_twisted"
+attach.__module__ = as_deferred.__module__ = "polyloop_twisted"

@@ -16,7 +16,7 @@ from twisted.internet import defer, error
 from twisted.python.failure import Failure
 
 from polyloop import Cancelled
-from polyloop._errors import map_exceptions
+from polyloop.lowlevel import aborted, map_exceptions
 
 __all__ = ["map_errors", "translate"]
 
@@ -60,9 +60,7 @@ _TABLE: dict[type[BaseException], Callable[[BaseException], BaseException]] = {
     error.DNSLookupError: lambda e: socket.gaierror(socket.EAI_NONAME, str(e)),
     error.ConnectError: _connect_error(0),
     error.CannotListenError: _listen_error,
-    error.ConnectionAborted: lambda e: ConnectionAbortedError(
-        errno.ECONNABORTED, "connection aborted"
-    ),
+    error.ConnectionAborted: lambda e: aborted(),
     # Twisted folds every read/write error after connect into one ConnectionLost and
     # drops the errno; a reset is what it nearly always is (asyncio says the same).
     error.ConnectionLost: lambda e: ConnectionResetError(errno.ECONNRESET, "connection lost"),

@@ -1,9 +1,9 @@
-"""Twisted's TCP, Unix and UDP transports, held to the polyloop contract.
+"""Twisted's TCP and Unix connections and listening ports, held to the polyloop contract.
 
 One Twisted protocol (``Bridge``) sits on each connection. It is the Twisted side:
 ``IProtocol`` for the callbacks, ``IHalfCloseableProtocol`` so that a peer's EOF is a
 half-close instead of the end, and ``IPushProducer`` so that Twisted tells it when its
-write buffer passes the limit. ``TwistedTransport`` is what the user's protocol holds.
+write buffer drained. ``TwistedTransport`` is what the user's protocol holds.
 
 The data path stays off the front end: ``Bridge.dataReceived`` *is* the user's bound
 ``data_received`` (set as an instance attribute), and ``write`` hands bytes straight to
@@ -23,47 +23,49 @@ What Twisted does differently, and is fixed here:
 - ``bufferSize`` is two things at once: the write-buffer size past which Twisted
   pauses its producer, *and* the size of every ``recv()``. Setting it to a small high
   mark would make reads tiny (and ``recv(0)`` reads as EOF), so it stays a read size
-  (Twisted's own 64 KiB) and the high mark is checked here, on each write.
-- Measured: ``recv(256 KiB)`` costs ~13 us against ~1.3 us for ``recv(64 KiB)`` on a
-  64-byte message (CPython allocates the whole size, past malloc's mmap threshold, then
-  shrinks it); at 256 KiB the echo benchmark ran at 0.55-0.86x native Twisted.
+  (``READ_SIZE``, Twisted's own 64 KiB) and the high mark is checked here, on each write.
+- Measured: at a 256 KiB ``bufferSize`` the echo benchmark ran at 0.55-0.86x native
+  Twisted (``recv(256 KiB)`` of a 64-byte message costs ~10x ``recv(64 KiB)``).
 - Twisted resumes a paused producer only when its buffer is *empty*: so
   ``resume_writing`` comes when the buffer is at 0, which is at or below any low mark.
 - ``abortConnection`` already sets ``SO_LINGER`` 0 (the peer sees a reset) and reports
   ``ConnectionAborted`` on the next iteration: we only translate it.
+- Twisted's TCP ports and connections never set ``TCP_NODELAY``; the core's own sockets
+  (and asyncio's) do, so every transport here does too.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import socket
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from twisted.internet import interfaces, protocol, udp
+from twisted.internet import interfaces, protocol, tcp, unix
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 import polyloop
-from polyloop._errors import check_bytes
-from polyloop._transports import DEFAULT_HIGH_WATER, check_buffer_limits
+from polyloop.lowlevel import (
+    DEFAULT_HIGH_WATER,
+    READ_SIZE,
+    aborted,
+    check_buffer_limits,
+    check_bytes,
+    set_nodelay,
+)
 
-from ._errors import lost_reason, translate
+from ._deferreds import future_of
+from ._errors import lost_reason
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from ._session import TwistedSession
 
-    from twisted.internet.defer import Deferred
-
-    from ._backend import TwistedBackend
-
-__all__ = ["Bridge", "DatagramBridge", "TwistedDatagramTransport", "TwistedTransport"]
+__all__ = ["Bridge", "BridgeFactory", "Listening", "TwistedTransport", "UnixPort"]
 
 log = logging.getLogger("polyloop")
 
-#: Bytes asked of each recv() (Twisted's ``bufferSize``, left at its default).
-READ_SIZE = 64 * 1024
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class TwistedTransport(polyloop.Transport):
@@ -72,7 +74,6 @@ class TwistedTransport(polyloop.Transport):
     __slots__ = (
         "__weakref__",
         "_aborted",
-        "_backend",
         "_bridge",
         "_closing",
         "_eof_in",
@@ -81,19 +82,21 @@ class TwistedTransport(polyloop.Transport):
         "_high",
         "_lost",
         "_read_paused",
+        "_session",
         "_t",
     )
 
-    def __init__(self, t: Any, bridge: Bridge, backend: TwistedBackend) -> None:
+    def __init__(self, t: Any, bridge: Bridge, session: TwistedSession) -> None:
         self._t = t
         self._bridge = bridge
-        self._backend = backend
+        self._session = session
         self._closing = self._aborted = self._lost = False
         self._eof_in = self._eof_out = self._read_paused = False
         self._high = DEFAULT_HIGH_WATER
         t.bufferSize = READ_SIZE
         sock = t.getHandle()
-        self._extra: dict[str, Any] = {"socket": sock}
+        set_nodelay(sock)
+        self._extra: dict[str, Any] = {"socket": sock, "backend": session.name}
         for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
             try:
                 self._extra[key] = get()
@@ -109,10 +112,9 @@ class TwistedTransport(polyloop.Transport):
         if self._eof_out:
             raise RuntimeError("cannot write after write_eof()")
         if data:
-            t = self._t
-            t.write(data)
+            self._t.write(data)
             # Our high-water mark, not Twisted's bufferSize (see the module docstring).
-            if len(t.dataBuffer) - t.offset + t._tempDataLen > self._high:
+            if self.get_write_buffer_size() > self._high:
                 self._bridge.pause()
 
     def writelines(self, list_of_data: Any) -> None:
@@ -136,7 +138,7 @@ class TwistedTransport(polyloop.Transport):
         t.unregisterProducer()
         if getattr(t, "_writeDisconnected", False):
             # Twisted would call connectionLost from inside loseConnection().
-            self._backend.call_soon(t.loseConnection)
+            self._session.call_soon(t.loseConnection)
         else:
             t.loseConnection()
 
@@ -179,53 +181,62 @@ class TwistedTransport(polyloop.Transport):
         return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[no-any-return]
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "backend":
-            return self._backend.name
-        if name == "socket" and self._lost:
-            return None
         return self._extra.get(name, default)
+
+
+def _entered(method: F) -> F:
+    """A ``Bridge`` method that the reactor calls: run it where the session is current."""
+
+    def run(self: Bridge, *args: Any) -> Any:
+        return self.session._enter(method, self, *args)
+
+    return run  # type: ignore[return-value]
 
 
 @implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
 class Bridge(protocol.Protocol):
-    """The Twisted protocol of one connection; it drives the user's protocol."""
+    """The Twisted protocol of one connection; it drives the user's protocol.
+
+    It makes the user's protocol in ``connectionMade`` (a server's factory never raises:
+    the core made it safe). If the user's ``connection_made`` raises, the connection is
+    aborted and the error goes to ``failed`` (a client's connect raises it) or to the log.
+    """
 
     def __init__(
         self,
-        backend: TwistedBackend,
+        session: TwistedSession,
         factory: Callable[[], polyloop.Protocol],
-        connected: Deferred[Any] | None = None,
+        failed: list[BaseException] | None,
     ) -> None:
-        self.backend = backend
+        self.session = session
         self.factory = factory
-        self.connected_d = connected
+        self.failed = failed
         self.user: Any = None
         self.tr: TwistedTransport | None = None
         self.write_paused = False
 
+    @_entered
     def connectionMade(self) -> None:
-        tr = self.tr = TwistedTransport(self.transport, self, self.backend)
-        self.backend._track(tr)
-        try:
-            self.user = self.factory()
-        except Exception as exc:
-            log.exception("polyloop: protocol factory %r failed", self.factory)
-            tr.abort()
-            self.user = _Null()
-            if self.connected_d is not None:
-                self.backend.call_soon(_fail, self.connected_d, exc)
-            return
+        tr = self.tr = TwistedTransport(self.transport, self, self.session)
+        self.session._track(tr)
+        user = self.user = self.factory()
         # The hot path: Twisted now calls the user's method directly.
-        self.dataReceived = self.user.data_received  # type: ignore[method-assign]
+        self.dataReceived = self.session._bind(user.data_received)  # type: ignore[method-assign]
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self.user.connection_made(tr)
-        if self.connected_d is not None:
-            self.backend.call_soon(_succeed, self.connected_d, (tr, self.user))
+        try:
+            user.connection_made(tr)
+        except Exception as exc:
+            if self.failed is None:
+                log.exception("polyloop: %r.connection_made raised; connection aborted", user)
+            else:
+                self.failed.append(exc)
+            tr.abort()
 
     def dataReceived(self, data: bytes) -> None:  # replaced in connectionMade
         pass
 
     # IHalfCloseableProtocol
+    @_entered
     def readConnectionLost(self) -> None:
         tr = self.tr
         assert tr is not None
@@ -236,6 +247,7 @@ class Bridge(protocol.Protocol):
     def writeConnectionLost(self) -> None:
         pass  # our write_eof() was flushed and the socket shut for writing
 
+    @_entered
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         tr = self.tr
         if tr is None:
@@ -243,13 +255,15 @@ class Bridge(protocol.Protocol):
         exc = lost_reason(reason)
         if tr._aborted:
             if not isinstance(exc, ConnectionAbortedError):
-                exc = ConnectionAbortedError("connection aborted")
+                exc = aborted()
         elif tr._closing and exc is not None and tr.get_write_buffer_size() == 0:
             # close() with nothing left to send is a clean close: asyncio then never
             # touches the socket again. Twisted's loseConnection still send()s the empty
             # buffer once, which fails with EPIPE on a Unix socket whose peer is gone.
             exc = None
         tr._lost = tr._closing = True
+        tr._extra["socket"] = None
+        self.session._untrack(tr)
         self.user.connection_lost(exc)
 
     def pause(self) -> None:
@@ -265,6 +279,7 @@ class Bridge(protocol.Protocol):
     def pauseProducing(self) -> None:
         pass
 
+    @_entered
     def resumeProducing(self) -> None:
         if self.write_paused:
             self.write_paused = False
@@ -274,120 +289,56 @@ class Bridge(protocol.Protocol):
         pass  # the connection is going away; connectionLost follows
 
 
-class _Null(polyloop.Protocol):
-    """Stands in for a protocol whose factory failed."""
+class BridgeFactory(protocol.Factory):
+    """Makes the ``Bridge`` of each connection a port accepts, or of one adopted socket."""
+
+    noisy = False  # no "Starting factory" log lines
+
+    def __init__(
+        self,
+        session: TwistedSession,
+        factory: Callable[[], polyloop.Protocol],
+        failed: list[BaseException] | None = None,
+    ) -> None:
+        self.session = session
+        self.factory = factory
+        self.failed = failed
+
+    def buildProtocol(self, addr: Any) -> Bridge:
+        return Bridge(self.session, self.factory, self.failed)
 
 
-def _succeed(d: Deferred[Any], value: object) -> None:
-    if not d.called:
-        d.callback(value)
+class UnixPort(unix.Port):
+    """A Unix listening port that leaves its socket file alone (the core's ``Server``
+    removes it, at once, on ``close()``).
 
-
-def _fail(d: Deferred[Any], exc: BaseException) -> None:
-    if not d.called:
-        d.errback(exc)
-
-
-class TwistedDatagramTransport(polyloop.DatagramTransport):
-    """A polyloop ``DatagramTransport`` over a Twisted UDP port."""
-
-    __slots__ = ("__weakref__", "_aborted", "_backend", "_bridge", "_closing", "_port", "_remote")
-
-    def __init__(self, port: Any, bridge: DatagramBridge, remote: Any, backend: TwistedBackend):
-        self._port = port
-        self._bridge = bridge
-        self._remote = remote
-        self._backend = backend
-        self._closing = self._aborted = False
-
-    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
-        if type(data) is not bytes:
-            check_bytes(data)
-            data = bytes(data)
-        if self._closing:
-            return
-        if self._remote is not None:
-            if addr is not None and tuple(addr[:2]) != tuple(self._remote[:2]):
-                raise ValueError(f"invalid address: must be None or {self._remote}")
-            addr = None
-        elif addr is None:
-            raise ValueError("this endpoint is not connected: sendto() needs an address")
-        try:
-            self._port.write(data, None if addr is None else tuple(addr[:2]))
-        except Exception as exc:
-            err = translate(exc)
-            self._bridge.user.error_received(
-                err if isinstance(err, OSError) else OSError(str(err))
-            )
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._port.stopListening()
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def abort(self) -> None:
-        if self._closing:
-            return
-        self._aborted = True
-        self.close()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "backend":
-            return self._backend.name
-        sock = getattr(self._port, "socket", None)
-        if name == "socket":
-            return sock
-        if name == "sockname":
-            return sock.getsockname() if sock is not None else default
-        if name == "peername":
-            return self._remote if self._remote is not None else default
-        return default
-
-
-class DatagramBridge(protocol.DatagramProtocol):
-    """The Twisted side of one UDP endpoint."""
-
-    noisy = False
-
-    def __init__(self, user: polyloop.DatagramProtocol) -> None:
-        self.user = user
-        self.tr: TwistedDatagramTransport | None = None
-        # The hot path: Twisted calls the user's method directly.
-        self.datagramReceived = user.datagram_received  # type: ignore[method-assign,assignment]
-
-    def connectionRefused(self) -> None:
-        self.user.error_received(ConnectionRefusedError(errno.ECONNREFUSED, "connection refused"))
-
-    def errorReceived(self, exc: OSError) -> None:
-        """A socket error ``UDPPort`` read (not a Twisted callback)."""
-        self.user.error_received(exc)
-
-    def stopProtocol(self) -> None:
-        tr = self.tr
-        if tr is None:
-            return
-        exc = ConnectionAbortedError("endpoint aborted") if tr._aborted else None
-        self.user.connection_lost(exc)
-
-
-class UDPPort(udp.Port):
-    """Twisted's UDP port, kept open when an ICMP error arrives.
-
-    The kernel reports "port unreachable" for a connected UDP socket as a pending
-    socket error. epoll and poll flag it as ``EPOLLERR``/``POLLERR`` without ``IN``, and
-    the reactor takes that for a hang-up: it closes the port (``ConnectionDone``)
-    instead of calling ``connectionRefused``. We read the error and report it, as
-    asyncio does (``error_received``), and go on reading.
+    Twisted's own unlinks the file one iteration after ``stopListening``, without
+    looking: a new server on the same path by then loses its file, and if the file is
+    already gone the ``FileNotFoundError`` skips closing the socket (an fd leak).
     """
 
-    def readConnectionLost(self, reason: Failure) -> None:
-        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if not code:  # a real end: do what Twisted does
-            super().readConnectionLost(reason)
+    def connectionLost(self, reason: Any) -> None:
+        tcp.Port.connectionLost(self, reason)  # type: ignore[no-untyped-call]
+
+
+class Listening:
+    """An ``Acceptor``: one Twisted listening port on a socket the core bound."""
+
+    def __init__(self, session: TwistedSession, port: Any) -> None:
+        self._session = session
+        self._port = port
+        self._closed: polyloop.Future[None] | None = None
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is None:
             return
-        self.startReading()  # type: ignore[no-untyped-call]
-        self.protocol.errorReceived(OSError(code, os.strerror(code)))
+        # The socket is closed on the next reactor iteration, when this Deferred fires.
+        d: Deferred[None] | None = port.stopListening()
+        if d is not None:
+            self._closed = future_of(self._session, d, cancel=False)
+
+    async def wait_closed(self) -> None:
+        closed, self._closed = self._closed, None
+        if closed is not None:
+            await closed

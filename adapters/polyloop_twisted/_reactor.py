@@ -1,0 +1,206 @@
+"""Private reactors: building one, running it so that Ctrl-C gets through, taking it apart;
+and the one object per fd that ``add_reader``/``add_writer`` hand to any reactor.
+
+Facts measured on Twisted 26.10 that shaped this file (docs/backends/twisted.md):
+- ``from twisted.internet import reactor`` installs a process-wide reactor, and so do
+  ``deferToThread``, ``LoopingCall()``, ``coiterate``, ``react`` and
+  ``listenSSL``/``connectSSL``/``startTLS`` (a TLS echo on a private reactor hangs).
+  We build the reactor class ourselves and pass it around; TLS is the core's layer.
+- A stopped reactor cannot run again, so each ``run`` builds a new one, and must then
+  take it apart as Twisted's own ``ReactorBuilder._unbuildReactor`` does: else every
+  run leaks the waker pipe (and, for epoll, the epoll fd; for asyncio, the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time as _time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import interfaces
+from zope.interface import implementer  # type: ignore[import-untyped]
+
+__all__ = ["KINDS", "Watch", "build_reactor", "catch_sigint", "run_reactor", "unbuild_reactor"]
+
+log = logging.getLogger("polyloop")
+
+KINDS = ("epoll", "poll", "select", "asyncio")
+
+
+def default_kind() -> str:
+    """The best reactor this platform has."""
+    import select
+
+    if hasattr(select, "epoll"):
+        return "epoll"
+    return "poll" if hasattr(select, "poll") else "select"
+
+
+def build_reactor(kind: str) -> Any:
+    """A new, private reactor of ``kind``; ``install()`` is never called."""
+    if kind == "asyncio":
+        from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+        # Its seconds() is the asyncio loop's time(): monotonic already.
+        return AsyncioSelectorReactor(asyncio.new_event_loop())
+    if kind == "epoll":
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor: Any = EPollReactor()  # type: ignore[no-untyped-call]
+    elif kind == "poll":
+        from twisted.internet.pollreactor import PollReactor
+
+        reactor = PollReactor()  # type: ignore[no-untyped-call]
+    elif kind == "select":
+        from twisted.internet.selectreactor import SelectReactor
+
+        reactor = SelectReactor()
+    else:
+        raise ValueError(f"unknown reactor kind {kind!r}")
+    # Twisted's posix reactors time every callLater with the wall clock (time.time), so a
+    # clock step moves every timer. This reactor is ours alone: give it the monotonic
+    # clock the contract promises for time(), and its timers follow it.
+    reactor.seconds = _time.monotonic
+    return reactor
+
+
+def unbuild_reactor(reactor: Any) -> None:
+    """Free what a stopped reactor holds (``ReactorBuilder._unbuildReactor``, minus the
+    global-reactor restore): the waker pipe, leftover selectables and timed calls, the
+    poller's own fd, and the asyncio loop of an ``AsyncioSelectorReactor``."""
+    reactor._uninstallHandler()
+    if reactor.threadpool is not None:
+        reactor._stopThreadPool()  # a shutdown trigger, which an interrupted run skips
+    for reader in list(reactor._internalReaders):
+        reactor.removeReader(reader)
+        reader.connectionLost(None)
+    reactor._internalReaders.clear()
+    reactor.disconnectAll()
+    for call in reactor.getDelayedCalls():
+        call.cancel()
+    poller = getattr(reactor, "_poller", None)
+    if poller is not None and hasattr(poller, "close"):
+        poller.close()  # epoll; poll() objects own no fd
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is not None:
+        loop.close()
+
+
+def run_reactor(reactor: Any) -> None:
+    """``reactor.run(installSignalHandlers=False)``, but Ctrl-C gets through.
+
+    ``ReactorBase.mainLoop`` runs each iteration under a handler that logs and swallows
+    *every* exception, ``KeyboardInterrupt`` and ``SystemExit`` included: without our
+    signal handlers (we install none) a Ctrl-C or a test timeout would vanish and the
+    run would go on. This is the same loop without that handler; errors in callbacks
+    are still caught and logged by the reactor where they happen.
+    """
+    if hasattr(reactor, "_asyncioEventloop"):
+        reactor.run(installSignalHandlers=False)  # run_forever() lets them through
+        return
+    reactor.startRunning(installSignalHandlers=False)
+    while reactor._started:
+        reactor.runUntilCurrent()
+        reactor.doIteration(reactor.running and reactor.timeout())
+
+
+def catch_sigint(reactor: Any, cancel_main: Callable[[], object]) -> Callable[[], None]:
+    """Ctrl-C cancels main, as ``asyncio.Runner`` does; a second one interrupts.
+
+    The first SIGINT calls ``cancel_main()`` on the reactor's thread. Twisted's reactor
+    catches ``BaseException`` around every callback and iteration, so a
+    ``KeyboardInterrupt`` raised by the default handler would usually be logged and
+    dropped. Like asyncio.Runner, only in the main thread and only if SIGINT has
+    Python's default handler. Returns the function that restores it.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        return lambda: None
+    interrupted: list[bool] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if not interrupted:
+            interrupted.append(True)
+            # callFromThread is safe in a signal handler: it wakes the reactor.
+            reactor.callFromThread(cancel_main)
+            return
+        raise KeyboardInterrupt()
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return restore
+
+
+@implementer(interfaces.IReadDescriptor, interfaces.IWriteDescriptor)
+class Watch:
+    """One fd watched for ``add_reader``/``add_writer``: what the reactor polls.
+
+    ``run(fn, ())`` calls a callback in the session's context and logs what it raises
+    (the reactor would drop the fd). The session keeps one per fd while either callback
+    is set.
+
+    A fact of Twisted's epoll and poll reactors: an fd flagged ``EPOLLERR``/``EPOLLHUP``
+    without ``EPOLLIN`` is never read or written. The reactor takes it for the end of the
+    connection, drops it from both sets and calls ``connectionLost``: a refused connect
+    (writable *and* in error), or an ICMP "port unreachable" on a connected UDP socket.
+    asyncio's selectors report such an fd readable and writable instead, so that
+    ``recv``/``SO_ERROR`` tells the owner what happened. So does this object: it
+    registers again and calls both callbacks, until its owner removes them.
+    """
+
+    __slots__ = ("_run", "fd", "reactor", "reader", "writer")
+
+    def __init__(
+        self, reactor: Any, fd: int, run: Callable[[Callable[..., object], tuple[()]], None]
+    ):
+        self.reactor = reactor
+        self.fd = fd
+        self._run = run
+        self.reader: Callable[[], object] | None = None
+        self.writer: Callable[[], object] | None = None
+
+    def set(self, reading: bool, fn: Callable[[], object] | None) -> bool:
+        """Set one callback (``None``: clear it) and tell the reactor; True if one was set."""
+        reactor = self.reactor
+        if reading:
+            was, self.reader = self.reader, fn
+            (reactor.removeReader if fn is None else reactor.addReader)(self)
+        else:
+            was, self.writer = self.writer, fn
+            (reactor.removeWriter if fn is None else reactor.addWriter)(self)
+        return was is not None
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "polyloop"
+
+    def doRead(self) -> None:
+        if self.reader is not None:
+            self._run(self.reader, ())
+
+    def doWrite(self) -> None:
+        if self.writer is not None:
+            self._run(self.writer, ())
+
+    def connectionLost(self, reason: object) -> None:
+        # Also called by disconnectAll() at the reactor's shutdown, which comes after
+        # crash() among the shutdown triggers: the reactor is no longer running then.
+        wanted = [fn for fn in (self.reader, self.writer) if fn is not None]
+        if not wanted or not self.reactor.running:
+            return
+        if self.reader is not None:
+            self.reactor.addReader(self)
+        if self.writer is not None:
+            self.reactor.addWriter(self)
+        for fn in wanted:
+            self._run(fn, ())

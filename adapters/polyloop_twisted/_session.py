@@ -1,0 +1,363 @@
+"""The Twisted backend: a private reactor per run (``reactor="epoll"``, ``"poll"``,
+``"select"``, ``"asyncio"``), or a reactor the application runs (host mode).
+
+Rule: this file is the lifecycle (owning or borrowing a reactor), scheduling and
+readiness, tasks' waits on Deferreds, and the adoption of sockets the core bound or
+connected. Transports live in ``_transport.py``, reactors in ``_reactor.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import socket
+import ssl as _ssl
+import sys
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, ClassVar, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+
+import polyloop
+from polyloop.lowlevel import Acceptor, Session, end_with_asyncio_loop
+
+from . import _reactor
+from ._deferreds import DeferredWait, future_of, start, suspend
+from ._errors import map_errors, translate
+from ._transport import BridgeFactory, Listening, UnixPort
+
+__all__ = ["TwistedBackend", "TwistedSession"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("polyloop")
+
+
+class TwistedBackend(polyloop.Backend):
+    """polyloop on Twisted. Option: ``reactor="epoll"`` (default; else ``poll``,
+    ``select``, or ``asyncio`` for an ``AsyncioSelectorReactor`` on a fresh asyncio loop).
+    """
+
+    name = "twisted"
+    native_tls = False  # listenSSL & co. use the global reactor: the core's TLS layer
+    options: ClassVar[tuple[str, ...]] = ("reactor",)
+
+    def __init__(self, *, reactor: str | None = None) -> None:
+        super().__init__()
+        kind = reactor or _reactor.default_kind()
+        if kind not in _reactor.KINDS:
+            raise ValueError(f"reactor must be one of {', '.join(_reactor.KINDS)}, not {kind!r}")
+        if kind == "epoll":
+            kind = _reactor.default_kind()  # no epoll on this platform: poll, then select
+        self.reactor_kind = kind
+
+    @classmethod
+    def framework_version(cls) -> str:
+        import twisted
+
+        return f"Twisted {twisted.__version__}"
+
+    def __repr__(self) -> str:
+        return f"<polyloop twisted backend, {self.reactor_kind} reactor>"
+
+    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        reactor = _reactor.build_reactor(self.reactor_kind)
+        session = TwistedSession(self, reactor, owned=True)
+        main: list[polyloop.Task[T]] = []
+        interrupted: list[bool] = []
+
+        def start_main() -> None:
+            task = session.spawn(body(session))
+            task.add_done_callback(lambda _: reactor.stop())
+            main.append(task)
+
+        def on_sigint() -> None:
+            interrupted.append(True)
+            if main:
+                main[0].cancel()
+
+        restore = _reactor.catch_sigint(reactor, on_sigint)
+        try:
+            reactor.callWhenRunning(start_main)
+            try:
+                session.context.run(_reactor.run_reactor, reactor)
+            finally:
+                _reactor.unbuild_reactor(reactor)
+        finally:
+            restore()
+        if not main or not main[0].done():
+            if main:
+                session._task_kill(main[0])  # close the coroutine: no "never awaited"
+            raise RuntimeError("the reactor stopped before main() returned")
+        if interrupted and main[0].cancelled():
+            raise KeyboardInterrupt()
+        return main[0].result()
+
+    def _running_native(self) -> Any:
+        # Only a reactor the application installed: importing twisted.internet.reactor
+        # here would install one. Running in this thread, or about to: task.react() and
+        # many a main() call application code before reactor.run(), and what polyloop
+        # schedules meanwhile (timers, readers, triggers) runs once the reactor does.
+        reactor = sys.modules.get("twisted.internet.reactor")
+        if reactor is None:
+            raise RuntimeError("no Twisted reactor is installed: pass the reactor")
+        from twisted.python import threadable
+
+        if reactor.running and threadable.isInIOThread():  # type: ignore[no-untyped-call]
+            return reactor
+        if not reactor._startedBefore and threadable.ioThread is None:
+            return reactor
+        raise RuntimeError("the Twisted reactor is not running in this thread")
+
+    def _attach(self, native: Any) -> Session:
+        if not all(hasattr(native, a) for a in ("callLater", "addReader", "adoptStreamPort")):
+            raise TypeError(f"the twisted backend attaches to a reactor, not {native!r}")
+        session = TwistedSession(self, native, owned=False)
+        session._end_with_reactor()
+        return session
+
+
+class _Call:
+    """A ``call_soon`` in the queue."""
+
+    __slots__ = ("args", "cancelled", "fn")
+
+    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Timer:
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        # DelayedCall.cancel() raises AlreadyCalled/AlreadyCancelled; ours is a no-op.
+        if self._call.active():
+            self._call.cancel()
+
+
+def _run_logged(fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("polyloop: exception in callback %r", fn)
+
+
+def _call(fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)
+
+
+class TwistedSession(Session):
+    """A session on one Twisted reactor (``session.reactor``)."""
+
+    name = "twisted"
+
+    def __init__(self, backend: TwistedBackend, reactor: Any, *, owned: bool) -> None:
+        super().__init__(backend, reactor, owned=owned)
+        #: The reactor.
+        self.reactor = reactor
+        self._loop: asyncio.AbstractEventLoop | None = getattr(reactor, "_asyncioEventloop", None)
+        # Where the reactor calls us. An owned posix reactor runs inside session.context
+        # and calls everything there. asyncio runs each callback in the context captured
+        # when it was scheduled (an AsyncioSelectorReactor's timed calls: the context of
+        # whoever rescheduled its timer last, a worker thread's for callFromThread), and a
+        # borrowed reactor runs in the application's: each entry then goes into a copy of
+        # session.context (a copy: a nested entry must not find it entered already).
+        direct = owned and self._loop is None
+        self._enter: Callable[..., Any] = _call if direct else self._in_context
+        self._logged = self._bind(_run_logged)
+        self._drain_bound = self._bind(self._drain)
+        self._ready: deque[_Call] = deque()
+        self._drain_scheduled = False
+        self._watches: dict[int, _reactor.Watch] = {}
+        self._trigger: Any = None
+
+    def _in_context(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.context.copy().run(fn, *args)
+
+    def _bind(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn`` as the reactor should call it: where this session is current."""
+        if self._enter is _call:
+            return fn
+        return functools.partial(self._in_context, fn)
+
+    # --- host mode: the end comes with the reactor's ---
+
+    def _end_with_reactor(self) -> None:
+        # "before" triggers run while the reactor still runs, and Twisted waits for the
+        # Deferred one returns: the connections close before the reactor stops.
+        self._trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
+        loop = self._loop
+        if loop is not None and loop.is_running() and _running_loop() is loop:
+            end_with_asyncio_loop(self)  # a loop asyncio.run runs, the reactor never stopped
+
+    def _shutdown(self) -> Deferred[None]:
+        self._trigger = None
+        return start(self, self._end())
+
+    def _finish_end(self) -> None:
+        trigger, self._trigger = self._trigger, None
+        if trigger is not None:  # ended by aclose() or the asyncio loop
+            self.reactor.removeSystemEventTrigger(trigger)
+        super()._finish_end()
+
+    def _native_gone(self) -> bool:
+        return self._loop is not None and self._loop.is_closed()
+
+    # --- tier 1 ---
+
+    def time(self) -> float:
+        # The clock callLater's delays are measured against: monotonic on every kind of
+        # reactor we build (see _reactor.build_reactor).
+        return float(self.reactor.seconds())
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        # A FIFO queue drained once per iteration: Twisted's callLater(0) calls sit in a
+        # heap ordered by time only, which does not promise FIFO for equal times.
+        call = _Call(fn, args)
+        self._ready.append(call)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self.reactor.callLater(0, self._drain_bound)
+        return call
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        ready = self._ready
+        for _ in range(len(ready)):  # what is added meanwhile runs next iteration
+            call = ready.popleft()
+            if not call.cancelled:
+                _run_logged(call.fn, call.args)
+        if ready and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self.reactor.callLater(0, self._drain_bound)
+
+    def _call_later(
+        self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
+    ) -> polyloop.Handle:
+        return _Timer(self.reactor.callLater(delay, self._logged, fn, args))
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        # The other thread's context knows no session: always enter ours.
+        self.reactor.callFromThread(self._in_context, _run_logged, fn, args)
+
+    def _set_watch(self, fd: Any, reading: bool, fn: Callable[[], object] | None) -> bool:
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        watch = self._watches.get(fd)
+        if watch is None:
+            if fn is None:
+                return False
+            watch = self._watches[fd] = _reactor.Watch(self.reactor, fd, self._logged)
+        was = watch.set(reading, fn)
+        if watch.reader is None and watch.writer is None:
+            del self._watches[fd]
+        return was
+
+    def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
+        self._set_watch(fd, True, fn)
+
+    def remove_reader(self, fd: Any) -> bool:
+        return self._set_watch(fd, True, None)
+
+    def add_writer(self, fd: Any, fn: Callable[[], object]) -> None:
+        self._set_watch(fd, False, fn)
+
+    def remove_writer(self, fd: Any) -> bool:
+        return self._set_watch(fd, False, None)
+
+    # --- tasks (the core's CoroutineTask) and Twisted's coroutine runner ---
+
+    def _wait_foreign(self, yielded: Any, wake: Callable[[], None]) -> Any:
+        # A polyloop task awaits a Deferred.
+        if isinstance(yielded, Deferred):
+            return DeferredWait(yielded, wake)
+        return super()._wait_foreign(yielded, wake)
+
+    def _suspend_foreign(self, fut: polyloop.Future[Any]) -> Generator[Any, Any, None]:
+        # Twisted's runner awaits a polyloop future.
+        return suspend(fut)
+
+    def _native_error(self, exc: BaseException) -> BaseException:
+        return translate(exc)
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        reactor = self.reactor
+        if not reactor.running:
+            # A reactor that was never started (an AsyncioSelectorReactor on a loop that
+            # asyncio runs) never starts its pool either: getThreadPool() starts it with
+            # callWhenRunning. The core's worker threads serve then.
+            return await super().run_in_thread(fn, *args)
+        # Never deferToThread: it uses (and installs) the global reactor.
+        ctx = contextvars.copy_context()
+        d = deferToThreadPool(reactor, reactor.getThreadPool(), ctx.run, fn, *args)
+        return await future_of(self, d)
+
+    # --- adopting sockets the core bound or connected ---
+    #
+    # Twisted's adopt* calls socket.fromfd() (tcp.py, unix.py), which dups the fd: the
+    # port or connection owns the duplicate, and our socket is closed once Twisted has
+    # it. _connect_stream is Session's default, _adopt_stream: TLS is the core's layer.
+    #
+    # UDP is left to the core's SocketDatagramTransport on this session's readiness
+    # (Session._open_datagram's default). Twisted's UDP port would need three fixes:
+    # its maxPacketSize truncates at 8192 bytes, an adopted connected socket is not
+    # "connected" to it (write() then asserts an address), and an ICMP error closes it
+    # on epoll and poll; the last is handled once, for every fd, in _reactor.Watch.
+
+    async def _serve(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], polyloop.Protocol],
+        ssl: _ssl.SSLContext | None,
+        backlog: int,
+    ) -> Acceptor:
+        bridges = BridgeFactory(self, factory)
+        try:
+            with map_errors():
+                if sock.family == socket.AF_UNIX:
+                    # adoptStreamPort with our port class; its startListening calls
+                    # listen() again, with the port's backlog (50 unless told).
+                    port = UnixPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                        self.reactor, sock.fileno(), bridges
+                    )
+                    port.backlog = backlog
+                    port.startListening()
+                else:
+                    port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, bridges)
+        finally:
+            sock.close()  # the port listens on a duplicate of its fd
+        return Listening(self, port)
+
+    def _adopt_stream(
+        self, sock: socket.socket, factory: Callable[[], polyloop.Protocol]
+    ) -> polyloop.Transport:
+        failed: list[BaseException] = []
+        try:
+            with map_errors():
+                t = self.reactor.adoptStreamConnection(
+                    sock.fileno(), sock.family, BridgeFactory(self, factory, failed)
+                )
+        finally:
+            sock.close()
+        if failed:
+            raise failed[0]  # connection_made raised: aborted, and the caller is told
+        transport: polyloop.Transport = t.protocol.tr
+        return transport
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
