@@ -1,0 +1,430 @@
+"""The gevent backend: polyloop on the thread's hub, with no monkey patching.
+
+Rule: this file is the lifecycle (owning or borrowing the hub), scheduling, readiness,
+threads, and the greenlets that run tasks. Connections live in ``_transport.py``; the
+core does the rest (resolution, binding, connecting, servers, UDP and TLS).
+
+Facts that shaped it (measured here, gevent 26.9, libev):
+- The library never patches, and works in a process that did (``patch_all()``): the core
+  makes plain non-blocking sockets from the ``socket`` module (gevent's own class when
+  patched, which behaves the same with a timeout of 0) and waits on this session's
+  ``hub.loop.io`` watchers, so it never depends on which ``socket`` class it got.
+- A hub whose loop has no referenced watcher left raises ``LoopExit`` into the waiting
+  greenlet. A future completed only by ``call_soon_threadsafe`` from an OS thread leaves
+  nothing referenced, so each session keeps its own ``async_`` watcher started: it is the
+  wake-up path for other threads (``send()`` is thread-safe) and keeps the hub alive
+  while the session has work (always when owned; while it has tasks when borrowed, so a
+  borrowed session does not change when the application's own ``gevent.wait()`` ends).
+- Hub callbacks run in the hub's context, where detection finds nothing: every callback
+  and greenlet of a session runs in (a copy of) ``session.context``.
+- ``ThreadPool`` reports a task's exception through ``hub.handle_error`` (a traceback on
+  stderr) before handing it over: ``run_in_thread`` catches it in the worker instead.
+  Its threads are real OS threads also after ``patch_all()``, which turns
+  ``concurrent.futures`` threads (the core's default) into greenlets.
+- A coroutine runs inside its task's greenlet, so it may call gevent's blocking API
+  (``gevent.sleep``, a gevent socket): that parks the greenlet *inside* a step, where only
+  this backend can reach it (``_task_interrupt``, ``_task_kill``).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar, TypeVar
+
+import gevent
+from gevent.hub import Hub, Waiter
+from greenlet import GreenletExit, getcurrent, greenlet
+
+import polyloop
+from polyloop.lowlevel import CoroutineTask, Session
+
+from ._transport import GeventTransport
+
+T = TypeVar("T")
+log = logging.getLogger("polyloop")
+
+#: gevent's exceptions as polyloop code sees them: the one table (``_native_error``).
+NATIVE_ERRORS: dict[type[BaseException], Callable[[BaseException], BaseException]] = {
+    GreenletExit: lambda exc: polyloop.Cancelled(),
+    gevent.Timeout: lambda exc: TimeoutError(str(exc) or "timed out"),
+    # What _task_kill throws into a task parked in gevent's API (as coro.close() would).
+    GeneratorExit: lambda exc: polyloop.Cancelled(),
+}
+
+
+class GeventBackend(polyloop.Backend):
+    """polyloop on gevent greenlets and the thread's hub. No options.
+
+    Works whether or not ``gevent.monkey.patch_all()`` ran, and never patches anything.
+    """
+
+    name = "gevent"
+    native_tls = False  # stdlib contexts go through the core's MemoryBIO layer
+    options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def framework_version(cls) -> str:
+        import greenlet as greenlet_module
+
+        return f"gevent {gevent.__version__}, greenlet {greenlet_module.__version__}"
+
+    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        # The hub is the thread's, and stays after the run. Not hub.destroy() even for a
+        # hub made here: measured, it leaves the hub greenlet suspended in its LoopExit
+        # throw, holding the caller's frames (and the session) in a cycle that gc does
+        # not collect -- one hub leaked per run.
+        hub = self._running_native()
+        session = GeventSession(self, hub, owned=True)
+        try:
+            task = session.context.run(session.spawn, body(session))
+            return session._wait(task)  # parks this greenlet; the hub runs everything else
+        finally:
+            if not session.closed:  # the main task never got to end the session
+                session._finish_end()
+
+    def _running_native(self) -> Any:
+        hub = gevent.get_hub()  # one per thread, made on first use
+        if getcurrent() is hub:
+            raise RuntimeError(
+                "the gevent hub cannot block: call polyloop from a greenlet, not the hub"
+            )
+        return hub
+
+    def _attach(self, native: Any) -> Session:
+        if not isinstance(native, Hub):
+            raise TypeError(f"the gevent backend attaches to a gevent hub, not {native!r}")
+        if native is not gevent.get_hub():
+            raise RuntimeError("a gevent hub can only be attached from its own thread")
+        # gevent has no hook for a hub's shutdown: the session ends on session.aclose().
+        return GeventSession(self, native, owned=False)
+
+
+class _Handle:
+    """A ``call_soon`` callback or a ``call_later`` timer watcher."""
+
+    __slots__ = ("_timers", "_w")
+
+    def __init__(self, watcher: Any, timers: set[_Handle] | None) -> None:
+        self._w = watcher
+        self._timers = timers
+
+    def cancel(self) -> None:
+        """Don't run it, if it has not run yet."""
+        w, self._w = self._w, None
+        if w is None:
+            return
+        if self._timers is None:
+            w.stop()
+        else:
+            w.close()
+            self._timers.discard(self)
+
+
+class SessionGreenlet(greenlet):  # type: ignore[misc]
+    """A greenlet under the hub that parks there between turns (a task's, a reader's).
+
+    ``resume()``, called from the hub, switches in only if it is parked in ``park()``: one
+    parked elsewhere (in gevent's blocking API, called from user code) is never woken
+    by mistake. Waiting for its first turn counts as parked.
+    """
+
+    def __init__(self, run: Callable[[], object], hub: Any, context: contextvars.Context):
+        super().__init__(run, hub)
+        # Greenlets do not inherit contextvars: this one sees its session as current.
+        self.gr_context = context
+        self.parked = True
+
+    def park(self, watcher: Any = None) -> None:
+        """Switch to the hub until ``resume()`` (or until ``watcher`` fires)."""
+        self.parked = True
+        if watcher is not None:
+            watcher.start(self.resume)
+        try:
+            self.parent.switch()
+        finally:
+            self.parked = False
+            if watcher is not None:
+                watcher.stop()
+
+    def resume(self) -> None:
+        """Give it its next turn now, if it is parked (hub only)."""
+        if self.parked:
+            self.parked = False
+            self.switch()
+
+
+class GeventSession(Session):
+    """A session on one gevent hub (the hub of the thread that made it)."""
+
+    name = "gevent"
+
+    def __init__(self, backend: GeventBackend, hub: Any, *, owned: bool) -> None:
+        super().__init__(backend, hub, owned=owned)
+        #: The hub, and its event loop.
+        self.hub = hub
+        self.loop = hub.loop
+        self._timers: set[_Handle] = set()
+        self._watchers: dict[tuple[int, int], Any] = {}  # (fd, 1 read / 2 write) -> io
+        # Transports' reader greenlets (tasks' greenlets end with their tasks).
+        self._helpers: weakref.WeakSet[SessionGreenlet] = weakref.WeakSet()
+        self._threads: Any = None  # a gevent ThreadPool, made on first use
+        self._queue: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        # The async_ watcher is the only thing that keeps the hub from LoopExit while a
+        # task waits on another OS thread (see the module docstring).
+        self._wake: Any = self.loop.async_()
+        self._wake.start(self._run_threadsafe)
+        self._wake.ref = owned
+        self.on_close(lambda _: self._dispose())
+
+    def _native_gone(self) -> bool:
+        return self.hub.loop is None  # hub.destroy() ran
+
+    def _dispose(self) -> None:
+        """Close what the session itself holds (after the core closed what users left)."""
+        if self._threads is not None:
+            self._threads.kill()
+            self._threads = None
+        self._queue.clear()
+        wake, self._wake = self._wake, None
+        if self._native_gone():  # a destroyed loop's watchers must not be touched
+            self._timers.clear()
+            self._watchers.clear()
+            return
+        if wake is not None:
+            wake.close()
+        for handle in list(self._timers):
+            handle.cancel()
+        for watcher in self._watchers.values():
+            watcher.close()
+        self._watchers.clear()
+        for gr in list(self._helpers):  # a reader still parked in user code
+            if not gr.dead:
+                self.loop.run_callback(gr.throw)
+
+    def _wait(self, task: polyloop.Task[T]) -> T:
+        """Block the calling greenlet (not the hub) until ``task`` is done; return its
+        result or raise its exception. Interrupted (KeyboardInterrupt, GreenletExit, a
+        gevent.Timeout), it cancels the task, lets it unwind, and re-raises, as
+        ``asyncio.Runner`` does with KeyboardInterrupt."""
+        try:
+            self._block(task)
+        except BaseException:
+            if task.cancel():
+                self._block(task)
+            raise
+        return task.result()
+
+    def _block(self, fut: polyloop.Future[Any]) -> None:
+        waiter = Waiter(self.hub)
+        fut.add_done_callback(waiter.switch)  # runs in the hub, as Waiter wants
+        try:
+            waiter.get()
+        finally:
+            fut.remove_done_callback(waiter.switch)
+
+    # --- tier 1 ---
+
+    def time(self) -> float:
+        # Not loop.now(): libev's cached time is the wall clock, and lags inside a turn.
+        return time.monotonic()
+
+    def _call(self, context: contextvars.Context, fn: Callable[..., object], args: Any) -> None:
+        """Every callback the hub runs for this session: in its context, errors logged."""
+        try:
+            context.run(fn, *args)
+        except Exception:
+            log.exception("polyloop: exception in callback %r", fn)
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        return _Handle(self.loop.run_callback(self._call, self.context, fn, args), None)
+
+    def _call_soon_in(
+        self, context: contextvars.Context | None, fn: Callable[..., object], arg: Any
+    ) -> None:
+        # Future callbacks, in the registrant's context if it gave one; no handle to make.
+        ctx = self.context if context is None else context  # an empty Context is falsy
+        self.loop.run_callback(self._call, ctx, fn, (arg,))
+
+    def _call_later(
+        self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
+    ) -> polyloop.Handle:
+        timer = self.loop.timer(delay)
+        handle = _Handle(timer, self._timers)
+        self._timers.add(handle)
+        # update=True: measure the delay from now, not from the loop's cached time.
+        timer.start(self._fire, handle, fn, args, update=True)
+        return handle
+
+    def _fire(self, handle: _Handle, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        handle.cancel()  # closes the one-shot watcher
+        self._call(self.context, fn, args)
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        wake = self._wake
+        if wake is None:
+            raise RuntimeError(f"{self!r} has ended")
+        self._queue.append((fn, args))  # deque.append is atomic
+        wake.send()
+
+    def _run_threadsafe(self) -> None:
+        queue = self._queue
+        while queue:
+            fn, args = queue.popleft()
+            self._call(self.context, fn, args)
+
+    def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
+        self._watch(fd, 1, fn)
+
+    def remove_reader(self, fd: Any) -> bool:
+        return self._unwatch(fd, 1)
+
+    def add_writer(self, fd: Any, fn: Callable[[], object]) -> None:
+        self._watch(fd, 2, fn)
+
+    def remove_writer(self, fd: Any) -> bool:
+        return self._unwatch(fd, 2)
+
+    def _watch(self, fd: Any, events: int, fn: Callable[[], object]) -> None:
+        key = (fd if isinstance(fd, int) else fd.fileno(), events)
+        watcher = self._watchers.get(key)
+        if watcher is None:
+            watcher = self._watchers[key] = self.loop.io(*key)
+        else:
+            watcher.stop()  # a new callback for the same fd
+        watcher.start(self._call, self.context, fn, ())
+
+    def _unwatch(self, fd: Any, events: int) -> bool:
+        # Closed before the fd goes: libev must not watch a closed fd.
+        key = (fd if isinstance(fd, int) else fd.fileno(), events)
+        watcher = self._watchers.pop(key, None)
+        if watcher is None:
+            return False
+        watcher.close()
+        return True
+
+    # --- greenlets and tasks ---
+
+    def _greenlet(self, run: Callable[[], object]) -> SessionGreenlet:
+        """A greenlet under the hub, in a copy of this session's context, started soon."""
+        gr = SessionGreenlet(run, self.hub, self.context.copy())
+        self.loop.run_callback(gr.resume)
+        return gr
+
+    def _spawn_reader(self, run: Callable[[], object]) -> SessionGreenlet:
+        """For transports: a reader greenlet, killed at the end if it outlives its
+        connection (parked in user code)."""
+        gr = self._greenlet(run)
+        self._helpers.add(gr)
+        return gr
+
+    def _task_start(self, task: CoroutineTask[Any]) -> None:
+        task.native = self._greenlet(lambda: self._drive(task))
+        if self._wake is not None:
+            self._wake.ref = True
+
+    def _drive(self, task: CoroutineTask[Any]) -> None:
+        """A task greenlet's body: step the coroutine; between steps, park in the hub."""
+        gr: SessionGreenlet = task.native
+        try:
+            task._step()
+            while not task.done():
+                try:
+                    gr.park()
+                except GreenletExit:  # _task_kill, or anyone's kill: close the coroutine
+                    task._kill()
+                    return
+                except BaseException as exc:  # thrown in at an await (a gevent.Timeout)
+                    self._throw_at_await(task, exc)
+                    continue
+                task._step()
+        finally:
+            if not self.owned and not self._tasks and self._wake is not None:
+                self._wake.ref = False  # idle again: the hub may end as if we were not here
+
+    def _throw_at_await(self, task: CoroutineTask[Any], exc: BaseException) -> None:
+        """Make the next step raise ``exc`` at the coroutine's ``await``: at once, unless
+        a wake-up is on its way already (it then brings ``exc``)."""
+        task._throw = exc
+        waiting = task._waiting
+        if waiting is not None and waiting.remove_done_callback(task._wake):
+            task._waiting = None
+            self.loop.run_callback(task.native.resume)
+
+    def _task_wake(self, task: CoroutineTask[Any]) -> None:
+        if getcurrent() is self.hub:
+            task.native.resume()  # a future's callback: step at once, as asyncio's wakeup
+        else:
+            self.loop.run_callback(task.native.resume)
+
+    def _task_interrupt(self, task: CoroutineTask[Any]) -> None:
+        if task.native is not getcurrent():  # else it cancels itself: read at its next step
+            self.loop.run_callback(self._interrupt, task)
+
+    def _interrupt(self, task: CoroutineTask[Any]) -> None:
+        # In the hub: the task may have moved on since cancel() was called.
+        gr: SessionGreenlet = task.native
+        if task._stepping and task._must_cancel and not gr.parked and not gr.dead:
+            task._must_cancel = False  # delivered here, not again at its next step
+            gr.throw(polyloop.Cancelled())
+
+    def _task_kill(self, task: polyloop.Task[Any]) -> None:
+        self.loop.run_callback(self._kill, task)
+
+    def _kill(self, task: CoroutineTask[Any]) -> None:
+        # In the hub. Parked between steps (or not started): GreenletExit, which _drive
+        # turns into closing the coroutine. Parked inside a step, in gevent's API:
+        # GeneratorExit, which user code sees as it would from coro.close().
+        gr: SessionGreenlet = task.native
+        if not gr.dead:
+            gr.throw(GreenletExit() if gr.parked else GeneratorExit())
+        if gr.dead:  # throw() into a greenlet that never started kills it unrun:
+            task._kill()  # close its coroutine here (a no-op if _drive did it)
+
+    def _native_error(self, exc: BaseException) -> BaseException:
+        for native, make in NATIVE_ERRORS.items():
+            if isinstance(exc, native):
+                new = make(exc)
+                new.__cause__ = exc
+                return new
+        return exc
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._threads is None:
+            from gevent.threadpool import ThreadPool
+
+            self._threads = ThreadPool(min(32, (os.cpu_count() or 1) + 4), hub=self.hub)
+        ctx = contextvars.copy_context()
+
+        def work() -> tuple[bool, Any]:
+            try:
+                return True, ctx.run(fn, *args)
+            except BaseException as exc:  # handed back to the caller
+                return False, exc
+
+        fut: polyloop.Future[tuple[bool, Any]] = self.create_future()
+
+        def deliver(result: Any) -> None:
+            if not fut.done():
+                fut.set_result(result.value)
+
+        # spawn() parks the calling greenlet (the task's) while all workers are busy.
+        self._threads.spawn(work).rawlink(deliver)
+        ok, value = await fut
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    # --- adopting sockets (the core binds, connects and accepts) ---
+
+    def _adopt_stream(
+        self, sock: Any, factory: Callable[[], polyloop.Protocol]
+    ) -> polyloop.Transport:
+        return GeventTransport(self, sock, factory)
