@@ -1,8 +1,9 @@
 """Tornado's IOStream, held to the polyloop Transport contract.
 
 Rule: the bytes move through Tornado -- ``IOStream.read_into`` for reads,
-``IOStream.write`` for writes, the IOLoop's handlers for UDP. This file only turns
-Tornado's pull-style, future-per-operation API into PEP 3156's push-style callbacks.
+``IOStream.write`` for writes, ``SSLIOStream`` for TLS. This file only turns Tornado's
+pull-style, future-per-operation API into PEP 3156's push-style callbacks. It needs
+nothing of the session but its public surface (``_track``/``_untrack``, ``name``).
 
 Some facts about IOStream (6.x) that shape this file, read from its source:
 - A read must be pending for Tornado to read at all (plus one "idle" read: a stream with
@@ -22,50 +23,41 @@ Some facts about IOStream (6.x) that shape this file, read from its source:
 - ``IOStream.write`` returns a future (resolved when that write is flushed) whether or not
   anyone wants it. We only attach a callback when the write was *not* flushed at once
   (``stream.writing()``), so the fast path costs Tornado's own future and nothing more.
+- ``SSLIOStream`` logs every failed handshake as a warning on ``tornado.general`` ("SSL
+  Error on <fd> <peer>: ...") and then closes itself. polyloop reports the failure to the
+  client as ``ssl.SSLError`` and, as asyncio does, says nothing of a server-side one; so
+  ``_QuietHandshakes`` drops exactly those records whose fd is one of our streams',
+  in every thread and host application, and leaves any other Tornado stream's alone.
 """
 
 from __future__ import annotations
 
-import collections
 import errno
 import functools
 import logging
 import socket
 import ssl as _ssl
-import struct
 from asyncio import CancelledError
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 import polyloop
-from polyloop._errors import check_bytes
-from polyloop._transports import DEFAULT_HIGH_WATER, check_buffer_limits, drain_datagrams
+from polyloop.lowlevel import (
+    DEFAULT_HIGH_WATER,
+    READ_SIZE,
+    aborted,
+    check_buffer_limits,
+    check_bytes,
+    set_reset_on_close,
+)
 
 if TYPE_CHECKING:
     import asyncio
 
-    from ._backend import TornadoBackend
-
 log = logging.getLogger("polyloop")
-
-_LINGER_RST = struct.pack("ii", 1, 0)
-#: Size of the buffer each connection reads into (Tornado's own ``read_chunk_size``).
-READ_SIZE = 64 * 1024
-
-
-def _saw_eof(stream: _Stream | _SSLStream) -> None:
-    stream.read_eof = True
-    if stream.on_eof is not None:
-        stream.io_loop.add_callback(stream.on_eof)
-
-
-def _drop_read_interest(stream: _Stream | _SSLStream, fd: Any) -> None:
-    state = stream._state
-    if stream.read_eof and state is not None and state & IOLoop.READ and not stream.closed():
-        stream._state = state & ~IOLoop.READ
-        stream.io_loop.update_handler(fd, stream._state)
 
 
 class _Stream(IOStream):
@@ -76,14 +68,23 @@ class _Stream(IOStream):
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
         n = super().read_from_fd(buf)
-        if n == 0:
-            _saw_eof(self)
-            return None  # "nothing to read now": the stream stays open for writing
-        return n
+        if n != 0:
+            return n
+        self._check_reset()
+        self.read_eof = True
+        if self.on_eof is not None:
+            self.io_loop.add_callback(self.on_eof)
+        return None  # "nothing to read now": the stream stays open for writing
+
+    def _check_reset(self) -> None:
+        """A plain socket reports a reset itself (``ECONNRESET``); TLS does not."""
 
     def _handle_events(self, fd: Any, events: int) -> None:
         super()._handle_events(fd, events)
-        _drop_read_interest(self, fd)
+        state = self._state
+        if self.read_eof and state is not None and state & IOLoop.READ and not self.closed():
+            self._state = state & ~IOLoop.READ
+            self.io_loop.update_handler(fd, self._state)
 
 
 def _was_reset(sock: socket.socket) -> bool:
@@ -100,26 +101,45 @@ _TCP_INFO = getattr(socket, "TCP_INFO", -1)
 _TCP_CLOSE = 7  # include/net/tcp_states.h
 
 
-class _SSLStream(SSLIOStream):
-    """The same, for TLS: the transport then closes (flushing), as TLS cannot half-close."""
+class _QuietHandshakes(logging.Filter):
+    """Drops SSLIOStream's "SSL Error on <fd>" warning for our own streams' fds."""
 
-    read_eof = False
-    on_eof: Any = None
+    fds: set[int] = set()
 
-    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
-        n = super().read_from_fd(buf)
-        if n == 0 and _was_reset(self.socket):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("SSL Error on") or not record.args:
+            return True
+        return cast(tuple[Any, ...], record.args)[0] not in self.fds
+
+
+logging.getLogger("tornado.general").addFilter(_QuietHandshakes())
+
+
+class _SSLStream(_Stream, SSLIOStream):
+    """The same, for TLS: the transport then closes (flushing), as TLS cannot half-close.
+
+    Made on a connected, wrapped socket (``do_handshake_on_connect=False``): SSLIOStream
+    then starts the handshake on the next IOLoop iteration; ``wait_for_handshake()``
+    resolves with it, or fails with the ``ssl.SSLError`` it failed with. (The MRO puts
+    ``_Stream``'s overrides in front of SSLIOStream's own ``read_from_fd``.)
+    """
+
+    socket: _ssl.SSLSocket
+
+    def __init__(self, sock: _ssl.SSLSocket, ssl: _ssl.SSLContext) -> None:
+        self._fd = sock.fileno()
+        _QuietHandshakes.fds.add(self._fd)  # until close: it logs before closing
+        super().__init__(sock, ssl_options=ssl)
+
+    def close(self, exc_info: Any = False) -> None:
+        _QuietHandshakes.fds.discard(self._fd)
+        super().close(exc_info)
+
+    def _check_reset(self) -> None:
+        if _was_reset(self.socket):
             # IOStream treats ECONNRESET as a close with .error set: connection_lost
             # then gets ConnectionResetError, as on the other backends.
             raise ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
-        if n == 0:
-            _saw_eof(self)
-            return None
-        return n
-
-    def _handle_events(self, fd: Any, events: int) -> None:
-        super()._handle_events(fd, events)
-        _drop_read_interest(self, fd)
 
 
 def _send_close_notify(sock: _ssl.SSLSocket) -> None:
@@ -142,12 +162,16 @@ def _reportable(exc: BaseException | None) -> BaseException | None:
 
 
 class TornadoTransport(polyloop.Transport):
-    """A TCP, Unix or TLS connection on a Tornado IOStream."""
+    """A TCP, Unix or TLS connection on a Tornado IOStream.
+
+    Made on a connected (and handshaken) stream, it makes its protocol with ``factory``
+    and calls ``connection_made`` before the constructor returns; if that raises, the
+    connection is aborted and the error propagates to the caller.
+    """
 
     __slots__ = (
         "__weakref__",
         "_aborted",
-        "_backend",
         "_buf",
         "_closed_by_us",
         "_closing",
@@ -161,6 +185,7 @@ class TornadoTransport(polyloop.Transport):
         "_paused",
         "_protocol",
         "_read_fut",
+        "_session",
         "_sock",
         "_stash",
         "_stream",
@@ -170,12 +195,14 @@ class TornadoTransport(polyloop.Transport):
     )
 
     def __init__(
-        self, stream: _Stream | _SSLStream, backend: TornadoBackend, protocol: Any
+        self,
+        session: polyloop.Session,
+        stream: _Stream | _SSLStream,
+        factory: Callable[[], polyloop.Protocol],
     ) -> None:
         self._stream = stream
         self._sock: socket.socket = stream.socket
-        self._backend = backend
-        self._protocol = protocol
+        self._session = session
         self._tls = isinstance(stream, SSLIOStream)
         self._closing = self._lost = self._aborted = self._closed_by_us = False
         self._eof_written = self._eof_delivered = False
@@ -187,7 +214,7 @@ class TornadoTransport(polyloop.Transport):
         self._high, self._low = DEFAULT_HIGH_WATER, DEFAULT_HIGH_WATER // 4
         # Read now: the socket is gone once the stream closes.
         sock = self._sock
-        self._extra: dict[str, Any] = {"socket": sock, "backend": backend.name}
+        self._extra: dict[str, Any] = {"socket": sock, "backend": session.name}
         for key, get in (("peername", sock.getpeername), ("sockname", sock.getsockname)):
             try:
                 self._extra[key] = get()
@@ -201,15 +228,14 @@ class TornadoTransport(polyloop.Transport):
             self._extra["sslcontext"] = ssl_sock.context
         stream.on_eof = self._eof_seen
         stream.set_close_callback(self._stream_closed)
-
-    def _start(self) -> None:
-        """Tell the protocol, then start reading (``connection_made`` may pause or close)."""
-        self._backend._track(self)
+        self._protocol: Any = None
+        session._track(self)
         try:
+            self._protocol = factory()
             self._protocol.connection_made(self)
-        except Exception as exc:
-            self._fatal(exc, "connection_made")
-            return
+        except BaseException:
+            self.abort()
+            raise
         if not self._closing and not self._paused:
             self._arm()
 
@@ -235,12 +261,15 @@ class TornadoTransport(polyloop.Transport):
         if self._paused:
             self._stash = data
             return
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
         try:
             self._protocol.data_received(data)
         except Exception as exc:
             self._fatal(exc, "data_received")
             return
-        if not self._closing and not self._paused:
+        if not self._closing and not self._paused and self._read_fut is None:
             self._arm()
 
     def _eof_seen(self) -> None:
@@ -281,13 +310,7 @@ class TornadoTransport(polyloop.Transport):
         if self._paused:
             self._stash = data
             return
-        try:
-            self._protocol.data_received(data)
-        except Exception as exc:
-            self._fatal(exc, "data_received")
-            return
-        if not self._closing and not self._paused and self._read_fut is None:
-            self._arm()
+        self._deliver(data)
 
     def is_reading(self) -> bool:
         return not self._paused and not self._closing
@@ -344,12 +367,12 @@ class TornadoTransport(polyloop.Transport):
         if self._closing or self._eof_written:
             return
         self._eof_written = True
-        if self._stream.writing():
-            self._after_flush(self._shutdown_write)
-        else:
-            self._shutdown_write()
+        self._after_flush(self._shutdown_write)
 
-    def _after_flush(self, fn: Any) -> None:
+    def _after_flush(self, fn: Callable[[], None]) -> None:
+        if not self._stream.writing():
+            fn()
+            return
         try:
             # An empty write's future resolves when all earlier writes are flushed.
             self._stream.write(b"").add_done_callback(lambda f: fn())
@@ -383,10 +406,7 @@ class TornadoTransport(polyloop.Transport):
         if self._closing:
             return
         self._closing = True
-        if self._stream.writing():
-            self._after_flush(self._close_stream)
-        else:
-            self._close_stream()
+        self._after_flush(self._close_stream)
 
     def _close_stream(self) -> None:
         if not self._stream.closed():
@@ -402,10 +422,7 @@ class TornadoTransport(polyloop.Transport):
         if self._stream.closed():
             return  # lost already; the close callback reports why
         self._aborted = True
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-        except OSError:
-            pass  # not a TCP socket (Unix), or already dead
+        set_reset_on_close(self._sock)
         self._stream.close()
 
     def _fatal(self, exc: BaseException, where: str) -> None:
@@ -420,155 +437,19 @@ class TornadoTransport(polyloop.Transport):
         self._lost = self._closing = True
         self._write_paused = False
         if self._aborted:
-            exc: BaseException | None = ConnectionAbortedError(
-                errno.ECONNABORTED, "connection aborted"
-            )
+            exc: BaseException | None = aborted()
         elif self._closed_by_us:
             exc = None
         else:
             exc = _reportable(self._stream.error)
+        protocol, self._protocol = self._protocol, None
         try:
-            self._protocol.connection_lost(exc)
+            if protocol is not None:
+                protocol.connection_lost(exc)
         except Exception:
             log.exception("protocol.connection_lost() failed")
         finally:
-            self._protocol = None
-            self._backend._untrack(self)
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
-
-
-class TornadoDatagramTransport(polyloop.DatagramTransport):
-    """A UDP endpoint: Tornado has no UDP API, so a non-blocking socket on an IOLoop handler.
-
-    Sends go straight to ``sendto``; only what the kernel refuses (``EAGAIN``) is queued,
-    and flushed when the IOLoop reports the socket writable.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "_backend",
-        "_closing",
-        "_extra",
-        "_ioloop",
-        "_lost",
-        "_protocol",
-        "_queue",
-        "_remote",
-        "_sock",
-    )
-
-    #: Datagrams read per readiness event, so one busy socket cannot starve the loop.
-    MAX_READS = 64
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        backend: TornadoBackend,
-        protocol: Any,
-        remote: Any,
-    ) -> None:
-        self._sock = sock
-        self._backend = backend
-        self._protocol = protocol
-        self._remote = remote
-        self._ioloop = backend.ioloop
-        self._closing = self._lost = False
-        self._queue: collections.deque[tuple[bytes, Any]] = collections.deque()
-        self._extra: dict[str, Any] = {
-            "socket": sock,
-            "sockname": sock.getsockname(),
-            "peername": remote,
-            "backend": backend.name,
-        }
-
-    def _start(self) -> None:
-        self._backend._track(self)
-        self._ioloop.add_handler(self._sock, self._on_events, IOLoop.READ)
-        self._protocol.connection_made(self)
-
-    def _on_events(self, fd: Any, events: int) -> None:
-        if events & IOLoop.READ:
-            for _ in range(self.MAX_READS):
-                if self._closing:
-                    return
-                try:
-                    data, addr = self._sock.recvfrom(65536)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:  # e.g. ICMP port unreachable on a connected socket
-                    self._protocol.error_received(exc)
-                    break
-                self._protocol.datagram_received(data, addr)
-        if events & IOLoop.WRITE:
-            self._flush()
-
-    def _send(self, data: bytes | bytearray | memoryview, addr: Any) -> None:
-        if addr is None:
-            self._sock.send(data)
-        else:
-            self._sock.sendto(data, addr)
-
-    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
-        check_bytes(data)
-        if self._closing:
-            return
-        if self._remote is not None and addr is not None and addr != self._remote:
-            raise ValueError(f"this endpoint is connected to {self._remote!r}, not {addr!r}")
-        if addr is None and self._remote is None:
-            raise ValueError("no address given and this endpoint is not connected")
-        if self._queue:
-            self._queue.append((bytes(data), addr))
-            return
-        try:
-            self._send(data, addr)
-        except (BlockingIOError, InterruptedError):
-            self._queue.append((bytes(data), addr))
-            self._ioloop.update_handler(self._sock, IOLoop.READ | IOLoop.WRITE)
-        except OSError as exc:
-            self._protocol.error_received(exc)
-
-    def _flush(self) -> None:
-        if not drain_datagrams(self._queue, self._send, self._protocol.error_received):
-            return
-        if self._closing:
-            self._finish(None)
-        else:
-            self._ioloop.update_handler(self._sock, IOLoop.READ)
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        if not self._queue:
-            self._finish(None)
-        # else: _flush() finishes once the queue is sent
-
-    def abort(self) -> None:
-        if self._lost:
-            return
-        self._closing = True
-        self._queue.clear()
-        self._finish(ConnectionAbortedError(errno.ECONNABORTED, "endpoint aborted"))
-
-    def _finish(self, exc: BaseException | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        self._ioloop.remove_handler(self._sock)
-        self._sock.close()
-        self._ioloop.add_callback(self._report_lost, exc)
-
-    def _report_lost(self, exc: BaseException | None) -> None:
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._protocol = None
-            self._backend._untrack(self)
+            self._session._untrack(self)
 
     def is_closing(self) -> bool:
         return self._closing

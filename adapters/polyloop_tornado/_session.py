@@ -1,0 +1,383 @@
+"""The Tornado backend: a fresh IOLoop per run, or the application's own (host mode).
+
+Rule: this file is the lifecycle (owning or borrowing an IOLoop), scheduling and
+readiness through the IOLoop, and the adoption of sockets the core bound or connected:
+``TCPServer`` accepts, ``IOStream``/``SSLIOStream`` (``_transport.py``) move the bytes
+and do TLS with the caller's ``ssl.SSLContext``. Resolution, binding, the connect loop,
+Unix socket files and ``Server`` are the core's; UDP is the core's socket transport on
+IOLoop readiness (Tornado has no UDP API). Native errors become builtin ones in one
+place, ``_ERRORS``.
+
+Every call that makes a Tornado object (``TCPServer.add_sockets``, ``IOStream``) runs on
+the session's loop while it runs: Tornado finds its IOLoop with ``IOLoop.current()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import errno
+import functools
+import logging
+import socket
+import ssl as _ssl
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
+from tornado.netutil import ssl_wrap_socket
+from tornado.platform.asyncio import BaseAsyncIOLoop
+from tornado.tcpserver import TCPServer
+
+import polyloop
+from polyloop.lowlevel import (
+    AsyncioTask,
+    Session,
+    end_with_asyncio_loop,
+    from_asyncio_future,
+    map_exceptions,
+    set_nodelay,
+)
+
+from ._transport import TornadoTransport, _SSLStream, _Stream
+
+T = TypeVar("T")
+log = logging.getLogger("polyloop")
+
+
+class TornadoBackend(polyloop.Backend):
+    """polyloop on Tornado: ``polyloop.run(main, backend="tornado")``, or host mode in a
+    Tornado application (``await`` polyloop code in a ``RequestHandler``). No options."""
+
+    name = "tornado"
+    native_tls = True
+
+    @classmethod
+    def framework_version(cls) -> str:
+        import tornado
+
+        return f"Tornado {tornado.version}"
+
+    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        # A new IOLoop makes its own asyncio loop, which asyncio.Runner drives (the main
+        # task in session.context, Ctrl-C). The shutdown is done here, not by the Runner:
+        # Runner.close() closes the asyncio loop, and IOLoop.close() must come *before*
+        # that. It drops Tornado's asyncio->IOLoop entry and then closes the loop; in the
+        # other order an IOLoop made meanwhile in another thread sees the closed loop,
+        # drops the entry itself, and our close() fails with KeyError (Tornado's comment
+        # in BaseAsyncIOLoop.close; measured: 24 of 960 runs in 8 threads failed so).
+        ioloop = IOLoop(make_current=False)
+        assert isinstance(ioloop, BaseAsyncIOLoop)
+        runner = asyncio.Runner(loop_factory=lambda: ioloop.asyncio_loop)
+        try:
+            session = TornadoSession(self, ioloop, owned=True)
+            return runner.run(body(session), context=session.context)
+        finally:
+            try:
+                runner.run(_wind_down())
+            finally:
+                ioloop.close(all_fds=True)  # the runner is dropped, never closed
+
+    def _running_native(self) -> Any:
+        # Never IOLoop.current(): it would make an IOLoop for any asyncio loop.
+        ioloop = IOLoop._ioloop_for_asyncio.get(asyncio.get_running_loop())
+        if ioloop is None:
+            raise RuntimeError("no Tornado IOLoop runs this asyncio loop")
+        return ioloop
+
+    def _attach(self, native: Any) -> Session:
+        if not isinstance(native, BaseAsyncIOLoop):
+            raise TypeError(f"the tornado backend attaches to a running IOLoop, not {native!r}")
+        session = TornadoSession(self, native, owned=False)
+        end_with_asyncio_loop(session)  # the IOLoop ends with its asyncio loop
+        return session
+
+
+async def _wind_down() -> None:
+    """What ``asyncio.Runner.close()`` does before it closes the loop."""
+    loop = asyncio.get_running_loop()
+    left = asyncio.all_tasks(loop) - {asyncio.current_task()}
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
+    for task in left:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {"message": "polyloop.run() shutdown", "exception": task.exception()}
+            )
+    await loop.shutdown_asyncgens()
+    await loop.shutdown_default_executor()
+
+
+class TornadoSession(Session):
+    """A session on one Tornado ``IOLoop``."""
+
+    name = "tornado"
+
+    def __init__(self, backend: TornadoBackend, ioloop: BaseAsyncIOLoop, *, owned: bool):
+        super().__init__(backend, ioloop, owned=owned)
+        #: The Tornado IOLoop.
+        self.ioloop = ioloop
+        #: The asyncio loop under it (its tasks run polyloop's).
+        self.loop = ioloop.asyncio_loop
+        self._readers: dict[int, Callable[[], object]] = {}
+        self._writers: dict[int, Callable[[], object]] = {}
+        self._handshakes: set[_SSLStream] = set()  # accepted, not yet adopted
+
+    def _native_gone(self) -> bool:
+        return self.loop.is_closed()
+
+    # --- tier 1: scheduling ---
+
+    def time(self) -> float:
+        return self.ioloop.time()
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        handle = _Callback(fn, args)
+        self.ioloop.add_callback(handle)
+        return handle
+
+    def _call_later(
+        self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
+    ) -> polyloop.Handle:
+        return _Timeout(self.ioloop, self.ioloop.call_later(delay, _Callback(fn, args)))
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        # add_callback is Tornado's thread-safe entry. The other thread's context knows
+        # no session: run in this one's.
+        self.ioloop.add_callback(_Callback(self.context.run, (fn, *args)))
+
+    # --- tier 1: readiness (one IOLoop handler per fd, for both directions) ---
+
+    def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
+        self._watch(fd, self._readers, fn)
+
+    def remove_reader(self, fd: Any) -> bool:
+        return self._unwatch(fd, self._readers)
+
+    def add_writer(self, fd: Any, fn: Callable[[], object]) -> None:
+        self._watch(fd, self._writers, fn)
+
+    def remove_writer(self, fd: Any) -> bool:
+        return self._unwatch(fd, self._writers)
+
+    def _events(self, fileno: int) -> int:
+        return (IOLoop.READ if fileno in self._readers else 0) | (
+            IOLoop.WRITE if fileno in self._writers else 0
+        )
+
+    def _watch(self, fd: Any, table: dict[int, Callable[[], object]], fn: Any) -> None:
+        fileno = fd if isinstance(fd, int) else fd.fileno()
+        known = self._events(fileno)
+        table[fileno] = fn
+        if known:
+            self.ioloop.update_handler(fileno, self._events(fileno))
+        else:
+            # The object itself, so that IOLoop.close(all_fds=True) closes a socket as one.
+            handler = functools.partial(self._ready, fileno)
+            self.ioloop.add_handler(fd, handler, self._events(fileno))
+
+    def _unwatch(self, fd: Any, table: dict[int, Callable[[], object]]) -> bool:
+        fileno = fd if isinstance(fd, int) else fd.fileno()
+        if table.pop(fileno, None) is None:
+            return False
+        events = self._events(fileno)
+        if events:
+            self.ioloop.update_handler(fileno, events)
+        else:
+            self.ioloop.remove_handler(fileno)
+        return True
+
+    def _ready(self, fileno: int, fileobj: Any, events: int) -> None:
+        # On asyncio, Tornado calls us once per direction (events is READ or WRITE).
+        fn = self._readers.get(fileno) if events & IOLoop.READ else None
+        if fn is not None:
+            fn()
+        fn = self._writers.get(fileno) if events & IOLoop.WRITE else None
+        if fn is not None:
+            fn()
+
+    # --- tasks and threads ---
+
+    def _new_task(self, coro: Coroutine[Any, Any, T], name: str | None) -> polyloop.Task[T]:
+        return AsyncioTask(self, coro, name, self.loop)
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        # The asyncio loop's default executor: the end of the loop joins its threads.
+        ctx = contextvars.copy_context()
+        native = self.ioloop.run_in_executor(None, ctx.run, fn, *args)
+        return await from_asyncio_future(self, native)
+
+    # --- adopting sockets ---
+
+    async def _serve(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], polyloop.Protocol],
+        ssl: _ssl.SSLContext | None,
+        backlog: int,
+    ) -> polyloop.lowlevel.Acceptor:
+        listener = _Listener(self, factory, ssl)
+        listener.add_sockets([sock])
+        return listener
+
+    def _adopt_stream(
+        self, sock: socket.socket, factory: Callable[[], polyloop.Protocol]
+    ) -> polyloop.Transport:
+        return TornadoTransport(self, _Stream(sock), factory)
+
+    async def _connect_stream(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], polyloop.Protocol],
+        ssl: _ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> polyloop.Transport:
+        if ssl is None:
+            return self._adopt_stream(sock, factory)
+        stream = _tls_stream(sock, ssl, server_side=False, server_hostname=server_hostname)
+        try:
+            with map_exceptions(_ERRORS):
+                await from_asyncio_future(self, stream.wait_for_handshake())
+        except BaseException:
+            stream.close()
+            raise
+        return TornadoTransport(self, stream, factory)
+
+    def _accepted(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], polyloop.Protocol],
+        ssl: _ssl.SSLContext | None,
+    ) -> None:
+        """A connection ``TCPServer`` accepted: adopt it (TLS: once it is handshaken)."""
+        set_nodelay(sock)
+        if ssl is None:
+            _adopt_logged(self, _Stream(sock), factory)
+            return
+        try:
+            stream = _tls_stream(sock, ssl, server_side=True, server_hostname=None)
+        except OSError:
+            return  # reset before we could wrap it (as TCPServer does)
+        self._handshakes.add(stream)
+
+        def handshaken(done: asyncio.Future[Any]) -> None:
+            self._handshakes.discard(stream)
+            if done.cancelled() or done.exception() is not None:
+                stream.close()  # a failed handshake: the protocol never hears of it
+            else:
+                _adopt_logged(self, stream, factory)
+
+        stream.wait_for_handshake().add_done_callback(handshaken)
+
+    def _abort_transports(self) -> None:
+        super()._abort_transports()
+        for stream in list(self._handshakes):
+            stream.close()
+
+
+class _Listener(TCPServer):
+    """``TCPServer`` on one listening socket, handing each connection to the session."""
+
+    def __init__(
+        self,
+        session: TornadoSession,
+        factory: Callable[[], polyloop.Protocol],
+        ssl: _ssl.SSLContext | None,
+    ) -> None:
+        # No ssl_options here: TCPServer would wrap the socket in a plain SSLIOStream.
+        # _accepted wraps it the same way (ssl_wrap_socket), in a _SSLStream.
+        super().__init__()
+        self._session = session
+        self._factory = factory
+        self._ssl = ssl
+
+    def handle_stream(self, stream: Any, address: Any) -> None:
+        # The IOStream TCPServer made has not touched the IOLoop yet: take its socket.
+        self._session._accepted(stream.socket, self._factory, self._ssl)
+
+    def close(self) -> None:
+        """Stop accepting: ``stop()`` removes the handler and closes the socket at once."""
+        self.stop()
+
+    async def wait_closed(self) -> None:
+        """Nothing to wait for: ``close()`` closed the socket."""
+
+
+def _tls_stream(
+    sock: socket.socket, ssl: _ssl.SSLContext, *, server_side: bool, server_hostname: str | None
+) -> _SSLStream:
+    """Wrap a connected socket; the stream handshakes from the next IOLoop iteration."""
+    try:
+        tls = ssl_wrap_socket(
+            sock,
+            ssl,
+            server_hostname=server_hostname,
+            server_side=server_side,
+            do_handshake_on_connect=False,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    return _SSLStream(tls, ssl)
+
+
+def _adopt_logged(
+    session: TornadoSession, stream: _Stream | _SSLStream, factory: Callable[[], Any]
+) -> None:
+    # The server side: the core's factory never raises, but connection_made may.
+    try:
+        TornadoTransport(session, stream, factory)
+    except Exception:
+        log.exception("polyloop: a protocol's connection_made raised; connection aborted")
+
+
+class _Callback:
+    """What the IOLoop calls, and the handle of a ``call_soon`` (``add_callback`` itself
+    returns none)."""
+
+    __slots__ = ("args", "cancelled", "fn")
+
+    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.cancelled = False
+
+    def __call__(self) -> None:
+        # Returns None: IOLoop._run_callback runs any awaitable a callback returns, which
+        # asyncio would not (call_soon(async_fn) only makes a coroutine there).
+        if not self.cancelled:
+            self.fn(*self.args)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Timeout:
+    """The handle of a ``call_later``: ``IOLoop.call_later`` returns an opaque timeout."""
+
+    __slots__ = ("ioloop", "timeout")
+
+    def __init__(self, ioloop: IOLoop, timeout: object) -> None:
+        self.ioloop = ioloop
+        self.timeout = timeout
+
+    def cancel(self) -> None:
+        self.ioloop.remove_timeout(self.timeout)
+
+
+def _real_error(exc: BaseException) -> BaseException:
+    # StreamClosedError wraps the socket's own error (ConnectionResetError ...) as
+    # real_error; a handshake's own failure (ssl.SSLCertVerificationError ...) comes
+    # out of wait_for_handshake() unwrapped already.
+    real = exc.real_error if isinstance(exc, StreamClosedError) else None
+    if isinstance(real, OSError):
+        return real
+    return ConnectionResetError(errno.ECONNRESET, "connection closed during the TLS handshake")
+
+
+#: Tornado's errors -> the builtin types every backend raises.
+_ERRORS: dict[type[BaseException], Callable[[BaseException], BaseException]] = {
+    StreamClosedError: _real_error,
+}
