@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ._registry import CHECKS, CheckResult
 from .apps import APPS
+from .host import host_label, parse_host_label
 
 __all__ = ["Plan", "run_plan", "select_cases"]
 
@@ -42,6 +43,24 @@ class Plan:
     cases: list[str]
     cross_apps: list[str] = field(default_factory=list)
     jobs: int = 2
+    #: Host mode: each case starts inside a loop the framework runs (``host.py``).
+    host: bool = False
+
+    def labels(self) -> list[str]:
+        """The report's columns: the specs, or in host mode each spec's host runs (gevent
+        twice: unpatched, and in a process after ``patch_all()``)."""
+        if not self.host:
+            return list(self.backends)
+        out = []
+        for spec in self.backends:
+            out.append(host_label(spec))
+            if spec.split(":")[0] == "gevent":
+                out.append(host_label(spec, patched=True))
+        return out
+
+    def cross_labels(self) -> list[str]:
+        """The cross matrix's sides (host mode: unpatched only)."""
+        return [host_label(s) for s in self.backends] if self.host else list(self.backends)
 
 
 def select_cases(check_patterns: list[str] | None, app_names: list[str] | None) -> list[str]:
@@ -69,8 +88,21 @@ def _timeout(case: str) -> float:
     return CHECKS[case].timeout
 
 
-def _worker_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "polyloop_conformance.worker", *args]
+def _worker_cmd(command: str, label: str, *args: str) -> list[str]:
+    """A worker process for the column ``label``: a host-mode label adds ``--host``, and a
+    patched one runs gevent's ``patch_all()`` before anything else is imported, as gevent
+    asks."""
+    spec, patched = parse_host_label(label)
+    args = (command, "--backend", spec, "--label", label, *args)
+    if spec != label:
+        args += ("--host",)
+    if not patched:
+        return [sys.executable, "-m", "polyloop_conformance.worker", *args]
+    boot = (
+        "from gevent import monkey; monkey.patch_all(); import sys;"
+        " from polyloop_conformance.worker import main; sys.exit(main(sys.argv[1:]))"
+    )
+    return [sys.executable, "-c", boot, *args]
 
 
 class _Worker:
@@ -167,14 +199,14 @@ def _collect(
     return results
 
 
-def _run_backend(spec: str, cases: list[str], progress: Progress) -> list[CheckResult]:
+def _run_backend(label: str, cases: list[str], progress: Progress) -> list[CheckResult]:
     def cmd(left: list[str]) -> list[str]:
-        args = ["run", "--backend", spec]
+        args = []
         for case in left:
             args += ["--case", case]
-        return _worker_cmd(*args)
+        return _worker_cmd("run", label, *args)
 
-    return _collect(cmd, cases, spec, None, progress)
+    return _collect(cmd, cases, label, None, progress)
 
 
 @contextlib.contextmanager
@@ -186,10 +218,10 @@ def _servers(
     found: dict[str, dict[str, str] | str] = {}
     try:
         for spec in backends:
-            args = ["serve", "--backend", spec, "--tls-dir", tls_dir]
+            args = ["--tls-dir", tls_dir]
             for app in apps:
                 args += ["--app", app]
-            workers[spec] = _Worker(_worker_cmd(*args))
+            workers[spec] = _Worker(_worker_cmd("serve", spec, *args))
         for spec, worker in workers.items():
             addresses: dict[str, str] = {}
             deadline = time.monotonic() + 60
@@ -223,14 +255,13 @@ def _run_cross(plan: Plan, progress: Progress) -> list[CheckResult]:
         from .tls import TLSMaterial
 
         TLSMaterial(tls_dir)  # made once, before servers and clients race to make it
-        with _servers(plan.backends, plan.cross_apps, tls_dir) as servers:
-            n = len(plan.backends)
+        sides = plan.cross_labels()
+        with _servers(sides, plan.cross_apps, tls_dir) as servers:
+            n = len(sides)
             # Diagonal order: pairs that run at the same time hit different servers,
             # so no app server sees two clients at once (the RESP app's FLUSHDB would).
-            pairs = [
-                (plan.backends[(i + d) % n], plan.backends[i]) for d in range(n) for i in range(n)
-            ]
-            locks = {spec: threading.Lock() for spec in plan.backends}
+            pairs = [(sides[(i + d) % n], sides[i]) for d in range(n) for i in range(n)]
+            locks = {spec: threading.Lock() for spec in sides}
 
             def one(server: str, client: str) -> list[CheckResult]:
                 found = servers[server]
@@ -245,11 +276,10 @@ def _run_cross(plan: Plan, progress: Progress) -> list[CheckResult]:
                 with locks[server]:
 
                     def cmd(left: list[str]) -> list[str]:
-                        args = ["exercise", "--backend", client, "--server-label", server]
-                        args += ["--tls-dir", tls_dir]
+                        args = ["--server-label", server, "--tls-dir", tls_dir]
                         for case in left:
                             args += ["--target", f"{case[4:]}={found[case[4:]]}"]
-                        return _worker_cmd(*args)
+                        return _worker_cmd("exercise", client, *args)
 
                     cases = [f"app.{a}" for a in plan.cross_apps]
                     return _collect(cmd, cases, server, client, progress)
@@ -273,7 +303,7 @@ def run_plan(plan: Plan, progress: Progress = lambda r: None) -> list[CheckResul
     results: list[CheckResult] = []
     if plan.cases:
         with ThreadPoolExecutor(plan.jobs) as pool:
-            for chunk in pool.map(lambda s: _run_backend(s, plan.cases, report), plan.backends):
+            for chunk in pool.map(lambda s: _run_backend(s, plan.cases, report), plan.labels()):
                 results.extend(chunk)
     if plan.cross_apps:
         results.extend(_run_cross(plan, report))

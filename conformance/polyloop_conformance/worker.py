@@ -9,6 +9,10 @@ one JSON record per line; everything else goes to stderr.
     worker serve --backend SPEC --app NAME... [--tls-dir D]
                                                     prints `listening APP HOST PORT` lines
     worker exercise --backend SPEC --target APP=HOST:PORT... --server-label L [--tls-dir D]
+
+Each takes ``--host``: the code under test then starts from inside a loop that the
+framework itself runs (``host.py``), never from ``polyloop.run``. A patched gevent worker
+(``patch_all()`` before anything else is imported) is started by ``runner._worker_cmd``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import polyloop
 
 from ._registry import CHECKS, CheckResult, app_config, run_app, run_case, run_check
 from .apps import APPS, Running
+from .host import HostBackend, under_twisted_reactor
 
 
 def emit(result: CheckResult) -> None:
@@ -32,13 +37,16 @@ def emit(result: CheckResult) -> None:
     sys.stdout.flush()
 
 
-def factory(spec: str) -> Callable[[], polyloop.Backend]:
+def factory(spec: str, host: bool = False) -> Callable[[], Any]:
+    """What a case's ``make_backend()`` returns: a backend, or its host-mode stand-in."""
     polyloop.load_backend(spec)  # fail here, once, if the spec is bad
+    if host:
+        return lambda: HostBackend(spec)
     return lambda: polyloop.load_backend(spec)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    make = factory(args.backend)
+    make = factory(args.backend, args.host)
     for name in args.case:
         if name.startswith("app."):
             emit(run_app(APPS[name[4:]], make, args.label))
@@ -93,14 +101,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def announce(name: str, server: Running) -> None:
         print(f"listening {name} {server.address[0]} {server.address[1]}", flush=True)
 
-    polyloop.run(
-        serve_apps, args.app, "127.0.0.1", 0, args.tls_dir, announce, backend=args.backend
-    )
+    make = factory(args.backend, args.host)
+    make().run(serve_apps, args.app, "127.0.0.1", 0, args.tls_dir, announce)
     return 0
 
 
 def cmd_exercise(args: argparse.Namespace) -> int:
-    make = factory(args.backend)
+    make = factory(args.backend, args.host)
     for target in args.target:
         name, _, where = target.partition("=")
         host, _, port = where.rpartition(":")
@@ -128,20 +135,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", required=True)
     p.add_argument("--label")
     p.add_argument("--case", action="append", default=[])
+    p.add_argument("--host", action="store_true")
     p = sub.add_parser("serve")
     p.add_argument("--backend", required=True)
+    p.add_argument("--label")
     p.add_argument("--app", action="append", default=[])
     p.add_argument("--tls-dir")
+    p.add_argument("--host", action="store_true")
     p = sub.add_parser("exercise")
     p.add_argument("--backend", required=True)
     p.add_argument("--label")
     p.add_argument("--server-label", required=True)
     p.add_argument("--target", action="append", default=[])
     p.add_argument("--tls-dir")
+    p.add_argument("--host", action="store_true")
     args = parser.parse_args(argv)
     args.label = getattr(args, "label", None) or args.backend
     started = time.monotonic()
-    code = {"run": cmd_run, "serve": cmd_serve, "exercise": cmd_exercise}[args.cmd](args)
+    command = {"run": cmd_run, "serve": cmd_serve, "exercise": cmd_exercise}[args.cmd]
+    if args.host and polyloop.load_backend(args.backend).name == "twisted":
+        # A Twisted application runs the global reactor in its main thread: the cases
+        # are handed to it from a worker thread (host.py).
+        code = under_twisted_reactor(lambda: command(args))
+    else:
+        code = command(args)
     print(f"worker {args.cmd} done in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return code
 

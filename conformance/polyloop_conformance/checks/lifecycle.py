@@ -322,14 +322,79 @@ def check_run_twice(make_backend: Callable[[], polyloop.Backend]) -> None:
 
 @check("lifecycle", sync=True)
 def check_no_backend_outside_run(make_backend: Callable[[], polyloop.Backend]) -> None:
-    """After run returns, current_backend() raises RuntimeError again (nothing global stays)."""
-    try:
-        before = polyloop.current_backend()
-    except RuntimeError:
-        before = None
-    make_backend().run(_main_returning(None))
-    try:
-        after = polyloop.current_backend()
-    except RuntimeError:
-        after = None
-    assert after is before, f"current_backend() after run is {after!r}, before it was {before!r}"
+    """After run returns, its session is never current again (nothing global stays)."""
+
+    def current() -> polyloop.Session | None:
+        try:
+            return polyloop.current_backend()
+        except RuntimeError:
+            return None
+
+    async def main() -> polyloop.Session:
+        return polyloop.current_backend()
+
+    before = current()
+    session = make_backend().run(main)
+    after = current()
+    # Outside any loop: the RuntimeError again. Where an application's loop runs the
+    # caller (the main greenlet in gevent host mode), that loop's next session.
+    assert after is not session, f"current_backend() after run is the ended {session!r}"
+    assert (after is None) == (before is None), f"before the run {before!r}, after {after!r}"
+
+
+@check("lifecycle", sync=True)
+def check_session_ends_with_run(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """The session's on_close hooks run once, when its run ends (also what it left open)."""
+    seen: list[polyloop.Session] = []
+
+    async def main() -> polyloop.Session:
+        session = polyloop.current_backend()
+        session.on_close(seen.append)
+        assert not session.closed, f"{session!r} is closed while main runs"
+        await session.listen_tcp(polyloop.Protocol, "127.0.0.1", 0)  # left open on purpose
+        return session
+
+    session = make_backend().run(main)
+    assert seen == [session], f"on_close hooks ran {len(seen)} times: {seen}"
+    assert session.closed, f"{session!r} is not closed after its run"
+    late: list[polyloop.Session] = []
+    session.on_close(late.append)
+    assert late == [session], "on_close on an ended session did not run at once"
+
+
+@check("lifecycle", sync=True)
+def check_new_session_per_run(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """Each run gets a session of its own, also with one backend instance run twice."""
+    backend = make_backend()
+
+    async def main() -> polyloop.Session:
+        session = polyloop.current_backend()
+        assert session.backend is backend or session.name == backend.name, session
+        return session
+
+    first = backend.run(main)
+    second = backend.run(main)
+    assert first is not second, f"two runs shared {first!r}"
+    assert first.id != second.id, f"two sessions have the id {first.id}"
+    assert first.closed and second.closed, (first, second)
+
+
+@check("lifecycle")
+async def check_one_session_everywhere(session: polyloop.Session) -> None:
+    """Every task and callback of a run sees the same session, which says what it is."""
+    found: list[polyloop.Session] = []
+
+    async def child() -> None:
+        found.append(polyloop.current_backend())
+        await session.sleep(0)
+        found.append(polyloop.current_backend())
+
+    tasks = [session.spawn(child()) for _ in range(5)]
+    for task in tasks:
+        await task
+    done = session.create_future()
+    session.call_soon(lambda: (found.append(polyloop.current_backend()), done.set_result(None)))
+    await done
+    assert all(s is session for s in found), f"sessions seen: {set(found)}, not {session!r}"
+    assert session.name in repr(session) and str(session.id) in repr(session), repr(session)
+    assert isinstance(session, polyloop.Session), type(session)

@@ -1,0 +1,216 @@
+"""A complete polyloop backend on the standard library's ``selectors``, in one sitting.
+
+It is the worked example of ``docs/writing-a-backend.md``: a third party writes this
+much, and the core does the rest (tasks, TCP, Unix sockets, UDP, TLS, servers, the
+connect loop, disposal). It implements tier 1 of the contract only: a clock, ``call_soon``
+/ ``call_later`` / ``call_soon_threadsafe``, readiness callbacks, and owning a loop.
+``polyloop conformance --backend polyloop_conformance.example_backend:SelectorsBackend``
+runs the whole suite on it, and the project's tests keep it passing.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import polyloop
+from polyloop.lowlevel import Session
+
+__all__ = ["SelectorsBackend", "SelectorsSession"]
+
+T = TypeVar("T")
+log = logging.getLogger("polyloop")
+
+
+class _Handle:
+    """A call scheduled with ``call_soon``/``call_later``: cancel() before it runs."""
+
+    __slots__ = ("args", "context", "fn", "when")
+
+    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...], when: float) -> None:
+        self.fn: Callable[..., object] | None = fn
+        self.args = args
+        self.when = when
+        self.context = contextvars.copy_context()  # callbacks run in the caller's context
+
+    def __lt__(self, other: _Handle) -> bool:
+        return self.when < other.when
+
+    def cancel(self) -> None:
+        self.fn = None
+
+    def run(self) -> None:
+        fn = self.fn
+        if fn is None:
+            return
+        self.fn = None
+        try:
+            self.context.run(fn, *self.args)
+        except Exception:
+            log.exception("polyloop: exception in callback %r", fn)
+
+
+class _Loop:
+    """The event loop: ready callbacks, a timer heap, a selector, a self-pipe waker."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.ready: collections.deque[_Handle] = collections.deque()
+        self.timers: list[tuple[float, int, _Handle]] = []
+        self.order = itertools.count()  # ties in the heap keep FIFO order
+        self.from_threads: collections.deque[_Handle] = collections.deque()
+        self.waker_r, self.waker_w = socket.socketpair()
+        self.waker_r.setblocking(False)
+        self.waker_w.setblocking(False)
+        self.selector.register(self.waker_r, selectors.EVENT_READ, (self._drain_waker, None))
+
+    def _drain_waker(self) -> None:
+        try:
+            while self.waker_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self.from_threads:
+            self.ready.append(self.from_threads.popleft())
+
+    def wake(self) -> None:
+        try:
+            self.waker_w.send(b"\0")
+        except BlockingIOError:
+            pass  # a wake-up is pending already
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self.run_once()
+
+    def run_once(self) -> None:
+        timeout: float | None = None
+        if self.ready:
+            timeout = 0
+        elif self.timers:
+            timeout = max(0.0, self.timers[0][0] - time.monotonic())
+        for key, events in self.selector.select(timeout):
+            reader, writer = key.data
+            if events & selectors.EVENT_READ and reader is not None:
+                self.ready.append(_Handle(reader, (), 0))
+            if events & selectors.EVENT_WRITE and writer is not None:
+                self.ready.append(_Handle(writer, (), 0))
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            self.ready.append(heapq.heappop(self.timers)[2])
+        for _ in range(len(self.ready)):  # what these schedule runs next time round
+            self.ready.popleft().run()
+
+    def watch(self, fd: Any, reader: Any, writer: Any) -> None:
+        """Set (or clear, with None) the reader and writer callbacks of ``fd``."""
+        try:
+            key = self.selector.get_key(fd)
+        except KeyError:
+            key = None
+        old_reader, old_writer = key.data if key is not None else (None, None)
+        reader = old_reader if reader is _KEEP else reader
+        writer = old_writer if writer is _KEEP else writer
+        mask = (selectors.EVENT_READ if reader else 0) | (selectors.EVENT_WRITE if writer else 0)
+        if key is None:
+            if mask:
+                self.selector.register(fd, mask, (reader, writer))
+        elif mask:
+            self.selector.modify(fd, mask, (reader, writer))
+        else:
+            self.selector.unregister(fd)
+
+    def watching(self, fd: Any, which: int) -> bool:
+        try:
+            return self.selector.get_key(fd).data[which] is not None
+        except KeyError:
+            return False
+
+    def close(self) -> None:
+        self.selector.close()
+        self.waker_r.close()
+        self.waker_w.close()
+
+
+_KEEP = object()
+
+
+class SelectorsBackend(polyloop.Backend):
+    """polyloop on ``selectors`` alone: ``polyloop.run(main, backend=SelectorsBackend)``."""
+
+    name = "selectors"
+
+    @classmethod
+    def framework_version(cls) -> str:
+        return f"selectors ({selectors.DefaultSelector.__name__})"
+
+    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        loop = _Loop()
+        session = SelectorsSession(self, loop)
+        try:
+            # Run the loop in the session's context: every callback then sees the
+            # session, also those of readiness events (a protocol's connection_made).
+            task = session.context.run(session.spawn, body(session))
+            session.context.run(loop.run_until, task.done)
+            return task.result()
+        finally:
+            loop.close()
+
+
+class SelectorsSession(Session):
+    """Tier 1 of the contract on a ``_Loop``; everything else is the core's."""
+
+    name = "selectors"
+
+    def __init__(self, backend: SelectorsBackend, loop: _Loop) -> None:
+        super().__init__(backend, loop, owned=True)
+        self.loop = loop
+
+    def time(self) -> float:
+        return time.monotonic()
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        handle = _Handle(fn, args, 0)
+        self.loop.ready.append(handle)
+        return handle
+
+    def _call_later(
+        self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
+    ) -> polyloop.Handle:
+        handle = _Handle(fn, args, time.monotonic() + delay)
+        heapq.heappush(self.loop.timers, (handle.when, next(self.loop.order), handle))
+        return handle
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        handle = _Handle(fn, args, 0)
+        # The other thread's context knows no session: run in a copy of the session's
+        # (a copy: the loop runs inside session.context, and a context cannot be
+        # entered twice at once).
+        handle.context = self.context.copy()
+        self.loop.from_threads.append(handle)  # deque.append is atomic
+        self.loop.wake()
+
+    def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
+        self.loop.watch(fd, fn, _KEEP)
+
+    def remove_reader(self, fd: Any) -> bool:
+        watched = self.loop.watching(fd, 0)
+        if watched:
+            self.loop.watch(fd, None, _KEEP)
+        return watched
+
+    def add_writer(self, fd: Any, fn: Callable[[], object]) -> None:
+        self.loop.watch(fd, _KEEP, fn)
+
+    def remove_writer(self, fd: Any) -> bool:
+        watched = self.loop.watching(fd, 1)
+        if watched:
+            self.loop.watch(fd, _KEEP, None)
+        return watched
