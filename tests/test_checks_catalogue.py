@@ -13,8 +13,8 @@ import pytest
 
 import polyloop
 import polyloop_conformance as pc
-from polyloop_asyncio import AsyncioBackend
-from polyloop_asyncio._transport import Adopt, AsyncioTransport
+from polyloop_asyncio import AsyncioBackend, AsyncioSession
+from polyloop_asyncio._transport import AsyncioTransport
 
 NAMES = sorted(pc.CHECKS)
 
@@ -60,22 +60,30 @@ class _AbortIsClose(AsyncioTransport):
         self.close()
 
 
-def _backend_with(transport_class: type[AsyncioTransport]) -> type[AsyncioBackend]:
+def _backend_with(session_class: type[AsyncioSession]) -> type[AsyncioBackend]:
     class Broken(AsyncioBackend):
-        def _adopt(self, factory: Callable[[], Any]) -> Callable[[], Adopt]:
-            return lambda: Adopt(factory, self, transport_class)
+        pass
 
+    Broken.session_class = session_class
     return Broken
 
 
-class _NoDispose(AsyncioBackend):
-    """Breaks run(): leaves servers and connections open at the end."""
-
-    async def _dispose(self) -> None:
+def _transport_with(transport_class: type[AsyncioTransport]) -> type[AsyncioBackend]:
+    class Broken(AsyncioSession):
         pass
 
+    Broken.transport_class = transport_class
+    return _backend_with(Broken)
 
-class _ReversedCallSoon(AsyncioBackend):
+
+class _NoDispose(AsyncioSession):
+    """Breaks run(): leaves servers and connections open at the end."""
+
+    async def _end(self) -> None:
+        self._finish_end()
+
+
+class _ReversedCallSoon(AsyncioSession):
     """Breaks call_soon FIFO order (runs each new callback before the queued ones)."""
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
@@ -84,7 +92,7 @@ class _ReversedCallSoon(AsyncioBackend):
         return self.loop.call_later(0.01 + self._order, fn, *args)
 
 
-class _InlineThreads(AsyncioBackend):
+class _InlineThreads(AsyncioSession):
     """Breaks run_in_thread: runs the function on the loop's thread."""
 
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -94,13 +102,13 @@ class _InlineThreads(AsyncioBackend):
 @pytest.mark.parametrize(
     ("make", "names"),
     [
-        (_backend_with(_WritesAfterClose), ["close.write_after_close_buffered"]),
+        (_transport_with(_WritesAfterClose), ["close.write_after_close_buffered"]),
         (
-            _backend_with(_AbortIsClose),
+            _transport_with(_AbortIsClose),
             ["abort.local_aborted_error", "abort.peer_reset", "abort.drops_buffer"],
         ),
-        (_ReversedCallSoon, ["timers.call_soon_fifo"]),
-        (_InlineThreads, ["threads.run_in_thread_result"]),
+        (_backend_with(_ReversedCallSoon), ["timers.call_soon_fifo"]),
+        (_backend_with(_InlineThreads), ["threads.run_in_thread_result"]),
     ],
     ids=["write-after-close", "abort-is-close", "call-soon-lifo", "inline-threads"],
 )
@@ -121,7 +129,7 @@ def test_checks_catch_broken_backend(
 def test_cleanliness_catches_missing_dispose() -> None:
     names = ("no_fd_leak", "no_fd_leak_on_error", "connections_lost", "no_resource_warnings")
     for name in (f"cleanliness.{n}" for n in names):
-        result = _run(name, _NoDispose)
+        result = _run(name, _backend_with(_NoDispose))
         assert result.status == "fail", f"{name} did not notice that run() disposes of nothing"
     import gc
 

@@ -78,11 +78,6 @@ def test_run_wants_a_function_not_a_coroutine() -> None:
         coro.close()
 
 
-def test_no_backend_outside_run() -> None:
-    with pytest.raises(RuntimeError, match="no polyloop backend is running"):
-        polyloop.current_backend()
-
-
 def test_run_returns_result_and_propagates_errors() -> None:
     async def ok(x: int) -> int:
         await polyloop.sleep(0)

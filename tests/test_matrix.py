@@ -36,17 +36,43 @@ def test_full_conformance_matrix_with_cross(tmp_path: Path) -> None:
     assert len(cross) == len(pc.APPS) * len(INSTALLED) ** 2
 
 
+def test_full_matrix_in_host_mode_with_cross(tmp_path: Path) -> None:
+    """Every check and app started from inside a loop the framework itself runs (gevent
+    also after patch_all), and every app across every pair of hosts."""
+    out_json = tmp_path / "host.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "polyloop", "conformance", "--host", "--cross",
+         "--json", str(out_json)],
+        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    records = json.loads(out_json.read_text())
+    bad = [r for r in records if r["status"] != "pass"]
+    assert not bad, "\n".join(f"{r['check']} {r['backend']}->{r['client_backend']}: "
+                              f"{r['status']} {r['detail']}" for r in bad)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    same = [r for r in records if r["client_backend"] is None]
+    hosts = {f"{b}@host" for b in INSTALLED} | (
+        {"gevent@host+patch_all"} if "gevent" in INSTALLED else set()
+    )
+    assert {r["backend"] for r in same} == hosts
+    assert len(same) == (len(pc.CHECKS) + len(pc.APPS)) * len(hosts)
+    cross = [r for r in records if r["client_backend"] is not None]
+    assert len(cross) == len(pc.APPS) * len(INSTALLED) ** 2
+
+
 VARIANTS = [
     "asyncio:loop=uvloop",
     "asyncio:native_tls=false",  # TLS through the core's MemoryBIO layer
     "twisted:reactor=select",
     "twisted:reactor=poll",
     "twisted:reactor=asyncio",
+    # The worked example of docs/writing-a-backend.md: tier 1 of the contract only.
+    "polyloop_conformance.example_backend:SelectorsBackend",
 ]
 
 
 def test_backend_variants_pass_every_check_and_app(tmp_path: Path) -> None:
-    wanted = [v for v in VARIANTS if v.split(":")[0] in INSTALLED]
+    wanted = [v for v in VARIANTS if v.split(":")[0] in INSTALLED or "." in v.split(":")[0]]
     args = [a for v in wanted for a in ("--backend", v)]
     out_json = tmp_path / "variants.json"
     proc = subprocess.run(
