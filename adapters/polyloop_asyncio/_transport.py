@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import polyloop
 from polyloop.lowlevel import (
@@ -73,8 +73,32 @@ def abort_native(t: Any) -> None:
     t.abort()
 
 
-class AsyncioTransport(polyloop.Transport):
-    __slots__ = ("__weakref__", "_aborted", "_closing", "_paused", "_session", "_t")
+NT = TypeVar("NT", asyncio.Transport, asyncio.DatagramTransport)
+
+
+class _Wrapper(Generic[NT]):
+    """What the stream and datagram wrappers share: closing, and the extra info."""
+
+    __slots__ = ("_closing", "_session", "_t")
+    _t: NT
+    _closing: bool
+    _session: AsyncioSession
+
+    def close(self) -> None:
+        self._closing = True
+        self._t.close()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._t.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "backend":
+            return self._session.name
+        return self._t.get_extra_info(name, default)
+
+
+class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
+    __slots__ = ("__weakref__", "_aborted", "_paused")
 
     def __init__(self, transport: asyncio.Transport, session: AsyncioSession) -> None:
         self._t = transport
@@ -102,13 +126,6 @@ class AsyncioTransport(polyloop.Transport):
 
     def can_write_eof(self) -> bool:
         return self._t.can_write_eof()
-
-    def close(self) -> None:
-        self._closing = True
-        self._t.close()
-
-    def is_closing(self) -> bool:
-        return self._closing or self._t.is_closing()
 
     def abort(self) -> None:
         if self._aborted:
@@ -143,14 +160,9 @@ class AsyncioTransport(polyloop.Transport):
     def get_write_buffer_size(self) -> int:
         return self._t.get_write_buffer_size()
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "backend":
-            return self._session.name
-        return self._t.get_extra_info(name, default)
 
-
-class AsyncioDatagramTransport(polyloop.DatagramTransport):
-    __slots__ = ("__weakref__", "_closing", "_remote", "_session", "_t")
+class AsyncioDatagramTransport(_Wrapper[asyncio.DatagramTransport], polyloop.DatagramTransport):
+    __slots__ = ("__weakref__", "_remote")
 
     def __init__(
         self, transport: asyncio.DatagramTransport, session: AsyncioSession, remote: Any
@@ -165,13 +177,6 @@ class AsyncioDatagramTransport(polyloop.DatagramTransport):
         if not self._closing:
             self._t.sendto(data, datagram_address(self._remote, addr))
 
-    def close(self) -> None:
-        self._closing = True
-        self._t.close()
-
-    def is_closing(self) -> bool:
-        return self._closing or self._t.is_closing()
-
     def abort(self) -> None:
         if self._closing:
             return
@@ -179,11 +184,9 @@ class AsyncioDatagramTransport(polyloop.DatagramTransport):
         abort_native(self._t)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "backend":
-            return self._session.name
         if name == "peername":
             return self._remote
-        return self._t.get_extra_info(name, default)
+        return super().get_extra_info(name, default)
 
 
 _STREAM = object()

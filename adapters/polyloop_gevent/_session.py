@@ -42,7 +42,7 @@ from gevent.hub import Hub, Waiter
 from greenlet import GreenletExit, getcurrent, greenlet
 
 import polyloop
-from polyloop.lowlevel import CoroutineTask, Session
+from polyloop.lowlevel import CoroutineTask, Session, translate
 
 from ._transport import GeventTransport
 
@@ -108,22 +108,21 @@ class GeventBackend(polyloop.Backend):
 class _Handle:
     """A ``call_soon`` callback or a ``call_later`` timer watcher."""
 
-    __slots__ = ("_timers", "_w")
+    __slots__ = ("_timer", "_w")
 
-    def __init__(self, watcher: Any, timers: set[_Handle] | None) -> None:
+    def __init__(self, watcher: Any, timer: bool) -> None:
         self._w = watcher
-        self._timers = timers
+        self._timer = timer  # a one-shot timer watcher is closed, a callback stopped
 
     def cancel(self) -> None:
         """Don't run it, if it has not run yet."""
         w, self._w = self._w, None
         if w is None:
             return
-        if self._timers is None:
-            w.stop()
-        else:
+        if self._timer:
             w.close()
-            self._timers.discard(self)
+        else:
+            w.stop()
 
 
 class SessionGreenlet(greenlet):  # type: ignore[misc]
@@ -169,7 +168,6 @@ class GeventSession(Session):
         #: The hub, and its event loop.
         self.hub = hub
         self.loop = hub.loop
-        self._timers: set[_Handle] = set()
         self._watchers: dict[tuple[int, int], Any] = {}  # (fd, 1 read / 2 write) -> io
         # Transports' reader greenlets (tasks' greenlets end with their tasks).
         self._helpers: weakref.WeakSet[SessionGreenlet] = weakref.WeakSet()
@@ -200,8 +198,8 @@ class GeventSession(Session):
             return
         if wake is not None:
             wake.close()
-        for handle in list(self._timers):
-            handle.cancel()
+        for timer in list(self._timers):  # the core's record of what call_later set
+            timer.cancel()
         for watcher in self._watchers.values():
             watcher.close()
         self._watchers.clear()
@@ -244,7 +242,7 @@ class GeventSession(Session):
             log.exception("polyloop: exception in callback %r", fn)
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
-        return _Handle(self.loop.run_callback(self._call, self.context, fn, args), None)
+        return _Handle(self.loop.run_callback(self._call, self.context, fn, args), False)
 
     def _call_soon_in(
         self, context: contextvars.Context | None, fn: Callable[..., object], arg: Any
@@ -257,8 +255,7 @@ class GeventSession(Session):
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
         timer = self.loop.timer(delay)
-        handle = _Handle(timer, self._timers)
-        self._timers.add(handle)
+        handle = _Handle(timer, True)
         # update=True: measure the delay from now, not from the loop's cached time.
         timer.start(self._fire, handle, fn, args, update=True)
         return handle
@@ -389,12 +386,7 @@ class GeventSession(Session):
             task._kill()  # close its coroutine here (a no-op if _drive did it)
 
     def _native_error(self, exc: BaseException) -> BaseException:
-        for native, make in NATIVE_ERRORS.items():
-            if isinstance(exc, native):
-                new = make(exc)
-                new.__cause__ = exc
-                return new
-        return exc
+        return translate(exc, NATIVE_ERRORS)
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         if self._threads is None:

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from polyloop import Cancelled
 from polyloop.lowlevel import aborted, map_exceptions
+from polyloop.lowlevel import translate as _translate
 
 __all__ = ["map_errors", "translate"]
 
@@ -72,12 +73,7 @@ _TABLE: dict[type[BaseException], Callable[[BaseException], BaseException]] = {
 def translate(exc: BaseException | Failure) -> BaseException:
     """The exception a polyloop caller sees for a Twisted exception or ``Failure``."""
     value: BaseException = exc.value if isinstance(exc, Failure) else exc  # type: ignore[assignment]
-    for native, make in _TABLE.items():
-        if isinstance(value, native):
-            new = make(value)
-            new.__cause__ = value
-            return new
-    return value
+    return _translate(value, _TABLE)
 
 
 def lost_reason(reason: Failure) -> BaseException | None:

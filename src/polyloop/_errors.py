@@ -22,6 +22,7 @@ __all__ = [
     "LimitOverrunError",
     "aborted",
     "map_exceptions",
+    "translate",
 ]
 
 #: The one cancellation type. It *is* ``asyncio.CancelledError`` (a ``BaseException``):
@@ -53,22 +54,33 @@ class LimitOverrunError(ValueError):
     """``receive_until`` found no delimiter within ``max_bytes``."""
 
 
-@contextlib.contextmanager
-def map_exceptions(
-    mapping: Mapping[type[BaseException], Callable[[BaseException], BaseException]],
-) -> Iterator[None]:
-    """Translate native exceptions: ``{NativeError: lambda e: OurError(...)}``.
+Table = Mapping[type[BaseException], Callable[[BaseException], BaseException]]
 
-    The first matching entry (in the mapping's order) wins; the original is chained as
-    ``__cause__`` so nothing is lost when debugging.
+
+def translate(exc: BaseException, table: Table) -> BaseException:
+    """``exc`` as polyloop code sees it, by ``{NativeError: lambda e: OurError(...)}``.
+
+    The first matching entry (in the table's order) wins; the original is chained as
+    ``__cause__``, so nothing is lost when debugging. No match: ``exc`` itself.
     """
+    for native, make in table.items():
+        if isinstance(exc, native):
+            new = make(exc)
+            new.__cause__ = exc
+            return new
+    return exc
+
+
+@contextlib.contextmanager
+def map_exceptions(table: Table) -> Iterator[None]:
+    """Translate native exceptions raised in the block (see ``translate``)."""
     try:
         yield
     except BaseException as exc:
-        for native, make in mapping.items():
-            if isinstance(exc, native):
-                raise make(exc) from exc
-        raise
+        new = translate(exc, table)
+        if new is exc:
+            raise
+        raise new from exc
 
 
 def aborted() -> ConnectionAbortedError:

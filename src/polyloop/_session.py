@@ -223,7 +223,7 @@ class Session(abc.ABC):
         self._transports: set[BaseTransport] = set()
         self._timers: set[_Timer] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._thread_id = threading.get_ident()  # sessions are made on their loop's thread
+        self._thread_id = threading.get_native_id()  # the OS thread, also after patch_all()
         self._sentinel: Any = None
         #: A context in which this session is current: an owned loop runs inside it, and
         #: callbacks from other threads run in a copy of it (``self.context.copy().run``:
@@ -864,4 +864,4 @@ def _deliver(fut: Future[Any], work: concurrent.futures.Future[Any]) -> None:
 
 def in_thread(session: Session) -> bool:
     """Whether the caller runs on ``session``'s loop thread (for ``from_thread``)."""
-    return session._thread_id == threading.get_ident()
+    return session._thread_id == threading.get_native_id()

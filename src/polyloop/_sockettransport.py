@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ._protocols import Protocol as StreamProtocol
     from ._session import Session
 
-__all__ = ["SocketAcceptor", "SocketDatagramTransport", "SocketTransport"]
+__all__ = ["SocketAcceptor", "SocketDatagramTransport", "SocketTransport", "socket_extra"]
 
 log = logging.getLogger("polyloop")
 
@@ -43,6 +43,17 @@ log = logging.getLogger("polyloop")
 ACCEPTS_PER_EVENT = 64
 #: Datagrams read per readable event.
 DATAGRAMS_PER_EVENT = 64
+
+
+def socket_extra(session: Session, sock: socket.socket) -> dict[str, Any]:
+    """For transports: the extra info every backend answers for a socket."""
+    extra: dict[str, Any] = {"socket": sock, "backend": session.name}
+    for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+        try:
+            extra[key] = get()
+        except OSError:
+            extra[key] = None  # not connected (UDP), or reset already
+    return extra
 
 
 class SocketAcceptor:
@@ -89,7 +100,13 @@ class SocketAcceptor:
 
 
 class SocketTransport(Transport):
-    """A connected TCP or Unix stream socket held to the Transport contract."""
+    """A connected TCP or Unix stream socket held to the Transport contract.
+
+    Reading is three methods a subclass may replace (the gevent adapter reads in a
+    greenlet): ``_start_reading`` (after ``connection_made``, and on ``resume_reading``),
+    ``_stop_reading`` (on ``pause_reading``, ``close`` and loss), and what they feed:
+    ``_received`` (data) and ``_read_eof``. Writing and closing stay as they are here.
+    """
 
     __slots__ = (
         "__weakref__",
@@ -118,24 +135,25 @@ class SocketTransport(Transport):
         self._closing = self._lost = self._eof_written = False
         self._write_paused = self._writing = False
         self._reading = True
-        self._extra: dict[str, Any] = {"socket": sock, "backend": session.name}
-        for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
-            try:
-                self._extra[key] = get()
-            except OSError:
-                self._extra[key] = None
+        self._extra = socket_extra(session, sock)
         self._protocol: Any = None
         session._track(self)
         self._protocol = factory()
         try:
             self._protocol.connection_made(self)
         except BaseException:
-            self.abort()
+            self.abort()  # the client's connect raises it; an acceptor logs it
             raise
         if self._reading and not self._closing:
-            session.add_reader(sock, self._on_readable)
+            self._start_reading()
 
     # --- reading ---
+
+    def _start_reading(self) -> None:
+        self._session.add_reader(self._sock, self._on_readable)
+
+    def _stop_reading(self) -> None:
+        self._session.remove_reader(self._sock)
 
     def _on_readable(self) -> None:
         try:
@@ -146,23 +164,42 @@ class SocketTransport(Transport):
             self._fatal(exc)
             return
         if data:
+            self._received(data)
+        else:
+            self._stop_reading()
+            self._read_eof()
+
+    def _received(self, data: bytes) -> None:
+        try:
             self._protocol.data_received(data)
-            return
-        self._session.remove_reader(self._sock)
+        except Exception as exc:
+            self._protocol_failed("data_received", exc)
+
+    def _read_eof(self) -> None:
         self._reading = False
-        if not self._protocol.eof_received():
+        try:
+            keep_open = self._protocol.eof_received()
+        except Exception as exc:
+            self._protocol_failed("eof_received", exc)
+            return
+        if not keep_open:
             self.close()
+
+    def _protocol_failed(self, method: str, exc: Exception) -> None:
+        # As asyncio does: a protocol that fails on its data loses its connection.
+        log.error("polyloop: %s.%s raised", type(self._protocol).__name__, method, exc_info=exc)
+        self._fatal(exc)
 
     def pause_reading(self) -> None:
         if self._reading:
             self._reading = False
             if not self._closing:
-                self._session.remove_reader(self._sock)
+                self._stop_reading()
 
     def resume_reading(self) -> None:
         if not self._reading and not self._closing:
             self._reading = True
-            self._session.add_reader(self._sock, self._on_readable)
+            self._start_reading()
 
     def is_reading(self) -> bool:
         return self._reading and not self._closing
@@ -257,7 +294,7 @@ class SocketTransport(Transport):
         if self._closing:
             return
         self._closing = True
-        self._session.remove_reader(self._sock)
+        self._stop_reading()
         if not self._buffer:
             self._lose(None)
         # else: _on_writable loses the connection once the buffer is flushed
@@ -278,7 +315,7 @@ class SocketTransport(Transport):
     def _drop(self, exc: BaseException) -> None:
         self._closing = True
         self._buffer.clear()
-        self._session.remove_reader(self._sock)
+        self._stop_reading()
         if self._writing:
             self._writing = False
             self._session.remove_writer(self._sock)
@@ -327,12 +364,8 @@ class SocketDatagramTransport(DatagramTransport):
         self._remote = remote
         self._queue: collections.deque[tuple[bytes, Any]] = collections.deque()
         self._closing = self._lost = False
-        self._extra: dict[str, Any] = {
-            "socket": sock,
-            "sockname": sock.getsockname(),
-            "peername": remote,
-            "backend": session.name,
-        }
+        self._extra = socket_extra(session, sock)
+        self._extra["peername"] = remote
         session._track(self)
         protocol.connection_made(self)
         if not self._closing:

@@ -11,6 +11,7 @@ from ._context import set_current as set_current
 from ._errors import aborted as aborted
 from ._errors import check_bytes as check_bytes
 from ._errors import map_exceptions as map_exceptions
+from ._errors import translate as translate
 from ._futures import AsyncioTask as AsyncioTask
 from ._futures import CoroutineTask as CoroutineTask
 from ._futures import from_asyncio_future as from_asyncio_future
@@ -26,6 +27,7 @@ from ._sockets import set_reset_on_close as set_reset_on_close
 from ._sockettransport import SocketAcceptor as SocketAcceptor
 from ._sockettransport import SocketDatagramTransport as SocketDatagramTransport
 from ._sockettransport import SocketTransport as SocketTransport
+from ._sockettransport import socket_extra as socket_extra
 from ._tls import TLSProtocol as TLSProtocol
 from ._tls import TLSTransport as TLSTransport
 from ._transports import DEFAULT_HIGH_WATER as DEFAULT_HIGH_WATER
@@ -61,4 +63,6 @@ __all__ = [
     "set_current",
     "set_nodelay",
     "set_reset_on_close",
+    "socket_extra",
+    "translate",
 ]
