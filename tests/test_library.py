@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -103,25 +102,6 @@ def main():
 gevent.spawn(main).get()
 """,
 }
-
-
-@pytest.fixture(scope="module")
-def resp_server() -> Iterator[tuple[str, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "polyloop", "serve", "resp", "--backend", "asyncio"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("listening on "), line + (proc.stderr.read() if proc.stderr else "")
-    host, _, port = line.split()[-1].rpartition(":")
-    yield host, int(port)
-    proc.terminate()
-    proc.wait(10)
-    if proc.stdout:
-        proc.stdout.close()
-    if proc.stderr:
-        proc.stderr.close()
 
 
 @pytest.mark.parametrize(
