@@ -33,6 +33,7 @@ from tornado.tcpserver import TCPServer
 import polyloop
 from polyloop.lowlevel import (
     AsyncioTask,
+    Callback,
     Session,
     end_with_asyncio_loop,
     from_asyncio_future,
@@ -134,19 +135,19 @@ class TornadoSession(Session):
         return self.ioloop.time()
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
-        handle = _Callback(fn, args)
+        handle = Callback(fn, args)
         self.ioloop.add_callback(handle)
         return handle
 
     def _call_later(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
-        return _Timeout(self.ioloop, self.ioloop.call_later(delay, _Callback(fn, args)))
+        return _Timeout(self.ioloop, self.ioloop.call_later(delay, Callback(fn, args)))
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         # add_callback is Tornado's thread-safe entry. The other thread's context knows
         # no session: run in this one's.
-        self.ioloop.add_callback(_Callback(self.context.run, (fn, *args)))
+        self.ioloop.add_callback(Callback(self.context.run, (fn, *args)))
 
     # --- tier 1: readiness (one IOLoop handler per fd, for both directions) ---
 
@@ -331,27 +332,6 @@ def _adopt_logged(
         TornadoTransport(session, stream, factory)
     except Exception:
         log.exception("polyloop: a protocol's connection_made raised; connection aborted")
-
-
-class _Callback:
-    """What the IOLoop calls, and the handle of a ``call_soon`` (``add_callback`` itself
-    returns none)."""
-
-    __slots__ = ("args", "cancelled", "fn")
-
-    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        self.fn = fn
-        self.args = args
-        self.cancelled = False
-
-    def __call__(self) -> None:
-        # Returns None: IOLoop._run_callback runs any awaitable a callback returns, which
-        # asyncio would not (call_soon(async_fn) only makes a coroutine there).
-        if not self.cancelled:
-            self.fn(*self.args)
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class _Timeout:

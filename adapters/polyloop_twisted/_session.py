@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 import polyloop
-from polyloop.lowlevel import Acceptor, Session, end_with_asyncio_loop
+from polyloop.lowlevel import Acceptor, Callback, Session, end_with_asyncio_loop
 
 from . import _reactor
 from ._deferreds import DeferredWait, future_of, start, suspend
@@ -121,20 +121,6 @@ class TwistedBackend(polyloop.Backend):
         return session
 
 
-class _Call:
-    """A ``call_soon`` in the queue."""
-
-    __slots__ = ("args", "cancelled", "fn")
-
-    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        self.fn = fn
-        self.args = args
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 class _Timer:
     __slots__ = ("_call",)
 
@@ -178,7 +164,7 @@ class TwistedSession(Session):
         self._enter: Callable[..., Any] = _call if direct else self._in_context
         self._logged = self._bind(_run_logged)
         self._drain_bound = self._bind(self._drain)
-        self._ready: deque[_Call] = deque()
+        self._ready: deque[Callback] = deque()
         self._drain_scheduled = False
         self._watches: dict[int, _reactor.Watch] = {}
         self._trigger: Any = None
@@ -225,7 +211,7 @@ class TwistedSession(Session):
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
         # A FIFO queue drained once per iteration: Twisted's callLater(0) calls sit in a
         # heap ordered by time only, which does not promise FIFO for equal times.
-        call = _Call(fn, args)
+        call = Callback(fn, args)
         self._ready.append(call)
         if not self._drain_scheduled:
             self._drain_scheduled = True
@@ -236,9 +222,7 @@ class TwistedSession(Session):
         self._drain_scheduled = False
         ready = self._ready
         for _ in range(len(ready)):  # what is added meanwhile runs next iteration
-            call = ready.popleft()
-            if not call.cancelled:
-                _run_logged(call.fn, call.args)
+            _run_logged(ready.popleft(), ())
         if ready and not self._drain_scheduled:
             self._drain_scheduled = True
             self.reactor.callLater(0, self._drain_bound)

@@ -48,7 +48,7 @@ from ._transports import BaseTransport, DatagramTransport, Transport
 if TYPE_CHECKING:
     from ._backend import Backend
 
-__all__ = ["Acceptor", "Handle", "Server", "Session"]
+__all__ = ["Acceptor", "Callback", "Handle", "Server", "Session"]
 
 T = TypeVar("T")
 P = TypeVar("P", bound=StreamProtocol)
@@ -79,6 +79,30 @@ class Acceptor(Protocol):
 
     async def wait_closed(self) -> None:
         """Wait until the framework has let go of the socket."""
+
+
+class Callback:
+    """For backends: a queued call that is also its ``Handle``. Calling it runs
+    ``fn(*args)`` unless ``cancel()`` came first, and returns ``None`` (Tornado's IOLoop
+    would run an awaitable that a callback returned)."""
+
+    __slots__ = ("args", "cancelled", "fn")
+
+    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.cancelled = False
+
+    def __repr__(self) -> str:
+        return f"<polyloop callback {self.fn!r}{' cancelled' if self.cancelled else ''}>"
+
+    def __call__(self) -> None:
+        if not self.cancelled:
+            self.fn(*self.args)
+
+    def cancel(self) -> None:
+        """Don't run it, if it has not run yet."""
+        self.cancelled = True
 
 
 class _NeverHandle:

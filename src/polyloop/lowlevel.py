@@ -16,6 +16,7 @@ from ._futures import AsyncioTask as AsyncioTask
 from ._futures import CoroutineTask as CoroutineTask
 from ._futures import from_asyncio_future as from_asyncio_future
 from ._session import Acceptor as Acceptor
+from ._session import Callback as Callback
 from ._session import Session as Session
 from ._session import end_with_asyncio_loop as end_with_asyncio_loop
 from ._sockets import LINGER_RST as LINGER_RST
@@ -42,6 +43,7 @@ __all__ = [
     "READ_SIZE",
     "Acceptor",
     "AsyncioTask",
+    "Callback",
     "CoroutineTask",
     "Session",
     "SocketAcceptor",
