@@ -7,23 +7,39 @@ Importing it imports no framework.
 from . import from_thread as from_thread
 from . import lowlevel as lowlevel
 from ._backend import Backend as Backend
+from ._cancel import CancelScope as CancelScope
+from ._cancel import current_effective_deadline as current_effective_deadline
+from ._cancel import fail_after as fail_after
+from ._cancel import fail_at as fail_at
+from ._cancel import move_on_after as move_on_after
+from ._cancel import move_on_at as move_on_at
+from ._channels import MemoryObjectReceiveStream as MemoryObjectReceiveStream
+from ._channels import MemoryObjectSendStream as MemoryObjectSendStream
+from ._channels import MemoryObjectStreamStatistics as MemoryObjectStreamStatistics
+from ._channels import create_memory_object_stream as create_memory_object_stream
 from ._context import current_backend as current_backend
+from ._errors import BrokenResourceError as BrokenResourceError
 from ._errors import BusyResourceError as BusyResourceError
 from ._errors import Cancelled as Cancelled
 from ._errors import ClosedResourceError as ClosedResourceError
+from ._errors import EndOfStream as EndOfStream
 from ._errors import IncompleteReadError as IncompleteReadError
 from ._errors import LimitOverrunError as LimitOverrunError
+from ._errors import WouldBlock as WouldBlock
 from ._frontend import call_later as call_later
 from ._frontend import call_soon as call_soon
 from ._frontend import call_soon_threadsafe as call_soon_threadsafe
 from ._frontend import connect_tcp as connect_tcp
 from ._frontend import connect_unix as connect_unix
 from ._frontend import create_future as create_future
+from ._frontend import getaddrinfo as getaddrinfo
+from ._frontend import getsockopt as getsockopt
 from ._frontend import listen_tcp as listen_tcp
 from ._frontend import listen_unix as listen_unix
 from ._frontend import open_udp as open_udp
 from ._frontend import run as run
 from ._frontend import run_in_thread as run_in_thread
+from ._frontend import setsockopt as setsockopt
 from ._frontend import sleep as sleep
 from ._frontend import spawn as spawn
 from ._frontend import time as time
@@ -48,6 +64,17 @@ from ._streams import open_tcp_listener as open_tcp_listener
 from ._streams import open_tcp_stream as open_tcp_stream
 from ._streams import open_unix_listener as open_unix_listener
 from ._streams import open_unix_stream as open_unix_stream
+from ._sync import CapacityLimiter as CapacityLimiter
+from ._sync import CapacityLimiterStatistics as CapacityLimiterStatistics
+from ._sync import Condition as Condition
+from ._sync import ConditionStatistics as ConditionStatistics
+from ._sync import Event as Event
+from ._sync import EventStatistics as EventStatistics
+from ._sync import Lock as Lock
+from ._sync import LockStatistics as LockStatistics
+from ._sync import Semaphore as Semaphore
+from ._sync import SemaphoreStatistics as SemaphoreStatistics
+from ._taskgroup import TaskGroup as TaskGroup
 from ._transports import BaseTransport as BaseTransport
 from ._transports import DatagramTransport as DatagramTransport
 from ._transports import Transport as Transport
@@ -61,22 +88,40 @@ __all__ = [
     "BackendUnavailable",
     "BaseProtocol",
     "BaseTransport",
+    "BrokenResourceError",
     "BusyResourceError",
+    "CancelScope",
     "Cancelled",
+    "CapacityLimiter",
+    "CapacityLimiterStatistics",
     "ClosedResourceError",
+    "Condition",
+    "ConditionStatistics",
     "DatagramProtocol",
     "DatagramTransport",
+    "EndOfStream",
+    "Event",
+    "EventStatistics",
     "Future",
     "Handle",
     "IncompleteReadError",
     "LimitOverrunError",
     "Listener",
+    "Lock",
+    "LockStatistics",
+    "MemoryObjectReceiveStream",
+    "MemoryObjectSendStream",
+    "MemoryObjectStreamStatistics",
     "Protocol",
+    "Semaphore",
+    "SemaphoreStatistics",
     "Server",
     "Session",
     "Stream",
     "Task",
+    "TaskGroup",
     "Transport",
+    "WouldBlock",
     "available_backends",
     "call_later",
     "call_soon",
@@ -84,13 +129,21 @@ __all__ = [
     "connect_tcp",
     "connect_unix",
     "create_future",
+    "create_memory_object_stream",
     "current_backend",
+    "current_effective_deadline",
     "current_task",
+    "fail_after",
+    "fail_at",
     "from_thread",
+    "getaddrinfo",
+    "getsockopt",
     "listen_tcp",
     "listen_unix",
     "load_backend",
     "lowlevel",
+    "move_on_after",
+    "move_on_at",
     "open_tcp_listener",
     "open_tcp_stream",
     "open_udp",
@@ -98,6 +151,7 @@ __all__ = [
     "open_unix_stream",
     "run",
     "run_in_thread",
+    "setsockopt",
     "sleep",
     "spawn",
     "time",

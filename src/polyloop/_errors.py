@@ -15,11 +15,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
+    "BrokenResourceError",
     "BusyResourceError",
     "Cancelled",
     "ClosedResourceError",
+    "EndOfStream",
     "IncompleteReadError",
     "LimitOverrunError",
+    "WouldBlock",
     "aborted",
     "map_exceptions",
     "translate",
@@ -30,6 +33,18 @@ __all__ = [
 #: their own (``twisted.internet.defer.CancelledError``, ``GreenletExit``) into it, so
 #: ``except polyloop.Cancelled`` works everywhere and interoperates with asyncio code.
 Cancelled = CancelledError
+
+
+class BrokenResourceError(RuntimeError):
+    """The other side is gone: every receive end of a memory object stream was closed."""
+
+
+class EndOfStream(Exception):
+    """Nothing more will come: every send end of a memory object stream was closed."""
+
+
+class WouldBlock(Exception):
+    """A ``*_nowait`` call could not proceed without waiting."""
 
 
 class BusyResourceError(RuntimeError):

@@ -7,7 +7,6 @@ protocols directly. Arguments are checked before anything is spawned or schedule
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import math
 import ssl as _ssl
@@ -16,9 +15,10 @@ from typing import Any, TypeVar
 
 from . import _context
 from ._backend import Backend
+from ._cancel import CancelScope
 from ._context import current_backend
-from ._errors import Cancelled, check_timeout
-from ._futures import Future, Task, current_task
+from ._errors import check_timeout
+from ._futures import Future, Task
 from ._protocols import DatagramProtocol, Protocol
 from ._registry import load_backend
 from ._session import Handle, Server
@@ -31,11 +31,14 @@ __all__ = [
     "connect_tcp",
     "connect_unix",
     "create_future",
+    "getaddrinfo",
+    "getsockopt",
     "listen_tcp",
     "listen_unix",
     "open_udp",
     "run",
     "run_in_thread",
+    "setsockopt",
     "sleep",
     "spawn",
     "time",
@@ -122,29 +125,13 @@ async def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await current_backend().run_in_thread(fn, *args)
 
 
-async def _await(aw: Awaitable[T]) -> T:
-    return await aw
-
-
-def _cancel_requested() -> bool:
-    """Whether the caller's own task has a cancellation pending (polyloop's or asyncio's)."""
-    task = current_task()
-    if task is not None:
-        return task.cancelling() > 0
-    loop = asyncio._get_running_loop()
-    if loop is not None:
-        native = asyncio.current_task(loop)
-        if native is not None:
-            return native.cancelling() > 0
-    return False
-
-
 async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
-    """Await ``aw`` (any awaitable); after ``timeout`` seconds cancel it and raise
-    ``TimeoutError``. ``None`` (or ``inf``) waits for ever.
+    """Await ``aw`` (any awaitable) in the calling task; after ``timeout`` seconds cancel
+    it and raise ``TimeoutError``. ``None`` (or ``inf``) waits for ever.
 
-    A cancellation of the caller that arrives while ``aw`` is unwinding from the timeout
-    is delivered (``Cancelled``), not turned into ``TimeoutError``.
+    It is ``fail_after`` around one await (as ``asyncio.wait_for`` is ``asyncio.timeout``
+    since Python 3.12): a cancellation of the caller that arrives while ``aw`` unwinds
+    from the timeout is delivered (``Cancelled``), not turned into ``TimeoutError``.
     """
     try:
         seconds = check_timeout(timeout)
@@ -154,29 +141,46 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
         if inspect.iscoroutine(aw):
             aw.close()  # never started: no "coroutine was never awaited" warning
         raise
-    session = current_backend()
     if seconds is None or seconds == math.inf:
         return await aw
-    task = session.spawn(aw if inspect.iscoroutine(aw) else _await(aw))
-    timed_out = False
+    with CancelScope(deadline=current_backend().time() + seconds) as scope:
+        result = await aw
+    if scope.cancelled_caught:
+        raise TimeoutError(f"timed out after {timeout} s")
+    return result
 
-    def expire() -> None:
-        nonlocal timed_out
-        if not task.done():
-            timed_out = True
-            task.cancel()
 
-    handle = session.call_later(seconds, expire)
-    try:
-        result: T = await task
-        return result
-    except Cancelled:
-        if timed_out and not _cancel_requested():
-            raise TimeoutError(f"timed out after {timeout} s") from None
-        task.cancel()
-        raise
-    finally:
-        handle.cancel()
+async def getaddrinfo(
+    host: str | None,
+    port: int | str | None,
+    *,
+    family: int = 0,
+    type: int = 0,
+    proto: int = 0,
+    flags: int = 0,
+) -> list[tuple[Any, Any, int, str, Any]]:
+    """``socket.getaddrinfo`` without blocking the loop (``Session.getaddrinfo``)."""
+    return await current_backend().getaddrinfo(
+        host, port, family=family, type=type, proto=proto, flags=flags
+    )
+
+
+def setsockopt(connection: Any, level: int, option: int, value: int | bytes) -> None:
+    """Set a socket option of a ``Transport``'s, ``DatagramTransport``'s or ``Stream``'s
+    socket (``socket.setsockopt``), on every backend and over TLS too. ``ValueError`` if
+    it has no socket (any more)."""
+    sock = connection.get_extra_info("socket")
+    if sock is None:
+        raise ValueError(f"{connection!r} has no socket (closed, or not a socket transport)")
+    sock.setsockopt(level, option, value)
+
+
+def getsockopt(connection: Any, level: int, option: int) -> int:
+    """Read an integer socket option of a transport's or stream's socket."""
+    sock = connection.get_extra_info("socket")
+    if sock is None:
+        raise ValueError(f"{connection!r} has no socket (closed, or not a socket transport)")
+    return int(sock.getsockopt(level, option))
 
 
 async def listen_tcp(

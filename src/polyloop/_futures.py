@@ -62,7 +62,18 @@ InvalidStateError = asyncio.InvalidStateError
 def current_task() -> Task[Any] | None:
     """The polyloop task running the caller, or ``None`` (a host application's own
     coroutine, a callback)."""
-    return _task_var.get(None)
+    task = _task_var.get(None)
+    if task is None:
+        return None
+    # The context variable is inherited by whatever the task's code starts natively (an
+    # asyncio.create_task, a Deferred.fromCoroutine): check that the task runs now.
+    if isinstance(task, AsyncioTask):
+        loop = asyncio._get_running_loop()
+        if loop is None or asyncio.current_task(loop) is not task.native:
+            return None
+    elif isinstance(task, CoroutineTask) and not task._stepping:
+        return None
+    return task
 
 
 class Future(Generic[T]):
@@ -103,7 +114,7 @@ class Future(Generic[T]):
 
     def __del__(self) -> None:
         if self._log_exception:
-            exc = self._result
+            exc = self._result.exc
             log.error("polyloop: %r failed and nobody retrieved its exception", self, exc_info=exc)
 
     @property
@@ -214,12 +225,26 @@ class Future(Generic[T]):
             if echo is self and self._state == _PENDING:
                 # A runner that cannot wait on us sent us back: Twisted's (see Rule 2).
                 self._asyncio_future_blocking = False
-                from ._context import foreign_runner_session
-
-                yield from foreign_runner_session()._suspend_foreign(self)
+                yield from self._suspend_foreign()
         return self.result()
 
     __iter__ = __await__
+
+    def _suspend_foreign(self) -> Generator[Any, Any, None]:
+        # The coroutine's "task" here is its context's _ForeignTask: a cancel scope
+        # cancels the futures it awaits (polyloop._cancel).
+        from ._cancel import foreign_task
+        from ._context import foreign_runner_session
+
+        task = foreign_task()
+        if task.must_cancel:
+            task.must_cancel = False
+            raise Cancelled()
+        task.waiting.add(self)
+        try:
+            yield from foreign_runner_session()._suspend_foreign(self)
+        finally:
+            task.waiting.discard(self)
 
 
 class _Raised:
@@ -270,9 +295,10 @@ class Task(Future[T]):
     def set_exception(self, exception: BaseException | type[BaseException]) -> None:
         raise RuntimeError("a Task's outcome is its coroutine's: set_exception() is not allowed")
 
-    def cancel(self, msg: Any = None) -> bool:
+    def cancel(self, msg: Any = None, *, _checked: bool = False) -> bool:
         """Ask the coroutine to stop: ``Cancelled`` at its current await (True), or False
-        if it is already done."""
+        if it is already done. A shielded cancel scope in the task holds the request
+        back until it exits."""
         raise NotImplementedError
 
     def cancelling(self) -> int:
@@ -356,9 +382,11 @@ class CoroutineTask(Task[T]):
         self._context.run(_enter, self)
         session._task_start(self)
 
-    def cancel(self, msg: Any = None) -> bool:
+    def cancel(self, msg: Any = None, *, _checked: bool = False) -> bool:
         if self._state != _PENDING:
             return False
+        if not _checked and _held(self, msg):
+            return True
         self._num_cancels += 1
         self._cancel_msg = msg
         waiting = self._waiting
@@ -374,6 +402,12 @@ class CoroutineTask(Task[T]):
         elif self._stepping:
             self._session._task_interrupt(self)  # parked inside a step (gevent's own API)
         return True
+
+    def uncancel(self) -> int:
+        left = super().uncancel()
+        if left == 0:
+            self._must_cancel = False  # a request never delivered is taken back too
+        return left
 
     def _wake(self, _: object = None) -> None:
         # A done-callback of the future we wait on, or a foreign wait's end.
@@ -488,9 +522,11 @@ class AsyncioTask(Task[T]):
             if coro is not None:
                 coro.close()  # never started: no "coroutine was never awaited" warning
 
-    def cancel(self, msg: Any = None) -> bool:
+    def cancel(self, msg: Any = None, *, _checked: bool = False) -> bool:
         if self._state != _PENDING:
             return False
+        if not _checked and _held(self, msg):
+            return True
         return self.native.cancel(msg)
 
     def _kill(self) -> None:
@@ -525,6 +561,12 @@ def from_asyncio_future(session: Session, native: asyncio.Future[T]) -> Future[T
     native.add_done_callback(copy)
     fut.add_done_callback(back)
     return fut
+
+
+def _held(task: Task[Any], msg: Any) -> bool:
+    from ._cancel import hold_if_shielded
+
+    return hold_if_shielded(task, msg)
 
 
 def _enter(task: Task[Any]) -> None:

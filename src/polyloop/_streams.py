@@ -120,6 +120,22 @@ class Stream:
         """The transport's extra info (``peername``, ``ssl_object`` ...)."""
         return self.transport.get_extra_info(name, default)
 
+    def is_closing(self) -> bool:
+        """True once this side closed or aborted the stream, or the connection is gone
+        (the peer's EOF alone does not count: see ``at_eof``)."""
+        return self._closed or self._p.lost or self.transport.is_closing()
+
+    def at_eof(self) -> bool:
+        """True if the peer sent EOF (or the connection was lost) and nothing is left to
+        receive: an idle pooled connection the server has closed, told without reading."""
+        return self._p.eof and not self._p.buffer
+
+    def abort(self) -> None:
+        """Close at once, dropping what is buffered: the peer sees a reset. For a
+        connection in an unknown state (a pool's, after a cancelled request)."""
+        self._closed = True
+        self.transport.abort()
+
     async def _wait_readable(self) -> None:
         p = self._p
         waiter = p.session.create_future()
