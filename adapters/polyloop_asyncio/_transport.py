@@ -91,6 +91,12 @@ class _Wrapper(Generic[NT]):
     def is_closing(self) -> bool:
         return self._closing or self._t.is_closing()
 
+    def set_protocol(self, protocol: Any) -> None:
+        self._t.set_protocol(protocol)
+
+    def get_protocol(self) -> Any:
+        return self._t.get_protocol()
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "backend":
             return self._session.name

@@ -454,5 +454,11 @@ class TornadoTransport(polyloop.Transport):
     def is_closing(self) -> bool:
         return self._closing
 
+    def set_protocol(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._extra.get(name, default)

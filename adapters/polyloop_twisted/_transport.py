@@ -180,6 +180,14 @@ class TwistedTransport(polyloop.Transport):
         t = self._t
         return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[no-any-return]
 
+    def set_protocol(self, protocol: Any) -> None:
+        bridge = self._bridge
+        bridge.user = protocol
+        bridge.dataReceived = bridge.session._bind(protocol.data_received)  # type: ignore[method-assign]
+
+    def get_protocol(self) -> Any:
+        return self._bridge.user
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._extra.get(name, default)
 

@@ -42,6 +42,7 @@ from ._frontend import run_in_thread as run_in_thread
 from ._frontend import setsockopt as setsockopt
 from ._frontend import sleep as sleep
 from ._frontend import spawn as spawn
+from ._frontend import start_tls as start_tls
 from ._frontend import time as time
 from ._frontend import wait_for as wait_for
 from ._futures import Future as Future
@@ -154,6 +155,7 @@ __all__ = [
     "setsockopt",
     "sleep",
     "spawn",
+    "start_tls",
     "time",
     "wait_for",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "setsockopt",
     "sleep",
     "spawn",
+    "start_tls",
     "time",
     "wait_for",
 ]
@@ -181,6 +182,22 @@ def getsockopt(connection: Any, level: int, option: int) -> int:
     if sock is None:
         raise ValueError(f"{connection!r} has no socket (closed, or not a socket transport)")
     return int(sock.getsockopt(level, option))
+
+
+async def start_tls(
+    transport: Transport,
+    protocol: Protocol,
+    sslcontext: _ssl.SSLContext,
+    *,
+    server_side: bool = False,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+) -> Transport:
+    """``Session.start_tls`` on the running session: upgrade a connection to TLS."""
+    return await current_backend().start_tls(
+        transport, protocol, sslcontext, server_side=server_side,
+        server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
+    )  # fmt: skip
 
 
 async def listen_tcp(

@@ -743,6 +743,49 @@ class Session(abc.ABC):
         transport = await self._open_datagram(sock, protocol, remote)
         return transport, protocol
 
+    # --- TLS on a live connection ---
+
+    async def start_tls(
+        self,
+        transport: Transport,
+        protocol: StreamProtocol,
+        sslcontext: _ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        _leftover: bytes = b"",
+    ) -> Transport:
+        """Upgrade a plain connection to TLS (STARTTLS) and return the TLS transport.
+
+        ``protocol`` (the connection's) keeps its identity: it is driven by the new
+        transport from now on, and its ``connection_made`` is not called again. Raises
+        the handshake's ``ssl.SSLError`` (the connection is then aborted), or
+        ``TimeoutError`` after ``ssl_handshake_timeout`` seconds (default 60). The same
+        on every backend: the core's TLS layer runs over the backend's transport.
+        """
+        _errors.check_ssl(sslcontext, server_hostname, server_side=server_side)
+        if sslcontext is None:
+            raise TypeError("start_tls needs an ssl.SSLContext")
+        if not server_side and server_hostname is None and sslcontext.check_hostname:
+            raise ValueError("server_hostname is required to verify the server")
+        from ._tls import TLSProtocol
+
+        tls = TLSProtocol(
+            self, protocol, sslcontext, server_side, server_hostname,
+            handshake_timeout=ssl_handshake_timeout, call_connection_made=False,
+        )  # fmt: skip
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
+        if _leftover:
+            tls.data_received(_leftover)
+        try:
+            await tls.handshake_done
+        except BaseException:
+            transport.abort()
+            raise
+        return tls.app_transport
+
     # --- tier 2: adopting sockets (defaults: the core's socket transports) ---
 
     async def _sock_connect(self, sock: socket.socket, addr: Any) -> None:

@@ -136,6 +136,31 @@ class Stream:
         self._closed = True
         self.transport.abort()
 
+    async def start_tls(
+        self,
+        ssl: _ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+    ) -> None:
+        """Upgrade this stream to TLS in place (STARTTLS: SMTP, IMAP, PostgreSQL,
+        Redis); both ends call it, one with ``server_side=True``. Bytes already received
+        past the plain part (a client's ClientHello sent right after its command) are
+        fed to the handshake. Raises what ``Session.start_tls`` raises."""
+        if self._closed:
+            raise ClosedResourceError("the stream was closed")
+        if self._receiving or self._sending:
+            raise BusyResourceError("start_tls() while another task receives or sends")
+        p = self._p
+        leftover = bytes(p.buffer)
+        p.buffer.clear()
+        transport = await p.session.start_tls(
+            self.transport, p, ssl, server_side=server_side, server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout, _leftover=leftover,
+        )  # fmt: skip
+        self.transport = p.transport = transport
+
     async def _wait_readable(self) -> None:
         p = self._p
         waiter = p.session.create_future()

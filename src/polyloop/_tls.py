@@ -27,11 +27,13 @@ from ._transports import Transport
 
 if TYPE_CHECKING:
     from ._futures import Future
-    from ._session import Session
+    from ._session import Handle, Session
 
-__all__ = ["TLSProtocol", "TLSTransport"]
+__all__ = ["HANDSHAKE_TIMEOUT", "TLSProtocol", "TLSTransport"]
 
 _READ_SIZE = 256 * 1024
+#: Seconds a TLS handshake may take before the connection is dropped (asyncio's 60 s).
+HANDSHAKE_TIMEOUT = 60.0
 
 
 class TLSProtocol(Protocol):
@@ -44,10 +46,18 @@ class TLSProtocol(Protocol):
         context: ssl.SSLContext,
         server_side: bool,
         server_hostname: str | None,
+        *,
+        handshake_timeout: float | None = None,
+        call_connection_made: bool = True,
     ) -> None:
         self.app_protocol = app_protocol
         self.app_transport = TLSTransport(self)
         self.handshake_done: Future[None] = session.create_future()
+        self._session = session
+        self._timeout = HANDSHAKE_TIMEOUT if handshake_timeout is None else handshake_timeout
+        self._timer: Handle | None = None
+        # start_tls upgrades a connection whose protocol was made already.
+        self._call_connection_made = call_connection_made
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._sslobj = context.wrap_bio(
@@ -65,7 +75,16 @@ class TLSProtocol(Protocol):
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         self._raw = transport
+        # A peer that connects and never finishes its handshake is not held for ever.
+        self._timer = self._session.call_later(self._timeout, self._handshake_timed_out)
         self._handshake()
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        if self._handshaking:
+            self._fail_handshake(
+                TimeoutError(f"TLS handshake not done within {self._timeout:g} s")
+            )
 
     def data_received(self, data: bytes) -> None:
         self._incoming.write(data)
@@ -119,17 +138,25 @@ class TLSProtocol(Protocol):
             return
         self._flush()
         self._handshaking = False
+        self._stop_timer()
         if not self.handshake_done.done():
             self.handshake_done.set_result(None)
         self._app_started = True
-        self.app_protocol.connection_made(self.app_transport)
+        if self._call_connection_made:
+            self.app_protocol.connection_made(self.app_transport)
         if self._closing:
             self._shutdown()
         else:
             self._read()  # application data may have come with the last handshake record
 
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _fail_handshake(self, exc: BaseException) -> None:
         self._handshaking = False
+        self._stop_timer()
         if not self.handshake_done.done():
             self.handshake_done.set_exception(exc)
             # Nobody may await a server-side handshake: mark the exception retrieved.
@@ -256,6 +283,12 @@ class TLSTransport(Transport):
     def get_write_buffer_size(self) -> int:
         raw = self._tls._raw
         return 0 if raw is None else raw.get_write_buffer_size()
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._tls.app_protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return self._tls.app_protocol
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         sslobj = self._tls._sslobj

@@ -44,6 +44,15 @@ class BaseTransport(abc.ABC):
         """
 
     @abc.abstractmethod
+    def set_protocol(self, protocol: Any) -> None:
+        """Drive ``protocol`` from now on instead of the current one (``start_tls`` puts
+        the TLS layer in between this way). Its ``connection_made`` is not called."""
+
+    @abc.abstractmethod
+    def get_protocol(self) -> Any:
+        """The protocol this transport drives."""
+
+    @abc.abstractmethod
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Optional information about the connection.
 
