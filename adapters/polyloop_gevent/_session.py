@@ -242,7 +242,9 @@ class GeventSession(Session):
             log.exception("polyloop: exception in callback %r", fn)
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
-        return _Handle(self.loop.run_callback(self._call, self.context, fn, args), False)
+        # In a copy of the caller's context, as asyncio's call_soon (the hub has its own).
+        callback = self.loop.run_callback(self._call, self._callback_context(), fn, args)
+        return _Handle(callback, False)
 
     def _call_soon_in(
         self, context: contextvars.Context | None, fn: Callable[..., object], arg: Any
@@ -257,12 +259,18 @@ class GeventSession(Session):
         timer = self.loop.timer(delay)
         handle = _Handle(timer, True)
         # update=True: measure the delay from now, not from the loop's cached time.
-        timer.start(self._fire, handle, fn, args, update=True)
+        timer.start(self._fire, handle, self._callback_context(), fn, args, update=True)
         return handle
 
-    def _fire(self, handle: _Handle, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def _fire(
+        self,
+        handle: _Handle,
+        context: contextvars.Context,
+        fn: Callable[..., object],
+        args: tuple[Any, ...],
+    ) -> None:
         handle.cancel()  # closes the one-shot watcher
-        self._call(self.context, fn, args)
+        self._call(context, fn, args)
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         wake = self._wake

@@ -211,7 +211,7 @@ class TwistedSession(Session):
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
         # A FIFO queue drained once per iteration: Twisted's callLater(0) calls sit in a
         # heap ordered by time only, which does not promise FIFO for equal times.
-        call = Callback(fn, args)
+        call = Callback(fn, args, self._callback_context())  # the caller's context, copied
         self._ready.append(call)
         if not self._drain_scheduled:
             self._drain_scheduled = True
@@ -230,7 +230,8 @@ class TwistedSession(Session):
     def _call_later(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
-        return _Timer(self.reactor.callLater(delay, self._logged, fn, args))
+        context = self._callback_context()  # the caller's, copied: callLater copies none
+        return _Timer(self.reactor.callLater(delay, self._logged, context.run, (fn, *args)))
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         # The other thread's context knows no session: always enter ours.

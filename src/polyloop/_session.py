@@ -25,6 +25,7 @@ never closes, stops or replaces it, and at its end closes only what polyloop ope
 from __future__ import annotations
 
 import abc
+import asyncio
 import concurrent.futures
 import contextvars
 import errno
@@ -34,6 +35,7 @@ import math
 import socket
 import ssl as _ssl
 import threading
+import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -83,14 +85,20 @@ class Acceptor(Protocol):
 
 class Callback:
     """For backends: a queued call that is also its ``Handle``. Calling it runs
-    ``fn(*args)`` unless ``cancel()`` came first, and returns ``None`` (Tornado's IOLoop
-    would run an awaitable that a callback returned)."""
+    ``fn(*args)`` -- in ``context`` if one is given -- unless ``cancel()`` came first, and
+    returns ``None`` (Tornado's IOLoop would run an awaitable that a callback returned)."""
 
-    __slots__ = ("args", "cancelled", "fn")
+    __slots__ = ("args", "cancelled", "context", "fn")
 
-    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None = None,
+    ) -> None:
         self.fn = fn
         self.args = args
+        self.context = context
         self.cancelled = False
 
     def __repr__(self) -> str:
@@ -98,7 +106,10 @@ class Callback:
 
     def __call__(self) -> None:
         if not self.cancelled:
-            self.fn(*self.args)
+            if self.context is None:
+                self.fn(*self.args)
+            else:
+                self.context.run(self.fn, *self.args)
 
     def cancel(self) -> None:
         """Don't run it, if it has not run yet."""
@@ -392,6 +403,15 @@ class Session(abc.ABC):
         self._timers.add(timer)
         return timer
 
+    def _callback_context(self) -> contextvars.Context:
+        """For backends whose framework does not copy contexts: what a callback scheduled
+        now runs in -- a copy of the caller's context, naming this session (a borrowed
+        loop's callbacks run where detection may not find it: gevent's hub)."""
+        ctx = contextvars.copy_context()
+        if ctx.get(_session_var) is not self:
+            ctx.run(_session_var.set, self)
+        return ctx
+
     def _call_soon_in(
         self, context: contextvars.Context | None, fn: Callable[..., object], arg: Any
     ) -> None:
@@ -466,6 +486,12 @@ class Session(abc.ABC):
         """Suspend the caller for ``seconds`` (0 yields to the loop once; ``inf``: for
         ever). ``ValueError`` for a negative or NaN delay, ``TypeError`` for a non-number."""
         seconds = _errors.check_sleep(seconds)
+        if not seconds and _known_runner():
+            # A bare yield is one turn of the loop for asyncio's Task and for the core's
+            # driver, without a future and a callback (Twisted's runner would not
+            # suspend on it: there the future below is used).
+            await _bare_yield()
+            return
         fut = self.create_future()
         handle = self.call_later(seconds, _set_none, fut) if seconds else None
         if handle is None:
@@ -909,6 +935,19 @@ def end_with_asyncio_loop(session: Session) -> None:
     except StopIteration:
         pass
     session._sentinel = agen  # the loop only holds it weakly
+
+
+@types.coroutine
+def _bare_yield() -> Generator[None, None, None]:
+    yield
+
+
+def _known_runner() -> bool:
+    """Whether a polyloop task or an asyncio task runs the caller (not a foreign runner)."""
+    if current_task() is not None:
+        return True
+    loop = asyncio._get_running_loop()
+    return loop is not None and asyncio.current_task(loop) is not None
 
 
 def _set_none(fut: Future[Any]) -> None:
