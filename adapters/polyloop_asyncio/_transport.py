@@ -28,6 +28,7 @@ from polyloop.lowlevel import (
     check_bytes,
     datagram_address,
     set_reset_on_close,
+    write_after_eof,
 )
 
 if TYPE_CHECKING:
@@ -121,7 +122,12 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
         # makes it a no-op, like a write after close().
         if self._closing or self._t.is_closing():
             return
-        self._t.write(data)
+        try:
+            self._t.write(data)
+        except RuntimeError:
+            if self._t.can_write_eof() and getattr(self._t, "_eof", True):
+                raise write_after_eof() from None  # one text on every backend
+            raise
 
     def writelines(self, list_of_data: Any) -> None:
         if not (self._closing or self._t.is_closing()):

@@ -52,6 +52,7 @@ from polyloop.lowlevel import (
     check_buffer_limits,
     check_bytes,
     set_reset_on_close,
+    write_after_eof,
 )
 
 if TYPE_CHECKING:
@@ -324,7 +325,7 @@ class TornadoTransport(polyloop.Transport):
         if self._closing:
             return
         if self._eof_written:
-            raise RuntimeError("write() after write_eof()")
+            raise write_after_eof()
         if not data:
             return
         stream = self._stream

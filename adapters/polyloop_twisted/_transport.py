@@ -53,6 +53,7 @@ from polyloop.lowlevel import (
     check_buffer_limits,
     check_bytes,
     set_nodelay,
+    write_after_eof,
 )
 
 from ._deferreds import future_of
@@ -110,7 +111,7 @@ class TwistedTransport(polyloop.Transport):
         if self._closing:
             return
         if self._eof_out:
-            raise RuntimeError("cannot write after write_eof()")
+            raise write_after_eof()
         if data:
             self._t.write(data)
             # Our high-water mark, not Twisted's bufferSize (see the module docstring).

@@ -26,6 +26,7 @@ __all__ = [
     "aborted",
     "map_exceptions",
     "translate",
+    "write_after_eof",
 ]
 
 #: The one cancellation type. It *is* ``asyncio.CancelledError`` (a ``BaseException``):
@@ -96,6 +97,11 @@ def map_exceptions(table: Table) -> Iterator[None]:
         if new is exc:
             raise
         raise new from exc
+
+
+def write_after_eof() -> RuntimeError:
+    """What ``write()`` after ``write_eof()`` raises: one text everywhere."""
+    return RuntimeError("write() after write_eof()")
 
 
 def aborted() -> ConnectionAbortedError:

@@ -202,7 +202,10 @@ class Future(Generic[T]):
     ) -> None:
         """Call ``fn(self)`` soon after it is done (soon, if it already is)."""
         if self._state != _PENDING:
-            self._session._call_soon_in(context, fn, self)
+            session = self._session
+            if session._closed:
+                session = _adoptive(session)
+            session._call_soon_in(context, fn, self)
         else:
             self._callbacks.append((fn, context))
 
@@ -214,7 +217,10 @@ class Future(Generic[T]):
 
     def _schedule_callbacks(self) -> None:
         callbacks, self._callbacks = self._callbacks, []
-        call = self._session._call_soon_in
+        session = self._session
+        if session._closed:
+            session = _adoptive(session)
+        call = session._call_soon_in
         for fn, context in callbacks:
             call(context, fn, self)
 
@@ -561,6 +567,15 @@ def from_asyncio_future(session: Session, native: asyncio.Future[T]) -> Future[T
     native.add_done_callback(copy)
     fut.add_done_callback(back)
     return fut
+
+
+def _adoptive(ended: Session) -> Session:
+    """A future outlived its session (made in one ``polyloop.run``, used in a later one):
+    its callbacks go to the session running the caller instead, so awaiting it works as
+    it does on a live session."""
+    from ._context import current_or_none
+
+    return current_or_none() or ended
 
 
 def _held(task: Task[Any], msg: Any) -> bool:

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import aborted, check_bytes
+from ._errors import aborted, check_bytes, write_after_eof
 from ._sockets import MAX_DATAGRAM, READ_SIZE, set_nodelay, set_reset_on_close
 from ._transports import (
     DEFAULT_HIGH_WATER,
@@ -211,7 +211,7 @@ class SocketTransport(Transport):
         if self._closing:
             return
         if self._eof_written:
-            raise RuntimeError("write() after write_eof()")
+            raise write_after_eof()
         if not data:
             return
         buffer = self._buffer

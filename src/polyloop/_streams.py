@@ -378,6 +378,11 @@ class Listener:
         except Cancelled:
             stream.transport.abort()
             raise
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+            # The peer went away: an ordinary event of a network server, not a bug of the
+            # handler. One line at DEBUG, not a traceback per connection.
+            log.debug("polyloop: stream handler %r: peer gone (%r)", handler, exc)
+            stream.transport.abort()
         except Exception:
             log.exception("polyloop: unhandled error in stream handler %r", handler)
             stream.transport.abort()

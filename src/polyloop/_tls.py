@@ -70,6 +70,7 @@ class TLSProtocol(Protocol):
         self._closing = False
         self._eof_written = False
         self._lost = False
+        self._peer_closed = False  # the peer's close_notify came
 
     # --- raw side ---
 
@@ -103,6 +104,11 @@ class TLSProtocol(Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._lost = True
+        if self._peer_closed and isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+            # The peer ended the session cleanly (close_notify) and then closed its
+            # socket: our close_notify in reply hit a socket the peer had shut, so the
+            # flush failed (EPIPE/ECONNRESET). The contract reports a clean close.
+            exc = None
         if self._handshaking:
             self._fail_handshake(
                 exc or ConnectionResetError("connection lost during TLS handshake")
@@ -190,6 +196,7 @@ class TLSProtocol(Protocol):
         if chunks and self._app_started:
             self.app_protocol.data_received(b"".join(chunks) if len(chunks) > 1 else chunks[0])
         if eof and self._app_started and not self._lost:
+            self._peer_closed = True
             self.app_protocol.eof_received()  # TLS cannot be half-open: close after it
             self._shutdown()
 

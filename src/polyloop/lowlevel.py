@@ -12,6 +12,7 @@ from ._errors import aborted as aborted
 from ._errors import check_bytes as check_bytes
 from ._errors import map_exceptions as map_exceptions
 from ._errors import translate as translate
+from ._errors import write_after_eof as write_after_eof
 from ._futures import AsyncioTask as AsyncioTask
 from ._futures import CoroutineTask as CoroutineTask
 from ._futures import from_asyncio_future as from_asyncio_future
@@ -67,4 +68,5 @@ __all__ = [
     "set_reset_on_close",
     "socket_extra",
     "translate",
+    "write_after_eof",
 ]
