@@ -19,7 +19,13 @@ from typing import Any, ClassVar, TypeVar
 import polyloop
 from polyloop.lowlevel import AsyncioTask, Session, end_with_asyncio_loop, from_asyncio_future
 
-from ._transport import AsyncioDatagramTransport, AsyncioTransport, Bridge, abort_native
+from ._transport import (
+    AsyncioDatagramTransport,
+    AsyncioTransport,
+    Bridge,
+    _still_open,
+    abort_native,
+)
 
 T = TypeVar("T")
 
@@ -160,9 +166,13 @@ class AsyncioSession(Session):
         factory: Callable[[], polyloop.Protocol],
         ssl: _ssl.SSLContext | None,
         backlog: int,
+        handshake_timeout: float | None = None,
     ) -> polyloop.lowlevel.Acceptor:
+        tls: dict[str, Any] = {"ssl": ssl}
+        if ssl is not None and handshake_timeout is not None:
+            tls["ssl_handshake_timeout"] = handshake_timeout or 1e-9  # asyncio wants > 0
         server = await self.loop.create_server(
-            lambda: Bridge(factory, self, None), sock=sock, ssl=ssl, backlog=backlog
+            lambda: Bridge(factory, self, None), sock=sock, backlog=backlog, **tls
         )
         return _Acceptor(server)
 
@@ -214,6 +224,12 @@ class AsyncioSession(Session):
             if len(self._unweakable) >= 64:
                 self._unweakable = {t for t in self._unweakable if not t.is_closing()}
             self._unweakable.add(transport)
+
+    def _open_streams(self) -> list[Any]:
+        return [
+            t for t in [*self._natives, *self._unweakable]
+            if hasattr(t, "write_eof") and _still_open(t)  # uvloop's are no asyncio.Transport
+        ]  # fmt: skip
 
     def _abort_transports(self) -> None:
         left = [*self._natives, *self._unweakable]

@@ -32,6 +32,7 @@ from tornado.tcpserver import TCPServer
 
 import polyloop
 from polyloop.lowlevel import (
+    HANDSHAKE_TIMEOUT,
     AsyncioTask,
     Callback,
     Session,
@@ -218,8 +219,9 @@ class TornadoSession(Session):
         factory: Callable[[], polyloop.Protocol],
         ssl: _ssl.SSLContext | None,
         backlog: int,
+        handshake_timeout: float | None = None,
     ) -> polyloop.lowlevel.Acceptor:
-        listener = _Listener(self, factory, ssl)
+        listener = _Listener(self, factory, ssl, handshake_timeout)
         listener.add_sockets([sock])
         return listener
 
@@ -251,6 +253,7 @@ class TornadoSession(Session):
         sock: socket.socket,
         factory: Callable[[], polyloop.Protocol],
         ssl: _ssl.SSLContext | None,
+        handshake_timeout: float | None = None,
     ) -> None:
         """A connection ``TCPServer`` accepted: adopt it (TLS: once it is handshaken)."""
         set_nodelay(sock)
@@ -262,11 +265,16 @@ class TornadoSession(Session):
         except OSError:
             return  # reset before we could wrap it (as TCPServer does)
         self._handshakes.add(stream)
+        # SSLIOStream has no handshake timeout: a client that never sends its ClientHello
+        # would be held for ever. Drop it after the same time the core's layer allows.
+        timeout = HANDSHAKE_TIMEOUT if handshake_timeout is None else handshake_timeout
+        timer = self.ioloop.call_later(timeout, stream.close)
 
         def handshaken(done: asyncio.Future[Any]) -> None:
+            self.ioloop.remove_timeout(timer)
             self._handshakes.discard(stream)
-            if done.cancelled() or done.exception() is not None:
-                stream.close()  # a failed handshake: the protocol never hears of it
+            if done.cancelled() or done.exception() is not None or stream.closed():
+                stream.close()  # failed, or the client left: the protocol never hears of it
             else:
                 _adopt_logged(self, stream, factory)
 
@@ -286,6 +294,7 @@ class _Listener(TCPServer):
         session: TornadoSession,
         factory: Callable[[], polyloop.Protocol],
         ssl: _ssl.SSLContext | None,
+        handshake_timeout: float | None,
     ) -> None:
         # No ssl_options here: TCPServer would wrap the socket in a plain SSLIOStream.
         # _accepted wraps it the same way (ssl_wrap_socket), in a _SSLStream.
@@ -293,10 +302,11 @@ class _Listener(TCPServer):
         self._session = session
         self._factory = factory
         self._ssl = ssl
+        self._timeout = handshake_timeout
 
     def handle_stream(self, stream: Any, address: Any) -> None:
         # The IOStream TCPServer made has not touched the IOLoop yet: take its socket.
-        self._session._accepted(stream.socket, self._factory, self._ssl)
+        self._session._accepted(stream.socket, self._factory, self._ssl, self._timeout)
 
     def close(self) -> None:
         """Stop accepting: ``stop()`` removes the handler and closes the socket at once."""

@@ -306,6 +306,7 @@ class TwistedSession(Session):
         factory: Callable[[], polyloop.Protocol],
         ssl: _ssl.SSLContext | None,
         backlog: int,
+        handshake_timeout: float | None = None,
     ) -> Acceptor:
         bridges = BridgeFactory(self, factory)
         try:

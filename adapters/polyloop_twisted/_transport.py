@@ -50,6 +50,7 @@ from polyloop.lowlevel import (
     DEFAULT_HIGH_WATER,
     READ_SIZE,
     aborted,
+    call_logged,
     check_buffer_limits,
     check_bytes,
     set_nodelay,
@@ -281,7 +282,7 @@ class Bridge(protocol.Protocol):
             self.write_paused = True
             # Twisted resumes its producer after draining only if *it* paused it.
             self.transport.producerPaused = True  # type: ignore[union-attr]
-            self.user.pause_writing()
+            call_logged(self.user, "pause_writing")  # never raises out of write()
 
     # IPushProducer: Twisted's write buffer passed ``bufferSize`` (ignored: our own
     # mark is checked on write), or drained completely.
@@ -292,7 +293,7 @@ class Bridge(protocol.Protocol):
     def resumeProducing(self) -> None:
         if self.write_paused:
             self.write_paused = False
-            self.user.resume_writing()
+            call_logged(self.user, "resume_writing")
 
     def stopProducing(self) -> None:
         pass  # the connection is going away; connectionLost follows

@@ -24,6 +24,7 @@ __all__ = [
     "LimitOverrunError",
     "WouldBlock",
     "aborted",
+    "call_logged",
     "map_exceptions",
     "translate",
     "write_after_eof",
@@ -97,6 +98,18 @@ def map_exceptions(table: Table) -> Iterator[None]:
         if new is exc:
             raise
         raise new from exc
+
+
+def call_logged(protocol: Any, name: str) -> None:
+    """For transports: call ``protocol.<name>()`` (``pause_writing``, ``resume_writing``),
+    logging what it raises instead of letting it out: flow-control callbacks are advice,
+    and an error in one never escapes ``write()`` nor ends the connection."""
+    try:
+        getattr(protocol, name)()
+    except Exception:
+        import logging
+
+        logging.getLogger("polyloop").exception("polyloop: %r.%s() raised", protocol, name)
 
 
 def write_after_eof() -> RuntimeError:

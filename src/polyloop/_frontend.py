@@ -207,11 +207,13 @@ async def listen_tcp(
     *,
     ssl: _ssl.SSLContext | None = None,
     backlog: int = 128,
+    ssl_handshake_timeout: float | None = None,
 ) -> Server:
     """``Session.listen_tcp`` on the running session."""
     return await current_backend().listen_tcp(
-        protocol_factory, host, port, ssl=ssl, backlog=backlog
-    )
+        protocol_factory, host, port, ssl=ssl, backlog=backlog,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+    )  # fmt: skip
 
 
 async def connect_tcp(

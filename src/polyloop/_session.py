@@ -294,6 +294,32 @@ class Session(abc.ABC):
             raise RuntimeError("an owned session ends when polyloop.run returns")
         await self._end()
 
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Wind down gracefully: stop accepting (close every server), let the open
+        connections end by themselves for up to ``grace`` seconds, then close the rest
+        cleanly -- flushed, the peer reads EOF, not a reset -- and give them one more
+        second to flush. Tasks are left alone; the session stays open. For a server's
+        SIGTERM (``polyloop serve``)."""
+        grace = _errors.check_sleep(grace)
+        for server in list(self._servers):
+            server.close()
+        for server in list(self._servers):
+            await server.wait_closed()
+        deadline = self.time() + grace
+        while self._open_streams() and self.time() < deadline:
+            await self.sleep(min(0.01, max(0.0, deadline - self.time())))
+        for transport in self._open_streams():
+            if not transport.is_closing():
+                transport.close()
+        deadline = self.time() + 1.0
+        while self._open_streams() and self.time() < deadline:
+            await self.sleep(0.01)
+
+    def _open_streams(self) -> list[Any]:
+        """Stream connections not yet lost, as objects with ``close``/``is_closing`` (a
+        backend that does not track its transports here overrides this)."""
+        return [t for t in self._transports if isinstance(t, Transport)]
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self!r} has ended: use polyloop.current_backend() again")
@@ -558,11 +584,14 @@ class Session(abc.ABC):
         *,
         ssl: _ssl.SSLContext | None = None,
         backlog: int = 128,
+        ssl_handshake_timeout: float | None = None,
     ) -> Server:
         """Listen on ``host:port`` (``None``: all interfaces); ``port=0`` picks one.
 
         Every address ``host`` resolves to is bound, all on one port. ``OSError`` with
-        ``errno.EADDRINUSE`` if the address is taken.
+        ``errno.EADDRINUSE`` if the address is taken. With ``ssl``, a client whose TLS
+        handshake is not done within ``ssl_handshake_timeout`` seconds (default 60) is
+        dropped, before the protocol is made.
         """
         _errors.check_callable("protocol_factory", protocol_factory)
         _errors.check_host(host, allow_none=True)
@@ -574,7 +603,9 @@ class Session(abc.ABC):
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
         socks = _sockets.bind_tcp(infos, backlog)
-        return await self._start_server(socks, protocol_factory, ssl, None, backlog)
+        return await self._start_server(
+            socks, protocol_factory, ssl, None, backlog, ssl_handshake_timeout
+        )
 
     async def listen_unix(
         self,
@@ -583,6 +614,7 @@ class Session(abc.ABC):
         *,
         ssl: _ssl.SSLContext | None = None,
         backlog: int = 128,
+        ssl_handshake_timeout: float | None = None,
     ) -> Server:
         """Listen on a Unix socket at ``path``; ``close()`` removes the socket file.
 
@@ -596,7 +628,9 @@ class Session(abc.ABC):
         self._check_open()
         _errors.clear_stale_unix_socket(path)
         sock = _sockets.bind_unix(path, backlog)
-        return await self._start_server([sock], protocol_factory, ssl, path, backlog)
+        return await self._start_server(
+            [sock], protocol_factory, ssl, path, backlog, ssl_handshake_timeout
+        )
 
     async def _start_server(
         self,
@@ -605,14 +639,21 @@ class Session(abc.ABC):
         ssl: _ssl.SSLContext | None,
         path: str | None,
         backlog: int,
+        handshake_timeout: float | None = None,
     ) -> Server:
-        factory = self._tls_factory(_safe_factory(protocol_factory), ssl, server_side=True)
+        if handshake_timeout is not None:
+            handshake_timeout = _errors.check_sleep(handshake_timeout)
+        factory = self._tls_factory(
+            _safe_factory(protocol_factory), ssl, server_side=True, timeout=handshake_timeout
+        )
         # Read now: each acceptor owns its socket, and may close it when it likes.
         addresses: list[Any] = [path] if path is not None else [s.getsockname() for s in socks]
         acceptors: list[Acceptor] = []
         try:
             for sock in socks:
-                acceptors.append(await self._serve(sock, factory, self._native(ssl), backlog))
+                acceptors.append(
+                    await self._serve(sock, factory, self._native(ssl), backlog, handshake_timeout)
+                )
         except BaseException:
             for acceptor in acceptors:
                 acceptor.close()
@@ -834,11 +875,13 @@ class Session(abc.ABC):
         factory: Callable[[], StreamProtocol],
         ssl: _ssl.SSLContext | None,
         backlog: int,
+        handshake_timeout: float | None = None,
     ) -> Acceptor:
         """Accept connections on ``sock`` (listening already, with ``backlog``; the acceptor
         now owns it), each adopted with ``factory()`` as its protocol. ``ssl`` only if
-        ``native_tls``. An error in ``connection_made`` is logged and the connection
-        aborted; the acceptor goes on."""
+        ``native_tls``, with ``handshake_timeout`` (``None``: 60 s) for each handshake. An
+        error in ``connection_made`` is logged and the connection aborted; the acceptor
+        goes on."""
         from ._sockettransport import SocketAcceptor
 
         return SocketAcceptor(self, sock, factory)
@@ -901,13 +944,16 @@ class Session(abc.ABC):
         ssl: _ssl.SSLContext | None,
         *,
         server_side: bool,
+        timeout: float | None = None,
     ) -> Callable[[], StreamProtocol]:
         if ssl is None or self.native_tls:
             return factory
         from ._tls import TLSProtocol
 
         def make() -> StreamProtocol:
-            return TLSProtocol(self, factory(), ssl, server_side, None)
+            return TLSProtocol(
+                self, None, ssl, server_side, None, handshake_timeout=timeout, app_factory=factory
+            )
 
         return make
 

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import aborted, check_bytes, write_after_eof
+from ._errors import aborted, call_logged, check_bytes, write_after_eof
 from ._sockets import MAX_DATAGRAM, READ_SIZE, set_nodelay, set_reset_on_close
 from ._transports import (
     DEFAULT_HIGH_WATER,
@@ -186,8 +186,11 @@ class SocketTransport(Transport):
             self.close()
 
     def _protocol_failed(self, method: str, exc: Exception) -> None:
-        # As asyncio does: a protocol that fails on its data loses its connection.
+        # The policy (docs/errors.md): logged, the connection aborted (the peer sees a
+        # reset), connection_lost(exc) once, with the protocol's own exception.
         log.error("polyloop: %s.%s raised", type(self._protocol).__name__, method, exc_info=exc)
+        if not self._lost:
+            set_reset_on_close(self._sock)
         self._fatal(exc)
 
     def pause_reading(self) -> None:
@@ -240,7 +243,7 @@ class SocketTransport(Transport):
     def _check_high(self) -> None:
         if not self._write_paused and len(self._buffer) > self._high:
             self._write_paused = True
-            self._protocol.pause_writing()
+            call_logged(self._protocol, "pause_writing")
 
     def _on_writable(self) -> None:
         buffer = self._buffer
@@ -254,7 +257,7 @@ class SocketTransport(Transport):
         del buffer[:n]
         if self._write_paused and len(buffer) <= self._low:
             self._write_paused = False
-            self._protocol.resume_writing()
+            call_logged(self._protocol, "resume_writing")
         if buffer:
             return
         self._writing = False

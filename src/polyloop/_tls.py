@@ -19,6 +19,7 @@ Facts that shaped it:
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import check_bytes
@@ -42,15 +43,19 @@ class TLSProtocol(Protocol):
     def __init__(
         self,
         session: Session,
-        app_protocol: Protocol,
+        app_protocol: Protocol | None,
         context: ssl.SSLContext,
         server_side: bool,
         server_hostname: str | None,
         *,
         handshake_timeout: float | None = None,
         call_connection_made: bool = True,
+        app_factory: Callable[[], Protocol] | None = None,
     ) -> None:
-        self.app_protocol = app_protocol
+        # A server's protocol is made once the handshake is done (``app_factory``), as
+        # asyncio does: a failed or abandoned handshake never reaches it at all.
+        self.app_protocol: Any = app_protocol
+        self._app_factory = app_factory
         self.app_transport = TLSTransport(self)
         self.handshake_done: Future[None] = session.create_future()
         self._session = session
@@ -148,6 +153,9 @@ class TLSProtocol(Protocol):
         if not self.handshake_done.done():
             self.handshake_done.set_result(None)
         self._app_started = True
+        if self.app_protocol is None:
+            assert self._app_factory is not None
+            self.app_protocol = self._app_factory()
         if self._call_connection_made:
             self.app_protocol.connection_made(self.app_transport)
         if self._closing:

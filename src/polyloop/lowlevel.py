@@ -9,6 +9,7 @@ from ._context import context_for as context_for
 from ._context import current_or_none as current_or_none
 from ._context import set_current as set_current
 from ._errors import aborted as aborted
+from ._errors import call_logged as call_logged
 from ._errors import check_bytes as check_bytes
 from ._errors import map_exceptions as map_exceptions
 from ._errors import translate as translate
@@ -30,6 +31,7 @@ from ._sockettransport import SocketAcceptor as SocketAcceptor
 from ._sockettransport import SocketDatagramTransport as SocketDatagramTransport
 from ._sockettransport import SocketTransport as SocketTransport
 from ._sockettransport import socket_extra as socket_extra
+from ._tls import HANDSHAKE_TIMEOUT as HANDSHAKE_TIMEOUT
 from ._tls import TLSProtocol as TLSProtocol
 from ._tls import TLSTransport as TLSTransport
 from ._transports import DEFAULT_HIGH_WATER as DEFAULT_HIGH_WATER
@@ -39,6 +41,7 @@ from ._transports import drain_datagrams as drain_datagrams
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
+    "HANDSHAKE_TIMEOUT",
     "LINGER_RST",
     "MAX_DATAGRAM",
     "READ_SIZE",
@@ -53,6 +56,7 @@ __all__ = [
     "TLSProtocol",
     "TLSTransport",
     "aborted",
+    "call_logged",
     "check_buffer_limits",
     "check_bytes",
     "context_for",
