@@ -1,0 +1,96 @@
+"""Reliability under load: memory returns to its baseline after thousands of
+connections, and closed connections are freed by reference counting.
+
+Each server is ``polyloop serve echo`` in a process of its own; a plain-socket client in
+this process opens, uses and closes connections one after another (bounded, loopback).
+Memory is the server's resident set size (``/proc/PID/status``): a bound, not a timing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+import polyloop
+
+INSTALLED = [b.name for b in polyloop.available_backends() if b.error is None]
+EXAMPLE = "polyloop_conformance.example_backend:SelectorsBackend"
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@contextmanager
+def _echo_server(backend: str, gc_off: bool) -> Iterator[tuple[int, int]]:
+    boot = "import gc, sys; gc.disable(); " if gc_off else "import sys; "
+    boot += "from polyloop._cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", boot, "serve", "echo", "--backend", backend],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on "), line
+        yield proc.pid, int(line.rsplit(":", 1)[1])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _wave(port: int, n: int, reset: bool = False) -> None:
+    for i in range(n):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"x" * 100)
+            got = b""
+            while len(got) < 100:
+                chunk = conn.recv(1000)
+                assert chunk, "the echo server closed early"
+                got += chunk
+            if reset and i % 2:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+
+
+@pytest.mark.parametrize("backend", [*INSTALLED, EXAMPLE])
+def test_rss_returns_to_baseline_after_5000_connections(backend: str) -> None:
+    """The issue's bound: within 5 MB of the starting RSS after 5,000 connections (half of
+    them reset by the client), with the garbage collector left to itself."""
+    with _echo_server(backend, gc_off=False) as (pid, port):
+        _wave(port, 300)
+        base = _rss_mb(pid)
+        _wave(port, 5000, reset=True)
+        grown = _rss_mb(pid) - base
+    assert grown < 5, f"{backend}: RSS grew by {grown:.1f} MB over 5,000 connections"
+
+
+# asyncio's own _SelectorSocketTransport keeps a bound method of itself (its read
+# callback), so every closed connection is cyclic garbage there, polyloop or not
+# (measured: 1.1 KB a connection with gc disabled, the same for a native asyncio echo).
+FREED_BY_REFCOUNT = [b for b in INSTALLED if b != "asyncio"] + [EXAMPLE]
+
+
+@pytest.mark.parametrize("backend", FREED_BY_REFCOUNT)
+def test_closed_connections_are_freed_by_reference_counting(backend: str) -> None:
+    """With the cycle collector off, 3,000 closed connections leave < 2 MB behind: no
+    transport, protocol or read buffer is held in a reference cycle."""
+    with _echo_server(backend, gc_off=True) as (pid, port):
+        _wave(port, 300)
+        base = _rss_mb(pid)
+        _wave(port, 3000)
+        grown = _rss_mb(pid) - base
+    assert grown < 2, f"{backend}: {grown:.1f} MB of cyclic garbage after 3,000 connections"
