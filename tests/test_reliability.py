@@ -94,3 +94,41 @@ def test_closed_connections_are_freed_by_reference_counting(backend: str) -> Non
         _wave(port, 3000)
         grown = _rss_mb(pid) - base
     assert grown < 2, f"{backend}: {grown:.1f} MB of cyclic garbage after 3,000 connections"
+
+
+async def _small_main() -> str:
+    session = polyloop.current_backend()
+    server = await session.listen_tcp(polyloop.Protocol, "127.0.0.1", 0)
+    transport, _ = await session.connect_tcp(polyloop.Protocol, "127.0.0.1", server.port)
+    await polyloop.sleep(0.001)
+    task = polyloop.spawn(polyloop.sleep(0))
+    await task
+    transport.close()
+    await server.aclose()
+    return session.name
+
+
+@pytest.mark.parametrize("first", INSTALLED)
+def test_runs_of_every_backend_in_one_process_in_any_order(first: str) -> None:
+    """A run ends cleanly whatever ran before it in the thread (a gevent run leaves the
+    thread's hub behind; a later Twisted run once hung on it while ending)."""
+    for second in INSTALLED:
+        assert polyloop.run(_small_main, backend=first) == first
+        assert polyloop.run(_small_main, backend=second) == second
+
+
+@pytest.mark.parametrize("later", INSTALLED)
+def test_a_future_outlives_its_run(later: str) -> None:
+    """A future made in one run can be completed and awaited in a later run, on any
+    backend (it once hung on Twisted and raised on asyncio and Tornado)."""
+
+    async def make() -> polyloop.Future[str]:
+        return polyloop.create_future()
+
+    fut = polyloop.run(make, backend="asyncio")
+
+    async def use() -> str:
+        polyloop.call_later(0.001, fut.set_result, "done")
+        return await polyloop.wait_for(fut, 10)
+
+    assert polyloop.run(use, backend=later) == "done"

@@ -571,11 +571,13 @@ def from_asyncio_future(session: Session, native: asyncio.Future[T]) -> Future[T
 
 def _adoptive(ended: Session) -> Session:
     """A future outlived its session (made in one ``polyloop.run``, used in a later one):
-    its callbacks go to the session running the caller instead, so awaiting it works as
-    it does on a live session."""
-    from ._context import current_or_none
+    its callbacks go to the live session whose code completes it or awaits it instead, so
+    awaiting it works as on a live session. Only the context says so, never detection:
+    while an owned session ends, its loop still runs its last callbacks."""
+    from ._context import _session_var
 
-    return current_or_none() or ended
+    current = _session_var.get(None)
+    return current if current is not None and not current.closed else ended
 
 
 def _held(task: Task[Any], msg: Any) -> bool:
