@@ -132,3 +132,34 @@ def test_a_future_outlives_its_run(later: str) -> None:
         return await polyloop.wait_for(fut, 10)
 
     assert polyloop.run(use, backend=later) == "done"
+
+
+SIGTERM_SCRIPT = """
+import sys, polyloop
+async def main():
+    print("ready", flush=True)
+    try:
+        await polyloop.sleep(3600)
+    finally:
+        await polyloop.sleep(0.01)
+        print("cleaned up", flush=True)
+polyloop.run(main, backend=sys.argv[1], handle_sigterm=True)
+"""
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_sigterm_runs_the_clean_up(backend: str) -> None:
+    """polyloop.run(..., handle_sigterm=True): SIGTERM cancels main, its finally runs
+    (awaiting too), and the process exits with 143 (128 + SIGTERM)."""
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_SCRIPT, backend],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert out.strip() == "cleaned up", out + err
+    assert proc.returncode == 143, (proc.returncode, err)

@@ -58,13 +58,19 @@ class Backend(abc.ABC):
 
     # --- owning a loop ---
 
-    def run(self, main: Callable[..., Awaitable[T]], *args: Any) -> T:
+    def run(
+        self, main: Callable[..., Awaitable[T]], *args: Any, handle_sigterm: bool = False
+    ) -> T:
         """Run ``main(*args)`` on a fresh loop in a new session, and return its result.
 
         Everything is disposed of before returning: tasks left running are cancelled,
         servers and connections closed, timers and threads gone, no fd leaked; then the
         session's ``on_close`` hooks run. Called from inside a running loop, it raises
         ``RuntimeError`` (await the code there instead: see host mode).
+
+        ``handle_sigterm=True`` (main thread only): SIGTERM cancels ``main``, which then
+        cleans up as it would after Ctrl-C, and ``run`` raises ``SystemExit(143)`` unless
+        ``main`` returned anyway.
         """
         if not callable(main):
             raise TypeError(
@@ -72,14 +78,23 @@ class Backend(abc.ABC):
                 f" {type(main).__name__}: write run(main, arg), not run(main(arg))"
             )
         check_not_nested()
+        terminated: list[bool] = []
 
         async def body(session: Session) -> T:
+            restore = _cancel_on_sigterm(session, terminated) if handle_sigterm else None
             try:
                 return await main(*args)
             finally:
+                if restore is not None:
+                    restore()
                 await session._end()
 
-        return self._run(body)
+        try:
+            return self._run(body)
+        except BaseException as exc:
+            if terminated and isinstance(exc, _cancelled()):
+                raise SystemExit(128 + 15) from None
+            raise
 
     @abc.abstractmethod
     def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
@@ -113,6 +128,50 @@ class Backend(abc.ABC):
     def _attach(self, native: Any) -> Session:
         """A borrowed session on ``native``, with its end hooked to the loop's shutdown."""
         raise RuntimeError(f"the {self.name} backend cannot attach to a running loop")
+
+
+def _cancelled() -> type[BaseException]:
+    from ._errors import Cancelled
+
+    return Cancelled
+
+
+def _cancel_on_sigterm(session: Session, terminated: list[bool]) -> Callable[[], None]:
+    """SIGTERM cancels the task running ``main``; returns how to put the old handler back.
+
+    The handler only asks the loop (``call_soon_threadsafe``, which wakes it); a timer
+    every 0.2 s gives Python the chance to run the handler on a loop blocked in C code
+    (gevent's libev, a reactor) that would otherwise not return to Python until its
+    next event.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("handle_sigterm=True needs polyloop.run in the main thread")
+    from ._cancel import _host
+
+    host = _host()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if not terminated:
+            terminated.append(True)
+            session.call_soon_threadsafe(host.cancel)
+
+    timers: list[Any] = []
+
+    def tick() -> None:
+        timers[:] = [session.call_later(0.2, tick)]
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    tick()
+
+    def restore() -> None:
+        for timer in timers:
+            timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def check_not_nested() -> None:

@@ -55,6 +55,7 @@ def run(
     main: Callable[..., Awaitable[T]],
     *args: Any,
     backend: str | Backend | type[Backend] = "asyncio",
+    handle_sigterm: bool = False,
     **options: Any,
 ) -> T:
     """Run ``main(*args)`` on a fresh loop of ``backend`` and return its result.
@@ -63,13 +64,15 @@ def run(
     spec (``"asyncio:loop=uvloop"``, ``"my_pkg:MyBackend"``), a Backend class or instance.
     ``options`` go to the backend (``loop="uvloop"``, ``reactor="select"``). Inside a loop
     that is already running, await ``main`` instead: polyloop uses that loop (host mode).
+    ``handle_sigterm=True``: SIGTERM cancels ``main`` so that its clean-up runs, then
+    ``run`` raises ``SystemExit(143)`` (see ``Backend.run``).
     """
     if not callable(main):
         raise TypeError(
             "polyloop.run() takes an async function and its arguments, not"
             f" {type(main).__name__}: write run(main, arg), not run(main(arg))"
         )
-    return load_backend(backend, **options).run(main, *args)
+    return load_backend(backend, **options).run(main, *args, handle_sigterm=handle_sigterm)
 
 
 def time() -> float:
