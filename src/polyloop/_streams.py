@@ -43,21 +43,10 @@ DEFAULT_LIMIT = 256 * 1024
 
 
 class _StreamProtocol(Protocol):
-    """Buffers what ``data_received`` brings, for the one receiving task.
-
-    Why ``chunk``: an echo or a request/response peer mostly reads what one
-    ``data_received`` brought, whole. That chunk is kept as the ``bytes`` it came as and
-    ``receive`` returns that very object: no copy into a buffer and out again (three
-    copies of each chunk before, measured at 1.7x asyncio's streams' CPU per 64 KiB
-    message). A second chunk, or any reader that needs the bytes joined (``buffer``),
-    moves it into the ``bytearray``; so ``chunk`` is set only while ``_buf`` is empty.
-    """
-
     def __init__(self, session: Session, limit: int, on_connect: Callable[[Stream], None] | None):
         self.session = session
         self.limit = limit
-        self._buf = bytearray()
-        self.chunk: bytes | None = None
+        self.buffer = bytearray()
         self.eof = False
         self.exc: BaseException | None = None
         self.lost = False
@@ -76,30 +65,12 @@ class _StreamProtocol(Protocol):
         if self.on_connect is not None:
             self.on_connect(self.stream)
 
-    @property
-    def buffer(self) -> bytearray:
-        """Everything received and not yet taken, joined."""
-        chunk = self.chunk
-        if chunk is not None:
-            self.chunk = None
-            self._buf += chunk
-        return self._buf
-
-    def buffered(self) -> int:
-        """How many bytes are waiting to be received."""
-        chunk = self.chunk
-        return len(self._buf) if chunk is None else len(chunk)
-
     def data_received(self, data: bytes) -> None:
-        if self.chunk is None and not self._buf and type(data) is bytes:
-            self.chunk = data  # immutable: safe to hand out as is
-        else:
-            buf = self.buffer
-            buf += data
+        self.buffer += data
         waiter = self.read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if not self.read_paused and self.buffered() > self.limit and self.transport is not None:
+        if not self.read_paused and len(self.buffer) > self.limit and self.transport is not None:
             self.read_paused = True
             self.transport.pause_reading()
 
@@ -157,7 +128,7 @@ class Stream:
     def at_eof(self) -> bool:
         """True if the peer sent EOF (or the connection was lost) and nothing is left to
         receive: an idle pooled connection the server has closed, told without reading."""
-        return self._p.eof and not self._p.buffered()
+        return self._p.eof and not self._p.buffer
 
     def abort(self) -> None:
         """Close at once, dropping what is buffered: the peer sees a reset. For a
@@ -201,19 +172,9 @@ class Stream:
 
     def _take(self, n: int) -> bytes:
         p = self._p
-        chunk = p.chunk
-        if chunk is not None and len(chunk) <= n:
-            p.chunk = None  # the fast path: the chunk as it came
-            data = chunk
-        else:
-            buffer = p.buffer
-            if n >= len(buffer):
-                data = bytes(buffer)
-                buffer.clear()
-            else:
-                data = bytes(memoryview(buffer)[:n])  # one copy, as asyncio's streams
-                del buffer[:n]
-        if p.read_paused and p.buffered() <= p.limit // 2 and not p.lost:
+        data = bytes(p.buffer[:n])
+        del p.buffer[:n]
+        if p.read_paused and len(p.buffer) <= p.limit // 2 and not p.lost:
             p.read_paused = False
             self.transport.resume_reading()
         return data
@@ -236,7 +197,7 @@ class Stream:
         self._enter_receive()
         try:
             p = self._p
-            while not p.buffered():
+            while not p.buffer:
                 if p.exc is not None:
                     raise p.exc
                 if p.eof:
@@ -253,7 +214,7 @@ class Stream:
         self._enter_receive()
         try:
             p = self._p
-            while p.buffered() < n:
+            while len(p.buffer) < n:
                 if p.exc is not None:
                     raise p.exc
                 if p.eof:
