@@ -1,0 +1,1 @@
+"""The native-vs-polyloop benchmark harness: ``python -m benchmarks --help``."""

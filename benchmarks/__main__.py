@@ -1,0 +1,290 @@
+"""polyloop against each framework's own code, under load generators nobody here wrote.
+
+    python -m benchmarks                              # every backend, ~9 min on 2 cores
+    python -m benchmarks --quick                      # a smoke run, well under a minute
+    python -m benchmarks --backend twisted:reactor=select --only echo
+    python -m benchmarks --backend my_pkg.backend:MyBackend   # a third-party backend
+    python -m benchmarks --out docs/bench             # the published run: JSON and charts
+
+Sections (``--only``): ``echo`` (pingpong.c, N connections with one SIZE-byte message
+in flight each, against the native echo server, polyloop's Protocol and Stream echo, and
+on plain asyncio also asyncio's and anyio's streams), ``resp`` (redis-benchmark SET/GET
+against the RESP app and a native RESP server), ``http`` (wrk against the HTTP app and
+the framework's own HTTP server), ``scale`` (10,000 idle connections: resident memory per
+connection, time to accept them all). A backend with no native server known here (a
+third-party one) is measured against the plain asyncio servers, labelled "reference".
+
+Results: ``results.json`` (every round of every server, the ratios, the targets, the
+machine) and SVG charts in ``--out``; a Markdown summary on stdout. Progress on stderr.
+Nothing here asserts on time: this is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import chart, harness, report
+
+DEFAULT_BACKENDS = ["asyncio", "asyncio:loop=uvloop", "twisted", "gevent", "tornado"]
+SECTIONS = ("echo", "resp", "http", "scale")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
+    )
+    p.add_argument(
+        "--backend",
+        action="append",
+        metavar="SPEC",
+        help="a backend spec, repeatable (default: the four, plus asyncio on uvloop)",
+    )
+    p.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--seconds", type=float, default=0.4, help="measured seconds per echo run")
+    p.add_argument("--warmup", type=float, default=0.1, help="unmeasured seconds before each")
+    p.add_argument("--sizes", default="1024,16384,65536", help="echo message sizes, bytes")
+    p.add_argument("--connections", default="10,100", help="echo connection counts")
+    p.add_argument("--resp-connections", type=int, default=50)
+    p.add_argument("--resp-requests", type=int, default=5000, help="per redis-benchmark test")
+    p.add_argument("--resp-size", type=int, default=1024, help="SET/GET value size, bytes")
+    p.add_argument("--http-connections", type=int, default=50)
+    p.add_argument("--http-seconds", type=int, default=1, help="wrk duration (whole seconds)")
+    p.add_argument("--scale", type=int, default=10000, help="idle connections (default 10000)")
+    p.add_argument("--scale-rounds", type=int, default=3)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=harness.BUILD / "results",
+        help="where results.json and the charts go (default benchmarks/.build/results)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round, 1 KiB x 10 connections, 500 idle connections",
+    )
+    p.add_argument("--no-charts", action="store_true")
+    args = p.parse_args(argv)  # fmt: skip
+    if args.quick:
+        args.rounds, args.scale_rounds, args.seconds, args.warmup = 1, 1, 0.3, 0.05
+        args.sizes, args.connections = "1024", "10"
+        args.resp_requests, args.resp_connections, args.http_connections = 1000, 10, 10
+        args.scale = min(args.scale, 500)
+    args.backends = args.backend or DEFAULT_BACKENDS
+    args.sections = [s for s in args.only.split(",") if s]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    args.size_list = [int(s) for s in args.sizes.split(",")]
+    args.connection_list = [int(c) for c in args.connections.split(",")]
+    return args
+
+
+def _first_line(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    versions = {}
+    for dist in ("polyloop", "twisted", "gevent", "greenlet", "tornado", "uvloop", "anyio", "h11"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "versions": versions,
+        "tools": {
+            "gcc": _first_line(["gcc", "--version"]),
+            "redis-benchmark": _first_line(["redis-benchmark", "--version"]),
+            "wrk": _first_line(["wrk", "-v"]),
+        },
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def plan_size(args: argparse.Namespace) -> int:
+    total = 0
+    for spec in args.backends:
+        if "echo" in args.sections:
+            cells = len(args.size_list) * len(args.connection_list)
+            total += len(harness.echo_servers(spec)) * cells * args.rounds
+        total += sum(2 * args.rounds for s in ("resp", "http") if s in args.sections)
+        if "scale" in args.sections:
+            total += 3 * args.scale_rounds
+    return total
+
+
+def run_echo(spec: str, args: argparse.Namespace, pingpong: Path, progress: Any) -> list[Any]:
+    cells = []
+    with harness.running(harness.echo_servers(spec), harness.BUILD / "servers.log") as servers:
+        for s in servers:  # a fresh server's first requests cost it ~3x: not measured
+            harness.echo_load(pingpong, s.port, 10, 1024, 0.2, 0.0)
+        for connections in args.connection_list:
+            for size in args.size_list:
+
+                def measure(s: harness.Running, c: int = connections, n: int = size) -> Any:
+                    return harness.echo_load(pingpong, s.port, c, n, args.seconds, args.warmup)
+
+                unit = f"{size // 1024}KiB" if size >= 1024 else f"{size}B"
+                label = f"echo {spec} {unit}x{connections}"
+                runs = harness.interleave(
+                    servers, args.rounds, measure, progress, label,
+                    lambda r: f"{r['rps']:,.0f} req/s, p99 {r['p99_us']} us",
+                )  # fmt: skip
+                cell: dict[str, Any] = {
+                    "backend": spec,
+                    "size": size,
+                    "connections": connections,
+                    "labels": {s.server.kind: s.server.label for s in servers},
+                    "runs": runs,
+                    "ratios": harness.ratios(runs, "rps", "native"),
+                    "cpu_ratios": harness.ratios(runs, "server_cpu_us_per_request", "native"),
+                }
+                for anchor in ("asyncio-streams", "anyio-streams"):
+                    if anchor in runs:
+                        pair = {"stream": runs["stream"], anchor: runs[anchor]}
+                        cell["ratios"].update(harness.ratios(pair, "rps", anchor))
+                        cell["cpu_ratios"].update(
+                            harness.ratios(pair, "server_cpu_us_per_request", anchor)
+                        )
+                cells.append(cell)
+    return cells
+
+
+def run_app(spec: str, app: str, args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    servers = [harness.native_server(spec, app), harness.polyloop_server(spec, app)]
+    with harness.running(servers, harness.BUILD / "servers.log") as started:
+        for s in started:  # unmeasured: a fresh server's first requests cost it more
+            if app == "resp":
+                harness.resp_load(s.port, 10, args.resp_size, 500)
+            else:
+                harness.http_load(s.port, 10, 1)
+        if app == "resp":
+
+            def measure(s: harness.Running) -> Any:
+                return harness.resp_load(
+                    s.port, args.resp_connections, args.resp_size, args.resp_requests
+                )
+
+            show = lambda r: f"SET {r['set']['rps']:,.0f}, GET {r['get']['rps']:,.0f} req/s"  # noqa: E731
+        else:
+
+            def measure(s: harness.Running) -> Any:
+                return harness.http_load(s.port, args.http_connections, args.http_seconds)
+
+            show = lambda r: f"{r['rps']:,.0f} req/s, p99 {r['p99_us']} us"  # noqa: E731
+        runs = harness.interleave(started, args.rounds, measure, progress, f"{app} {spec}", show)
+    result: dict[str, Any] = {
+        "backend": spec,
+        "labels": {s.kind: s.label for s in servers},
+        "runs": runs,
+        "ratios": harness.ratios(runs, "rps", "native"),
+        "cpu_ratios": harness.ratios(runs, "server_cpu_us_per_request", "native"),
+    }
+    if app == "resp":
+        for test in ("set", "get"):
+            per = {k: [r[test] for r in v] for k, v in runs.items()}
+            result["ratios"][test] = harness.ratios(per, "rps", "native")["protocol/native"]
+    return result
+
+
+def run_scale(
+    spec: str, args: argparse.Namespace, pingpong: Path, progress: Any
+) -> dict[str, Any]:
+    servers = harness.echo_servers(spec)[:3]  # native, Protocol, Stream
+    runs: dict[str, list[Any]] = {s.kind: [] for s in servers}
+    log = harness.BUILD / "servers.log"
+    for n in range(args.scale_rounds):
+        for server in servers:
+            with harness.running([server], log) as (started,):
+                r = harness.idle_load(pingpong, started, args.scale, settle=0.3)
+            runs[server.kind].append(r)
+            progress.step(
+                f"scale {spec} round {n + 1}/{args.scale_rounds} {server.label}",
+                f"{args.scale} accepted in {r['accept_seconds']:.2f} s,"
+                f" {r['bytes_per_connection'] / 1024:.1f} KiB/connection",
+            )
+    return {
+        "backend": spec,
+        "connections": args.scale,
+        "labels": {s.kind: s.label for s in servers},
+        "runs": runs,
+        "memory_ratios": harness.ratios(runs, "bytes_per_connection", "native"),
+        "accept_ratios": harness.ratios(runs, "accept_seconds", "native"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    harness.BUILD.mkdir(exist_ok=True)
+    nofile = harness.raise_nofile(2 * args.scale + 1024)
+    if "scale" in args.sections and nofile < args.scale + 256:
+        print(f"RLIMIT_NOFILE is {nofile}: fewer idle connections", file=sys.stderr)
+        args.scale = nofile - 256
+    pingpong = harness.build_pingpong()
+    for tool, section in (("redis-benchmark", "resp"), ("wrk", "http")):
+        if section in args.sections:
+            harness.need(tool)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "echo": [], "resp": [], "http": [], "scale": [],
+    }  # fmt: skip
+    progress = harness.Progress(plan_size(args))
+    started = time.monotonic()
+    print(f"{progress.total} measurements; backends {', '.join(args.backends)}", file=sys.stderr)
+    for spec in args.backends:
+        if "echo" in args.sections:
+            results["echo"] += run_echo(spec, args, pingpong, progress)
+        for app in ("resp", "http"):
+            if app in args.sections:
+                results[app].append(run_app(spec, app, args, progress))
+        if "scale" in args.sections:
+            results["scale"].append(run_scale(spec, args, pingpong, progress))
+    results["duration_seconds"] = round(time.monotonic() - started, 1)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    results["targets"] = report.targets(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if not args.no_charts:
+        chart.write_all(results, args.out)
+    print(report.markdown(results))
+    print(f"\nwrote {args.out}/ in {results['duration_seconds']:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Native gevent servers: ``python gevent_server.py echo|resp|http``.
+
+echo and resp: a ``StreamServer`` handler (a greenlet per connection, ``recv`` and
+``sendall``). http: ``gevent.pywsgi.WSGIServer`` with a WSGI app answering ``GET /``.
+No monkey patching.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from _common import HELLO, READ_SIZE, Resp, announce
+from gevent.pywsgi import WSGIServer
+from gevent.server import StreamServer
+
+
+def echo(sock: Any, address: Any) -> None:
+    while data := sock.recv(READ_SIZE):
+        sock.sendall(data)
+
+
+def resp(sock: Any, address: Any) -> None:
+    r = Resp()
+    while data := sock.recv(READ_SIZE):
+        sock.sendall(r.feed(data))
+        if r.quit:
+            return
+
+
+def hello(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(HELLO)))])
+    return [HELLO]
+
+
+def main(app: str) -> None:
+    server: Any
+    if app == "http":
+        server = WSGIServer(("127.0.0.1", 0), hello, log=None)
+    else:
+        server = StreamServer(("127.0.0.1", 0), {"echo": echo, "resp": resp}[app])
+    server.start()
+    announce(server.server_port)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

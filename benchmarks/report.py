@@ -1,0 +1,196 @@
+"""From the rounds to the targets and a Markdown summary (what docs/benchmarks.md quotes).
+
+Rule: numbers only, no I/O. A ratio is always shown with its spread over the rounds,
+``median (min-max)``; a target is judged on the worst cell's median, and the spread is
+there so that a reader can tell a miss from noise.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+#: (what, ratio key, goal, ">=" or "<=") of each target; the backend filter is in targets().
+ECHO_GOAL = 0.95
+UVLOOP_GOAL = 0.9
+APP_GOAL = 0.9
+MEMORY_GOAL = 1.2
+
+
+def _fmt(s: dict[str, float] | None) -> str:
+    if not s:
+        return "–"
+    return f"{s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f})"
+
+
+def _inv(s: dict[str, float] | None) -> str:
+    """A spread of x/y shown as y/x (so that above 1 reads "the Stream API is cheaper")."""
+    if not s:
+        return "–"
+    return _fmt({"median": 1 / s["median"], "min": 1 / s["max"], "max": 1 / s["min"]})
+
+
+def _cell(c: dict[str, Any]) -> str:
+    size = c["size"]
+    return (
+        f"{size // 1024} KiB × {c['connections']}"
+        if size >= 1024
+        else f"{size} B × {c['connections']}"
+    )
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _target(
+    what: str, backend: str, goal: float, op: str, cases: list[tuple[str, dict[str, float]]]
+) -> dict[str, Any] | None:
+    if not cases:
+        return None
+    if op == ">=":
+        where, worst = min(cases, key=lambda c: c[1]["median"])
+        met = worst["median"] >= goal
+    else:
+        where, worst = max(cases, key=lambda c: c[1]["median"])
+        met = worst["median"] <= goal
+    return {"target": what, "backend": backend, "goal": goal, "op": op, "worst_at": where,
+            "worst": worst, "met": met}  # fmt: skip
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any] | None] = []
+    backends = list(dict.fromkeys(c["backend"] for c in results["echo"]))
+    for spec in backends:
+        cells = [c for c in results["echo"] if c["backend"] == spec]
+        uv = "loop=uvloop" in spec
+        goal = UVLOOP_GOAL if uv else ECHO_GOAL
+        vs = "uvloop-native" if uv else "native"
+        out.append(_target(f"Protocol echo ≥ {goal}× {vs}", spec, goal, ">=",
+                           [(_cell(c), c["ratios"]["protocol/native"])
+                            for c in cells]))  # fmt: skip
+        for anchor, g in (("asyncio-streams", 1.0), ("anyio-streams", 2.0)):
+            key = f"stream/{anchor}"
+            cases = [(_cell(c), c["ratios"][key]) for c in cells if key in c["ratios"]]
+            out.append(
+                _target(f"Stream echo ≥ {g}× {anchor.replace('-', ' ')}", spec, g, ">=", cases)
+            )
+    for app in ("resp", "http"):
+        for r in results[app]:
+            if app == "resp":
+                cases = [(t.upper(), r["ratios"][t]) for t in ("set", "get")]
+            else:
+                cases = [("GET /", r["ratios"]["protocol/native"])]
+            name = "RESP app (redis-benchmark)" if app == "resp" else "HTTP app (wrk)"
+            out.append(
+                _target(f"{name} ≥ {APP_GOAL}× native", r["backend"], APP_GOAL, ">=", cases)
+            )
+    for r in results["scale"]:
+        ratio = r["memory_ratios"].get("protocol/native")
+        if ratio:
+            out.append(_target(f"memory per idle connection ≤ {MEMORY_GOAL}× native",
+                               r["backend"], MEMORY_GOAL, "<=",
+                               [(f"{r['connections']} idle", ratio)]))  # fmt: skip
+    return [t for t in out if t is not None]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    v = m["versions"]
+    lines = [
+        f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']};"
+        f" {m['python']}; Twisted {v.get('twisted')}, gevent {v.get('gevent')},"
+        f" Tornado {v.get('tornado')}, uvloop {v.get('uvloop')}, anyio {v.get('anyio')};"
+        f" load average {m['load_average_at_start'][0]:.2f} at start."
+        f" Run: {results['config']['rounds']} rounds, {results['duration_seconds']:.0f} s.",
+        "",
+    ]
+    if results["echo"]:
+        lines += [
+            "| backend | load | native req/s | Protocol req/s | **Protocol / native** "
+            "| Stream / native | server CPU/request, Protocol / native "
+            "| p99 µs native / Protocol |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for c in results["echo"]:
+            runs, r = c["runs"], c["ratios"]
+            lines.append(
+                f"| {c['backend']} | {_cell(c)} | {_median(runs['native'], 'rps'):,.0f}"
+                f" | {_median(runs['protocol'], 'rps'):,.0f} | {_fmt(r.get('protocol/native'))}"
+                f" | {_fmt(r.get('stream/native'))}"
+                f" | {_fmt(c['cpu_ratios'].get('protocol/native'))}"
+                f" | {_median(runs['native'], 'p99_us'):,.0f}"
+                f" / {_median(runs['protocol'], 'p99_us'):,.0f} |"
+            )
+        anchored = [c for c in results["echo"] if "stream/asyncio-streams" in c["ratios"]]
+        if anchored:
+            lines += [
+                "",
+                "| backend | load | Stream req/s | asyncio streams req/s | anyio req/s "
+                "| **Stream / asyncio streams** | **Stream / anyio** "
+                "| CPU/request, asyncio streams / Stream |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for c in anchored:
+                runs, r = c["runs"], c["ratios"]
+                lines.append(
+                    f"| {c['backend']} | {_cell(c)} | {_median(runs['stream'], 'rps'):,.0f}"
+                    f" | {_median(runs['asyncio-streams'], 'rps'):,.0f}"
+                    f" | {_median(runs['anyio-streams'], 'rps'):,.0f}"
+                    f" | {_fmt(r.get('stream/asyncio-streams'))}"
+                    f" | {_fmt(r.get('stream/anyio-streams'))}"
+                    f" | {_inv(c['cpu_ratios'].get('stream/asyncio-streams'))} |"
+                )
+    if results["resp"] or results["http"]:
+        lines += [
+            "",
+            "| backend | load | native req/s | polyloop req/s | **polyloop / native** "
+            "| server CPU/request, polyloop / native |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for r in results["resp"]:
+            for t in ("set", "get"):
+                nat = statistics.median(x[t]["rps"] for x in r["runs"]["native"])
+                pol = statistics.median(x[t]["rps"] for x in r["runs"]["protocol"])
+                lines.append(
+                    f"| {r['backend']} | redis-benchmark {t.upper()} | {nat:,.0f} | {pol:,.0f}"
+                    f" | {_fmt(r['ratios'][t])} | {_fmt(r['cpu_ratios'].get('protocol/native'))} |"
+                )
+        for r in results["http"]:
+            lines.append(
+                f"| {r['backend']} | wrk GET / ({r['labels']['native']})"
+                f" | {_median(r['runs']['native'], 'rps'):,.0f}"
+                f" | {_median(r['runs']['protocol'], 'rps'):,.0f}"
+                f" | {_fmt(r['ratios']['protocol/native'])}"
+                f" | {_fmt(r['cpu_ratios'].get('protocol/native'))} |"
+            )
+    if results["scale"]:
+        lines += [
+            "",
+            "| backend | idle connections | KiB/connection native / Protocol / Stream "
+            "| **memory Protocol / native** | accept all, s: native / Protocol / Stream |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for r in results["scale"]:
+            runs = r["runs"]
+            kib = " / ".join(
+                f"{_median(runs[k], 'bytes_per_connection') / 1024:.1f}"
+                for k in ("native", "protocol", "stream")
+            )
+            acc = " / ".join(
+                f"{_median(runs[k], 'accept_seconds'):.2f}"
+                for k in ("native", "protocol", "stream")
+            )
+            lines.append(
+                f"| {r['backend']} | {r['connections']:,} | {kib}"
+                f" | {_fmt(r['memory_ratios'].get('protocol/native'))} | {acc} |"
+            )
+    if results["targets"]:
+        lines += ["", "| target | backend | worst cell | median (min–max) | met |",
+                  "| --- | --- | --- | ---: | :---: |"]  # fmt: skip
+        for t in results["targets"]:
+            lines.append(
+                f"| {t['target']} | {t['backend']} | {t['worst_at']} | {_fmt(t['worst'])}"
+                f" | {'yes' if t['met'] else '**no**'} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""The benchmark harness's smoke path runs and writes its results (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds benchmarks/pingpong.c")
+@pytest.mark.timeout(300)
+def test_quick_run(tmp_path: Path) -> None:
+    sections = ["echo", "scale"]
+    sections += [
+        s for s, tool in (("resp", "redis-benchmark"), ("http", "wrk")) if shutil.which(tool)
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--backend", "asyncio",
+         "--only", ",".join(sections), "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["machine"]["cores"] >= 1
+    (cell,) = results["echo"]
+    assert set(cell["runs"]) == {
+        "native",
+        "protocol",
+        "stream",
+        "asyncio-streams",
+        "anyio-streams",
+    }
+    assert "protocol/native" in cell["ratios"]
+    assert results["scale"][0]["runs"]["protocol"][0]["connections"] == 500
+    assert (tmp_path / "echo.svg").read_text().startswith("<svg")
+    assert "| target |" in out.stdout
+    assert "[" in out.stderr  # the progress lines
+
+
+def test_third_party_spec_has_a_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import harness
+
+    spec = "polyloop_conformance.example_backend:SelectorsBackend"
+    assert harness.family(spec) is None
+    assert harness.native_server(spec, "echo").label == "asyncio (reference)"
+    assert harness.family("twisted:reactor=select") == "twisted"
+    assert "--reactor" in harness.native_server("twisted:reactor=select", "echo").cmd
