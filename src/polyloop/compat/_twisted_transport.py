@@ -1,0 +1,433 @@
+"""A Twisted protocol on a polyloop transport: the transport Twisted code sees.
+
+Rule: this file maps the callbacks of one connection, polyloop's onto Twisted's and back,
+and nothing else. The clock, the ports and the connectors are in ``_twisted_reactor.py``;
+the other direction (a polyloop protocol under Twisted's own reactor) in
+``_twisted_reverse.py``.
+
+What Twisted promises a protocol, and how it is kept on a polyloop transport (each
+sentence is checked in ``tests/test_compat_twisted.py``):
+
+- ``makeConnection`` once, then ``dataReceived``, then ``connectionLost(reason)`` once,
+  with ``reason`` a ``Failure`` of ``ConnectionDone`` after a clean close (either side),
+  ``ConnectionAborted`` after ``abortConnection()``, ``ConnectionLost`` after a reset or
+  any other error, or the exception a ``dataReceived`` raised (Twisted logs it and drops
+  the connection).
+- ``loseConnection()`` stops reading at once (no ``dataReceived`` after it: Twisted's
+  ``LineReceiver`` relies on it), flushes, then closes -- but not while a pull producer
+  or a paused push producer is registered: Twisted waits for ``unregisterProducer``.
+- A peer's EOF is ``readConnectionLost()`` for an ``IHalfCloseableProtocol`` (the
+  connection stays half-open), else the end of the connection (``ConnectionDone``).
+  Twisted drops unflushed writes there; polyloop flushes them first.
+- A push producer is paused when the polyloop transport's write buffer passes its
+  high-water mark (64 KiB, Twisted's ``bufferSize`` too) and resumed when it drains to the
+  low one; a pull producer's ``resumeProducing`` is called whenever the buffer is empty
+  (the write-buffer limits are set to 0 while it is registered, so that polyloop says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet import address, error, interfaces
+from twisted.python.failure import Failure
+from zope.interface import implementer  # type: ignore[import-untyped]
+
+import polyloop
+
+__all__ = ["ProtocolAdapter", "TwistedTransport", "failure", "lost_reason", "twisted_address"]
+
+log = logging.getLogger("polyloop")
+
+
+def twisted_address(addr: Any, kind: str = "TCP") -> Any:
+    """A socket address as Twisted's ``IAddress``: ``IPv4Address``, ``IPv6Address`` or
+    ``UNIXAddress``."""
+    if isinstance(addr, tuple):
+        if len(addr) >= 4 or ":" in str(addr[0]):
+            return address.IPv6Address(kind, addr[0], addr[1], *addr[2:4])  # type: ignore[arg-type]
+        return address.IPv4Address(kind, addr[0], addr[1])  # type: ignore[arg-type]
+    return address.UNIXAddress(addr or None)
+
+
+def failure(exc: BaseException | None = None) -> Failure:
+    """A ``Failure`` of ``exc`` (default: the exception being handled)."""
+    return Failure(exc)  # type: ignore[no-untyped-call]
+
+
+def lost_reason(exc: BaseException | None, aborted: bool = False) -> Failure:
+    """The ``Failure`` Twisted hands ``connectionLost`` for polyloop's ``exc``."""
+    if aborted or isinstance(exc, ConnectionAbortedError):
+        reason: Exception = error.ConnectionAborted()
+    elif exc is None:
+        reason = error.ConnectionDone()
+    else:
+        reason = error.ConnectionLost()
+        reason.__cause__ = exc
+    return failure(reason)
+
+
+@implementer(
+    interfaces.ITransport,
+    interfaces.ITCPTransport,
+    interfaces.IConsumer,
+    interfaces.IPushProducer,
+    interfaces.ISystemHandle,
+)
+class TwistedTransport:
+    """What a Twisted protocol's ``self.transport`` is, on any polyloop backend.
+
+    It provides ``ITransport``, ``ITCPTransport``, ``IConsumer``, ``IPushProducer`` and
+    ``ISystemHandle`` (``zope.interface.verify.verifyObject`` passes for each), and
+    ``ISSLTransport`` on a TLS connection, over the polyloop ``Transport`` it wraps
+    (``polyloop_transport``). The attributes Twisted code reads are there too:
+    ``connected``, ``disconnecting``, ``disconnected``, ``producer``,
+    ``streamingProducer``, ``reactor`` and ``negotiatedProtocol``.
+    """
+
+    def __init__(self, transport: polyloop.Transport, adapter: ProtocolAdapter) -> None:
+        self._t = transport
+        self._adapter = adapter
+        #: The reactor-like object of this connection's session.
+        self.reactor = adapter.reactor
+        self.connected = 1
+        self.disconnecting = False
+        self.disconnected = False
+        self.producer: Any = None
+        self.streamingProducer = False
+        self._write_closed = False
+        self._aborting = False
+        self._write_paused = False
+        self._closing = False
+        self._writes = 0
+        self._kind = "UNIX" if self._family() == socket.AF_UNIX else "TCP"
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.negotiatedProtocol: bytes | None = None
+        if ssl_object is not None:
+            from zope.interface import alsoProvides
+
+            alsoProvides(self, interfaces.ISSLTransport)
+            alpn = ssl_object.selected_alpn_protocol()
+            self.negotiatedProtocol = alpn.encode() if alpn else None
+
+    def __repr__(self) -> str:
+        return f"<polyloop.compat.twisted transport over {self._t!r}>"
+
+    @property
+    def polyloop_transport(self) -> polyloop.Transport:
+        """The polyloop ``Transport`` underneath."""
+        return self._t
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The polyloop transport's ``get_extra_info``."""
+        return self._t.get_extra_info(name, default)
+
+    def _family(self) -> int:
+        sock = self._t.get_extra_info("socket")
+        return int(getattr(sock, "family", socket.AF_INET))
+
+    # --- ITransport ---
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` (bytes; ``str`` raises ``TypeError``), never blocking. Dropped
+        once the connection is lost or its write side was closed, as Twisted does."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"Data must be bytes, not {type(data).__name__}")
+        if self.disconnected or self._write_closed or self._closing:
+            return
+        if data:
+            self._writes += 1
+            self._t.write(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        """Write each item of ``data`` in turn."""
+        items = list(data)
+        if any(isinstance(item, str) for item in items):
+            raise TypeError("Data must be bytes, not str")
+        if self.disconnected or self._write_closed or self._closing:
+            return
+        if items:
+            self._writes += 1
+            self._t.writelines(items)
+
+    def loseConnection(self) -> None:
+        """Stop reading, flush, then close (``connectionLost`` with ``ConnectionDone``).
+        With a pull producer or a paused push producer registered, the close waits for
+        ``unregisterProducer()``, as Twisted's does."""
+        if self.disconnecting or self.disconnected:
+            return
+        self.disconnecting = True
+        self._t.pause_reading()
+        if self.producer is not None and (not self.streamingProducer or self._write_paused):
+            return
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._t.close()
+
+    def getPeer(self) -> Any:
+        """The remote address: ``IPv4Address``/``IPv6Address`` (``"TCP"``) or
+        ``UNIXAddress``."""
+        return twisted_address(self._t.get_extra_info("peername"), self._kind)
+
+    def getHost(self) -> Any:
+        """The local address, as ``getPeer``."""
+        return twisted_address(self._t.get_extra_info("sockname"), self._kind)
+
+    # --- ITCPTransport ---
+
+    def loseWriteConnection(self) -> None:
+        """Half-close: flush, then send EOF; reading goes on. Later writes are dropped.
+        On TLS (which cannot half-close in polyloop) only the later writes are dropped."""
+        if self._write_closed or self.disconnected or self._closing:
+            return
+        self._write_closed = True
+        if self._t.can_write_eof():
+            self._t.write_eof()
+            half = self._adapter._half
+            if half is not None:
+                self.reactor.callLater(0, self._write_lost, half)
+
+    def _write_lost(self, half: Any) -> None:
+        if not self.disconnected:
+            half.writeConnectionLost()
+
+    def abortConnection(self) -> None:
+        """Close at once, dropping buffered data; the peer sees a reset, and
+        ``connectionLost`` gets ``ConnectionAborted``, later."""
+        if self.disconnected or self._aborting:
+            return
+        self._aborting = self.disconnecting = True
+        self._t.abort()
+
+    def _socket(self) -> socket.socket | None:
+        return self._t.get_extra_info("socket")  # type: ignore[no-any-return]
+
+    def _option(self, level: int, name: int) -> bool:
+        sock = self._socket()
+        return bool(sock.getsockopt(level, name)) if sock is not None else False
+
+    def _set_option(self, level: int, name: int, enabled: bool) -> None:
+        sock = self._socket()
+        if sock is not None:
+            sock.setsockopt(level, name, int(bool(enabled)))
+
+    def getTcpNoDelay(self) -> bool:
+        """Whether ``TCP_NODELAY`` is set (polyloop sets it on every TCP connection)."""
+        if self._kind != "TCP":
+            return False
+        return self._option(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        """Set or clear ``TCP_NODELAY``."""
+        if self._kind == "TCP":
+            self._set_option(socket.IPPROTO_TCP, socket.TCP_NODELAY, enabled)
+
+    def getTcpKeepAlive(self) -> bool:
+        """Whether ``SO_KEEPALIVE`` is set."""
+        return self._option(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        """Set or clear ``SO_KEEPALIVE``."""
+        self._set_option(socket.SOL_SOCKET, socket.SO_KEEPALIVE, enabled)
+
+    # --- ISystemHandle ---
+
+    def getHandle(self) -> Any:
+        """The socket (``None`` once the connection is gone, or where the backend has
+        none to give)."""
+        return self._socket()
+
+    # --- ISSLTransport (declared on TLS connections only) ---
+
+    def getPeerCertificate(self) -> Any:
+        """The peer's certificate as the stdlib gives it (``SSLObject.getpeercert()``, a
+        dict), not a pyOpenSSL ``X509``."""
+        return self._t.get_extra_info("peercert")
+
+    # --- IConsumer ---
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """Register ``producer``: a push producer (``streaming``) is paused and resumed
+        with the write buffer; a pull producer's ``resumeProducing`` is called whenever
+        the buffer is empty. ``RuntimeError`` if one is registered already."""
+        if self.producer is not None:
+            raise RuntimeError(
+                f"Cannot register producer {producer}, because producer {self.producer}"
+                " was never unregistered."
+            )
+        if self.disconnected:
+            producer.stopProducing()
+            return
+        self.producer = producer
+        self.streamingProducer = bool(streaming)
+        if streaming:
+            if self._write_paused:
+                producer.pauseProducing()
+        else:
+            # high = low = 0: pause_writing as soon as anything is buffered,
+            # resume_writing once it is all gone: Twisted's "the buffer is empty".
+            self._t.set_write_buffer_limits(0, 0)
+            self._pull()
+
+    def unregisterProducer(self) -> None:
+        """Stop consuming from the producer (the connection stays open, and a pending
+        ``loseConnection()`` goes ahead)."""
+        producer, self.producer = self.producer, None
+        if producer is not None and not self.streamingProducer and not self.disconnected:
+            self._t.set_write_buffer_limits()
+        self.streamingProducer = False
+        if self.disconnecting and not self.disconnected and not self._aborting:
+            self._close()
+
+    def _pull(self) -> None:
+        """Ask the pull producer for more while the buffer is empty; call again if it
+        wrote (Twisted asks again only after a write, so an idle producer rests)."""
+        producer = self.producer
+        if producer is None or self.streamingProducer or self.disconnected:
+            return
+        if self._write_paused:
+            return  # resume_writing calls again
+        before = self._writes
+        producer.resumeProducing()
+        if self._writes != before:
+            self.reactor.callLater(0, self._pull)
+
+    # --- IPushProducer: this connection produces the bytes it reads ---
+
+    def pauseProducing(self) -> None:
+        """Stop reading (``pause_reading``): the kernel pushes back on the peer."""
+        if not self.disconnected:
+            self._t.pause_reading()
+
+    def resumeProducing(self) -> None:
+        """Read again (``resume_reading``), unless ``loseConnection()`` was called."""
+        if not (self.disconnected or self.disconnecting):
+            self._t.resume_reading()
+
+    def stopProducing(self) -> None:
+        """``loseConnection()``, as Twisted's transports do."""
+        self.loseConnection()
+
+    # --- from the adapter ---
+
+    def _paused(self) -> None:
+        self._write_paused = True
+        producer = self.producer
+        if producer is not None and self.streamingProducer:
+            producer.pauseProducing()
+
+    def _resumed(self) -> None:
+        self._write_paused = False
+        producer = self.producer
+        if producer is None:
+            return
+        if self.streamingProducer:
+            producer.resumeProducing()
+            if self.disconnecting and not self._aborting and self.producer is producer:
+                self._close()  # Twisted closes once the buffer drained, producer or not
+        else:
+            self._pull()
+
+    def _lost(self) -> None:
+        self.connected = 0
+        self.disconnected = True
+        self.disconnecting = True
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            producer.stopProducing()
+
+
+class ProtocolAdapter(polyloop.Protocol):
+    """A polyloop protocol that runs one Twisted protocol.
+
+    ``build(addr)`` makes the Twisted protocol once the connection is up, with the
+    peer's address (a factory's ``buildProtocol``); ``None`` closes the connection, as
+    Twisted's ports do. ``reactor`` is the reactor-like object its transport names and
+    that ``TimeoutMixin`` users schedule on. ``on_lost(protocol, reason)`` is called
+    after ``connectionLost`` (for ``clientConnectionLost``).
+    """
+
+    def __init__(
+        self,
+        build: Callable[[Any], Any],
+        reactor: Any,
+        on_lost: Callable[[Any, Failure], object] | None = None,
+    ) -> None:
+        self._build = build
+        self.reactor = reactor
+        self._on_lost = on_lost
+        #: The Twisted protocol (``None`` until the connection is up, or if refused).
+        self.protocol: Any = None
+        #: The transport the Twisted protocol holds.
+        self.transport: TwistedTransport | None = None
+        self._half: Any = None
+        self._error: Failure | None = None
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        tt = self.transport = TwistedTransport(transport, self)
+        proto = self._build(tt.getPeer())
+        if proto is None:
+            tt.disconnecting = True
+            transport.close()
+            return
+        from ._twisted_reactor import point_clock
+
+        point_clock(proto, self.reactor)
+        self.protocol = proto
+        self._half = interfaces.IHalfCloseableProtocol(proto, None)
+        proto.makeConnection(tt)
+
+    def data_received(self, data: bytes) -> None:
+        tt = self.transport
+        if self.protocol is None or tt is None or tt.disconnecting:
+            return  # Twisted reads nothing after loseConnection()
+        try:
+            self.protocol.dataReceived(data)
+        except Exception:
+            log.exception("polyloop.compat.twisted: %r.dataReceived raised", self.protocol)
+            self._error = failure()
+            tt.disconnecting = True
+            tt._t.abort()
+
+    def eof_received(self) -> bool | None:
+        if self.protocol is None:
+            return None
+        if self._half is not None:
+            try:
+                self._half.readConnectionLost()
+            except Exception:
+                log.exception("polyloop.compat.twisted: readConnectionLost raised")
+                self._error = failure()
+                assert self.transport is not None
+                self.transport._t.abort()
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport._paused()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport._resumed()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        tt, proto = self.transport, self.protocol
+        if tt is None:
+            return
+        aborting = tt._aborting
+        tt._lost()
+        if proto is None:
+            return
+        reason = self._error or lost_reason(exc, aborting)
+        try:
+            proto.connectionLost(reason)
+        finally:
+            if self._on_lost is not None:
+                self._on_lost(proto, reason)

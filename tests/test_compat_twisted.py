@@ -1,0 +1,1033 @@
+"""polyloop.compat.twisted: Twisted's own protocols, unmodified, on every backend.
+
+The servers are Twisted's classes (``LineReceiver``, ``Int32StringReceiver``,
+``NetstringReceiver``, ``wire.Echo``, a ``TimeoutMixin`` user, ``twisted.web``'s
+``Site``), each on every backend against a client on every backend: in one
+``polyloop.run`` per backend, and across backends with the server and the client in two
+processes (this file is also the script those processes run:
+``python tests/test_compat_twisted.py serve BACKEND`` / ``client BACKEND PORTS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import polyloop
+
+BACKENDS = ["asyncio", "twisted", "gevent", "tornado"]
+HERE = Path(__file__).resolve()
+
+pytest.importorskip("twisted")
+
+import test_compat_asyncio as docs  # noqa: E402
+from twisted.internet import error, interfaces, protocol, task  # noqa: E402
+from twisted.protocols import basic, policies, wire  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
+from twisted.web import resource, server  # noqa: E402
+from zope.interface import implementer  # noqa: E402
+from zope.interface.verify import verifyObject  # noqa: E402
+
+from polyloop.compat import twisted as ctw  # noqa: E402
+
+# --------------------------------------------------------------------------------------
+# The scenarios: a Twisted server (Twisted's class) and a client that checks it.
+# --------------------------------------------------------------------------------------
+
+
+class Done:
+    """Mixin for the clients: a future fired with the connectionLost reason."""
+
+    def __init__(self) -> None:
+        self.lost: polyloop.Future[Failure] = polyloop.create_future()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if not self.lost.done():
+            self.lost.set_result(reason)
+
+
+class UpperLines(basic.LineReceiver):
+    MAX_LENGTH = 100_000
+
+    def lineReceived(self, line: bytes) -> None:
+        self.sendLine(line.upper())
+
+
+class LineClient(Done, basic.LineReceiver):
+    MAX_LENGTH = 100_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[bytes] = []
+        self.sent = [b"line %d" % i for i in range(200)] + [b"x" * 50_000, b"last"]
+
+    def connectionMade(self) -> None:
+        for line in self.sent:
+            self.sendLine(line)
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line)
+        if len(self.lines) == len(self.sent):
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+async def exercise_lines(port: int) -> None:
+    client = await ctw.connect_tcp(LineClient, "127.0.0.1", port)
+    reason = await polyloop.wait_for(client.lost, 20)
+    assert client.lines == [line.upper() for line in client.sent]
+    assert reason.check(error.ConnectionDone), reason
+
+
+class Reverser(basic.Int32StringReceiver):
+    MAX_LENGTH = 2_000_000
+
+    def stringReceived(self, string: bytes) -> None:
+        self.sendString(string[::-1])
+
+
+class Int32Client(Done, basic.Int32StringReceiver):
+    MAX_LENGTH = 2_000_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[bytes] = []
+        self.sent = [b"", b"a", b"hello", os.urandom(1000), os.urandom(700_000), b"end"]
+
+    def connectionMade(self) -> None:
+        for string in self.sent:
+            self.sendString(string)
+
+    def stringReceived(self, string: bytes) -> None:
+        self.got.append(string)
+        if len(self.got) == len(self.sent):
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+async def exercise_int32(port: int) -> None:
+    client = await ctw.connect_tcp(Int32Client, "127.0.0.1", port)
+    reason = await polyloop.wait_for(client.lost, 20)
+    assert client.got == [s[::-1] for s in client.sent]
+    assert reason.check(error.ConnectionDone), reason
+
+
+class NetstringEcho(basic.NetstringReceiver):
+    def stringReceived(self, string: bytes) -> None:
+        self.sendString(string)
+
+
+class NetstringClient(Done, basic.NetstringReceiver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[bytes] = []
+        self.sent = [b"", b"1", b"a:b,c", os.urandom(90_000)] + [b"%d" % i for i in range(100)]
+
+    def connectionMade(self) -> None:
+        for string in self.sent:
+            self.sendString(string)
+
+    def stringReceived(self, string: bytes) -> None:
+        self.got.append(string)
+        if len(self.got) == len(self.sent):
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+async def exercise_netstring(port: int) -> None:
+    client = await ctw.connect_tcp(NetstringClient, "127.0.0.1", port)
+    reason = await polyloop.wait_for(client.lost, 20)
+    assert client.got == client.sent
+    assert reason.check(error.ConnectionDone), reason
+
+
+class EchoClient(Done, protocol.Protocol):
+    """Sends 1 MiB through a push producer that pauses when the transport says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.payload = os.urandom(1 << 20)
+        self.received = bytearray()
+        self.offset = 0
+        self.paused = False
+        self.pauses = 0
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.offset < len(self.payload):
+            self.transport.write(self.payload[self.offset : self.offset + 16384])  # type: ignore[union-attr]
+            self.offset += 16384
+        if self.offset >= len(self.payload):
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) == len(self.payload):
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+async def exercise_echo(port: int) -> None:
+    client = await ctw.connect_tcp(EchoClient, "127.0.0.1", port)
+    reason = await polyloop.wait_for(client.lost, 20)
+    assert bytes(client.received) == client.payload
+    assert reason.check(error.ConnectionDone), reason
+
+
+class Idle(basic.LineReceiver, policies.TimeoutMixin):
+    """Drops a connection after 0.5 s without a line (TimeoutMixin's own
+    ``timeoutConnection``); its ``callLater`` is Twisted's, pointed at the session."""
+
+    timeOut = 0.5
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self.timeOut)
+
+    def lineReceived(self, line: bytes) -> None:
+        self.resetTimeout()
+        self.sendLine(b"ok " + line)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.setTimeout(None)
+
+
+class IdleClient(Done, basic.LineReceiver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[bytes] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line)
+
+
+async def exercise_timeout(port: int) -> None:
+    client = await ctw.connect_tcp(IdleClient, "127.0.0.1", port)
+    for i in range(6):  # 0.6 s of traffic, longer than the timeout: it is reset
+        client.sendLine(b"ping %d" % i)
+        await polyloop.sleep(0.1)
+    assert not client.lost.done(), "the server timed out although lines kept coming"
+    reason = await polyloop.wait_for(client.lost, 10)  # then silence: dropped
+    assert client.lines == [b"ok ping %d" % i for i in range(6)]
+    assert reason.check(error.ConnectionDone), reason
+
+
+class Hello(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain")
+        if request.path == b"/later":
+            later = task.deferLater(ctw.get_reactor(), 0.01, lambda: b"later " * 5000)
+            later.addCallback(lambda body: (request.write(body), request.finish()))
+            return server.NOT_DONE_YET  # type: ignore[return-value]
+        peer = request.getClientAddress()
+        return b"hello %s %s" % (request.path, peer.host.encode())  # type: ignore[attr-defined]
+
+    def render_POST(self, request: server.Request) -> bytes:
+        assert request.content is not None
+        return request.content.read()[::-1]
+
+
+async def exercise_http(port: int) -> None:
+    async with await polyloop.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nConnection: close\r\n\r\n"
+            b"abcdef"
+        )
+        data = b""
+        while chunk := await polyloop.wait_for(stream.receive(), 10):
+            data += chunk
+    responses = data.split(b"HTTP/1.1 200 OK\r\n")
+    assert len(responses) == 4, data[:500]
+    assert responses[1].endswith(b"\r\n\r\nhello /a 127.0.0.1"), responses[1]
+    assert b"Server: TwistedWeb/" in responses[1]
+    assert b"Transfer-Encoding: chunked" in responses[2]
+    _, _, body = responses[2].partition(b"\r\n\r\n")
+    assert body == b"%x\r\n%s\r\n0\r\n\r\n" % (30000, b"later " * 5000), body[-50:]
+    assert responses[3].endswith(b"\r\n\r\nfedcba"), responses[3]
+
+
+@dataclass
+class Scenario:
+    name: str
+    serve: Callable[[], Awaitable[tuple[int, Callable[[], Awaitable[None]]]]]
+    exercise: Callable[[int], Awaitable[None]]
+
+
+def twisted_server(factory: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    async def serve() -> tuple[int, Callable[[], Awaitable[None]]]:
+        port = await ctw.listen_tcp(factory(), "127.0.0.1", 0)
+        return port.port, port.aclose
+
+    return serve
+
+
+def echo_factory() -> protocol.Factory:
+    factory = protocol.Factory()
+    factory.protocol = wire.Echo  # Twisted's own, not even subclassed
+    return factory
+
+
+SCENARIOS = {
+    s.name: s
+    for s in [
+        Scenario("LineReceiver", twisted_server(lambda: UpperLines), exercise_lines),
+        Scenario("Int32StringReceiver", twisted_server(lambda: Reverser), exercise_int32),
+        Scenario("NetstringReceiver", twisted_server(lambda: NetstringEcho), exercise_netstring),
+        Scenario("wire.Echo", twisted_server(echo_factory), exercise_echo),
+        Scenario("TimeoutMixin", twisted_server(lambda: Idle), exercise_timeout),
+        Scenario(
+            "twisted.web",
+            twisted_server(lambda: server.Site(Hello(), reactor=ctw.get_reactor())),
+            exercise_http,
+        ),
+        # The asyncio documentation's examples (test_compat_asyncio), across backends:
+        Scenario("asyncio docs TCP echo", docs.serve_tcp_echo, docs.exercise_tcp_echo),
+        Scenario("asyncio docs UDP echo", docs.serve_udp_echo, docs.exercise_udp_echo),
+    ]
+}
+
+
+# --------------------------------------------------------------------------------------
+# Same backend, one polyloop.run
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scenario_on_one_backend(backend: str, name: str) -> None:
+    scenario = SCENARIOS[name]
+
+    async def main() -> None:
+        port, aclose = await scenario.serve()
+        try:
+            await scenario.exercise(port)
+        finally:
+            await aclose()
+
+    polyloop.run(main, backend=backend)
+
+
+# --------------------------------------------------------------------------------------
+# Across backends: a server process per backend, a client process per backend
+# --------------------------------------------------------------------------------------
+
+
+def _serve_forever(backend: str) -> None:
+    async def main() -> None:
+        ports = {}
+        for name, scenario in SCENARIOS.items():
+            ports[name], _ = await scenario.serve()
+        print(json.dumps(ports), flush=True)
+        sys.stdout = open(os.devnull, "w")  # the docs' protocols print; nobody reads it
+        await polyloop.run_in_thread(sys.stdin.read)  # until the test closes our stdin
+
+    polyloop.run(main, backend=backend)
+
+
+def _client(backend: str, servers: dict[str, dict[str, int]]) -> None:
+    async def main() -> dict[str, str]:
+        results: dict[str, str] = {}
+        for server_backend, ports in servers.items():
+            for name, port in ports.items():
+                try:
+                    await polyloop.wait_for(SCENARIOS[name].exercise(port), 30)
+                    results[f"{server_backend}/{name}"] = "pass"
+                except BaseException as exc:
+                    results[f"{server_backend}/{name}"] = f"fail: {exc!r}"
+        return results
+
+    print(json.dumps(polyloop.run(main, backend=backend)), flush=True)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, dict[str, int]]]:
+    def start(backend: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(HERE), "serve", backend],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    procs = {b: start(b) for b in BACKENDS}
+    try:
+        ports = {}
+        for b, proc in procs.items():
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else ""
+            ports[b] = json.loads(line)
+        yield ports
+    finally:
+        for proc in procs.values():
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for f in (proc.stdout, proc.stderr):
+                if f:
+                    f.close()
+
+
+@pytest.mark.parametrize("client_backend", BACKENDS)
+def test_across_backends(client_backend: str, servers: dict[str, dict[str, int]]) -> None:
+    """Every scenario's server on every backend, against a client on ``client_backend``
+    in another process (the asyncio documentation's TCP and UDP echo too)."""
+    proc = subprocess.run(
+        [sys.executable, str(HERE), "client", client_backend, json.dumps(servers)],
+        capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == len(BACKENDS) * len(SCENARIOS)
+    failed = {k: v for k, v in results.items() if v != "pass"}
+    assert not failed, failed
+
+
+# --------------------------------------------------------------------------------------
+# The transport: interfaces, reasons, writes, producers, half-close
+# --------------------------------------------------------------------------------------
+
+
+class Recorder(protocol.Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.reasons: list[Failure] = []
+        self.lost: polyloop.Future[Failure] = polyloop.create_future()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.reasons.append(reason)
+        self.lost.set_result(reason)
+
+
+async def pair(
+    server_protocol: type[protocol.Protocol] = Recorder,
+    client_protocol: type[protocol.Protocol] = Recorder,
+) -> tuple[Any, Any, Any]:
+    """A Twisted protocol on each end of one connection: (server, client, port)."""
+    made: polyloop.Future[Any] = polyloop.create_future()
+
+    class Factory(protocol.Factory):
+        def buildProtocol(self, addr: Any) -> Any:
+            p = server_protocol()
+            p.factory = self
+            made.set_result(p)
+            return p
+
+    port = await ctw.listen_tcp(Factory(), "127.0.0.1", 0)
+    client = await ctw.connect_tcp(client_protocol, "127.0.0.1", port.port)
+    return await made, client, port
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transport_provides_twisteds_interfaces(backend: str) -> None:
+    async def main() -> None:
+        srv, client, port = await pair()
+        t = client.transport
+        for iface in (
+            interfaces.ITransport,
+            interfaces.ITCPTransport,
+            interfaces.IConsumer,
+            interfaces.IPushProducer,
+            interfaces.ISystemHandle,
+        ):
+            assert verifyObject(iface, t), iface
+        assert verifyObject(interfaces.IListeningPort, port)
+        peer, host = t.getPeer(), t.getHost()
+        assert (peer.type, peer.host, peer.port) == ("TCP", "127.0.0.1", port.port)
+        assert srv.transport.getPeer() == host and srv.transport.getHost() == peer
+        assert port.getHost().port == port.port
+        assert t.getTcpNoDelay()
+        t.setTcpNoDelay(False)
+        assert not t.getTcpNoDelay()
+        t.setTcpKeepAlive(True)
+        assert t.getTcpKeepAlive()
+        assert t.getHandle() is not None
+        assert t.connected and not t.disconnecting
+        assert t.reactor is ctw.get_reactor()
+        with pytest.raises(TypeError):
+            t.write("text")
+        with pytest.raises(TypeError):
+            t.writeSequence([b"a", "b"])
+        t.writeSequence([b"a", b"b", b"c"])
+        t.write(b"d")
+        t.loseConnection()
+        reason = await srv.lost
+        assert bytes(srv.data) == b"abcd"
+        assert reason.check(error.ConnectionDone)
+        assert (await client.lost).check(error.ConnectionDone)
+        assert t.disconnected and not t.connected
+        t.write(b"after")  # dropped, as Twisted does
+        assert client.reasons == [client.lost.result()]  # connectionLost exactly once
+        await port.aclose()
+
+    polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_connection_lost_reasons(backend: str) -> None:
+    async def main() -> None:
+        srv, client, port = await pair()
+        client.transport.abortConnection()
+        assert (await client.lost).check(error.ConnectionAborted)
+        assert (await srv.lost).check(error.ConnectionLost)  # a reset, for the peer
+        assert not (await srv.lost).check(error.ConnectionDone)
+
+        class Raises(Recorder):
+            def dataReceived(self, data: bytes) -> None:
+                raise ZeroDivisionError("in dataReceived")
+
+        srv, client, _ = await pair(Raises)
+        client.transport.write(b"boom")
+        reason = await srv.lost  # Twisted logs the error and drops the connection
+        assert reason.check(ZeroDivisionError), reason
+        assert (await client.lost).check(error.ConnectionLost)
+        await port.aclose()
+
+    polyloop.run(main, backend=backend)
+
+
+@implementer(interfaces.IHalfCloseableProtocol)
+class HalfCloser(Recorder):
+    """IHalfCloseableProtocol: answers after the peer's EOF, then closes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    def readConnectionLost(self) -> None:
+        self.events.append("read")
+        self.transport.write(b"after eof: " + bytes(self.data))  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        self.events.append("write")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_half_close(backend: str) -> None:
+    class HalfClient(HalfCloser):
+        def readConnectionLost(self) -> None:
+            self.events.append("read")
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    async def main() -> None:
+        _, client, port = await pair(HalfCloser, HalfClient)
+        client.transport.write(b"question")
+        client.transport.loseWriteConnection()
+        client.transport.write(b"dropped")  # after the write side closed
+        assert (await client.lost).check(error.ConnectionDone)
+        assert bytes(client.data) == b"after eof: question"
+        assert client.events == ["write", "read"]
+        await port.aclose()
+
+    polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pull_producer_filesender(backend: str) -> None:
+    """Twisted's FileSender (a pull producer) streams 2 MiB through the transport."""
+    import io
+
+    async def main() -> None:
+        srv, client, port = await pair()
+        payload = os.urandom(2 << 20)
+        d = basic.FileSender().beginFileTransfer(io.BytesIO(payload), client.transport)
+        await polyloop.wait_for(ctw.from_deferred(d), 20)
+        client.transport.loseConnection()
+        await polyloop.wait_for(srv.lost, 20)
+        assert bytes(srv.data) == payload
+        await port.aclose()
+
+    polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lose_connection_waits_for_a_pull_producer(backend: str) -> None:
+    async def main() -> None:
+        srv, client, port = await pair()
+        chunks = [b"a" * 1000] * 5
+
+        class Pull:
+            def resumeProducing(self) -> None:
+                if chunks:
+                    client.transport.write(chunks.pop())
+                else:
+                    client.transport.unregisterProducer()
+
+            def stopProducing(self) -> None:
+                pass
+
+        push = Pull()
+        client.transport.registerProducer(push, True)
+        with pytest.raises(RuntimeError):  # one producer at a time
+            client.transport.registerProducer(push, True)
+        client.transport.unregisterProducer()
+        client.transport.registerProducer(Pull(), False)
+        client.transport.loseConnection()  # waits for the producer to unregister
+        await srv.lost
+        assert bytes(srv.data) == b"a" * 5000
+        await port.aclose()
+
+    polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_push_producer_follows_flow_control(backend: str) -> None:
+    """A peer that reads nothing: the producer is paused above the high-water mark, and
+    the transport's buffer stays within it plus one chunk; resumed once the peer reads."""
+
+    async def main() -> None:
+        srv, client, port = await pair()
+        srv.transport.pauseProducing()
+        sizes: list[int] = []
+        producer = EchoClient()
+        producer.payload = b"p" * (16 << 20)
+        producer.transport = client.transport
+        original = client.transport.write
+
+        def write(data: bytes) -> None:
+            original(data)
+            sizes.append(client.transport.polyloop_transport.get_write_buffer_size())
+
+        client.transport.write = write
+        client.transport.registerProducer(producer, True)
+        producer.resumeProducing()
+        for _ in range(1000):  # bounded: 10 s, for a loaded machine
+            if producer.paused:
+                break
+            await polyloop.sleep(0.01)
+        assert producer.paused and producer.pauses >= 1
+        assert max(sizes) <= 64 * 1024 + 16384  # never past the high mark plus one chunk
+        srv.transport.resumeProducing()
+        for _ in range(6000):  # bounded: 60 s
+            if len(srv.data) == len(producer.payload):
+                break
+            await polyloop.sleep(0.01)
+        assert len(srv.data) == len(producer.payload)
+        assert producer.pauses >= 1 and not producer.paused
+        client.transport.loseConnection()
+        await srv.lost
+        await port.aclose()
+
+    polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transport_as_push_producer_pauses_reading(backend: str) -> None:
+    async def main() -> None:
+        srv, client, port = await pair()
+        srv.transport.pauseProducing()
+        client.transport.write(b"x" * 10)
+        await polyloop.sleep(0.2)
+        assert bytes(srv.data) == b""  # nothing delivered while paused
+        srv.transport.resumeProducing()
+        for _ in range(100):
+            if len(srv.data) == 10:
+                break
+            await polyloop.sleep(0.01)
+        assert bytes(srv.data) == b"x" * 10
+        client.transport.loseConnection()
+        await srv.lost
+        await port.aclose()
+
+    polyloop.run(main, backend=backend)
+
+
+# --------------------------------------------------------------------------------------
+# The reactor-like object
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reactor_time(backend: str) -> None:
+    async def main() -> None:
+        r = ctw.get_reactor()
+        assert r is ctw.get_reactor()
+        for iface in (
+            interfaces.IReactorTime,
+            interfaces.IReactorTCP,
+            interfaces.IReactorUNIX,
+            interfaces.IReactorFromThreads,
+            interfaces.IReactorPluggableNameResolver,
+        ):
+            assert verifyObject(iface, r), iface
+        assert abs(r.seconds() - polyloop.time()) < 0.5
+        fired: list[str] = []
+        a = r.callLater(0.05, fired.append, "a")
+        b = r.callLater(0.01, fired.append, "b")
+        c = r.callLater(0.02, lambda **kw: fired.append(kw["x"]), x="c")
+        gone = r.callLater(0.01, fired.append, "cancelled")
+        later = r.callLater(0.01, fired.append, "reset")
+        sooner = r.callLater(10, fired.append, "sooner")
+        assert verifyObject(interfaces.IDelayedCall, a)
+        assert set(r.getDelayedCalls()) == {a, b, c, gone, later, sooner}
+        gone.cancel()
+        later.reset(0.1)
+        sooner.reset(0.03)
+        with pytest.raises(error.AlreadyCancelled):
+            gone.cancel()
+        await polyloop.sleep(0.3)
+        assert fired == ["b", "c", "sooner", "a", "reset"]
+        assert not a.active() and a.called
+        with pytest.raises(error.AlreadyCalled):
+            a.cancel()
+        assert r.getDelayedCalls() == []
+        # Twisted's helpers that take a clock:
+        assert await ctw.from_deferred(task.deferLater(r, 0.01, lambda: 42)) == 42
+        ticks: list[float] = []
+        loop = task.LoopingCall(lambda: ticks.append(r.seconds()))
+        loop.clock = r
+        done = loop.start(0.01, now=True)
+        await polyloop.sleep(0.1)
+        loop.stop()
+        await ctw.from_deferred(done)
+        assert len(ticks) >= 3
+        # callFromThread from a worker thread
+        got: polyloop.Future[str] = polyloop.create_future()
+        await polyloop.run_in_thread(r.callFromThread, got.set_result, "from a thread")
+        assert await got == "from a thread"
+
+    polyloop.run(main, backend=backend)
+
+
+class Client(protocol.ClientFactory):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.done: polyloop.Future[None] = polyloop.create_future()
+        self.protocol = basic.LineReceiver
+
+    def startedConnecting(self, connector: Any) -> None:
+        self.events.append("started")
+
+    def buildProtocol(self, addr: Any) -> Any:
+        self.events.append(f"build {addr.port}")
+        p = super().buildProtocol(addr)
+        p.connectionMade = lambda: p.transport.loseConnection()  # type: ignore[union-attr]
+        return p
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.events.append(f"failed {reason.type.__name__}")
+        self.done.set_result(None)
+
+    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
+        self.events.append(f"lost {reason.type.__name__}")
+        self.done.set_result(None)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reactor_listen_and_connect_tcp(backend: str) -> None:
+    async def main() -> None:
+        r = ctw.get_reactor()
+        port = r.listenTCP(0, protocol.Factory.forProtocol(wire.Echo), interface="127.0.0.1")
+        number = port.getHost().port  # known at once, as with Twisted's listenTCP
+        with pytest.raises(error.CannotListenError):
+            r.listenTCP(number, protocol.Factory.forProtocol(wire.Echo), interface="127.0.0.1")
+        factory = Client()
+        connector = r.connectTCP("localhost", number, factory)
+        assert verifyObject(interfaces.IConnector, connector)
+        await polyloop.wait_for(factory.done, 10)
+        assert factory.events == ["started", f"build {number}", "lost ConnectionDone"]
+        await ctw.from_deferred(port.stopListening())
+        refused = Client()
+        r.connectTCP("127.0.0.1", number, refused)
+        await polyloop.wait_for(refused.done, 10)
+        assert refused.events == ["started", "failed ConnectionRefusedError"]
+
+    polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unix_sockets(backend: str, tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sock")
+
+    async def main() -> None:
+        port = await ctw.listen_unix(UpperLines, path)
+        client = await ctw.connect_unix(LineClient, path)
+        await polyloop.wait_for(client.lost, 10)
+        assert client.lines == [line.upper() for line in client.sent]
+        assert client.transport.getPeer().name == path.encode()  # Twisted's are bytes
+        await port.aclose()
+        assert not os.path.exists(path)
+
+    polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deferreds_and_awaitables(backend: str) -> None:
+    from twisted.internet import defer
+
+    async def main() -> None:
+        async def double(x: int) -> int:
+            await polyloop.sleep(0.01)
+            return 2 * x
+
+        assert await ctw.from_deferred(ctw.to_deferred(double(21))) == 42
+        d: defer.Deferred[int] = defer.Deferred()
+        polyloop.call_later(0.01, d.callback, 7)
+        assert await ctw.from_deferred(d) == 7
+        failing: defer.Deferred[int] = defer.Deferred()
+        polyloop.call_soon(failing.errback, Failure(KeyError("k")))
+        with pytest.raises(KeyError):
+            await ctw.from_deferred(failing)
+        never = ctw.to_deferred(polyloop.sleep(3600))
+        never.cancel()
+        with pytest.raises(defer.CancelledError):
+            await ctw.from_deferred(never)
+
+    polyloop.run(main, backend=backend)
+
+
+# --------------------------------------------------------------------------------------
+# Subprocesses: what must hold for a whole process
+# --------------------------------------------------------------------------------------
+
+
+def run_script(code: str, timeout: float = 60) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=str(HERE.parent)),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_no_framework_until_used_and_a_clear_error_without_twisted() -> None:
+    out = run_script(
+        """
+        import sys
+        import polyloop.compat, polyloop.compat.twisted
+        print(sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'zope')))
+        sys.modules['twisted'] = None
+        try:
+            polyloop.compat.twisted.get_reactor
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    assert out.splitlines() == [
+        "[]",
+        "polyloop.compat.twisted needs Twisted: pip install 'polyloop[twisted]'",
+    ]
+
+
+def test_the_global_reactor_is_never_installed() -> None:
+    out = run_script(
+        """
+        import sys
+        import polyloop
+        import test_compat_twisted as t
+        for backend in t.BACKENDS:
+            for name, scenario in t.SCENARIOS.items():
+                async def main():
+                    port, aclose = await scenario.serve()
+                    await scenario.exercise(port)
+                    await aclose()
+                polyloop.run(main, backend=backend)
+        print('twisted.internet.reactor' in sys.modules)
+        """,
+        timeout=120,
+    )
+    assert out.splitlines()[-1] == "False"
+
+
+HOSTS = {
+    "asyncio": """
+        import asyncio
+        asyncio.run(main())
+    """,
+    "tornado": """
+        from tornado.ioloop import IOLoop
+        IOLoop.current().run_sync(main)
+    """,
+    "twisted": """
+        from twisted.internet import defer, task
+        import polyloop_twisted
+        task.react(lambda reactor: polyloop_twisted.as_deferred(main(), reactor))
+    """,
+    "gevent": """
+        import gevent, polyloop_gevent
+        gevent.spawn(polyloop_gevent.wait, main()).get()
+    """,
+}
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+def test_host_mode(host: str) -> None:
+    """The scenarios started from a loop the application runs, with no polyloop.run."""
+    out = run_script(
+        textwrap.dedent(
+            """
+            import polyloop
+            import test_compat_twisted as t
+
+            async def main():
+                for name, scenario in t.SCENARIOS.items():
+                    port, aclose = await scenario.serve()
+                    await scenario.exercise(port)
+                    await aclose()
+                session = polyloop.current_backend()
+                print("session", session.name, session.owned)
+            """
+        )
+        + textwrap.dedent(HOSTS[host]),
+        timeout=120,
+    )
+    assert out.splitlines()[-1] == f"session {host} False"
+
+
+def test_reverse_shim_on_a_reactor_the_application_runs() -> None:
+    """Polyloop and asyncio protocols under Twisted's own listenTCP, next to a Twisted
+    protocol, on the global reactor run by task.react."""
+    out = run_script(
+        """
+        import asyncio
+        import polyloop
+        from twisted.internet import defer, protocol, task
+        from twisted.protocols import wire
+        from polyloop.compat.twisted import PolyloopFactory, from_deferred
+
+        class Upper(polyloop.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport
+                self.session = polyloop.current_backend()
+            def data_received(self, data):
+                self.transport.write(data.upper())
+            def eof_received(self):
+                self.transport.write(b" from " + self.session.name.encode())
+                return None  # close after the flush
+
+        class Doubler(asyncio.Protocol):  # a plain asyncio protocol
+            def connection_made(self, transport):
+                self.transport = transport
+            def data_received(self, data):
+                self.transport.write(data * 2)
+
+        async def ask(port, data, expect, eof=False):
+            async with await polyloop.open_tcp_stream("127.0.0.1", port) as s:
+                await s.send(data)
+                if eof:
+                    await s.send_eof()
+                out = b""
+                while len(out) < expect and (chunk := await s.receive()):
+                    out += chunk
+                return out
+
+        async def main(reactor):
+            def listen(factory):
+                return reactor.listenTCP(0, factory, interface="127.0.0.1")
+
+            def call(port, *args):
+                return polyloop_twisted.as_deferred(ask(port.getHost().port, *args), reactor)
+
+            upper = listen(PolyloopFactory(Upper, reactor))
+            double = listen(PolyloopFactory(Doubler, reactor))
+            echo = listen(protocol.Factory.forProtocol(wire.Echo))
+            print(await call(upper, b"abc", 16, True))
+            print(await call(double, b"xy", 4))
+            print(await call(echo, b"echo", 4))
+            for p in (upper, double, echo):
+                await p.stopListening()
+
+        import polyloop_twisted
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+        """
+    )
+    assert out.splitlines() == ["b'ABC from twisted'", "b'xyxy'", "b'echo'"]
+
+
+def test_where_twisted_web_stops_on_other_backends() -> None:
+    """Written down in docs/migrating/twisted.md: static.File (a pull producer, driven by
+    Twisted's global Cooperator) installs the global reactor and never answers off
+    Twisted; Agent works, but HostnameEndpoint's LoopingCall installs the global reactor."""
+    out = run_script(
+        """
+        import os, sys, tempfile, warnings
+        import polyloop
+        from polyloop.compat import twisted as ctw
+        from twisted.web import client, resource, server, static
+
+        warnings.simplefilter("ignore", DeprecationWarning)  # readBody's, on any reactor
+
+        async def main():
+            tmp = tempfile.mkdtemp()
+            with open(os.path.join(tmp, "f.txt"), "wb") as f:
+                f.write(b"file body")
+            root = resource.Resource()
+            root.putChild(b"files", static.File(tmp))
+            site = server.Site(root, reactor=ctw.get_reactor())
+            port = await ctw.listen_tcp(site, "127.0.0.1", 0)
+            agent = client.Agent(ctw.get_reactor())
+            url = f"http://localhost:{port.port}/files/f.txt".encode()
+            try:
+                response = await polyloop.wait_for(
+                    ctw.from_deferred(agent.request(b"GET", url)), 2)
+                print("static.File answered", response.code)
+            except TimeoutError:
+                print("static.File: no answer")
+            print("global reactor", "twisted.internet.reactor" in sys.modules)
+            await port.aclose()
+
+        polyloop.run(main, backend="asyncio")
+        """
+    )
+    assert out.splitlines() == ["static.File: no answer", "global reactor True"]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "gevent"])
+def test_twisted_web_client_agent(backend: str) -> None:
+    out = run_script(
+        f"""
+        import warnings
+        import polyloop
+        from polyloop.compat import twisted as ctw
+        from twisted.web import client, server
+        import test_compat_twisted as t
+
+        warnings.simplefilter("ignore", DeprecationWarning)  # readBody's, on any reactor
+
+        async def main():
+            r = ctw.get_reactor()
+            port = await ctw.listen_tcp(server.Site(t.Hello(), reactor=r), "127.0.0.1", 0)
+            agent = client.Agent(r)
+            url = f"http://localhost:{{port.port}}/agent".encode()
+            response = await ctw.from_deferred(agent.request(b"GET", url))
+            print(await ctw.from_deferred(client.readBody(response)))
+            await port.aclose()
+
+        polyloop.run(main, backend={backend!r})
+        """
+    )
+    assert out.splitlines()[-1] == "b'hello /agent 127.0.0.1'"
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        _serve_forever(sys.argv[2])
+    else:
+        _client(sys.argv[2], json.loads(sys.argv[3]))
