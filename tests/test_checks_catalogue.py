@@ -2,6 +2,8 @@
 
 The meta-tests run the catalogue's checks against deliberately broken subclasses of the
 asyncio backend: a check that cannot tell a broken backend from a good one is no check.
+The full catalogue of such backends, each run in conformance workers, is
+``polyloop_conformance.mutants`` (``tests/test_mutants.py``).
 """
 
 from __future__ import annotations

@@ -104,3 +104,40 @@ def test_unknown_backend_in_marker_fails_clearly(pytester: pytest.Pytester) -> N
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*unknown backend 'no-such-backend'*"])
+
+
+def test_module_class_specs_and_the_documented_example(pytester: pytest.Pytester) -> None:
+    """docs/pytest.md's example, with a third-party module:Class spec from the ini option
+    and from the marker (the worked example backend of docs/writing-a-backend.md)."""
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "pytest.md").read_text()
+    example = page.split("<!-- pytest -->\n```python\n", 1)[1].split("```", 1)[0]
+    pytester.makeini(
+        INI + "polyloop_backends = polyloop_conformance.example_backend:SelectorsBackend"
+        " asyncio:loop=asyncio\n"
+    )
+    pytester.makepyfile(test_example=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    # test_roundtrip on both ini specs, test_on_two on its two, the third-party one once.
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(
+        ["*test_roundtrip*polyloop_conformance.example_backend:SelectorsBackend*PASSED*"]
+    )
+
+
+def test_timeout_on_early_timers_names_the_fault(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest, polyloop
+
+        @pytest.mark.polyloop(
+            backends=["polyloop_conformance.mutants.loop:CallLaterAtOnce"], timeout=30
+        )
+        async def test_slow():
+            await polyloop.create_future()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*timers fire early*"])

@@ -19,7 +19,7 @@ import selectors
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import polyloop
 from polyloop.lowlevel import Session
@@ -98,16 +98,25 @@ class _Loop:
         elif self.timers:
             timeout = max(0.0, self.timers[0][0] - time.monotonic())
         for key, events in self.selector.select(timeout):
-            reader, writer = key.data
-            if events & selectors.EVENT_READ and reader is not None:
-                self.ready.append(_Handle(reader, (), 0))
-            if events & selectors.EVENT_WRITE and writer is not None:
-                self.ready.append(_Handle(writer, (), 0))
+            # The callback is looked up when it runs: one removed in the meantime (by an
+            # earlier callback of this round) must not run.
+            if events & selectors.EVENT_READ:
+                self.ready.append(_Handle(self._dispatch, (key.fileobj, 0), 0))
+            if events & selectors.EVENT_WRITE:
+                self.ready.append(_Handle(self._dispatch, (key.fileobj, 1), 0))
         now = time.monotonic()
         while self.timers and self.timers[0][0] <= now:
             self.ready.append(heapq.heappop(self.timers)[2])
         for _ in range(len(self.ready)):  # what these schedule runs next time round
             self.ready.popleft().run()
+
+    def _dispatch(self, fd: Any, which: int) -> None:
+        try:
+            fn = self.selector.get_key(fd).data[which]
+        except (KeyError, ValueError):  # no longer watched, or closed
+            return
+        if fn is not None:
+            fn()
 
     def watch(self, fd: Any, reader: Any, writer: Any) -> None:
         """Set (or clear, with None) the reader and writer callbacks of ``fd``."""
@@ -146,6 +155,8 @@ class SelectorsBackend(polyloop.Backend):
     """polyloop on ``selectors`` alone: ``polyloop.run(main, backend=SelectorsBackend)``."""
 
     name = "selectors"
+    #: The session class each run makes (the suite's mutants replace it).
+    session_class: ClassVar[type[SelectorsSession]]
 
     @classmethod
     def framework_version(cls) -> str:
@@ -153,7 +164,7 @@ class SelectorsBackend(polyloop.Backend):
 
     def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
         loop = _Loop()
-        session = SelectorsSession(self, loop)
+        session = self.session_class(self, loop)
         try:
             # Run the loop in the session's context: every callback then sees the
             # session, also those of readiness events (a protocol's connection_made).
@@ -214,3 +225,6 @@ class SelectorsSession(Session):
         if watched:
             self.loop.watch(fd, _KEEP, None)
         return watched
+
+
+SelectorsBackend.session_class = SelectorsSession

@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from ._registry import CHECKS, CheckResult
 from .apps import APPS
 from .host import host_label, parse_host_label
+from .referee import HUNG_EXIT
 
-__all__ = ["Plan", "run_plan", "select_cases"]
+__all__ = ["Plan", "run_backend", "run_plan", "select_cases"]
 
 Progress = Callable[[CheckResult], None]
 
-#: Slack, beyond a case's own timeout, before the parent calls a worker hung.
+#: Slack, beyond a case's own timeout, before the parent calls a worker hung. The
+#: worker's own watchdog (``referee.py``) answers first, within a few seconds of the
+#: timeout; the parent's limit catches a worker whose watchdog could not run at all.
 HANG_SLACK = 20.0
 
 
@@ -45,6 +48,8 @@ class Plan:
     jobs: int = 2
     #: Host mode: each case starts inside a loop the framework runs (``host.py``).
     host: bool = False
+    #: Every case's time limit in seconds, instead of its own (None: its own).
+    timeout: float | None = None
 
     def labels(self) -> list[str]:
         """The report's columns: the specs, or in host mode each spec's host runs (gevent
@@ -82,13 +87,15 @@ def select_cases(check_patterns: list[str] | None, app_names: list[str] | None) 
     return cases
 
 
-def _timeout(case: str) -> float:
+def _timeout(case: str, override: float | None = None) -> float:
+    if override is not None:
+        return override
     if case.startswith("app."):
         return APPS[case[4:]].timeout
     return CHECKS[case].timeout
 
 
-def _worker_cmd(command: str, label: str, *args: str) -> list[str]:
+def _worker_cmd(command: str, label: str, *args: str, timeout: float | None = None) -> list[str]:
     """A worker process for the column ``label``: a host-mode label adds ``--host``, and a
     patched one runs gevent's ``patch_all()`` before anything else is imported, as gevent
     asks."""
@@ -96,6 +103,8 @@ def _worker_cmd(command: str, label: str, *args: str) -> list[str]:
     args = (command, "--backend", spec, "--label", label, *args)
     if spec != label:
         args += ("--host",)
+    if timeout is not None:
+        args += ("--timeout", repr(float(timeout)))
     if not patched:
         return [sys.executable, "-m", "polyloop_conformance.worker", *args]
     boot = (
@@ -157,6 +166,7 @@ def _collect(
     backend: str,
     client_backend: str | None,
     progress: Progress,
+    timeout: float | None = None,
 ) -> list[CheckResult]:
     """Run ``cases`` in workers; restart after a hang or crash, recording why."""
     results: list[CheckResult] = []
@@ -167,14 +177,20 @@ def _collect(
             while left:
                 case = left[0]
                 started = time.monotonic()
+                limit = _timeout(case, timeout) + HANG_SLACK
                 try:
-                    line = worker.next_line(_timeout(case) + HANG_SLACK)
+                    line = worker.next_line(limit)
                 except TimeoutError:
-                    detail = f"hung: no result after {_timeout(case) + HANG_SLACK:g} s; killed"
+                    detail = (
+                        f"hung: no result after {limit:g} s, and the worker's own watchdog"
+                        " did not answer either (a thread holding the GIL?); killed"
+                    )
                     line = None
                 else:
                     if line is None:
                         code = worker.proc.wait()
+                        if code == HUNG_EXIT:
+                            break  # its watchdog reported the hung case: a fresh worker
                         detail = f"worker exited with code {code} during this case"
                 if line is None:
                     tail = worker.stderr_tail()
@@ -199,14 +215,18 @@ def _collect(
     return results
 
 
-def _run_backend(label: str, cases: list[str], progress: Progress) -> list[CheckResult]:
+def run_backend(
+    label: str, cases: list[str], progress: Progress, timeout: float | None = None
+) -> list[CheckResult]:
+    """Run ``cases`` on the column ``label`` (a spec, or a host label) in workers."""
+
     def cmd(left: list[str]) -> list[str]:
         args = []
         for case in left:
             args += ["--case", case]
-        return _worker_cmd("run", label, *args)
+        return _worker_cmd("run", label, *args, timeout=timeout)
 
-    return _collect(cmd, cases, label, None, progress)
+    return _collect(cmd, cases, label, None, progress, timeout)
 
 
 @contextlib.contextmanager
@@ -279,10 +299,10 @@ def _run_cross(plan: Plan, progress: Progress) -> list[CheckResult]:
                         args = ["--server-label", server, "--tls-dir", tls_dir]
                         for case in left:
                             args += ["--target", f"{case[4:]}={found[case[4:]]}"]
-                        return _worker_cmd("exercise", client, *args)
+                        return _worker_cmd("exercise", client, *args, timeout=plan.timeout)
 
                     cases = [f"app.{a}" for a in plan.cross_apps]
-                    return _collect(cmd, cases, server, client, progress)
+                    return _collect(cmd, cases, server, client, progress, plan.timeout)
 
             with ThreadPoolExecutor(plan.jobs) as pool:
                 for chunk in pool.map(lambda p: one(*p), pairs):
@@ -303,7 +323,11 @@ def run_plan(plan: Plan, progress: Progress = lambda r: None) -> list[CheckResul
     results: list[CheckResult] = []
     if plan.cases:
         with ThreadPoolExecutor(plan.jobs) as pool:
-            for chunk in pool.map(lambda s: _run_backend(s, plan.cases, report), plan.labels()):
+
+            def one(label: str) -> list[CheckResult]:
+                return run_backend(label, plan.cases, report, plan.timeout)
+
+            for chunk in pool.map(one, plan.labels()):
                 results.extend(chunk)
     if plan.cross_apps:
         results.extend(_run_cross(plan, report))

@@ -10,6 +10,11 @@ one JSON record per line; everything else goes to stderr.
                                                     prints `listening APP HOST PORT` lines
     worker exercise --backend SPEC --target APP=HOST:PORT... --server-label L [--tls-dir D]
 
+``run`` and ``exercise`` take ``--timeout S`` (every case's time limit, instead of its
+own). Each case is judged by the referee (``referee.py``): a watchdog thread on the wall
+clock; a case it cannot stop is reported by the watchdog, and the worker then exits with
+``referee.HUNG_EXIT``, so that the parent starts a fresh one for the rest.
+
 Each takes ``--host``: the code under test then starts from inside a loop that the
 framework itself runs (``host.py``), never from ``polyloop.run``. A patched gevent worker
 (``patch_all()`` before anything else is imported) is started by ``runner._worker_cmd``.
@@ -30,11 +35,15 @@ import polyloop
 from ._registry import CHECKS, CheckResult, app_config, run_app, run_case, run_check
 from .apps import APPS, Running
 from .host import HostBackend, under_twisted_reactor
+from .referee import exit_on_hang, os_threads, run_judged
+
+_emitting = os_threads()[2]()  # the watchdog thread may emit too
 
 
 def emit(result: CheckResult) -> None:
-    sys.stdout.write(json.dumps(result.to_json()) + "\n")
-    sys.stdout.flush()
+    with _emitting:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+        sys.stdout.flush()
 
 
 def factory(spec: str, host: bool = False) -> Callable[[], Any]:
@@ -45,13 +54,28 @@ def factory(spec: str, host: bool = False) -> Callable[[], Any]:
     return lambda: polyloop.load_backend(spec)
 
 
+def _exit_on_hang(
+    case: str, label: str, client_backend: str | None = None
+) -> Callable[[str], None]:
+    """The worker's ``on_hang``: write the case's record, then exit with ``HUNG_EXIT``
+    (the parent starts a fresh worker for the cases left)."""
+    started = time.perf_counter()
+
+    def report(verdict: str) -> None:
+        seconds = time.perf_counter() - started
+        emit(CheckResult(case, label, client_backend, "fail", seconds, verdict))
+
+    return exit_on_hang(report)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     make = factory(args.backend, args.host)
     for name in args.case:
+        on_hang = _exit_on_hang(name, args.label)
         if name.startswith("app."):
-            emit(run_app(APPS[name[4:]], make, args.label))
+            emit(run_app(APPS[name[4:]], make, args.label, timeout=args.timeout, on_hang=on_hang))
         else:
-            emit(run_check(CHECKS[name], make, args.label))
+            emit(run_check(CHECKS[name], make, args.label, timeout=args.timeout, on_hang=on_hang))
     return 0
 
 
@@ -112,19 +136,19 @@ def cmd_exercise(args: argparse.Namespace) -> int:
         name, _, where = target.partition("=")
         host, _, port = where.rpartition(":")
         app = APPS[name]
+        case = f"app.{name}"
 
-        async def client(app: Any = app, addr: Any = (host, int(port))) -> None:
-            config = app_config(app, args.tls_dir)
-            await polyloop.wait_for(app.exercise(config, addr), app.timeout)
+        async def client(
+            session: polyloop.Session, app: Any = app, addr: Any = (host, int(port))
+        ) -> None:
+            await app.exercise(app_config(app, args.tls_dir), addr)
 
-        def body(client: Any = client, name: str = name) -> None:
-            backend = make()
-            try:
-                backend.run(client)
-            except TimeoutError:
-                raise AssertionError(f"timed out after {APPS[name].timeout:g} s") from None
+        def body(client: Any = client, case: str = case, app: Any = app) -> None:
+            limit = app.timeout if args.timeout is None else args.timeout
+            on_hang = _exit_on_hang(case, args.server_label, args.label)
+            run_judged(case, make, client, limit, on_hang=on_hang)
 
-        emit(run_case(f"app.{name}", args.server_label, body, client_backend=args.label))
+        emit(run_case(case, args.server_label, body, client_backend=args.label))
     return 0
 
 
@@ -136,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label")
     p.add_argument("--case", action="append", default=[])
     p.add_argument("--host", action="store_true")
+    p.add_argument("--timeout", type=float)
     p = sub.add_parser("serve")
     p.add_argument("--backend", required=True)
     p.add_argument("--label")
@@ -149,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", action="append", default=[])
     p.add_argument("--tls-dir")
     p.add_argument("--host", action="store_true")
+    p.add_argument("--timeout", type=float)
     args = parser.parse_args(argv)
     args.label = getattr(args, "label", None) or args.backend
     started = time.monotonic()

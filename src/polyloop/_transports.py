@@ -40,7 +40,9 @@ class BaseTransport(abc.ABC):
 
         A stream peer sees a reset (``ConnectionResetError``), not a clean EOF. The local
         protocol's ``connection_lost`` is called later with a ``ConnectionAbortedError``,
-        never from inside ``abort()`` (it is not re-entrant). A no-op once closed.
+        never from inside ``abort()`` (it is not re-entrant); so is a datagram
+        protocol's (UDP has no peer to reset). After a ``close()`` that is still flushing,
+        ``abort()`` drops the rest the same way. A no-op once the connection is lost.
         """
 
     @abc.abstractmethod

@@ -10,6 +10,9 @@ in a fresh ``polyloop.run`` with a timeout::
     @pytest.mark.polyloop(backends=["asyncio", "twisted:reactor=select"], timeout=5)
     async def test_something(): ...
 
+    @pytest.mark.polyloop(backends=["my_pkg.backend:MyBackend"])  # a third party's
+    async def test_mine(): ...
+
 The ``polyloop_backend`` fixture is the backend spec of the current run. Backends come
 from the marker, else the ini option ``polyloop_backends``, else every installed one; a
 backend that cannot load is reported as a skip naming the missing extra. Only tests with
@@ -19,6 +22,7 @@ this marker are touched, so pytest-asyncio (strict mode) and anyio's plugin keep
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -83,9 +87,19 @@ def polyloop_backend(request: pytest.FixtureRequest) -> str:
 async def _bounded(
     fn: Callable[..., Coroutine[Any, Any, Any]], kwargs: dict[str, Any], timeout: float
 ) -> None:
+    # The timeout runs on the backend's timers; the wall clock confirms it, so that a
+    # backend whose timers fire early is told so instead of "timed out after 30 s".
+    start = time.monotonic()
     try:
         await polyloop.wait_for(fn(**kwargs), timeout)
     except TimeoutError:
+        took = time.monotonic() - start
+        if took < timeout * 0.8:
+            pytest.fail(
+                f"polyloop test timed out after {took:.3f} s of wall-clock time, not"
+                f" {timeout:g} s: the backend's timers fire early",
+                pytrace=False,
+            )
         pytest.fail(f"polyloop test timed out after {timeout:g} s", pytrace=False)
 
 

@@ -6,10 +6,13 @@ Rule: only the polyloop API here, so that the apps stay backend-neutral.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Awaitable, Coroutine
 from typing import TypeVar
 
 import polyloop
+
+from ..referee import waiting_for
 
 __all__ = ["Signal", "aclose_within", "shrink_socket_buffers", "within"]
 
@@ -50,11 +53,23 @@ async def _wrap(aw: Awaitable[T]) -> T:
 
 
 async def within(seconds: float, aw: Awaitable[T], what: str) -> T:
-    """Await ``aw``; an ``AssertionError`` naming ``what`` if it takes over ``seconds``."""
+    """Await ``aw``; an ``AssertionError`` naming ``what`` if it takes over ``seconds``.
+
+    The timeout is the backend's (``wait_for``), so the wall clock confirms it: a
+    backend whose timers fire early is told so, not that nothing came for 15 s.
+    """
     coro = aw if isinstance(aw, Coroutine) else _wrap(aw)
+    start = time.monotonic()
     try:
-        return await polyloop.wait_for(coro, seconds)
+        with waiting_for(what):
+            return await polyloop.wait_for(coro, seconds)
     except TimeoutError:
+        took = time.monotonic() - start
+        if took < seconds * 0.8:
+            raise AssertionError(
+                f"{what}: wait_for(..., {seconds:g}) timed out after {took:.4f} s of wall-clock"
+                " time: timers fire early (rule: call_later(d) waits at least d seconds)"
+            ) from None
         raise AssertionError(f"{what}: nothing within {seconds:g} s") from None
 
 

@@ -8,6 +8,7 @@ from . import cleanliness as cleanliness
 from . import close as close
 from . import errors as errors
 from . import flow as flow
+from . import futures as futures
 from . import halfclose as halfclose
 from . import lifecycle as lifecycle
 from . import streams as streams
@@ -25,6 +26,7 @@ __all__ = [
     "close",
     "errors",
     "flow",
+    "futures",
     "halfclose",
     "lifecycle",
     "streams",

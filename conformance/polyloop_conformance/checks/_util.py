@@ -2,6 +2,8 @@
 
 Rule: every wait here is event-driven (a backend future set by a callback); nothing
 polls with sleeps. Helpers take the backend explicitly and use only the polyloop API.
+Each wait names what it waits for (``referee.waiting_for``), so that a timeout says it,
+and each assertion says the rule, what was expected and what happened.
 """
 
 from __future__ import annotations
@@ -10,10 +12,16 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import polyloop
+
+from ..referee import settle as settle
+from ..referee import waiting_for
+
+T = TypeVar("T")
 
 #: Bytes per write when a check fills a connection until the writer is paused.
 CHUNK = 64 * 1024
@@ -26,6 +34,8 @@ class Recorder(polyloop.Protocol):
 
     def __init__(self, session: polyloop.Session, keep_open_on_eof: bool = False) -> None:
         self.session = session
+        #: Which end this is, for messages ("client", "server").
+        self.side = "protocol"
         self.events: list[str] = []
         self.data = bytearray()
         self.transport: polyloop.Transport | None = None
@@ -84,35 +94,50 @@ class Recorder(polyloop.Protocol):
             self.size_at_resume.append(self.transport.get_write_buffer_size())
         self._notify()
 
+    def describe(self) -> str:
+        """What this protocol has seen so far, for messages."""
+        return f"{self.side}: events {compact(self.events)}, {len(self.data)} bytes received"
+
+    async def _next_event(self) -> None:
+        fut: polyloop.Future[None] = self.session.create_future()
+        self._waiters.append(fut)
+        await fut
+
     async def until(self, cond: Callable[[], bool], what: str = "") -> None:
         """Wait until ``cond()`` holds; re-tested after every callback of this protocol.
 
         Fails at once if the connection is lost first (unless ``cond`` became true).
         """
-        while not cond():
-            assert "lost" not in self.events, (
-                f"connection lost ({self.lost_exc!r}) while waiting for {what or 'a condition'};"
-                f" events {compact(self.events)}"
-            )
-            fut: polyloop.Future[None] = self.session.create_future()
-            self._waiters.append(fut)
-            await fut
+        what = what or "a condition"
+        with waiting_for(lambda: f"{what} ({self.describe()})"):
+            while not cond():
+                assert "lost" not in self.events, (
+                    f"connection lost ({self.lost_exc!r}) while waiting for {what};"
+                    f" {self.describe()}"
+                )
+                await self._next_event()
 
     async def wait_bytes(self, n: int) -> bytes:
         """Wait until ``n`` bytes have arrived in all (fails if the connection ends first)."""
-        while len(self.data) < n and "lost" not in self.events:
-            fut: polyloop.Future[None] = self.session.create_future()
-            self._waiters.append(fut)
-            await fut
+        with waiting_for(lambda: f"{n} bytes on the {self.side} ({self.describe()})"):
+            while len(self.data) < n and "lost" not in self.events:
+                await self._next_event()
         assert len(self.data) >= n, (
-            f"got {len(self.data)} of {n} bytes before the connection ended"
+            f"the {self.side} got {len(self.data)} of {n} bytes before the connection ended"
+            f" (connection_lost({self.lost_exc!r}); events {compact(self.events)})"
         )
         return bytes(self.data)
 
     async def wait_lost(self) -> BaseException | None:
         """Wait for ``connection_lost`` and return its argument."""
-        exc: BaseException | None = await self.lost
+        with waiting_for(lambda: f"connection_lost on the {self.side} ({self.describe()})"):
+            exc: BaseException | None = await self.lost
         return exc
+
+    async def wait_eof(self) -> None:
+        """Wait for ``eof_received``."""
+        with waiting_for(lambda: f"eof_received on the {self.side} ({self.describe()})"):
+            await self.eof
 
 
 class ReentrancyProbe(Recorder):
@@ -163,14 +188,41 @@ class Accepted:
 
     async def get(self, index: int = 0) -> Any:
         """The ``index``-th protocol made, once it exists and its connection is made."""
-        while len(self.protocols) <= index:
-            fut: polyloop.Future[None] = self.session.create_future()
-            self._waiters.append(fut)
-            await fut
+        what = f"the server to accept connection #{index + 1} ({len(self.protocols)} so far)"
+        with waiting_for(what):
+            while len(self.protocols) <= index:
+                fut: polyloop.Future[None] = self.session.create_future()
+                self._waiters.append(fut)
+                await fut
         proto = self.protocols[index]
         if isinstance(proto, Recorder):
-            await proto.made
+            proto.side = "server side"
+            with waiting_for("connection_made on the server side of an accepted connection"):
+                await proto.made
         return proto
+
+
+async def made_before_return(session: polyloop.Session, proto: Any, call: str) -> None:
+    """Fail unless ``connection_made`` ran on ``proto`` before ``call`` returned.
+
+    Tells "called late" from "never called": it waits a little (loop iterations, then
+    up to 0.5 s) before saying which.
+    """
+    if getattr(proto, "transport", None) is not None:
+        return
+    start = time.monotonic()
+    for i in range(200):
+        await session.sleep(0 if i < 100 else 0.005)
+        if getattr(proto, "transport", None) is not None:
+            late = time.monotonic() - start
+            raise AssertionError(
+                f"connection_made was called only after {call} returned ({late * 1000:.1f} ms"
+                f" later): connect_* must call connection_made before returning"
+            )
+    raise AssertionError(
+        f"connection_made was never called ({call} returned, and nothing came within"
+        f" {time.monotonic() - start:.2f} s)"
+    )
 
 
 async def pair(
@@ -179,22 +231,40 @@ async def pair(
     """A listening server and one connection to it: (server, server side, client side)."""
     accepted = Accepted(session, server_proto)
     client_ssl = tls.get("client_ssl")
-    server = await session.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.get("server_ssl"))
-    _, client = await session.connect_tcp(
-        client_proto or (lambda: Recorder(session)), "127.0.0.1", server.port,
-        ssl=client_ssl, server_hostname="localhost" if client_ssl else None,
-    )  # fmt: skip
+    with waiting_for("listen_tcp to return"):
+        server = await session.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.get("server_ssl"))
+    with waiting_for(f"connect_tcp to 127.0.0.1:{server.port} to return"):
+        _, client = await session.connect_tcp(
+            client_proto or (lambda: Recorder(session)), "127.0.0.1", server.port,
+            ssl=client_ssl, server_hostname="localhost" if client_ssl else None,
+        )  # fmt: skip
+    if isinstance(client, Recorder):
+        client.side = "client"
+    await made_before_return(session, client, "connect_tcp")
     srv = await accepted.get(0)
     return server, srv, client
 
 
+def write_quietly(transport: polyloop.Transport, data: bytes, when: str) -> None:
+    """A write that the contract makes a silent no-op ``when`` (after close ...)."""
+    try:
+        transport.write(data)
+        transport.writelines([data])
+    except Exception as exc:
+        raise AssertionError(
+            f"write() {when} raised {exc!r} (rule: a write {when} is a silent no-op)"
+        ) from exc
+
+
 def transport_of(proto: Recorder) -> polyloop.Transport:
     """The protocol's transport (asserting that ``connection_made`` gave it one)."""
-    assert proto.transport is not None, "connection_made was never called"
+    assert proto.transport is not None, (
+        f"connection_made has not been called on the {proto.side} (yet): {proto.describe()}"
+    )
     return proto.transport
 
 
-async def fill_until_paused(session: polyloop.Session, writer: Recorder) -> int:
+async def fill_until_paused(session: polyloop.Session, writer: Recorder, never: str = "") -> int:
     """Write ``CHUNK``s until the writer's ``pause_writing`` is called; return bytes written.
 
     The peer must not be reading. Between writes the loop runs (``sleep(0)``) so a backend
@@ -204,16 +274,43 @@ async def fill_until_paused(session: polyloop.Session, writer: Recorder) -> int:
     transport = transport_of(writer)
     pauses = writer.events.count("pause")
     total = 0
-    while writer.events.count("pause") == pauses:
-        assert total < FILL_LIMIT, (
-            f"pause_writing never came after writing {total} bytes to a peer that stopped"
-            f" reading (write buffer {transport.get_write_buffer_size()} bytes)"
-        )
-        transport.write(b"x" * CHUNK)
-        total += CHUNK
-        if writer.events.count("pause") == pauses:
-            await session.sleep(0)
+    what = lambda: (  # noqa: E731
+        f"pause_writing on the {writer.side} ({total} bytes written to a peer that stopped"
+        f" reading, write buffer {transport.get_write_buffer_size()} bytes)"
+    )
+    with waiting_for(what):
+        while writer.events.count("pause") == pauses:
+            assert total < FILL_LIMIT, (
+                f"pause_writing never came after writing {total} bytes to a peer that stopped"
+                f" reading (write buffer {transport.get_write_buffer_size()} bytes; "
+                + (
+                    never
+                    or "rule: pause_writing once the buffer grows past the high-water mark, 64 KiB"
+                )
+                + ")"
+            )
+            transport.write(b"x" * CHUNK)
+            total += CHUNK
+            if writer.events.count("pause") == pauses:
+                await session.sleep(0)
     return total
+
+
+async def bounded(session: polyloop.Session, aw: Awaitable[T], seconds: float, failure: str) -> T:
+    """Await ``aw``; ``AssertionError(failure)`` if it takes over ``seconds`` of wall-clock
+    time (measured by the wall clock too: early timers are named as such)."""
+    start = time.monotonic()
+    try:
+        with waiting_for(failure):
+            return await polyloop.wait_for(aw, seconds)
+    except TimeoutError:
+        took = time.monotonic() - start
+        if took < seconds * 0.8:
+            raise AssertionError(
+                f"{failure} -- but wait_for(..., {seconds:g}) timed out after {took:.4f} s of"
+                " wall-clock time: timers fire early"
+            ) from None
+        raise AssertionError(f"{failure} (waited {seconds:g} s)") from None
 
 
 class PausedReader(Recorder):

@@ -2,7 +2,8 @@
 
 Covers the peer seeing ``ConnectionResetError`` (protocol and stream), the local
 ``connection_lost(ConnectionAbortedError)`` never from inside ``abort()``, buffered data
-being dropped, ``is_closing``, and ``abort()`` being a no-op twice or after ``close()``.
+being dropped (also by an ``abort()`` after a ``close()`` that is still flushing),
+``is_closing``, and ``abort()`` being a no-op twice or once the connection is lost.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import polyloop
 
 from .._registry import check
+from ..referee import waiting_for
 from ._util import (
     PausedReader,
     Recorder,
@@ -17,7 +19,9 @@ from ._util import (
     compact,
     fill_until_paused,
     pair,
+    settle,
     transport_of,
+    write_quietly,
 )
 
 
@@ -32,8 +36,11 @@ async def check_local_aborted_error(session: polyloop.Session) -> None:
     assert "lost" not in cli.events, "connection_lost was called from inside abort()"
     assert transport_of(cli).is_closing(), "is_closing() is False right after abort()"
     exc = await cli.wait_lost()
-    assert isinstance(exc, ConnectionAbortedError), f"connection_lost({exc!r})"
-    await srv.lost
+    assert isinstance(exc, ConnectionAbortedError), (
+        f"after abort(), connection_lost({exc!r}); expected a ConnectionAbortedError"
+    )
+    assert not cli.lost_inside, "connection_lost was called from inside abort()"
+    await srv.wait_lost()
     await server.aclose()
 
 
@@ -46,9 +53,12 @@ async def check_peer_reset(session: polyloop.Session) -> None:
     transport_of(cli).abort()
     exc = await srv.wait_lost()
     assert isinstance(exc, ConnectionResetError), (
-        f"peer's connection_lost({exc!r}), events {compact(srv.events)}"
+        f"the peer of an aborted connection got connection_lost({exc!r}), events"
+        f" {compact(srv.events)}; expected a ConnectionResetError (rule: abort() resets)"
     )
-    assert "eof" not in srv.events, f"the peer saw a clean EOF: {compact(srv.events)}"
+    assert "eof" not in srv.events, (
+        f"the peer of an aborted connection saw a clean EOF: {compact(srv.events)}"
+    )
     await server.aclose()
 
 
@@ -62,11 +72,14 @@ async def check_peer_stream_reset(session: polyloop.Session) -> None:
     assert await stream.receive() == b"x"
     t.abort()
     try:
-        data = await stream.receive()
+        with waiting_for("receive() after the peer's abort"):
+            data = await stream.receive()
     except ConnectionResetError:
         pass
     else:
-        raise AssertionError(f"receive() after the peer's abort returned {data!r}")
+        raise AssertionError(
+            f"receive() after the peer's abort returned {data!r}, not ConnectionResetError"
+        )
     await stream.aclose()
     await listener.aclose()
 
@@ -76,13 +89,49 @@ async def check_drops_buffer(session: polyloop.Session) -> None:
     """abort() with data buffered drops it: the peer gets fewer bytes, then a reset."""
     server, srv, cli = await pair(session, lambda: PausedReader(session))
     total = await fill_until_paused(session, cli)
-    assert transport_of(cli).get_write_buffer_size() > 0, "nothing buffered after pause_writing"
+    buffered = transport_of(cli).get_write_buffer_size()
+    assert buffered > 0, "nothing buffered after pause_writing"
     transport_of(cli).abort()
     transport_of(srv).resume_reading()
     exc = await srv.wait_lost()
-    assert len(srv.data) < total, f"all {total} bytes arrived although abort() should drop some"
-    assert isinstance(exc, ConnectionResetError), f"peer's connection_lost({exc!r})"
-    assert isinstance(await cli.lost, ConnectionAbortedError), cli.lost_exc
+    assert len(srv.data) < total, (
+        f"all {total} bytes arrived although abort() was called with {buffered} still buffered"
+        " (rule: abort() drops buffered data)"
+    )
+    assert isinstance(exc, ConnectionResetError), (
+        f"the peer's connection_lost({exc!r}) after abort(), not a ConnectionResetError"
+    )
+    lost = await cli.wait_lost()
+    assert isinstance(lost, ConnectionAbortedError), (
+        f"connection_lost({lost!r}) after abort(), not a ConnectionAbortedError"
+    )
+    await server.aclose()
+
+
+@check("abort")
+async def check_after_close_buffered(session: polyloop.Session) -> None:
+    """abort() after a close() that is still flushing drops the rest: the peer sees a
+    reset, connection_lost gets ConnectionAbortedError, once."""
+    server, srv, cli = await pair(session, lambda: PausedReader(session))
+    total = await fill_until_paused(session, cli)
+    t = transport_of(cli)
+    t.close()
+    t.abort()
+    transport_of(srv).resume_reading()
+    exc = await srv.wait_lost()
+    assert len(srv.data) < total, (
+        f"all {total} bytes arrived: abort() after close() did not drop the buffer (rule:"
+        " abort() drops buffered data; it is a no-op only once the connection is lost)"
+    )
+    assert isinstance(exc, ConnectionResetError), (
+        f"the peer's connection_lost({exc!r}) after close() then abort(), not a reset"
+    )
+    lost = await cli.wait_lost()
+    assert isinstance(lost, ConnectionAbortedError), (
+        f"connection_lost({lost!r}) after close() then abort(), not ConnectionAbortedError"
+    )
+    await settle(session, 0.02)
+    assert cli.events.count("lost") == 1, f"events {compact(cli.events)}: lost more than once"
     await server.aclose()
 
 
@@ -92,18 +141,21 @@ async def check_idempotent(session: polyloop.Session) -> None:
     server, srv, cli = await pair(session)
     transport_of(cli).abort()
     transport_of(cli).abort()
-    await cli.lost
+    await cli.wait_lost()
     transport_of(cli).abort()
-    await srv.lost
+    await srv.wait_lost()
     transport_of(srv).abort()  # after the connection was lost: a no-op
     server2, srv2, cli2 = await pair(session)
     transport_of(cli2).close()
     transport_of(cli2).abort()  # once closed: a no-op, or at most turns close into abort
-    await cli2.lost
-    await srv2.lost
-    await session.sleep(0.02)  # a second connection_lost would be scheduled by now
+    await cli2.wait_lost()
+    await srv2.wait_lost()
+    await settle(session, 0.02)  # a second connection_lost would be scheduled by now
     for name, proto in (("client", cli), ("server", srv), ("closed client", cli2)):
-        assert proto.events.count("lost") == 1, f"{name}: {compact(proto.events)}"
+        assert proto.events.count("lost") == 1, (
+            f"{name}: connection_lost ran {proto.events.count('lost')} times, events"
+            f" {compact(proto.events)} (rule: abort() again, or once lost, is a no-op)"
+        )
     await server.aclose()
     await server2.aclose()
 
@@ -113,9 +165,11 @@ async def check_write_after_abort(session: polyloop.Session) -> None:
     """A write after abort() is a silent no-op."""
     server, srv, cli = await pair(session)
     transport_of(cli).abort()
-    transport_of(cli).write(b"ignored")
-    await cli.lost
-    transport_of(cli).write(b"ignored")
-    await srv.lost
-    assert bytes(srv.data) == b"", f"the peer received {bytes(srv.data)!r} after abort"
+    write_quietly(transport_of(cli), b"ignored", "after abort()")
+    await cli.wait_lost()
+    write_quietly(transport_of(cli), b"ignored", "after connection_lost")
+    await srv.wait_lost()
+    assert bytes(srv.data) == b"", (
+        f"the peer received {bytes(srv.data)!r} written after abort() (rule: a silent no-op)"
+    )
     await server.aclose()

@@ -24,7 +24,7 @@ import polyloop
 
 from .._registry import SkipCheck, check
 from ..tls import material
-from ._util import Accepted, Recorder, temp_dir
+from ._util import Accepted, Recorder, compact, temp_dir
 
 Factory = Callable[[], polyloop.Backend]
 
@@ -121,6 +121,13 @@ def _run_scenario(make_backend: Factory, fail: bool = False, collect: bool = Tru
         except _ScenarioError:
             if not fail:
                 raise
+        except AssertionError:
+            raise
+        except Exception as exc:
+            raise AssertionError(
+                f"the cleanliness scenario could not open what it leaves open: {exc!r}"
+                " (a listen, connect or TLS handshake failed; the other checks name the rule)"
+            ) from exc
         else:
             assert not fail, "run() returned although main raised"
     if collect:
@@ -169,7 +176,11 @@ def check_no_thread_leak(make_backend: Factory) -> None:
 def check_tasks_cancelled(make_backend: Factory) -> None:
     """A task still waiting when main returns is cancelled, its cleanup run, before run returns."""
     out = _run_scenario(make_backend)
-    assert out.task_events == ["started", "cancelled", "finally"], out.task_events
+    assert out.task_events == ["started", "cancelled", "finally"], (
+        f"a task left waiting when main returned went through {out.task_events}, expected"
+        " ['started', 'cancelled', 'finally'] (rule: run cancels leftover tasks and lets"
+        " them unwind before it returns)"
+    )
 
 
 @check("cleanliness", sync=True, timeout=30)
@@ -177,8 +188,11 @@ def check_connections_lost(make_backend: Factory) -> None:
     """Every connection left open gets connection_lost, exactly once, before run returns."""
     out = _run_scenario(make_backend)
     assert len(out.protocols) >= 10, f"the scenario made only {len(out.protocols)} protocols"
-    bad = [p.events for p in out.protocols if p.events.count("lost") != 1]
-    assert not bad, f"{len(bad)} protocol(s) without exactly one connection_lost: {bad[:3]}"
+    bad = [compact(p.events) for p in out.protocols if p.events.count("lost") != 1]
+    assert not bad, (
+        f"{len(bad)} of {len(out.protocols)} connections left open did not get exactly one"
+        f" connection_lost before run() returned: {bad[:3]}"
+    )
 
 
 @check("cleanliness", sync=True, timeout=30)
@@ -186,7 +200,10 @@ def check_timer_never_fires(make_backend: Factory) -> None:
     """A call_later still pending when run returns never fires afterwards."""
     out = _run_scenario(make_backend)
     time.sleep(0.1)  # the timer was due 0.05 s after scheduling: it would have fired by now
-    assert not out.timer_fired, "a timer scheduled in the run fired after run() returned"
+    assert not out.timer_fired, (
+        "a call_later scheduled in the run fired after run() returned (rule: the end of a"
+        " session cancels its timers)"
+    )
 
 
 @check("cleanliness", sync=True, timeout=30)
@@ -219,3 +236,50 @@ def check_current_backend_restored(make_backend: Factory) -> None:
     # the main greenlet), the next session of that loop.
     assert after is not out.session, f"current_backend() after a failed run: {after!r}"
     assert (after is None) == (before is None), f"before the run {before!r}, after {after!r}"
+
+
+@check("cleanliness", sync=True, timeout=30)
+def check_end_order(make_backend: Factory) -> None:
+    """The end of a run goes in order: leftover tasks are cancelled while their
+    connections are still open, then servers close, then connections are aborted, then
+    the on_close hooks run."""
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        session = polyloop.current_backend()
+        accepted = Accepted(session)
+        server = await session.listen_tcp(accepted, "127.0.0.1", 0)
+        _, cli = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
+        await accepted.get()
+        started = session.create_future()
+
+        async def holder() -> None:
+            started.set_result(None)
+            try:
+                await session.create_future()
+            except polyloop.Cancelled:
+                assert cli.transport is not None
+                seen["closing at Cancelled"] = cli.transport.is_closing()
+                seen["lost at Cancelled"] = "lost" in cli.events
+                raise
+
+        def hook(s: polyloop.Session) -> None:
+            seen["serving at hook"] = server.is_serving()
+            seen["lost at hook"] = "lost" in cli.events
+
+        session.spawn(holder())
+        await started
+        session.on_close(hook)
+
+    make_backend().run(main)
+    assert seen.get("lost at Cancelled") is False and seen.get("closing at Cancelled") is False, (
+        f"a leftover task got Cancelled after its connection was already closing or lost"
+        f" ({seen}) (rule: tasks are cancelled first, so a handler sees Cancelled rather than"
+        " its connection vanishing)"
+    )
+    assert seen.get("serving at hook") is False, (
+        f"on_close hooks ran while a server still served: {seen} (rule: the hooks run last)"
+    )
+    assert seen.get("lost at hook") is True, (
+        f"on_close hooks ran before connection_lost of the connections left open: {seen}"
+    )

@@ -1,11 +1,16 @@
 """Close: ``Transport.close`` flushes, reports ``connection_lost(None)`` once, later.
 
 Covers flushing a large buffered write, ``connection_lost`` never called from inside
-``close()``, idempotence, ``is_closing``, writes after ``close()`` or after the
-connection was lost being silent no-ops, and the peer's view (EOF, then ``None``).
+``close()``, idempotence, ``is_closing`` (also at once after a ``close()`` that still has
+data to flush), writes after ``close()`` or after the connection was lost being silent
+no-ops (buffered or not), and the peer's view (EOF, then ``None``). The buffered
+scenarios take the connection maker, so that ``tls`` runs them over TLS too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import polyloop
 
@@ -16,27 +21,74 @@ from ._util import (
     compact,
     fill_until_paused,
     pair,
+    settle,
     transport_of,
+    write_quietly,
 )
+
+MakePair = Callable[..., Any]
+
+
+async def flushes(session: polyloop.Session, make_pair: MakePair) -> None:
+    """The scenario of ``close.flushes``."""
+    server, srv, cli = await make_pair(session, lambda: PausedReader(session))
+    cli_t = transport_of(cli)
+    total = await fill_until_paused(session, cli)
+    buffered = cli_t.get_write_buffer_size()
+    assert buffered > 0, f"nothing was buffered after pause_writing ({total} bytes written)"
+    cli_t.close()
+    assert "lost" not in cli.events, (
+        f"connection_lost ran inside close() with {buffered} bytes still buffered (rule: close"
+        " flushes first, and never calls connection_lost from inside itself)"
+    )
+    transport_of(srv).resume_reading()
+    await srv.wait_lost()
+    got = len(srv.data)
+    assert got == total, (
+        f"the peer got {got} of {total} bytes before the connection ended ({buffered} were"
+        f" buffered when close() was called; the peer's connection_lost({srv.lost_exc!r})):"
+        " close() must flush"
+    )
+    exc = await cli.wait_lost()
+    assert exc is None, f"connection_lost({exc!r}) after a clean close, expected None"
+    await server.aclose()
 
 
 @check("close")
 async def check_flushes(session: polyloop.Session) -> None:
     """close() with a large write buffered delivers every byte, then connection_lost(None)."""
-    server, srv, cli = await pair(session, lambda: PausedReader(session))
-    total = await fill_until_paused(session, cli)
-    buffered = transport_of(cli).get_write_buffer_size()
-    assert buffered > 0, "nothing was buffered after pause_writing"
-    transport_of(cli).close()
-    assert "lost" not in cli.events, "connection_lost ran before the buffer was flushed"
+    await flushes(session, pair)
+
+
+async def is_closing_buffered(session: polyloop.Session, make_pair: MakePair) -> None:
+    """The scenario of ``close.is_closing_buffered``."""
+    server, srv, cli = await make_pair(session, lambda: PausedReader(session))
+    t = transport_of(cli)
+    await fill_until_paused(session, cli)
+    buffered = t.get_write_buffer_size()
+    assert buffered > 0, f"nothing was buffered after pause_writing ({buffered})"
+    t.close()
+    assert t.is_closing(), (
+        f"is_closing() is False right after close() while {buffered} bytes are still buffered"
+        " (rule: True once close() was called, not once the buffer is flushed)"
+    )
+    assert not t.is_reading(), (
+        "is_reading() is True right after close() (rule: False once closing)"
+    )
     transport_of(srv).resume_reading()
-    got = await srv.wait_bytes(total)
-    assert len(got) == total, f"peer got {len(got)} of {total} bytes ({buffered} were buffered)"
-    await srv.eof
-    exc = await cli.wait_lost()
-    assert exc is None, f"connection_lost({exc!r}) after a clean close"
-    await srv.lost
+    await cli.until(lambda: t.get_write_buffer_size() < buffered, "the buffer to drain")
+    assert t.is_closing(), "is_closing() went back to False while close() flushes"
+    await cli.wait_lost()
+    assert t.is_closing(), "is_closing() is False after connection_lost"
+    await srv.wait_lost()
     await server.aclose()
+
+
+@check("close")
+async def check_is_closing_buffered(session: polyloop.Session) -> None:
+    """is_closing() is True at once after close(), also while buffered data is still
+    being flushed, and stays True."""
+    await is_closing_buffered(session, pair)
 
 
 @check("close")
@@ -48,9 +100,10 @@ async def check_lost_not_reentrant(session: polyloop.Session) -> None:
     transport_of(cli).close()
     cli.inside = False
     assert "lost" not in cli.events, "connection_lost was called from inside close()"
-    assert await cli.wait_lost() is None, cli.lost_exc
-    assert not cli.lost_inside
-    await srv.lost
+    exc = await cli.wait_lost()
+    assert exc is None, f"connection_lost({exc!r}) after close(), expected None"
+    assert not cli.lost_inside, "connection_lost was called from inside close()"
+    await srv.wait_lost()
     await server.aclose()
 
 
@@ -60,13 +113,16 @@ async def check_idempotent(session: polyloop.Session) -> None:
     server, srv, cli = await pair(session)
     transport_of(cli).close()
     transport_of(cli).close()
-    await cli.lost
+    await cli.wait_lost()
     transport_of(cli).close()
-    await srv.lost
+    await srv.wait_lost()
     transport_of(srv).close()
-    await session.sleep(0.02)  # a second connection_lost would be scheduled by now
-    assert cli.events.count("lost") == 1, compact(cli.events)
-    assert srv.events.count("lost") == 1, compact(srv.events)
+    await settle(session, 0.02)  # a second connection_lost would be scheduled by now
+    for name, proto in (("client", cli), ("server side", srv)):
+        assert proto.events.count("lost") == 1, (
+            f"{name}: connection_lost ran {proto.events.count('lost')} times after repeated"
+            f" close() calls, events {compact(proto.events)} (rule: close() again is a no-op)"
+        )
     await server.aclose()
 
 
@@ -74,13 +130,17 @@ async def check_idempotent(session: polyloop.Session) -> None:
 async def check_is_closing(session: polyloop.Session) -> None:
     """is_closing() is False while open, True at once after close(), and on the peer once lost."""
     server, srv, cli = await pair(session)
-    assert not transport_of(cli).is_closing() and not transport_of(srv).is_closing()
+    assert not transport_of(cli).is_closing(), "is_closing() is True on a fresh connection"
+    assert not transport_of(srv).is_closing(), "is_closing() is True on a fresh accepted one"
     transport_of(cli).close()
     assert transport_of(cli).is_closing(), "is_closing() is False right after close()"
-    await srv.lost
-    assert transport_of(srv).is_closing(), "is_closing() is False after connection_lost"
-    await cli.lost
-    assert transport_of(cli).is_closing()
+    await srv.wait_lost()
+    assert transport_of(srv).is_closing(), (
+        "is_closing() is False on the peer after its connection_lost (rule: True once the"
+        " connection was lost)"
+    )
+    await cli.wait_lost()
+    assert transport_of(cli).is_closing(), "is_closing() is False after connection_lost"
     await server.aclose()
 
 
@@ -91,32 +151,43 @@ async def check_write_after_close(session: polyloop.Session) -> None:
     t = transport_of(cli)
     t.write(b"before")
     t.close()
-    t.write(b"after")
-    t.writelines([b"after", b"lines"])
-    await srv.eof
-    await srv.lost
-    assert bytes(srv.data) == b"before", f"the peer received {bytes(srv.data)!r}"
-    await cli.lost
-    t.write(b"after lost")  # and after connection_lost
+    write_quietly(t, b"after", "after close()")
+    await srv.wait_lost()
+    assert bytes(srv.data) == b"before", (
+        f"the peer received {bytes(srv.data)!r}; expected b'before' only (rule: a write after"
+        " close() is a silent no-op)"
+    )
+    await cli.wait_lost()
+    write_quietly(t, b"after lost", "after connection_lost")
+    await server.aclose()
+
+
+async def write_after_close_buffered(session: polyloop.Session, make_pair: MakePair) -> None:
+    """The scenario of ``close.write_after_close_buffered``."""
+    server, srv, cli = await make_pair(session, lambda: PausedReader(session))
+    total = await fill_until_paused(session, cli)
+    t = transport_of(cli)
+    t.close()
+    write_quietly(t, b"AFTER CLOSE", "after close()")
+    transport_of(srv).resume_reading()
+    await srv.wait_lost()
+    extra = len(srv.data) - total
+    assert b"AFTER CLOSE" not in srv.data and extra <= 0, (
+        f"a write after close() was queued behind the buffered data and sent: the peer got"
+        f" {len(srv.data)} bytes, {total} were written before close() (rule: a write after"
+        " close() is a silent no-op, also while the buffer flushes)"
+    )
+    assert len(srv.data) == total, (
+        f"the peer got {len(srv.data)} of the {total} bytes written before close()"
+    )
+    await cli.wait_lost()
     await server.aclose()
 
 
 @check("close")
 async def check_write_after_close_buffered(session: polyloop.Session) -> None:
     """A write after close() while earlier data is still buffered is dropped, not queued."""
-    server, srv, cli = await pair(session, lambda: PausedReader(session))
-    total = await fill_until_paused(session, cli)
-    t = transport_of(cli)
-    t.close()
-    t.write(b"AFTER CLOSE")
-    t.writelines([b"AFTER CLOSE"])
-    transport_of(srv).resume_reading()
-    await srv.eof
-    assert b"AFTER CLOSE" not in srv.data, "a write after close() was sent"
-    assert len(srv.data) == total, f"peer got {len(srv.data)} bytes, {total} were written"
-    await srv.lost
-    await cli.lost
-    await server.aclose()
+    await write_after_close_buffered(session, pair)
 
 
 @check("close")
@@ -124,10 +195,10 @@ async def check_write_after_peer_closed(session: polyloop.Session) -> None:
     """Writes after the connection was lost (the peer closed) are silent no-ops."""
     server, srv, cli = await pair(session)
     transport_of(srv).close()
-    await cli.lost
+    await cli.wait_lost()
     for _ in range(3):
-        transport_of(cli).write(b"into the void")
-    await srv.lost
+        write_quietly(transport_of(cli), b"into the void", "after the connection was lost")
+    await srv.wait_lost()
     await server.aclose()
 
 
@@ -138,8 +209,11 @@ async def check_peer_sees_eof(session: polyloop.Session) -> None:
     transport_of(srv).write(b"bye")
     transport_of(srv).close()
     exc = await cli.wait_lost()
-    assert exc is None, f"peer's connection_lost({exc!r}) after a clean close"
-    assert bytes(cli.data) == b"bye", bytes(cli.data)
-    assert cli.events[-2:] == ["eof", "lost"], compact(cli.events)
-    await srv.lost
+    assert exc is None, f"the peer's connection_lost({exc!r}) after a clean close, not None"
+    assert bytes(cli.data) == b"bye", f"the peer got {bytes(cli.data)!r}, not b'bye'"
+    assert cli.events[-2:] == ["eof", "lost"], (
+        f"the peer of a closed transport saw {compact(cli.events)}, expected it to end with"
+        " eof_received, connection_lost"
+    )
+    await srv.wait_lost()
     await server.aclose()

@@ -2,8 +2,11 @@
 
 Covers ``ConnectionRefusedError`` (by address and by a name resolving to several
 addresses), ``OSError(EADDRINUSE)``, wrong argument types and ranges (ports, hosts,
-factories, ``ssl``), ``str`` passed to ``write``, and that a refused connect never calls
-``connection_made``.
+factories, ``ssl``), ``str`` passed to ``write``, that a refused connect never calls
+``connection_made``, and the one policy for a protocol that fails at the start: a
+client's ``connection_made`` raising makes ``connect_tcp`` raise it (the connection
+aborted); a server's protocol factory or ``connection_made`` raising is logged, that
+connection dropped, and the server goes on.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 import polyloop
 
 from .._registry import check
-from ._util import Recorder, pair, refusing_port, transport_of
+from ..referee import expect_logged
+from ._util import Accepted, Recorder, pair, refusing_port, transport_of
 
 
 async def _raises(kind: type[BaseException] | tuple[type[BaseException], ...], coro: Any) -> Any:
@@ -23,12 +27,17 @@ async def _raises(kind: type[BaseException] | tuple[type[BaseException], ...], c
     except kind as exc:
         return exc
     except BaseException as exc:
-        raise AssertionError(f"expected {kind}, got {type(exc).__name__}: {exc}") from exc
+        raise AssertionError(f"expected {_names(kind)}, got {type(exc).__name__}: {exc}") from exc
     if isinstance(result, tuple) and result and hasattr(result[0], "abort"):
         result[0].abort()
     if hasattr(result, "close"):
         result.close()
-    raise AssertionError(f"expected {kind}, but the call returned {result!r}")
+    raise AssertionError(f"expected {_names(kind)}, but the call returned {result!r}")
+
+
+def _names(kind: type[BaseException] | tuple[type[BaseException], ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
 
 
 @check("errors")
@@ -45,7 +54,9 @@ async def check_connect_refused(session: polyloop.Session) -> None:
         await _raises(ConnectionRefusedError, session.connect_tcp(factory, "127.0.0.1", port))
     finally:
         sock.close()
-    assert all("made" not in p.events for p in made), "a refused connect called connection_made"
+    assert all("made" not in p.events for p in made), (
+        "a refused connect_tcp called the protocol's connection_made"
+    )
 
 
 @check("errors")
@@ -118,8 +129,135 @@ async def check_write_str(session: polyloop.Session) -> None:
         else:
             raise AssertionError(f"write({bad!r}) did not raise TypeError")
     transport.write(b"ok")
-    assert await srv.wait_bytes(2) == b"ok", bytes(srv.data)
+    got = await srv.wait_bytes(2)
+    assert got == b"ok", f"after rejected writes, write(b'ok') arrived as {got!r}"
     assert not transport.is_closing(), "a rejected write closed the transport"
     transport.close()
-    await srv.lost
+    await srv.wait_lost()
+    await server.aclose()
+
+
+class _Failing(Exception):
+    pass
+
+
+async def _dropped(session: polyloop.Session, port: int) -> None:
+    """Connect to a server that drops the connection at once: the connect itself may
+    fail with the reset (it raced with it), or succeed and then see the connection end."""
+    try:
+        _, client = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", port)
+    except ConnectionError:
+        return
+    client.side = "client of the dropped connection"
+    await client.wait_lost()
+
+
+@check("errors")
+async def check_client_connection_made_raises(session: polyloop.Session) -> None:
+    """A client protocol whose connection_made raises: connect_tcp raises that same
+    exception, and the connection is aborted (the server side sees it end)."""
+    boom = _Failing("deliberate connection_made failure (expected by this check)")
+
+    class Raises(Recorder):
+        def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            raise boom
+
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0)
+    made: list[Raises] = []
+
+    def factory() -> Raises:
+        made.append(Raises(session))
+        return made[-1]
+
+    with expect_logged():
+        exc = await _raises(_Failing, session.connect_tcp(factory, "127.0.0.1", server.port))
+        assert exc is boom, f"connect_tcp raised another exception object: {exc!r}"
+        srv = await accepted.get()
+        lost = await srv.wait_lost()
+        for _ in range(20):
+            if made and "lost" in made[0].events:
+                break
+            await session.sleep(0)
+    assert made and "lost" in made[0].events, (
+        f"the client's connection was left open after its connection_made raised: events"
+        f" {made[0].events if made else None} (rule: the connection is aborted)"
+    )
+    del lost
+    await server.aclose()
+
+
+@check("errors")
+async def check_server_factory_raises(session: polyloop.Session) -> None:
+    """A server protocol factory that raises: the error is logged, that connection is
+    dropped (the client sees it end), and the server accepts the next one."""
+    calls = [0]
+
+    def factory() -> Recorder:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise _Failing("deliberate protocol factory failure (expected by this check)")
+        return Recorder(session)
+
+    with expect_logged() as logged:
+        server = await session.listen_tcp(factory, "127.0.0.1", 0)
+        await _dropped(session, server.port)
+        try:
+            _, second = await session.connect_tcp(
+                lambda: Recorder(session), "127.0.0.1", server.port
+            )
+        except OSError as exc:
+            raise AssertionError(
+                f"after the protocol factory raised once, the next connect failed with"
+                f" {exc!r}: the server stopped accepting (rule: the server goes on)"
+            ) from exc
+        transport_of(second).write(b"x")
+        await session.sleep(0.01)
+    mine = [t for t in logged if "deliberate protocol factory failure" in t]
+    assert mine, f"the protocol factory's error was not logged; records: {logged}"
+    assert calls[0] == 2, f"the factory was called {calls[0]} times for 2 connections"
+    assert "lost" not in second.events, (
+        f"the connection after a failed one was dropped too: {second.describe()} (rule: the"
+        " server goes on)"
+    )
+    transport_of(second).close()
+    await second.wait_lost()
+    await server.aclose()
+
+
+@check("errors")
+async def check_server_connection_made_raises(session: polyloop.Session) -> None:
+    """A server protocol whose connection_made raises: logged, that connection
+    aborted (the client sees it end), the server goes on."""
+    calls = [0]
+
+    class Raises(Recorder):
+        def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            calls[0] += 1
+            if calls[0] == 1:
+                raise _Failing("deliberate connection_made failure (expected by this check)")
+
+    with expect_logged() as logged:
+        accepted = Accepted(session, lambda: Raises(session))
+        server = await session.listen_tcp(accepted, "127.0.0.1", 0)
+        await _dropped(session, server.port)
+        try:
+            _, second = await session.connect_tcp(
+                lambda: Recorder(session), "127.0.0.1", server.port
+            )
+        except OSError as exc:
+            raise AssertionError(
+                f"after one protocol's connection_made raised, the next connect failed with"
+                f" {exc!r}: the server stopped accepting (rule: the server goes on)"
+            ) from exc
+        srv = await accepted.get(1)
+        transport_of(second).write(b"still serving")
+        got = await srv.wait_bytes(13)
+    assert got == b"still serving", f"the next connection's data arrived as {got!r}"
+    mine = [t for t in logged if "deliberate connection_made failure" in t]
+    assert mine, f"the server protocol's connection_made error was not logged; records: {logged}"
+    transport_of(second).close()
+    await srv.wait_lost()
     await server.aclose()

@@ -1,9 +1,9 @@
 """Half-close: ``write_eof`` and the return value of ``eof_received``.
 
 Covers the peer's ``eof_received`` after ``write_eof`` (which flushes first), this side
-still reading afterwards, a true ``eof_received`` keeping the connection half-open and a
-falsy one closing it, ``can_write_eof()`` on TCP, and ``write`` after ``write_eof``
-raising ``RuntimeError``.
+still reading afterwards (and not ``is_closing()``), a true ``eof_received`` keeping the
+connection half-open and a falsy one closing it, ``can_write_eof()`` on TCP, ``write``
+after ``write_eof`` raising ``RuntimeError``, and ``abort()`` of a half-open connection.
 """
 
 from __future__ import annotations
@@ -11,17 +11,27 @@ from __future__ import annotations
 import polyloop
 
 from .._registry import check
-from ._util import PausedReader, Recorder, compact, fill_until_paused, pair, transport_of
+from ._util import (
+    PausedReader,
+    Recorder,
+    bounded,
+    compact,
+    fill_until_paused,
+    pair,
+    settle,
+    transport_of,
+)
 
 
 @check("halfclose")
 async def check_can_write_eof(session: polyloop.Session) -> None:
     """can_write_eof() is True for plain TCP on both ends."""
     server, srv, cli = await pair(session)
-    assert transport_of(cli).can_write_eof() is True
-    assert transport_of(srv).can_write_eof() is True
+    for side, proto in (("client", cli), ("server side", srv)):
+        got = transport_of(proto).can_write_eof()
+        assert got is True, f"can_write_eof() is {got!r} on the {side} of plain TCP, not True"
     transport_of(cli).close()
-    await srv.lost
+    await srv.wait_lost()
     await server.aclose()
 
 
@@ -39,12 +49,22 @@ async def check_peer_eof_and_reply(session: polyloop.Session) -> None:
     server, srv, cli = await pair(session, lambda: Replier(session))
     transport_of(cli).write(b"request")
     transport_of(cli).write_eof()
-    assert "lost" not in cli.events and not cli.eof.done()
+    assert "lost" not in cli.events and not cli.eof.done(), (
+        f"write_eof() itself ended the connection: events {compact(cli.events)}"
+    )
+    t = transport_of(cli)
+    assert not t.is_closing(), "is_closing() is True after write_eof() (it only half-closes)"
+    assert t.is_reading(), "is_reading() is False after write_eof() (this side still reads)"
     exc = await cli.wait_lost()
-    assert bytes(cli.data) == b"reply to request", bytes(cli.data)
-    assert exc is None, f"connection_lost({exc!r})"
-    assert srv.events.count("eof") == 1, compact(srv.events)
-    await srv.lost
+    assert bytes(cli.data) == b"reply to request", (
+        f"after write_eof() the client read {bytes(cli.data)!r}, not the peer's reply (rule:"
+        " this side can still read)"
+    )
+    assert exc is None, f"connection_lost({exc!r}) after the peer's clean close, not None"
+    assert srv.events.count("eof") == 1, (
+        f"the peer saw eof_received {srv.events.count('eof')} times: {compact(srv.events)}"
+    )
+    await srv.wait_lost()
     await server.aclose()
 
 
@@ -53,15 +73,23 @@ async def check_true_keeps_open(session: polyloop.Session) -> None:
     """eof_received returning True keeps the connection half-open: it can still write."""
     server, srv, cli = await pair(session, lambda: Recorder(session, keep_open_on_eof=True))
     transport_of(cli).write_eof()
-    await srv.eof
-    await session.sleep(0.02)  # a wrong self-close would have started by now
-    assert not transport_of(srv).is_closing(), "the transport closed although eof_received -> True"
-    assert "lost" not in srv.events, compact(srv.events)
+    await srv.wait_eof()
+    await settle(session, 0.02)  # a wrong self-close would have started by now
+    assert not transport_of(srv).is_closing(), (
+        "the transport is closing although eof_received returned True (rule: a true value"
+        " keeps the connection half-open)"
+    )
+    assert "lost" not in srv.events, (
+        f"connection_lost although eof_received returned True: {compact(srv.events)}"
+    )
     transport_of(srv).write(b"still talking")
-    assert await cli.wait_bytes(13) == b"still talking"
+    got = await cli.wait_bytes(13)
+    assert got == b"still talking", f"the half-open side's write arrived as {got!r}"
     transport_of(srv).close()
-    assert await cli.wait_lost() is None, cli.lost_exc
-    assert await srv.wait_lost() is None, srv.lost_exc
+    exc = await cli.wait_lost()
+    assert exc is None, f"client connection_lost({exc!r}) after a clean close, not None"
+    exc = await srv.wait_lost()
+    assert exc is None, f"server connection_lost({exc!r}) after its close(), not None"
     await server.aclose()
 
 
@@ -79,9 +107,23 @@ async def check_falsy_closes(session: polyloop.Session) -> None:
 
         server, srv, cli = await pair(session, lambda: Closer(session))
         transport_of(cli).write_eof()
-        assert await srv.wait_lost() is None, f"eof_received -> {result}: {srv.lost_exc!r}"
-        assert await cli.wait_lost() is None, f"eof_received -> {result}: {cli.lost_exc!r}"
-        assert cli.events[-2:] == ["eof", "lost"], compact(cli.events)
+        exc = await bounded(
+            session,
+            srv.wait_lost(),
+            2,
+            f"eof_received returned {result}, but the transport did not close itself (rule: a"
+            " falsy eof_received closes the transport)",
+        )
+        assert exc is None, (
+            f"eof_received -> {result}: the transport closed with connection_lost({exc!r}),"
+            " not None"
+        )
+        exc = await cli.wait_lost()
+        assert exc is None, f"eof_received -> {result}: the peer's connection_lost({exc!r})"
+        assert cli.events[-2:] == ["eof", "lost"], (
+            f"eof_received -> {result}: the peer saw {compact(cli.events)}, expected EOF then"
+            " connection_lost (rule: a falsy eof_received closes the transport)"
+        )
         await server.aclose()
 
 
@@ -92,10 +134,12 @@ async def check_write_eof_flushes(session: polyloop.Session) -> None:
     total = await fill_until_paused(session, cli)
     transport_of(cli).write_eof()
     transport_of(srv).resume_reading()
-    await srv.eof
-    assert len(srv.data) == total, f"EOF after {len(srv.data)} of {total} bytes"
-    await srv.lost
-    await cli.lost
+    await srv.wait_eof()
+    assert len(srv.data) == total, (
+        f"the peer saw EOF after {len(srv.data)} of {total} bytes (rule: write_eof flushes first)"
+    )
+    await srv.wait_lost()
+    await cli.wait_lost()
     await server.aclose()
 
 
@@ -110,8 +154,28 @@ async def check_write_after_eof(session: polyloop.Session) -> None:
         pass
     else:
         raise AssertionError("write() after write_eof() did not raise RuntimeError")
-    await srv.eof
+    await srv.wait_eof()
     transport_of(srv).close()
-    await cli.lost
-    assert bytes(srv.data) == b"", bytes(srv.data)
+    await cli.wait_lost()
+    assert bytes(srv.data) == b"", f"the peer received {bytes(srv.data)!r} after write_eof()"
+    await server.aclose()
+
+
+@check("halfclose")
+async def check_abort_half_open(session: polyloop.Session) -> None:
+    """abort() of a connection half-open after the peer's EOF: the peer sees a reset,
+    this side's connection_lost gets ConnectionAbortedError."""
+    server, srv, cli = await pair(session, lambda: Recorder(session, keep_open_on_eof=True))
+    transport_of(cli).write_eof()
+    await srv.wait_eof()
+    transport_of(srv).abort()
+    exc = await srv.wait_lost()
+    assert isinstance(exc, ConnectionAbortedError), (
+        f"abort() after EOF: connection_lost({exc!r}), not ConnectionAbortedError"
+    )
+    peer = await cli.wait_lost()
+    assert isinstance(peer, ConnectionResetError), (
+        f"the peer of a half-open connection aborted after its EOF got connection_lost({peer!r}),"
+        " not a ConnectionResetError"
+    )
     await server.aclose()

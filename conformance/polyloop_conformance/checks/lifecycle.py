@@ -15,18 +15,21 @@ from typing import Any
 import polyloop
 
 from .._registry import SkipCheck, check
+from ..referee import waiting_for
 from ._util import Accepted, Recorder, compact, pair, transport_of
 
 
 @check("lifecycle")
 async def check_current_backend(session: polyloop.Session) -> None:
     """current_backend() is the running backend, in coroutines and spawned tasks."""
-    assert polyloop.current_backend() is session
+    found = polyloop.current_backend()
+    assert found is session, f"current_backend() in the check is {found!r}, not {session!r}"
 
     async def inner() -> polyloop.Session:
         return polyloop.current_backend()
 
-    assert await polyloop.spawn(inner()) is session
+    found = await polyloop.spawn(inner())
+    assert found is session, f"current_backend() in a spawned task is {found!r}, not {session!r}"
 
 
 @check("lifecycle")
@@ -36,11 +39,19 @@ async def check_callback_order(session: polyloop.Session) -> None:
     assert cli.transport is not None
     cli.transport.write(b"hello")
     cli.transport.write_eof()
-    await srv.lost
-    assert srv.events[0] == "made" and srv.events[-1] == "lost", srv.events
-    assert srv.events.count("made") == 1 and srv.events.count("lost") == 1, srv.events
-    assert bytes(srv.data) == b"hello", bytes(srv.data)
-    assert "eof" in srv.events and srv.lost_exc is None, (srv.events, srv.lost_exc)
+    await srv.wait_lost()
+    order = compact(srv.events)
+    assert srv.events[0] == "made" and srv.events[-1] == "lost", (
+        f"the server side's callbacks ran as {order}: connection_made must come first and"
+        " connection_lost last"
+    )
+    assert srv.events.count("made") == 1 and srv.events.count("lost") == 1, (
+        f"the server side's callbacks ran as {order}: connection_made and connection_lost"
+        " exactly once each"
+    )
+    assert bytes(srv.data) == b"hello", f"the server got {bytes(srv.data)!r}, not b'hello'"
+    assert "eof" in srv.events, f"no eof_received after the peer's write_eof: {order}"
+    assert srv.lost_exc is None, f"connection_lost({srv.lost_exc!r}) after EOF, not None"
     await server.aclose()
 
 
@@ -48,17 +59,26 @@ async def check_callback_order(session: polyloop.Session) -> None:
 async def check_addresses(session: polyloop.Session) -> None:
     """peername/sockname/socket/backend extra info agree on both ends."""
     server, srv, cli = await pair(session)
-    assert srv.transport is not None and cli.transport is not None
-    assert cli.transport.get_extra_info("peername")[:2] == ("127.0.0.1", server.port)
-    assert srv.transport.get_extra_info("sockname")[:2] == ("127.0.0.1", server.port)
-    assert (
-        srv.transport.get_extra_info("peername")[:2]
-        == cli.transport.get_extra_info("sockname")[:2]
+    ct, st = transport_of(cli), transport_of(srv)
+    want = ("127.0.0.1", server.port)
+    for what, got in (
+        ("client peername", ct.get_extra_info("peername")),
+        ("server sockname", st.get_extra_info("sockname")),
+    ):
+        assert isinstance(got, tuple) and got[:2] == want, f"{what} is {got!r}, not {want}"
+    sp, cs = st.get_extra_info("peername"), ct.get_extra_info("sockname")
+    assert isinstance(sp, tuple) and isinstance(cs, tuple) and sp[:2] == cs[:2], (
+        f"the server's peername {sp!r} is not the client's sockname {cs!r}"
     )
-    assert cli.transport.get_extra_info("backend") == session.name
-    assert cli.transport.get_extra_info("no-such-key", 42) == 42
+    for side, t in (("client", ct), ("server", st)):
+        name = t.get_extra_info("backend")
+        assert name == session.name, (
+            f"{side} extra info 'backend' is {name!r}, not {session.name!r}"
+        )
+        default = t.get_extra_info("no-such-key", 42)
+        assert default == 42, f"{side} get_extra_info('no-such-key', 42) is {default!r}, not 42"
     cli.transport.close()
-    await srv.lost
+    await srv.wait_lost()
     await server.aclose()
 
 
@@ -74,7 +94,7 @@ async def check_extra_info_socket(session: polyloop.Session) -> None:
                 f"{side}: socket.getsockname() {name!r} != sockname extra info"
             )
     transport_of(cli).close()
-    await srv.lost
+    await srv.wait_lost()
     await server.aclose()
 
 
@@ -83,12 +103,15 @@ async def check_server_addresses(session: polyloop.Session) -> None:
     """listen_tcp on port 0 picks a port; Server.addresses and .port report it."""
     server = await session.listen_tcp(lambda: Recorder(session), "127.0.0.1", 0)
     addrs = server.addresses
-    assert isinstance(addrs, list) and addrs, f"addresses is {addrs!r}"
+    assert isinstance(addrs, list) and addrs, f"Server.addresses is {addrs!r}, not a list"
     assert all(isinstance(a, tuple) for a in addrs), f"addresses are not tuples: {addrs!r}"
-    assert addrs[0][0] == "127.0.0.1", addrs
-    assert isinstance(server.port, int) and 0 < server.port < 65536, server.port
-    assert addrs[0][1] == server.port, (addrs, server.port)
+    assert addrs[0][0] == "127.0.0.1", f"listen_tcp('127.0.0.1', 0) reports {addrs!r}"
+    port = server.port
+    assert isinstance(port, int) and 0 < port < 65536, f"Server.port is {port!r} after port 0"
+    assert addrs[0][1] == port, f"Server.port {port} is not the port of {addrs!r}"
+    assert server.is_serving(), "is_serving() is False on a new server"
     await server.aclose()
+    assert not server.is_serving(), "is_serving() is True after close()"
     assert server.addresses == addrs, f"addresses changed after close: {server.addresses!r}"
 
 
@@ -98,13 +121,16 @@ async def check_listen_all_interfaces(session: polyloop.Session) -> None:
     accepted = Accepted(session)
     server = await session.listen_tcp(accepted, None, 0)
     hosts = {a[0] for a in server.addresses}
-    assert hosts & {"0.0.0.0", "::"}, f"host=None bound to {server.addresses!r}"
+    assert hosts & {"0.0.0.0", "::"}, (
+        f"listen_tcp(host=None) bound only {server.addresses!r} (rule: all interfaces)"
+    )
     transport, cli = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
     srv = await accepted.get()
     transport.write(b"ping")
-    assert await srv.wait_bytes(4) == b"ping"
+    got = await srv.wait_bytes(4)
+    assert got == b"ping", f"a connection to 127.0.0.1 on host=None got {got!r}"
     transport.close()
-    await cli.lost
+    await cli.wait_lost()
     await server.aclose()
 
 
@@ -125,14 +151,16 @@ async def check_ipv6(session: polyloop.Session) -> None:
         raise SkipCheck(f"this machine has no ::1 ({exc})") from None
     accepted = Accepted(session)
     server = await session.listen_tcp(accepted, "::1", 0)
-    assert server.addresses[0][0] == "::1", server.addresses
+    assert server.addresses[0][0] == "::1", f"listen_tcp('::1') reports {server.addresses!r}"
     transport, cli = await session.connect_tcp(lambda: Recorder(session), "::1", server.port)
     srv = await accepted.get()
-    assert transport.get_extra_info("peername")[:2] == ("::1", server.port)
+    peer = transport.get_extra_info("peername")
+    assert peer[:2] == ("::1", server.port), f"peername over IPv6 is {peer!r}"
     transport.write(b"six")
-    assert await srv.wait_bytes(3) == b"six"
+    got = await srv.wait_bytes(3)
+    assert got == b"six", f"data over IPv6 arrived as {got!r}"
     transport.close()
-    await cli.lost
+    await cli.wait_lost()
     await server.aclose()
 
 
@@ -143,9 +171,11 @@ async def check_server_close_keeps_connections(session: polyloop.Session) -> Non
     port = server.port
     await server.aclose()
     transport_of(cli).write(b"still here")
-    assert await srv.wait_bytes(10) == b"still here"
+    got = await srv.wait_bytes(10)
+    assert got == b"still here", f"after Server.close() the server side got {got!r}"
     transport_of(srv).write(b"me too")
-    assert await cli.wait_bytes(6) == b"me too"
+    got = await cli.wait_bytes(6)
+    assert got == b"me too", f"after Server.close() the client got {got!r}"
     try:
         t, _ = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", port)
     except ConnectionRefusedError:
@@ -155,7 +185,7 @@ async def check_server_close_keeps_connections(session: polyloop.Session) -> Non
         raise AssertionError("connect succeeded after Server.close()")
     await server.aclose()  # a second close is harmless
     transport_of(cli).close()
-    await srv.lost
+    await srv.wait_lost()
 
 
 @check("lifecycle")
@@ -172,12 +202,24 @@ async def check_made_once_lost_once(session: polyloop.Session) -> None:
     for i, cli in enumerate(clients):
         (transport_of(cli).close if i % 2 else transport_of(cli).abort)()
     for proto in clients + accepted.protocols:
-        await proto.lost
-    for proto in clients + accepted.protocols:
+        await proto.wait_lost()
+    for i, proto in enumerate(clients + accepted.protocols):
         ev = proto.events
-        assert ev[0] == "made" and ev.count("made") == 1, compact(ev)
-        assert ev[-1] == "lost" and ev.count("lost") == 1, compact(ev)
+        side = f"client #{i + 1}" if i < 10 else f"server side #{i - 9}"
+        assert ev[0] == "made" and ev.count("made") == 1, (
+            f"{side}: callbacks {compact(ev)} (rule: connection_made exactly once, first)"
+        )
+        assert ev[-1] == "lost" and ev.count("lost") == 1, (
+            f"{side}: callbacks {compact(ev)} (rule: connection_lost exactly once, last)"
+        )
     await server.aclose()
+
+
+def _current() -> object:
+    try:
+        return polyloop.current_backend()
+    except RuntimeError as exc:
+        return exc
 
 
 @check("lifecycle")
@@ -187,30 +229,33 @@ async def check_current_backend_in_callbacks(session: polyloop.Session) -> None:
 
     class Probe(Recorder):
         def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
-            seen.append(("connection_made", polyloop.current_backend()))
+            seen.append(("connection_made", _current()))
             super().connection_made(transport)
 
         def data_received(self, data: bytes) -> None:
-            seen.append(("data_received", polyloop.current_backend()))
+            seen.append(("data_received", _current()))
             super().data_received(data)
 
         def eof_received(self) -> bool:
-            seen.append(("eof_received", polyloop.current_backend()))
+            seen.append(("eof_received", _current()))
             return super().eof_received()
 
         def connection_lost(self, exc: BaseException | None) -> None:
-            seen.append(("connection_lost", polyloop.current_backend()))
+            seen.append(("connection_lost", _current()))
             super().connection_lost(exc)
 
     server, srv, cli = await pair(session, lambda: Probe(session))
     transport_of(cli).write(b"hi")
     transport_of(cli).write_eof()
-    await srv.lost
+    await srv.wait_lost()
     names = [name for name, _ in seen]
     for name in ("connection_made", "data_received", "eof_received", "connection_lost"):
         assert name in names, f"{name} never ran: {names}"
     wrong = [(name, b) for name, b in seen if b is not session]
-    assert not wrong, f"current_backend() was wrong in {wrong}"
+    assert not wrong, (
+        f"current_backend() was wrong in {wrong} (rule: an owned loop runs in session.context,"
+        " so every callback, readiness ones included, finds its session)"
+    )
     await server.aclose()
 
 
@@ -245,8 +290,11 @@ async def check_asyncio_protocol(session: polyloop.Session) -> None:
     server = await session.listen_tcp(Echo, "127.0.0.1", 0)  # type: ignore[arg-type]
     transport, client = await session.connect_tcp(Client, "127.0.0.1", server.port)  # type: ignore[type-var]
     transport.write(b"hello")
-    await client.done
-    assert bytes(client.got) == b"hello", bytes(client.got)
+    with waiting_for("the echo of an asyncio.Protocol server"):
+        await client.done
+    assert bytes(client.got) == b"hello", (
+        f"an asyncio.Protocol echo gave {bytes(client.got)!r}, not b'hello'"
+    )
     transport.close()
     await server.aclose()
 
@@ -260,7 +308,8 @@ async def check_time_monotonic(session: polyloop.Session) -> None:
         samples.append(session.time())
     await session.sleep(0.01)
     samples.append(session.time())
-    assert all(b >= a for a, b in itertools.pairwise(samples)), samples
+    back = [(a, b) for a, b in itertools.pairwise(samples) if b < a]
+    assert not back, f"time() went back: {back[:3]} (rule: a monotonic clock)"
     assert samples[-1] > samples[0], f"time() did not advance across sleep(0.01): {samples}"
 
 
@@ -277,7 +326,8 @@ def check_run_returns_result(make_backend: Callable[[], polyloop.Backend]) -> No
     backend = make_backend()
     marker = object()
     result = backend.run(_main_returning(marker), 1, "two")
-    assert result == (marker, (1, "two"), backend.name), result
+    want = (marker, (1, "two"), backend.name)
+    assert result == want, f"run(main, 1, 'two') returned {result!r}, expected {want!r}"
 
 
 @check("lifecycle", sync=True)
@@ -297,6 +347,8 @@ def check_run_propagates_exception(make_backend: Callable[[], polyloop.Backend])
         make_backend().run(main)
     except Boom as exc:
         assert exc is boom, f"run raised a copy: {exc!r}"
+    except AssertionError:
+        raise  # the referee's own verdict on that run (it lost main's exception ...)
     except BaseException as exc:
         raise AssertionError(f"run raised {exc!r} instead of the Boom from main") from exc
     else:
@@ -312,7 +364,7 @@ def check_run_twice(make_backend: Callable[[], polyloop.Backend]) -> None:
         transport_of(cli).write(b"again")
         data = await srv.wait_bytes(5)
         transport_of(cli).close()
-        await srv.lost
+        await srv.wait_lost()
         await server.aclose()
         return data
 
@@ -355,7 +407,9 @@ def check_session_ends_with_run(make_backend: Callable[[], polyloop.Backend]) ->
         return session
 
     session = make_backend().run(main)
-    assert seen == [session], f"on_close hooks ran {len(seen)} times: {seen}"
+    assert seen == [session], (
+        f"on_close hooks ran {len(seen)} times ({seen}), expected once with the session"
+    )
     assert session.closed, f"{session!r} is not closed after its run"
     late: list[polyloop.Session] = []
     session.on_close(late.append)
@@ -369,7 +423,9 @@ def check_new_session_per_run(make_backend: Callable[[], polyloop.Backend]) -> N
 
     async def main() -> polyloop.Session:
         session = polyloop.current_backend()
-        assert session.backend is backend or session.name == backend.name, session
+        assert session.backend is backend or session.name == backend.name, (
+            f"{backend!r}.run() runs main in {session!r}, of another backend"
+        )
         return session
 
     first = backend.run(main)
@@ -396,5 +452,174 @@ async def check_one_session_everywhere(session: polyloop.Session) -> None:
     session.call_soon(lambda: (found.append(polyloop.current_backend()), done.set_result(None)))
     await done
     assert all(s is session for s in found), f"sessions seen: {set(found)}, not {session!r}"
-    assert session.name in repr(session) and str(session.id) in repr(session), repr(session)
-    assert isinstance(session, polyloop.Session), type(session)
+    assert session.name in repr(session) and str(session.id) in repr(session), (
+        f"repr(session) is {session!r}: it should name the backend and the session id"
+    )
+    assert isinstance(session, polyloop.Session), f"the session is a {type(session)}"
+
+
+@check("lifecycle")
+async def check_run_nested_refused(session: polyloop.Session) -> None:
+    """run() called inside a running loop raises RuntimeError (it would block that loop)."""
+    ran: list[str] = []
+
+    async def main() -> None:
+        ran.append("main")
+
+    for what, call in (
+        ("session.backend.run(main)", lambda: session.backend.run(main)),
+        ("polyloop.run(main)", lambda: polyloop.run(main, backend=session.backend)),
+    ):
+        try:
+            call()
+        except RuntimeError:
+            continue
+        except BaseException as exc:
+            raise AssertionError(f"{what} inside a running loop raised {exc!r}") from exc
+        raise AssertionError(f"{what} inside a running loop returned instead of RuntimeError")
+    assert ran == [], "a nested run() ran main inside the running loop"
+
+
+@check("lifecycle", sync=True)
+def check_run_needs_a_function(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """run(main(arg)) -- a coroutine object instead of a function -- is a TypeError."""
+
+    async def main() -> None:
+        pass
+
+    coro = main()
+    try:
+        make_backend().run(coro)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("run(coroutine object) was accepted instead of TypeError")
+    finally:
+        coro.close()
+
+
+@check("lifecycle")
+async def check_aclose_owned_refused(session: polyloop.Session) -> None:
+    """aclose() of a session that run() owns raises RuntimeError (it ends with run)."""
+    if not session.owned:
+        return  # a borrowed session may be closed; the host harness ends it that way
+    try:
+        await session.aclose()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("aclose() of an owned session returned instead of RuntimeError")
+    assert not session.closed, f"a refused aclose() closed {session!r}"
+
+
+@check("lifecycle")
+async def check_listen_every_address(session: polyloop.Session) -> None:
+    """listen_tcp("localhost", 0) binds every address localhost resolves to, on one port."""
+    import socket
+
+    infos = socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    wanted = {info[4][0] for info in infos}
+    server = await session.listen_tcp(lambda: Recorder(session), "localhost", 0)
+    try:
+        hosts = [a[0] for a in server.addresses]
+        ports = {a[1] for a in server.addresses}
+        assert len(ports) == 1, (
+            f"the addresses of one server have several ports: {server.addresses}"
+        )
+        missing = wanted - set(hosts)
+        bindable = {h for h in missing if _bindable(h)}
+        assert not bindable, (
+            f"listen_tcp('localhost') bound {hosts}, not {sorted(bindable)} (rule: every"
+            " address the host resolves to is bound, all on one port)"
+        )
+    finally:
+        await server.aclose()
+
+
+def _bindable(host: str) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        probe = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    try:
+        probe.bind((host, 0))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+@check("lifecycle")
+async def check_protocol_accessors(session: polyloop.Session) -> None:
+    """get_protocol() is the protocol; after set_protocol(new) the data goes to new,
+    whose connection_made is not called."""
+    server, srv, cli = await pair(session)
+    ts = transport_of(srv)
+    assert ts.get_protocol() is srv, f"get_protocol() is {ts.get_protocol()!r}, not the protocol"
+    new = Recorder(session)
+    new.side = "new protocol"
+    new.transport = ts
+    ts.set_protocol(new)
+    assert ts.get_protocol() is new, "get_protocol() after set_protocol(new) is not new"
+    transport_of(cli).write(b"to the new one")
+    got = await new.wait_bytes(14)
+    assert got == b"to the new one", f"after set_protocol, the new protocol got {got!r}"
+    assert "made" not in new.events, "set_protocol() called the new protocol's connection_made"
+    assert bytes(srv.data) == b"", f"the old protocol still got {bytes(srv.data)!r}"
+    transport_of(cli).close()
+    await new.wait_lost()
+    assert "lost" not in srv.events, "the old protocol got connection_lost after set_protocol"
+    await server.aclose()
+
+
+@check("lifecycle")
+async def check_readiness_callbacks(session: polyloop.Session) -> None:
+    """add_reader/add_writer call fn while the fd is ready, until removed;
+    remove_reader/remove_writer return whether it was watched."""
+    import socket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        readable = session.create_future()
+        writable = session.create_future()
+        session.add_writer(a, lambda: writable.done() or writable.set_result(None))
+        with waiting_for("add_writer's callback for a writable socket"):
+            await writable
+        assert session.remove_writer(a) is True, "remove_writer() of a watched fd is not True"
+        assert session.remove_writer(a) is False, "remove_writer() of an unwatched fd is not False"
+        calls = [0]
+
+        def on_readable() -> None:
+            calls[0] += 1
+            if not readable.done():
+                readable.set_result(None)
+
+        session.add_reader(a, on_readable)
+        b.send(b"x")
+        with waiting_for("add_reader's callback for a readable socket"):
+            await readable
+        assert session.remove_reader(a) is True, "remove_reader() of a watched fd is not True"
+        assert session.remove_reader(a) is False, "remove_reader() of an unwatched fd is not False"
+        seen = calls[0]
+        b.send(b"y")
+        for _ in range(5):
+            await session.sleep(0)
+        assert calls[0] == seen, "the reader callback ran after remove_reader()"
+        c, d = socket.socketpair()
+        try:
+            never = session.remove_reader(c)
+            assert never is False, f"remove_reader() of an fd never added returned {never!r}"
+        finally:
+            c.close()
+            d.close()
+    finally:
+        session.remove_reader(a)
+        session.remove_writer(a)
+        a.close()
+        b.close()

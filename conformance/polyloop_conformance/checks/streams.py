@@ -5,7 +5,8 @@ Covers ``receive`` (up to ``max_bytes``, ``b""`` if and only if EOF, and again a
 ``LimitOverrunError`` (data kept), ``send`` waiting on flow control, ``send_eof``,
 ``BusyResourceError`` for two receivers or two senders, ``ClosedResourceError`` after
 ``aclose`` (idempotent), errors after a reset, and ``Listener.accept``/``serve``
-(a task per connection, close on return, abort and log on error, cancellation).
+(a task per connection, close on return, abort and log on error, cancellation), and
+``aclose`` flushing what is buffered, or aborting if it is cancelled.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import polyloop
 
 from .._registry import check
+from ..referee import waiting_for
 
 
 async def _connected(
@@ -33,7 +35,7 @@ async def _raises(kind: type[BaseException], coro: object) -> BaseException:
         return exc
     except BaseException as exc:
         raise AssertionError(f"expected {kind.__name__}, got {exc!r}") from exc
-    raise AssertionError(f"expected {kind.__name__}, but the call returned")
+    raise AssertionError(f"expected {kind.__name__}, but the call returned normally")
 
 
 async def _close_all(listener: polyloop.Listener, *streams: polyloop.Stream) -> None:
@@ -55,8 +57,9 @@ async def check_receive_eof(session: polyloop.Session) -> None:
         if not chunk:
             break
         got += chunk
-    assert bytes(got) == b"hello world", bytes(got)
-    assert await server.receive() == b"" and await server.receive() == b""
+    assert bytes(got) == b"hello world", f"receive(4) in a loop read {bytes(got)!r}"
+    again = [await server.receive(), await server.receive()]
+    assert again == [b"", b""], f"receive() after EOF returned {again}, not b'' each time"
     await _raises(ValueError, server.receive(0))
     await _close_all(listener, client, server)
 
@@ -67,12 +70,16 @@ async def check_send_eof_half_open(session: polyloop.Session) -> None:
     listener, client, server = await _connected(session)
     await client.send(b"question")
     await client.send_eof()
-    assert await server.receive_exactly(8) == b"question"
-    assert await server.receive() == b""
+    got = await server.receive_exactly(8)
+    assert got == b"question", f"the server read {got!r}, not b'question'"
+    eof = await server.receive()
+    assert eof == b"", f"receive() after the peer's send_eof() gave {eof!r}, not b''"
     await server.send(b"answer")
     await server.aclose()
-    assert await client.receive_exactly(6) == b"answer"
-    assert await client.receive() == b""
+    got = await client.receive_exactly(6)
+    assert got == b"answer", f"after send_eof() the client read {got!r}, not the reply"
+    eof = await client.receive()
+    assert eof == b"", f"receive() after the peer's aclose() gave {eof!r}, not b''"
     await _close_all(listener, client)
 
 
@@ -82,14 +89,16 @@ async def check_receive_exactly(session: polyloop.Session) -> None:
     listener, client, server = await _connected(session)
     for piece in (b"ab", b"cde", b"f", b"ghij"):
         await client.send(piece)
-    assert await server.receive_exactly(3) == b"abc"
-    assert await server.receive_exactly(0) == b""
-    assert await server.receive_exactly(5) == b"defgh"
+    got = [await server.receive_exactly(n) for n in (3, 0, 5)]
+    assert got == [b"abc", b"", b"defgh"], f"receive_exactly(3, 0, 5) gave {got}"
     await client.send_eof()
     exc = await _raises(polyloop.IncompleteReadError, server.receive_exactly(5))
     assert isinstance(exc, polyloop.IncompleteReadError)
-    assert exc.partial == b"ij" and exc.expected == 5, (exc.partial, exc.expected)
-    assert isinstance(exc, EOFError)
+    assert exc.partial == b"ij" and exc.expected == 5, (
+        f"IncompleteReadError(partial={exc.partial!r}, expected={exc.expected!r}); expected"
+        " partial=b'ij', expected=5"
+    )
+    assert isinstance(exc, EOFError), "IncompleteReadError is not an EOFError"
     await _close_all(listener, client, server)
 
 
@@ -99,11 +108,13 @@ async def check_receive_until(session: polyloop.Session) -> None:
     listener, client, server = await _connected(session)
     await client.send(b"line one\r")
     await client.send(b"\nline two\r\nrest")
-    assert await server.receive_until(b"\r\n") == b"line one\r\n"
-    assert await server.receive_until(b"\r\n") == b"line two\r\n"
+    got = [await server.receive_until(b"\r\n"), await server.receive_until(b"\r\n")]
+    assert got == [b"line one\r\n", b"line two\r\n"], f"receive_until(CRLF) twice gave {got}"
     await client.send_eof()
     exc = await _raises(polyloop.IncompleteReadError, server.receive_until(b"\r\n"))
-    assert isinstance(exc, polyloop.IncompleteReadError) and exc.partial == b"rest", exc
+    assert isinstance(exc, polyloop.IncompleteReadError) and exc.partial == b"rest", (
+        f"receive_until at EOF raised {exc!r}, expected IncompleteReadError(partial=b'rest')"
+    )
     await _raises(ValueError, server.receive_until(b""))
     await _close_all(listener, client, server)
 
@@ -114,7 +125,11 @@ async def check_receive_until_limit(session: polyloop.Session) -> None:
     listener, client, server = await _connected(session)
     await client.send(b"x" * 100 + b"\n")
     await _raises(polyloop.LimitOverrunError, server.receive_until(b"\n", max_bytes=50))
-    assert await server.receive_exactly(101) == b"x" * 100 + b"\n", "the data was not kept"
+    got = await server.receive_exactly(101)
+    assert got == b"x" * 100 + b"\n", (
+        f"after LimitOverrunError, receive_exactly(101) gave {len(got)} bytes: the data was not"
+        " kept buffered"
+    )
     await _close_all(listener, client, server)
 
 
@@ -127,7 +142,8 @@ async def check_busy_receive(session: polyloop.Session) -> None:
     await _raises(polyloop.BusyResourceError, server.receive())
     await _raises(polyloop.BusyResourceError, server.receive_exactly(1))
     await client.send(b"for the first")
-    assert await first == b"for the first"
+    got = await first
+    assert got == b"for the first", f"the first receive() got {got!r}"
     await _close_all(listener, client, server)
 
 
@@ -141,9 +157,10 @@ async def check_send_waits_and_busy(session: polyloop.Session) -> None:
     assert not sending.done(), "send() of 16 MiB finished although the peer read nothing"
     await _raises(polyloop.BusyResourceError, client.send(b"second"))
     got = 0
-    while got < len(big):
-        got += len(await server.receive())
-    await sending
+    with waiting_for(lambda: f"16 MiB through a stream ({got} bytes read)"):
+        while got < len(big):
+            got += len(await server.receive())
+        await sending
     await _close_all(listener, client, server)
 
 
@@ -157,7 +174,8 @@ async def check_closed_resource(session: polyloop.Session) -> None:
     await _raises(polyloop.ClosedResourceError, client.send(b"x"))
     await _raises(polyloop.ClosedResourceError, client.send_eof())
     await _raises(polyloop.ClosedResourceError, client.receive_until(b"\n"))
-    assert await server.receive() == b"", "the peer of a closed stream did not read EOF"
+    eof = await server.receive()
+    assert eof == b"", f"the peer of a closed stream read {eof!r}, not EOF"
     await _close_all(listener, server)
 
 
@@ -168,7 +186,8 @@ async def check_reset_errors(session: polyloop.Session) -> None:
     await client.send(b"buffered")
     await server.receive_exactly(1)
     client.transport.abort()
-    assert await server.receive_exactly(7) == b"uffered"
+    got = await server.receive_exactly(7)
+    assert got == b"uffered", f"the data buffered before the reset read as {got!r}"
     await _raises(ConnectionResetError, server.receive())
     await _raises(OSError, server.send(b"x" * 100_000))
     await _close_all(listener, server)
@@ -197,10 +216,15 @@ async def check_send_after_peer_closed(session: polyloop.Session) -> None:
 async def check_extra_info(session: polyloop.Session) -> None:
     """Stream.get_extra_info passes through to the transport (peername, sockname, backend)."""
     listener, client, server = await _connected(session)
-    assert client.get_extra_info("peername")[:2] == ("127.0.0.1", listener.port)
-    assert server.get_extra_info("peername")[:2] == client.get_extra_info("sockname")[:2]
-    assert client.get_extra_info("backend") == session.name
-    assert listener.addresses[0][1] == listener.port
+    peer = client.get_extra_info("peername")
+    assert peer[:2] == ("127.0.0.1", listener.port), f"the stream's peername is {peer!r}"
+    sp, cs = server.get_extra_info("peername"), client.get_extra_info("sockname")
+    assert sp[:2] == cs[:2], f"the server stream's peername {sp!r} is not the client's {cs!r}"
+    name = client.get_extra_info("backend")
+    assert name == session.name, f"the stream's 'backend' is {name!r}, not {session.name!r}"
+    assert listener.addresses[0][1] == listener.port, (
+        f"Listener.port {listener.port} is not in {listener.addresses!r}"
+    )
     await _close_all(listener, client, server)
 
 
@@ -227,8 +251,13 @@ async def check_serve(session: polyloop.Session) -> None:
     for i, c in enumerate(clients):
         await c.send(b"client%d\n" % i)
     for i, c in enumerate(clients):
-        assert await c.receive_exactly(14) == b"hello client%d\n" % i
-        assert await c.receive() == b"", "the stream was not closed when the handler returned"
+        got = await c.receive_exactly(14)
+        assert got == b"hello client%d\n" % i, f"client {i} got {got!r} from its handler"
+        eof = await c.receive()
+        assert eof == b"", (
+            f"client {i} read {eof!r}, not EOF: the stream was not closed when the handler"
+            " returned"
+        )
         await c.aclose()
     assert peak[0] == 3, f"at most {peak[0]} handlers ran at once"
     await listener.aclose()
@@ -293,7 +322,16 @@ async def check_serve_cancel(session: polyloop.Session) -> None:
         await serving
     except polyloop.Cancelled:
         pass
-    assert outcome == ["cancelled"], f"the handler saw {outcome}"
+    # serve() cancels its handlers; it need not wait for them to unwind (asyncio's
+    # order does, a Twisted coroutine awaiting serve may resume first).
+    for _ in range(100):
+        if outcome:
+            break
+        await session.sleep(0)
+    assert outcome == ["cancelled"], (
+        f"100 loop iterations after serve() was cancelled, its handler saw {outcome}, not"
+        " [cancelled] (rule: cancelling serve() cancels the running handlers)"
+    )
     await _raises(ConnectionRefusedError, polyloop.open_tcp_stream("127.0.0.1", port))
     await client.aclose()
 
@@ -310,7 +348,10 @@ async def check_listener_aclose(session: polyloop.Session) -> None:
     await _raises(polyloop.ClosedResourceError, listener.accept())
     await _raises(ConnectionRefusedError, polyloop.open_tcp_stream("127.0.0.1", port))
     await client.send(b"still open")
-    assert await server.receive_exactly(10) == b"still open"
+    got = await server.receive_exactly(10)
+    assert got == b"still open", (
+        f"after Listener.aclose() an accepted stream got {got!r} (rule: streams live on)"
+    )
     await client.aclose()
     await server.aclose()
 
@@ -327,8 +368,64 @@ async def check_backpressure_to_peer(session: polyloop.Session) -> None:
     got = 0
     while got < total:
         got += len(await server.receive())
-    assert got == total
+    assert got == total, f"the stream read {got} of {total} bytes"
     transport_of(cli).close()
-    assert await server.receive() == b""
+    eof = await server.receive()
+    assert eof == b"", f"after the peer closed, receive() gave {eof!r}, not b''"
     await server.aclose()
+    await listener.aclose()
+
+
+@check("streams")
+async def check_aclose_flushes(session: polyloop.Session) -> None:
+    """aclose() right after a send() the peer has not read yet flushes it: the peer
+    reads every byte, then EOF."""
+    listener, client, server = await _connected(session)
+    payload = bytes(range(256)) * 4096  # 1 MiB: more than the kernel takes at once
+    await client.send(payload)
+    closing = session.spawn(client.aclose())
+    got = bytearray()
+    with waiting_for(lambda: f"1 MiB then EOF after aclose() ({len(got)} bytes read)"):
+        while chunk := await server.receive():
+            got += chunk
+        await closing
+    assert bytes(got) == payload, (
+        f"after send(1 MiB) and aclose(), the peer read {len(got)} bytes (rule: aclose()"
+        " flushes, then closes)"
+    )
+    await _close_all(listener, server)
+
+
+@check("streams")
+async def check_aclose_cancelled_aborts(session: polyloop.Session) -> None:
+    """aclose() cancelled while it waits for the flush aborts the connection: the peer
+    sees a reset, not a clean EOF."""
+    listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
+    from ._util import PausedReader
+
+    _, peer = await session.connect_tcp(lambda: PausedReader(session), "127.0.0.1", listener.port)
+    stream = await listener.accept()
+    # Fill until the stream's writes would wait: the peer reads nothing.
+    sending = session.spawn(stream.send(b"z" * (32 * 1024 * 1024)))
+    await session.sleep(0.05)
+    closing = session.spawn(stream.aclose())
+    await session.sleep(0.01)
+    closing.cancel()
+    try:
+        with waiting_for("a cancelled aclose() to end"):
+            await closing
+    except polyloop.Cancelled:
+        pass
+    assert peer.transport is not None
+    peer.transport.resume_reading()
+    exc = await peer.wait_lost()
+    assert isinstance(exc, ConnectionResetError), (
+        f"the peer of a stream whose aclose() was cancelled got connection_lost({exc!r}), not"
+        " a reset (rule: a cancelled aclose aborts)"
+    )
+    sending.cancel()
+    try:
+        await sending
+    except (polyloop.Cancelled, OSError):
+        pass
     await listener.aclose()

@@ -9,11 +9,13 @@ cancelled).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import polyloop
 
 from .._registry import check
+from ..referee import waiting_for
 
 
 @check("tasks")
@@ -28,11 +30,15 @@ async def check_spawn_result(session: polyloop.Session) -> None:
         return x * 2
 
     task = session.spawn(child(21))
-    assert isinstance(task, polyloop.Task)
+    assert isinstance(task, polyloop.Task), f"spawn() returned {task!r}, not a polyloop.Task"
     steps.append("parent")
-    assert await task == 42
-    assert task.done() and task.result() == 42
-    assert steps[-1] == "child done", steps
+    with waiting_for("a spawned task to return"):
+        got = await task
+    assert got == 42, f"awaiting a task whose coroutine returns 42 gave {got!r}"
+    assert task.done() and task.result() == 42, f"after it returned: {task!r}"
+    assert steps[-1] == "child done" and "parent" in steps, (
+        f"steps ran as {steps}: the task's result came before its coroutine finished"
+    )
 
 
 @check("tasks")
@@ -46,11 +52,16 @@ async def check_spawn_exception(session: polyloop.Session) -> None:
 
     task = session.spawn(child())
     try:
-        await task
+        with waiting_for("a task that raises to end"):
+            got = await task
     except LookupError as exc:
-        assert exc is err, f"a different exception object: {exc!r}"
+        assert exc is err, f"awaiting the task raised another LookupError object: {exc!r}"
     else:
-        raise AssertionError("awaiting a failed task returned")
+        raise AssertionError(
+            f"awaiting a task whose coroutine raised LookupError returned {got!r}: the task"
+            " lost its exception (rule: awaiting a failed task raises its exception)"
+        )
+    assert task.exception() is err, f"task.exception() is {task.exception()!r}"
 
 
 @check("tasks")
@@ -72,16 +83,26 @@ async def check_cancel_at_await(session: polyloop.Session) -> None:
         seen.append("after await")  # never reached
 
     task = session.spawn(child())
-    await started
+    with waiting_for("a spawned task to start"):
+        await started
     assert task.cancel() is True, "cancel() on a pending task returned False"
     try:
-        await task
+        with waiting_for("a cancelled task to end"):
+            got = await task
     except polyloop.Cancelled:
         pass
+    except Exception as exc:
+        raise AssertionError(
+            f"awaiting a cancelled task raised {exc!r}, not polyloop.Cancelled (rule: one"
+            " cancellation type on every backend)"
+        ) from exc
     else:
-        raise AssertionError("awaiting a cancelled task returned")
-    assert seen == ["cancelled at await", "finally"], seen
-    assert task.done()
+        raise AssertionError(f"awaiting a cancelled task returned {got!r}, not Cancelled")
+    assert seen == ["cancelled at await", "finally"], (
+        f"the cancelled coroutine went through {seen}, expected ['cancelled at await',"
+        " 'finally'] (rule: cancel() raises Cancelled at the task's await)"
+    )
+    assert task.done() and task.cancelled(), f"after its cancellation the task is {task!r}"
 
 
 @check("tasks")
@@ -98,12 +119,18 @@ async def check_cancel_sleeping(session: polyloop.Session) -> None:
 
     task = session.spawn(child())
     await session.sleep(0.01)
+    start = time.monotonic()
     task.cancel()
     try:
-        await task
+        with waiting_for("a task cancelled in sleep(60) to end"):
+            await task
     except polyloop.Cancelled:
         pass
-    assert len(caught) == 1 and isinstance(caught[0], polyloop.Cancelled), caught
+    took = time.monotonic() - start
+    assert len(caught) == 1 and isinstance(caught[0], polyloop.Cancelled), (
+        f"a task cancelled in sleep(60) saw {caught}, not one Cancelled"
+    )
+    assert took < 5, f"cancelling a task in sleep(60) took {took:.2f} s to take effect"
 
 
 @check("tasks")
@@ -118,12 +145,13 @@ async def check_cancel_before_start(session: polyloop.Session) -> None:
     task = session.spawn(child())
     task.cancel()
     try:
-        await task
+        with waiting_for("a task cancelled before it started to end"):
+            got = await task
     except polyloop.Cancelled:
         pass
     else:
-        raise AssertionError("awaiting a task cancelled at once returned")
-    assert ran == [], ran
+        raise AssertionError(f"awaiting a task cancelled at once returned {got!r}")
+    assert ran == [], f"a task cancelled right after spawn() ran to completion: {ran}"
 
 
 @check("tasks")
@@ -134,9 +162,11 @@ async def check_cancel_done_task(session: polyloop.Session) -> None:
         return "result"
 
     task = session.spawn(child())
-    assert await task == "result"
+    with waiting_for("a spawned task to return"):
+        got = await task
+    assert got == "result", f"awaiting the task gave {got!r}, not 'result'"
     assert task.cancel() is False, "cancel() on a finished task returned True"
-    assert task.result() == "result"
+    assert task.result() == "result", f"cancel() on a finished task changed it: {task!r}"
 
 
 @check("tasks")
@@ -153,9 +183,14 @@ async def check_cancel_swallowed(session: polyloop.Session) -> None:
         return "not cancelled"
 
     task = session.spawn(child())
-    await started
+    with waiting_for("a spawned task to start"):
+        await started
     task.cancel()
-    assert await task == "cleaned up"
+    with waiting_for("a task that catches Cancelled to return"):
+        got = await task
+    assert got == "cleaned up", (
+        f"a task that caught Cancelled and returned 'cleaned up' gave {got!r}"
+    )
 
 
 @check("tasks")
@@ -166,7 +201,16 @@ async def check_wait_for_result(session: polyloop.Session) -> None:
         await session.sleep(0)
         return "in time"
 
-    assert await polyloop.wait_for(quick(), 5) == "in time"
+    start = time.monotonic()
+    try:
+        got = await polyloop.wait_for(quick(), 5)
+    except TimeoutError:
+        took = time.monotonic() - start
+        raise AssertionError(
+            f"wait_for(quick(), 5) raised TimeoutError after {took:.4f} s of wall-clock time"
+            " for a coroutine that returns at once" + (": timers fire early" if took < 4 else "")
+        ) from None
+    assert got == "in time", f"wait_for returned {got!r}, not the coroutine's 'in time'"
 
 
 @check("tasks")
@@ -181,15 +225,20 @@ async def check_wait_for_timeout(session: polyloop.Session) -> None:
             seen.append("cancelled")
             raise
 
-    start = session.time()
+    start = time.monotonic()
     try:
-        await polyloop.wait_for(slow(), 0.02)
+        with waiting_for("wait_for(slow(), 0.02) to time out"):
+            await polyloop.wait_for(slow(), 0.02)
     except TimeoutError:
         pass
     else:
-        raise AssertionError("wait_for did not time out")
-    assert seen == ["cancelled"], f"the inner coroutine saw {seen}"
-    assert session.time() - start < 30, "wait_for waited for the coroutine instead"
+        raise AssertionError("wait_for(sleep(60), 0.02) returned instead of TimeoutError")
+    took = time.monotonic() - start
+    assert seen == ["cancelled"], f"on the timeout the inner coroutine saw {seen}, not Cancelled"
+    assert took >= 0.02 - 0.002, (
+        f"wait_for(..., 0.02) timed out after {took:.4f} s of wall-clock time: timers fire early"
+    )
+    assert took < 30, "wait_for waited for the coroutine instead"
 
 
 @check("tasks")
@@ -202,5 +251,7 @@ async def check_many_tasks(session: polyloop.Session) -> None:
         return i
 
     tasks = [session.spawn(child(i)) for i in range(500)]
-    results = [await t for t in tasks]
-    assert results == list(range(500))
+    with waiting_for(lambda: f"500 tasks ({sum(t.done() for t in tasks)} done)"):
+        results = [await t for t in tasks]
+    wrong = [(i, r) for i, r in enumerate(results) if r != i]
+    assert not wrong, f"{len(wrong)} of 500 tasks gave another result, first {wrong[:3]}"

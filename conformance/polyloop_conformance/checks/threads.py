@@ -2,40 +2,24 @@
 
 Covers waking the loop from another thread (the callback runs on the loop's thread, with
 the current backend set), many threads at once, and ``run_in_thread`` running the
-function in a worker thread and giving back its result or its exception.
+function in a worker thread, in a copy of the caller's context (so ``from_thread``
+reaches the session there), and giving back its result or its exception.
 """
 
 from __future__ import annotations
 
-import sys
+import contextvars
 import threading
-from collections.abc import Callable
-from typing import Any
 
 import polyloop
+import polyloop.from_thread
 
 from .._registry import check
+from ..referee import os_threads, waiting_for
 
-
-def _os_threads() -> tuple[Callable[..., Any], Callable[[], int], Callable[[], Any]]:
-    """``start_new_thread``, ``get_ident`` and ``allocate_lock`` of real OS threads.
-
-    After ``gevent.monkey.patch_all()`` the ``threading`` module makes greenlets and
-    ``get_ident`` names greenlets, so these checks would test nothing (and a greenlet
-    on the loop's own OS thread has another ident). The originals are kept by gevent;
-    we only look at ``gevent.monkey`` if the process already imported it.
-    """
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("threading"):
-        names = ["start_new_thread", "get_ident", "allocate_lock"]
-        start, ident, lock = monkey.get_original("_thread", names)
-        return start, ident, lock
-    import _thread
-
-    return _thread.start_new_thread, _thread.get_ident, _thread.allocate_lock
-
-
-start_os_thread, os_thread_ident, os_lock = _os_threads()
+#: Real OS threads, also after gevent's patch_all() (there, ``threading`` makes
+#: greenlets, and these checks would test nothing).
+start_os_thread, os_thread_ident, os_lock = os_threads()
 
 
 @check("threads")
@@ -47,16 +31,24 @@ async def check_call_soon_threadsafe(session: polyloop.Session) -> None:
 
     def on_loop(value: str) -> None:
         seen.append(os_thread_ident())
-        seen.append(polyloop.current_backend())
+        try:
+            seen.append(polyloop.current_backend())
+        except RuntimeError as exc:
+            seen.append(exc)
         done.set_result(value)
 
     def worker() -> None:
         session.call_soon_threadsafe(on_loop, "from a thread")
 
     start_os_thread(worker, ())
-    assert await done == "from a thread"
-    assert seen[0] == loop_thread, "the callback ran off the loop's thread"
-    assert seen[1] is session, f"current_backend() in the callback was {seen[1]!r}"
+    with waiting_for("a call_soon_threadsafe callback from another OS thread to run"):
+        got = await done
+    assert got == "from a thread", f"call_soon_threadsafe passed {got!r}"
+    assert seen[0] == loop_thread, "the call_soon_threadsafe callback ran off the loop's thread"
+    assert seen[1] is session, (
+        f"current_backend() in a call_soon_threadsafe callback was {seen[1]!r}, not {session!r}"
+        " (rule: it runs in a copy of the session's context)"
+    )
 
 
 @check("threads")
@@ -78,9 +70,13 @@ async def check_call_soon_threadsafe_many(session: polyloop.Session) -> None:
 
     for k in range(8):
         start_os_thread(worker, (k,))
-    await done  # every call has run: the threads are done but for returning
+    with waiting_for(lambda: f"400 call_soon_threadsafe callbacks ({400 - remaining[0]} ran)"):
+        await done  # every call has run: the threads are done but for returning
     for k, values in got.items():
-        assert values == list(range(50)), f"thread {k}'s calls ran as {values[:10]}..."
+        assert values == list(range(50)), (
+            f"thread {k}'s 50 call_soon_threadsafe calls ran as {values[:10]}... (rule: each"
+            " thread's calls run in the order it made them)"
+        )
 
 
 @check("threads")
@@ -91,10 +87,12 @@ async def check_run_in_thread_result(session: polyloop.Session) -> None:
     def work(a: int, b: int) -> tuple[int, int]:
         return a + b, os_thread_ident()
 
-    total, ident = await session.run_in_thread(work, 2, 3)
-    assert total == 5
+    with waiting_for("run_in_thread(work, 2, 3) to return"):
+        total, ident = await session.run_in_thread(work, 2, 3)
+    assert total == 5, f"run_in_thread(lambda a, b: a + b, 2, 3) returned {total!r}"
     assert ident != loop_thread, "run_in_thread ran fn on the loop's thread"
-    assert await polyloop.run_in_thread(sum, [1, 2, 3]) == 6
+    got = await polyloop.run_in_thread(sum, [1, 2, 3])
+    assert got == 6, f"polyloop.run_in_thread(sum, [1, 2, 3]) returned {got!r}"
 
 
 @check("threads")
@@ -106,11 +104,12 @@ async def check_run_in_thread_exception(session: polyloop.Session) -> None:
         raise err
 
     try:
-        await session.run_in_thread(fail)
+        with waiting_for("run_in_thread(fail) to raise"):
+            got = await session.run_in_thread(fail)
     except ZeroDivisionError as exc:
-        assert exc is err, f"a different exception object: {exc!r}"
+        assert exc is err, f"run_in_thread raised another exception object: {exc!r}"
     else:
-        raise AssertionError("run_in_thread returned although fn raised")
+        raise AssertionError(f"run_in_thread returned {got!r} although fn raised")
 
 
 @check("threads")
@@ -124,11 +123,13 @@ async def check_run_in_thread_concurrent(session: polyloop.Session) -> None:
 
     tasks = [session.spawn(session.run_in_thread(meet, i)) for i in range(3)]
     ticks = 0
-    while not all(t.done() for t in tasks):
-        await session.sleep(0.001)  # the loop stays responsive while the threads block
-        ticks += 1
-        assert ticks < 10_000, "run_in_thread calls never finished"
-    assert [t.result() for t in tasks] == [0, 1, 2]
+    with waiting_for(lambda: f"3 run_in_thread calls at a barrier ({barrier.n_waiting} there)"):
+        while not all(t.done() for t in tasks):
+            await session.sleep(0.001)  # the loop stays responsive while the threads block
+            ticks += 1
+            assert ticks < 10_000, "run_in_thread calls never finished"
+    results = [t.result() for t in tasks]
+    assert results == [0, 1, 2], f"3 concurrent run_in_thread calls gave {results}"
 
 
 @check("threads")
@@ -144,4 +145,39 @@ async def check_thread_wakes_future(session: polyloop.Session) -> None:
 
     start_os_thread(worker, ())
     session.call_later(0.01, gate.release)
-    assert await fut == "woken"
+    with waiting_for("a future set from another thread with call_soon_threadsafe"):
+        got = await fut
+    assert got == "woken", f"the future set from a thread gave {got!r}"
+
+
+_var: contextvars.ContextVar[str] = contextvars.ContextVar("polyloop_conformance_thread")
+
+
+@check("threads")
+async def check_run_in_thread_context(session: polyloop.Session) -> None:
+    """run_in_thread runs fn in a copy of the caller's context: it sees the caller's
+    context variables, and polyloop.from_thread.run_sync reaches the session there."""
+    token = _var.set("set by the caller")
+    try:
+
+        def work() -> tuple[str, object]:
+            seen = _var.get("<unset>")
+            try:
+                back: object = polyloop.from_thread.run_sync(polyloop.current_backend)
+            except RuntimeError as exc:
+                back = exc
+            return seen, back
+
+        with waiting_for("run_in_thread(work) to return"):
+            seen, back = await session.run_in_thread(work)
+    finally:
+        _var.reset(token)
+    assert seen == "set by the caller", (
+        f"in run_in_thread the caller's context variable was {seen!r} (rule: fn runs in a copy"
+        " of the caller's context)"
+    )
+    assert back is session, (
+        f"from_thread.run_sync(current_backend) in a run_in_thread worker gave {back!r},"
+        f" not {session!r} (rule: fn runs in a copy of the caller's context, where the session"
+        " is found)"
+    )

@@ -3,7 +3,9 @@
 Covers a round trip (protocols and streams), ``Server.addresses`` being the path, the
 socket file removed by ``Server.close()``, ``FileNotFoundError`` for a missing path,
 ``ConnectionRefusedError`` for a socket file nobody listens on, ``EADDRINUSE`` for a live
-server's path (a stale file is replaced), half-close, abort, and TLS over a Unix socket.
+server's path (a stale file is replaced), half-close, abort, TLS over a Unix socket, and
+the Transport rules on a Unix socket: ``connection_made`` before ``connect_unix``
+returns, the extra info, ``is_closing`` and writes after ``close()``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import stat
 import polyloop
 
 from .._registry import SkipCheck, check
-from ._util import Accepted, Recorder, temp_dir, transport_of
+from ._util import Accepted, Recorder, made_before_return, temp_dir, transport_of
 
 
 def _need_unix() -> None:
@@ -30,6 +32,8 @@ async def _unix_pair(
     accepted = Accepted(session)
     server = await session.listen_unix(accepted, path)
     _, cli = await session.connect_unix(lambda: Recorder(session), path)
+    cli.side = "client"
+    await made_before_return(session, cli, "connect_unix")
     return server, await accepted.get(), cli
 
 
@@ -41,13 +45,53 @@ async def check_round_trip(session: polyloop.Session) -> None:
         path = os.path.join(d, "s.sock")
         server, srv, cli = await _unix_pair(session, path)
         assert server.addresses == [path], f"addresses {server.addresses!r}, expected [{path!r}]"
+        try:
+            port = server.port
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"Server.port of a Unix server is {port!r}, not ValueError")
         transport_of(cli).write(b"over unix")
-        assert await srv.wait_bytes(9) == b"over unix"
+        got = await srv.wait_bytes(9)
+        assert got == b"over unix", f"the Unix server got {got!r}"
         transport_of(srv).write(b"and back")
-        assert await cli.wait_bytes(8) == b"and back"
-        assert transport_of(cli).get_extra_info("backend") == session.name
+        got = await cli.wait_bytes(8)
+        assert got == b"and back", f"the Unix client got {got!r}"
         transport_of(cli).close()
-        assert await srv.wait_lost() is None, srv.lost_exc
+        exc = await srv.wait_lost()
+        assert exc is None, f"the peer's connection_lost({exc!r}) after close(), not None"
+        await server.aclose()
+
+
+@check("unix")
+async def check_transport_rules(session: polyloop.Session) -> None:
+    """On a Unix socket: the extra info (sockname/peername, socket, backend), is_closing
+    at once after close(), a write after close() a silent no-op."""
+    _need_unix()
+    with temp_dir() as d:
+        path = os.path.join(d, "s.sock")
+        server, srv, cli = await _unix_pair(session, path)
+        ct, st = transport_of(cli), transport_of(srv)
+        for side, t in (("client", ct), ("server side", st)):
+            name = t.get_extra_info("backend")
+            assert name == session.name, f"{side}: 'backend' is {name!r}, not {session.name!r}"
+            sock = t.get_extra_info("socket")
+            assert sock is None or sock.family == socket.AF_UNIX, f"{side}: socket is {sock!r}"
+        assert st.get_extra_info("sockname") == path, (
+            f"the server side's sockname is {st.get_extra_info('sockname')!r}, not {path!r}"
+        )
+        assert ct.get_extra_info("peername") == path, (
+            f"the client's peername is {ct.get_extra_info('peername')!r}, not {path!r}"
+        )
+        ct.write(b"before")
+        ct.close()
+        assert ct.is_closing(), "is_closing() is False right after close() on a Unix socket"
+        ct.write(b"after")
+        await srv.wait_lost()
+        assert bytes(srv.data) == b"before", (
+            f"the peer got {bytes(srv.data)!r}, not b'before' (a write after close() is a no-op)"
+        )
+        await cli.wait_lost()
         await server.aclose()
 
 
@@ -74,6 +118,11 @@ async def check_missing_path(session: polyloop.Session) -> None:
             t, _ = await session.connect_unix(lambda: Recorder(session), os.path.join(d, "none"))
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            raise AssertionError(
+                f"connect_unix to a missing path raised {exc!r}: it did not raise"
+                " FileNotFoundError"
+            ) from exc
         else:
             t.abort()
             raise AssertionError("connect_unix to a missing path did not raise FileNotFoundError")
@@ -92,6 +141,11 @@ async def check_refused(session: polyloop.Session) -> None:
                 t, _ = await session.connect_unix(lambda: Recorder(session), path)
             except ConnectionRefusedError:
                 pass
+            except OSError as exc:
+                raise AssertionError(
+                    f"connect_unix to a socket file nobody listens on raised {exc!r}, not"
+                    " ConnectionRefusedError"
+                ) from exc
             else:
                 t.abort()
                 raise AssertionError("connect_unix to a non-listening socket succeeded")
@@ -122,7 +176,7 @@ async def check_address_in_use(session: polyloop.Session) -> None:
         server = await session.listen_unix(lambda: Recorder(session), path)
         _, cli = await session.connect_unix(lambda: Recorder(session), path)
         transport_of(cli).close()
-        await cli.lost
+        await cli.wait_lost()
         await server.aclose()
 
 
@@ -136,21 +190,27 @@ async def check_half_close_and_abort(session: polyloop.Session) -> None:
         server = await session.listen_unix(accepted, path)
         _, cli = await session.connect_unix(lambda: Recorder(session), path)
         srv = await accepted.get()
-        assert transport_of(cli).can_write_eof() is True
+        got = transport_of(cli).can_write_eof()
+        assert got is True, f"can_write_eof() on a Unix socket is {got!r}, not True"
         transport_of(cli).write(b"req")
         transport_of(cli).write_eof()
-        await srv.eof
+        await srv.wait_eof()
         transport_of(srv).write(b"resp")
         transport_of(srv).close()
-        assert await cli.wait_bytes(4) == b"resp", "no reply after write_eof"
-        assert await cli.wait_lost() is None, cli.lost_exc
-        await srv.lost
+        got = await cli.wait_bytes(4)
+        assert got == b"resp", f"after write_eof the Unix client got {got!r}, not b'resp'"
+        exc = await cli.wait_lost()
+        assert exc is None, f"connection_lost({exc!r}) after the peer's close, not None"
+        await srv.wait_lost()
         accepted.make = lambda: Recorder(session)
         t2, cli2 = await session.connect_unix(lambda: Recorder(session), path)
         srv2 = await accepted.get(1)
         t2.abort()
-        assert isinstance(await cli2.lost, ConnectionAbortedError), cli2.lost_exc
-        await srv2.lost  # no RST on Unix sockets: the peer may see EOF or a reset
+        exc = await cli2.wait_lost()
+        assert isinstance(exc, ConnectionAbortedError), (
+            f"abort() on a Unix socket gave connection_lost({exc!r}), not ConnectionAbortedError"
+        )
+        await srv2.wait_lost()  # no RST on Unix sockets: the peer may see EOF or a reset
         await server.aclose()
 
 
@@ -164,9 +224,11 @@ async def check_streams(session: polyloop.Session) -> None:
         client = await polyloop.open_unix_stream(path)
         server = await listener.accept()
         await client.send(b"line\n")
-        assert await server.receive_until(b"\n") == b"line\n"
+        got = await server.receive_until(b"\n")
+        assert got == b"line\n", f"receive_until over a Unix socket gave {got!r}"
         await server.aclose()
-        assert await client.receive() == b""
+        last = await client.receive()
+        assert last == b"", f"receive() after the Unix peer closed gave {last!r}, not b''"
         await client.aclose()
         await listener.aclose()
         assert not os.path.exists(path), "the socket file is still there after aclose()"
@@ -188,8 +250,9 @@ async def check_tls(session: polyloop.Session) -> None:
         )
         srv = await accepted.get()
         t.write(b"sealed")
-        assert await srv.wait_bytes(6) == b"sealed"
-        assert t.get_extra_info("ssl_object") is not None
+        got = await srv.wait_bytes(6)
+        assert got == b"sealed", f"TLS over a Unix socket delivered {got!r}"
+        assert t.get_extra_info("ssl_object") is not None, "no ssl_object over TLS on Unix"
         t.close()
-        await srv.lost
+        await srv.wait_lost()
         await server.aclose()
