@@ -7,11 +7,18 @@ from . import abort as abort
 from . import cleanliness as cleanliness
 from . import close as close
 from . import errors as errors
+from . import faults as faults
 from . import flow as flow
 from . import futures as futures
 from . import halfclose as halfclose
 from . import lifecycle as lifecycle
+from . import pools as pools
+from . import scopes as scopes
+from . import starttls as starttls
 from . import streams as streams
+from . import sync as sync
+from . import taskapi as taskapi
+from . import taskgroups as taskgroups
 from . import tasks as tasks
 from . import threads as threads
 from . import timers as timers
@@ -25,11 +32,18 @@ __all__ = [
     "cleanliness",
     "close",
     "errors",
+    "faults",
     "flow",
     "futures",
     "halfclose",
     "lifecycle",
+    "pools",
+    "scopes",
+    "starttls",
     "streams",
+    "sync",
+    "taskapi",
+    "taskgroups",
     "tasks",
     "threads",
     "timers",

@@ -1,0 +1,433 @@
+"""Faults: one behaviour under bad input and failing callbacks, on every backend.
+
+The callback-error policy (docs/errors.md): an exception raised by a protocol's
+``connection_made``, ``data_received`` or ``eof_received`` is logged once with its
+traceback, the connection is aborted, and ``connection_lost`` is called once; on the
+client side ``connect_*`` raises it to its caller. One raised by ``pause_writing`` or
+``resume_writing`` is logged and the connection goes on; it never escapes ``write()``. A
+server whose protocol factory raises drops that connection and goes on serving.
+
+Also: delays (NaN, infinite, negative, not a number) handled the same everywhere, the
+TLS handshake timeout on the server side, a clean TLS close reported as clean, a future
+that outlives its run, ``run`` inside a running session, a peer's reset in a stream
+handler not logged as an error, and a graceful ``Session.shutdown``.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import polyloop
+
+from .._registry import check
+from ..referee import expect_logged
+from ..tls import material
+from ._util import Accepted, Recorder, transport_of
+
+
+class _Boom(Exception):
+    """Raised by a protocol callback on purpose."""
+
+
+class _RaisesIn(Recorder):
+    """A Recorder whose ``where`` callback raises ``_Boom`` (once)."""
+
+    def __init__(self, session: polyloop.Session, where: str) -> None:
+        super().__init__(session)
+        self.where = where
+
+    def _maybe(self, name: str) -> None:
+        if self.where == name:
+            self.where = ""
+            raise _Boom(f"{name} failed on purpose")
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._maybe("connection_made")
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._maybe("data_received")
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        self._maybe("eof_received")
+        return False
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._maybe("pause_writing")
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._maybe("resume_writing")
+
+
+def _raises(kind: type[BaseException], fn: Callable[[], Any], what: str) -> None:
+    try:
+        fn()
+    except kind:
+        return
+    except BaseException as exc:
+        raise AssertionError(f"{what}: {type(exc).__name__} ({exc}), not {kind.__name__}") from exc
+    raise AssertionError(f"{what} did not raise {kind.__name__}")
+
+
+@check("faults")
+async def check_delays(session: polyloop.Session) -> None:
+    """sleep: NaN and negative raise ValueError, a str TypeError, inf sleeps until
+    cancelled; call_later: NaN raises, negative runs soon, inf never runs."""
+    for bad, kind in ((math.nan, ValueError), (-1, ValueError), ("1", TypeError)):
+        coro = session.sleep(bad)  # type: ignore[arg-type]
+        try:
+            await coro
+        except kind:
+            pass
+        else:
+            raise AssertionError(f"sleep({bad!r}) did not raise {kind.__name__}")
+    forever = session.spawn(session.sleep(math.inf))
+    await session.sleep(0.01)
+    assert not forever.done(), "sleep(inf) returned"
+    forever.cancel()
+    try:
+        await forever
+    except polyloop.Cancelled:
+        pass
+    _raises(ValueError, lambda: session.call_later(math.nan, print), "call_later(nan)")
+    _raises(TypeError, lambda: session.call_later("1", print), "call_later('1')")  # type: ignore[arg-type]
+    ran: list[str] = []
+    session.call_later(-5, ran.append, "negative")
+    never = session.call_later(math.inf, ran.append, "inf")
+    await session.sleep(0.02)
+    assert ran == ["negative"], f"call_later ran {ran}"
+    never.cancel()
+
+
+@check("faults")
+async def check_client_connection_made_raises(session: polyloop.Session) -> None:
+    """A client protocol whose connection_made raises: connect_tcp raises that error
+    (no hang), the connection is aborted (the server sees it end), connection_lost runs
+    once."""
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0)
+    made: list[_RaisesIn] = []
+
+    def factory() -> _RaisesIn:
+        made.append(_RaisesIn(session, "connection_made"))
+        return made[-1]
+
+    with expect_logged():
+        try:
+            await polyloop.wait_for(session.connect_tcp(factory, "127.0.0.1", server.port), 10)
+        except _Boom:
+            pass
+        else:
+            raise AssertionError("connect_tcp returned although connection_made raised")
+        srv = await accepted.get(0)
+        await polyloop.wait_for(srv.lost, 10)
+        await polyloop.wait_for(made[0].lost, 10)
+    assert made[0].events.count("lost") == 1, made[0].events
+    await server.aclose()
+
+
+@check("faults")
+async def check_server_connection_made_raises(session: polyloop.Session) -> None:
+    """A server protocol whose connection_made raises: logged, that connection aborted
+    (its connection_lost runs once), and the next connection is served normally."""
+    protocols: list[_RaisesIn] = []
+
+    def factory() -> _RaisesIn:
+        protocols.append(_RaisesIn(session, "connection_made" if not protocols else ""))
+        return protocols[-1]
+
+    server = await session.listen_tcp(factory, "127.0.0.1", 0)
+    with expect_logged() as logged:
+        await _connect_doomed(session, server.port)
+        while not protocols or "lost" not in protocols[0].events:
+            await session.sleep(0.005)
+    assert logged, "the failing connection_made was not logged"
+    assert protocols[0].events.count("lost") == 1, protocols[0].events
+    t, _ = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
+    t.write(b"still serving")
+    while len(protocols) < 2 or not protocols[1].data:
+        await session.sleep(0.005)
+    assert bytes(protocols[1].data) == b"still serving", bytes(protocols[1].data)
+    t.close()
+    await server.aclose()
+
+
+@check("faults")
+async def check_factory_raises(session: polyloop.Session) -> None:
+    """A server protocol factory that raises: logged once, that connection dropped (the
+    client sees it end), the server goes on; a client factory that raises makes
+    connect_tcp raise it."""
+    calls = 0
+
+    def factory() -> Recorder:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise _Boom("factory failed on purpose")
+        return Recorder(session)
+
+    server = await session.listen_tcp(factory, "127.0.0.1", 0)
+    with expect_logged() as logged:
+        await _connect_doomed(session, server.port)
+        while calls < 1 or not logged:
+            await session.sleep(0.005)
+    assert len(logged) == 1, f"logged {len(logged)} times: {logged}"
+    t, _ = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
+    t.close()
+
+    def bad_client() -> Recorder:
+        raise _Boom("client factory failed on purpose")
+
+    try:
+        await session.connect_tcp(bad_client, "127.0.0.1", server.port)
+    except _Boom:
+        pass
+    else:
+        raise AssertionError("connect_tcp with a raising factory did not raise")
+    await server.aclose()
+
+
+async def _connect_doomed(session: polyloop.Session, port: int) -> None:
+    """Connect to a server that drops the connection at once, and see it end. The drop
+    may come before the connect completes (ConnectionResetError from connect_tcp): the
+    kernel decides, and both are the server's drop."""
+    try:
+        _, proto = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", port)
+    except (ConnectionResetError, ConnectionAbortedError):
+        return
+    await polyloop.wait_for(proto.lost, 10)
+
+
+async def _callback_raises(session: polyloop.Session, where: str) -> _RaisesIn:
+    accepted = Accepted(session, lambda: _RaisesIn(session, where))
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0)
+    t, client = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
+    srv = await accepted.get(0)
+    with expect_logged() as logged:
+        t.write(b"x")
+        if where == "eof_received":
+            t.write_eof()
+        await polyloop.wait_for(srv.lost, 10)
+        await polyloop.wait_for(client.lost, 10)
+    assert logged, f"the exception from {where} was not logged"
+    assert srv.events.count("lost") == 1, srv.events
+    assert isinstance(srv.lost_exc, _Boom), (
+        f"connection_lost got {srv.lost_exc!r}, not the exception {where} raised"
+    )
+    await server.aclose()
+    return srv
+
+
+@check("faults")
+async def check_data_received_raises(session: polyloop.Session) -> None:
+    """data_received raising: logged, the connection aborted, connection_lost(exc) with
+    that exception, once."""
+    await _callback_raises(session, "data_received")
+
+
+@check("faults")
+async def check_eof_received_raises(session: polyloop.Session) -> None:
+    """eof_received raising: logged, the connection aborted, connection_lost(exc) with
+    that exception, once."""
+    await _callback_raises(session, "eof_received")
+
+
+@check("faults")
+async def check_flow_callbacks_raise(session: polyloop.Session) -> None:
+    """pause_writing/resume_writing raising: logged; write() does not raise it; the
+    connection goes on and every byte arrives."""
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0)
+    writer = _RaisesIn(session, "pause_writing")
+    t, _ = await session.connect_tcp(lambda: writer, "127.0.0.1", server.port)
+    srv = await accepted.get(0)
+    transport_of(srv).pause_reading()
+    t.set_write_buffer_limits(high=4096)
+    total = 0
+    with expect_logged() as logged:
+        while "pause" not in writer.events:
+            t.write(b"y" * 4096)  # must not raise _Boom
+            total += 4096
+            await session.sleep(0)
+            assert total < 64 * 1024 * 1024, "pause_writing never came"
+        writer.where = "resume_writing"
+        transport_of(srv).resume_reading()
+        await srv.wait_bytes(total)
+    assert logged, "the exception from pause_writing was not logged"
+    assert "lost" not in writer.events, f"the connection ended: {writer.events}"
+    assert len(srv.data) == total, f"{len(srv.data)} of {total} bytes arrived"
+    t.close()
+    await server.aclose()
+
+
+@check("faults")
+async def check_tls_handshake_timeout(session: polyloop.Session) -> None:
+    """A TLS server drops a client that connects and never sends its ClientHello, after
+    ssl_handshake_timeout; the protocol is never made."""
+    made: list[Recorder] = []
+    server = await session.listen_tcp(
+        lambda: made.append(Recorder(session)) or made[-1], "127.0.0.1", 0,  # type: ignore[func-returns-value]
+        ssl=material().server_context(), ssl_handshake_timeout=0.2,
+    )  # fmt: skip
+    # A plain client that never starts TLS: the server must drop it (EOF or reset).
+    silent, watcher = await session.connect_tcp(
+        lambda: Recorder(session), "127.0.0.1", server.port
+    )
+    await polyloop.wait_for(watcher.lost, 30)
+    assert not made, "the protocol was made although no handshake happened"
+    silent.abort()
+    await server.aclose()
+
+
+@check("faults")
+async def check_tls_clean_close_is_clean(session: polyloop.Session) -> None:
+    """A TLS client that closes cleanly (close_notify, then FIN): the server's
+    connection_lost gets None, not BrokenPipeError."""
+    tls = material()
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0, ssl=tls.server_context())
+    for i in range(5):
+        t, _ = await session.connect_tcp(
+            lambda: Recorder(session), "127.0.0.1", server.port,
+            ssl=tls.client_context(), server_hostname="localhost",
+        )  # fmt: skip
+        srv = await accepted.get(i)
+        t.write(b"bye")
+        await srv.wait_bytes(3)
+        t.close()
+        exc = await polyloop.wait_for(srv.lost, 10)
+        assert exc is None, f"a clean TLS close reached the server as {exc!r}"
+    await server.aclose()
+
+
+@check("faults")
+async def check_handler_reset_not_an_error(session: polyloop.Session) -> None:
+    """A stream handler whose peer resets ends quietly: no ERROR record is logged."""
+    listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
+    done = session.create_future()
+
+    async def handler(stream: polyloop.Stream) -> None:
+        try:
+            while await stream.receive():
+                pass
+        finally:
+            if not done.done():
+                done.set_result(None)
+
+    serving = session.spawn(listener.serve(handler))
+    client = await polyloop.open_tcp_stream("127.0.0.1", listener.port)
+    await client.send(b"hello")
+    await session.sleep(0.01)
+    client.abort()
+    await polyloop.wait_for(done, 10)
+    await session.sleep(0.01)
+    await listener.aclose()
+    await serving
+
+
+@check("faults")
+async def check_graceful_shutdown(session: polyloop.Session) -> None:
+    """Session.shutdown(grace): servers stop accepting; open connections are closed
+    cleanly once the grace runs out (the peer reads EOF, not a reset)."""
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0)
+    # The client is a plain socket of its own: shutdown() closes the session's own.
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    client.setblocking(False)
+    try:
+        await accepted.get(0)
+        await session.shutdown(grace=0.05)
+        assert not server.is_serving(), "the server still accepts after shutdown()"
+        got: bytes | None = None
+        for _ in range(1000):
+            try:
+                got = client.recv(100)
+                break
+            except BlockingIOError:
+                await session.sleep(0.005)
+            except ConnectionResetError:
+                raise AssertionError("the client was reset, not closed cleanly") from None
+        assert got == b"", f"the client read {got!r}, not EOF"
+    finally:
+        client.close()
+    probe = socket.socket()
+    try:
+        probe.settimeout(1)
+        refused = probe.connect_ex(("127.0.0.1", server.port))
+    finally:
+        probe.close()
+    assert refused, "a connection was accepted after shutdown()"
+
+
+@check("faults")
+async def check_error_texts(session: polyloop.Session) -> None:
+    """The same type, errno and text on every backend: refused, aborted, address in use,
+    write after write_eof, bad arguments (the table of docs/errors.md)."""
+    import errno
+
+    from ._util import refusing_port
+
+    sock, port = refusing_port()
+    try:
+        await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", port)
+    except ConnectionRefusedError as exc:
+        refused: BaseException = exc
+    else:
+        raise AssertionError("connect to a refusing port succeeded")
+    finally:
+        sock.close()
+    _same(refused, ConnectionRefusedError, errno.ECONNREFUSED, "[Errno 111] Connection refused")
+
+    accepted = Accepted(session)
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0)
+    try:
+        await session.listen_tcp(Recorder, "127.0.0.1", server.port)
+    except OSError as exc:
+        _same(exc, OSError, errno.EADDRINUSE, "[Errno 98] Address already in use")
+    else:
+        raise AssertionError("a second listen on a taken port succeeded")
+    t, client = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
+    t.write_eof()
+    try:
+        t.write(b"late")
+    except RuntimeError as exc:
+        _same(exc, RuntimeError, None, "write() after write_eof()")
+    else:
+        raise AssertionError("write() after write_eof() did not raise")
+    t.abort()
+    lost = await polyloop.wait_for(client.lost, 10)
+    assert lost is not None
+    _same(lost, ConnectionAbortedError, errno.ECONNABORTED, "[Errno 103] connection aborted")
+    bad_args: list[tuple[Any, type[BaseException], str]] = [
+        (lambda: session.connect_tcp(Recorder, "127.0.0.1", 70000), ValueError,
+         "port must be in 1..65535, got 70000"),
+        (lambda: session.connect_tcp(Recorder, 123, 80), TypeError,  # type: ignore[arg-type]
+         "host must be a str, not int"),
+        (lambda: session.listen_tcp(42, "127.0.0.1", 0), TypeError,  # type: ignore[arg-type]
+         "protocol_factory must be callable, not int"),
+    ]  # fmt: skip
+    for call, kind, text in bad_args:
+        coro = call()
+        try:
+            await coro
+        except kind as exc:
+            _same(exc, kind, None, text)
+        else:
+            raise AssertionError(f"{text!r} was not raised")
+    await server.aclose()
+
+
+def _same(exc: BaseException, kind: type[BaseException], code: int | None, text: str) -> None:
+    assert type(exc) is kind, f"{type(exc).__name__} ({exc}), expected {kind.__name__}"
+    if code is not None:
+        assert getattr(exc, "errno", None) == code, (
+            f"errno {getattr(exc, 'errno', None)} of {exc!r}"
+        )
+    assert str(exc) == text, f"the text is {str(exc)!r}, expected {text!r} (rule: one text)"

@@ -1,0 +1,154 @@
+"""STARTTLS: upgrading a live plain connection to TLS (``Stream.start_tls``,
+``polyloop.start_tls``), server and client side, the same on every backend.
+
+Covers a plain exchange then TLS on the same connection (streams and the Protocol API),
+a client that starts its handshake without waiting for the server's reply (the server's
+buffer then holds the ClientHello already), a certificate that does not verify, and the
+handshake timeout.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import polyloop
+
+from .._registry import check
+from ..tls import material
+from ._util import Recorder
+
+
+async def _plain_pair(
+    session: polyloop.Session,
+) -> tuple[polyloop.Listener, polyloop.Stream, polyloop.Stream]:
+    listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
+    client = await polyloop.open_tcp_stream("127.0.0.1", listener.port)
+    server = await polyloop.wait_for(listener.accept(), 10)
+    return listener, server, client
+
+
+@check("starttls")
+async def check_stream_upgrade(session: polyloop.Session) -> None:
+    """A plain command, then both ends upgrade; the bytes after go over TLS and the
+    peer's certificate is there."""
+    tls = material()
+    listener, server, client = await _plain_pair(session)
+    await client.send(b"STARTTLS\r\n")
+    assert await server.receive_until(b"\r\n") == b"STARTTLS\r\n"
+    await server.send(b"220 go ahead\r\n")
+    assert await client.receive_until(b"\r\n") == b"220 go ahead\r\n"
+    server_up = session.spawn(server.start_tls(tls.server_context(), server_side=True))
+    await client.start_tls(tls.client_context(), server_hostname="localhost")
+    await server_up
+    assert client.get_extra_info("ssl_object") is not None, "no ssl_object after start_tls"
+    assert client.get_extra_info("peercert"), "no server certificate after start_tls"
+    await client.send(b"secret")
+    assert await server.receive_exactly(6) == b"secret"
+    await server.send(b"reply")
+    assert await client.receive_exactly(5) == b"reply"
+    await client.aclose()
+    assert await server.receive() == b"", "no EOF after the TLS client closed"
+    await server.aclose()
+    await listener.aclose()
+
+
+@check("starttls")
+async def check_handshake_right_after_the_command(session: polyloop.Session) -> None:
+    """A client that starts TLS right after its command: the server, reading only the
+    command line, finds the ClientHello buffered behind it and must feed it on."""
+    tls = material()
+    listener, server, client = await _plain_pair(session)
+    await client.send(b"STARTTLS\r\n")
+    client_up = session.spawn(client.start_tls(tls.client_context(), server_hostname="localhost"))
+    for _ in range(50):  # let the ClientHello arrive behind the command
+        await session.sleep(0.002)
+    assert await server.receive_until(b"\r\n") == b"STARTTLS\r\n"
+    await server.start_tls(tls.server_context(), server_side=True)
+    await client_up
+    await client.send(b"after")
+    assert await server.receive_exactly(5) == b"after"
+    await client.aclose()
+    await server.aclose()
+    await listener.aclose()
+
+
+@check("starttls")
+async def check_protocol_api_upgrade(session: polyloop.Session) -> None:
+    """polyloop.start_tls on a Transport: the same protocol object goes on receiving,
+    now over TLS, and connection_made is not called a second time."""
+    tls = material()
+    accepted: list[Recorder] = []
+
+    def factory() -> Recorder:
+        accepted.append(Recorder(session))
+        return accepted[-1]
+
+    server = await session.listen_tcp(factory, "127.0.0.1", 0)
+    raw, client = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", server.port)
+    while not accepted or accepted[0].transport is None:
+        await session.sleep(0.001)
+    srv = accepted[0]
+    assert srv.transport is not None
+    server_up = session.spawn(
+        polyloop.start_tls(srv.transport, srv, tls.server_context(), server_side=True)
+    )
+    # As with asyncio's loop.start_tls, the server must have switched before the
+    # ClientHello arrives (STARTTLS protocols make the client wait for a reply).
+    while srv.transport.get_protocol() is srv:
+        await session.sleep(0)
+    secure = await polyloop.start_tls(
+        raw, client, tls.client_context(), server_hostname="localhost"
+    )
+    srv_secure = await server_up
+    secure.write(b"over tls")
+    await srv.wait_bytes(8)
+    assert bytes(srv.data) == b"over tls", bytes(srv.data)
+    assert srv.events.count("made") == 1, f"connection_made called again: {srv.events}"
+    assert srv_secure.get_extra_info("ssl_object") is not None
+    secure.close()
+    await srv.wait_lost()
+    await server.aclose()
+
+
+@check("starttls")
+async def check_bad_certificate(session: polyloop.Session) -> None:
+    """start_tls against a certificate that does not verify raises
+    ssl.SSLCertVerificationError, and the connection is aborted."""
+    tls = material()
+    listener, server, client = await _plain_pair(session)
+    server_up = session.spawn(server.start_tls(tls.server_context(), server_side=True))
+    untrusting = ssl.create_default_context()  # the test CA is not in it
+    try:
+        await client.start_tls(untrusting, server_hostname="localhost")
+    except ssl.SSLCertVerificationError:
+        pass
+    else:
+        raise AssertionError("start_tls with an untrusted certificate succeeded")
+    try:
+        await polyloop.wait_for(server_up, 10)
+    except (ssl.SSLError, OSError):
+        pass
+    assert client.is_closing(), "the failed connection was left open"
+    await listener.aclose()
+
+
+@check("starttls")
+async def check_handshake_timeout(session: polyloop.Session) -> None:
+    """A start_tls whose peer never answers fails with TimeoutError after
+    ssl_handshake_timeout, and the connection is aborted."""
+    tls = material()
+    listener, server, client = await _plain_pair(session)
+    start = session.time()
+    try:
+        await server.start_tls(tls.server_context(), server_side=True, ssl_handshake_timeout=0.2)
+    except TimeoutError:
+        pass
+    else:
+        raise AssertionError("a handshake the peer never began did not time out")
+    assert session.time() - start < 10, "the handshake timeout did not apply"
+    try:
+        await polyloop.wait_for(client.receive(), 10)
+    except ConnectionResetError:
+        pass
+    await client.aclose()
+    await listener.aclose()

@@ -1,0 +1,218 @@
+"""Task groups: structured concurrency, the same on every backend (anyio's
+tests/test_taskgroups.py and asyncio.TaskGroup's rules as checklist).
+
+Covers waiting for every child, the first error cancelling the siblings and the block's
+own code and coming out as an ExceptionGroup (every error in it), the block's own error
+stopping the children, cancelling the task that runs the block, tg.cancel(), nesting, and
+misuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polyloop
+
+from .._registry import check
+
+
+@check("taskgroups")
+async def check_waits_for_every_child(session: polyloop.Session) -> None:
+    """The async with block ends only once every child has ended, with its result."""
+    done: list[int] = []
+
+    async def child(i: int) -> int:
+        await session.sleep(0.001 * i)
+        done.append(i)
+        return i
+
+    async with polyloop.TaskGroup() as tg:
+        tasks = [tg.spawn(child(i)) for i in range(5)]
+        tg.start_soon(child, 5)
+    assert sorted(done) == list(range(6)), f"the block ended with only {done} done"
+    assert [t.result() for t in tasks] == list(range(5))
+
+
+@check("taskgroups")
+async def check_child_error_cancels_the_rest(session: polyloop.Session) -> None:
+    """A failing child cancels its siblings and the block's code; the error comes out
+    in an ExceptionGroup."""
+    seen: list[str] = []
+
+    async def failing() -> None:
+        await session.sleep(0.001)
+        raise LookupError("child failed")
+
+    async def sibling() -> None:
+        try:
+            await session.sleep(60)
+        except polyloop.Cancelled:
+            seen.append("sibling cancelled")
+            raise
+
+    try:
+        async with polyloop.TaskGroup() as tg:
+            tg.spawn(failing())
+            tg.spawn(sibling())
+            try:
+                await session.sleep(60)
+            except polyloop.Cancelled:
+                seen.append("block cancelled")
+                raise
+    except ExceptionGroup as group:
+        errors = group.exceptions
+    else:
+        raise AssertionError("a failing child did not make the block raise")
+    assert len(errors) == 1 and isinstance(errors[0], LookupError), errors
+    assert sorted(seen) == ["block cancelled", "sibling cancelled"], seen
+
+
+@check("taskgroups")
+async def check_every_error_grouped(session: polyloop.Session) -> None:
+    """Children failing at once all appear in the ExceptionGroup."""
+
+    async def fail(exc: Exception) -> None:
+        await session.sleep(0)
+        raise exc
+
+    errors = [KeyError("a"), ValueError("b")]
+    try:
+        async with polyloop.TaskGroup() as tg:
+            for exc in errors:
+                tg.spawn(fail(exc))
+    except ExceptionGroup as group:
+        got = list(group.exceptions)
+    else:
+        raise AssertionError("two failing children did not make the block raise")
+    assert sorted(map(repr, got)) == sorted(map(repr, errors)), got
+
+
+@check("taskgroups")
+async def check_block_error_cancels_children(session: polyloop.Session) -> None:
+    """An error raised by the block's own code cancels the children and is grouped."""
+    seen: list[str] = []
+
+    async def child() -> None:
+        try:
+            await session.sleep(60)
+        except polyloop.Cancelled:
+            seen.append("child cancelled")
+            raise
+
+    try:
+        async with polyloop.TaskGroup() as tg:
+            tg.spawn(child())
+            await session.sleep(0)
+            raise ArithmeticError("from the block")
+    except ExceptionGroup as group:
+        got = list(group.exceptions)
+    else:
+        raise AssertionError("the block's error did not come out")
+    assert seen == ["child cancelled"], seen
+    assert len(got) == 1 and isinstance(got[0], ArithmeticError), got
+
+
+@check("taskgroups")
+async def check_cancelling_the_host_cancels_children(session: polyloop.Session) -> None:
+    """Cancelling the task that runs the block cancels every child, waits for their
+    clean-up, and the task then ends cancelled."""
+    seen: list[str] = []
+    started = session.create_future()
+
+    async def child() -> None:
+        try:
+            await session.sleep(60)
+        finally:
+            await session.sleep(0.001)  # clean-up that takes a turn
+            seen.append("child cleaned up")
+
+    async def host() -> None:
+        async with polyloop.TaskGroup() as tg:
+            tg.spawn(child())
+            tg.spawn(child())
+            started.set_result(None)
+        seen.append("after the block")  # never reached
+
+    task = session.spawn(host())
+    await started
+    await session.sleep(0)
+    task.cancel()
+    try:
+        await task
+    except polyloop.Cancelled:
+        pass
+    else:
+        raise AssertionError("the cancelled host returned normally")
+    assert seen == ["child cleaned up", "child cleaned up"], seen
+
+
+@check("taskgroups")
+async def check_group_cancel(session: polyloop.Session) -> None:
+    """tg.cancel() cancels the children and the block's code; the block ends quietly."""
+    async with polyloop.TaskGroup() as tg:
+        child = tg.spawn(session.sleep(60))
+        tg.cancel()
+        await session.sleep(60)  # cancelled here
+    assert child.cancelled(), "tg.cancel() did not cancel the child"
+
+
+@check("taskgroups")
+async def check_nested_groups(session: polyloop.Session) -> None:
+    """An error in an inner group cancels the outer group's other children too."""
+    seen: list[str] = []
+
+    async def inner() -> None:
+        async with polyloop.TaskGroup() as tg:
+            tg.spawn(_fail_soon(session))
+            tg.spawn(session.sleep(60))
+
+    async def bystander() -> None:
+        try:
+            await session.sleep(60)
+        except polyloop.Cancelled:
+            seen.append("bystander cancelled")
+            raise
+
+    try:
+        async with polyloop.TaskGroup() as tg:
+            tg.spawn(inner())
+            tg.spawn(bystander())
+    except ExceptionGroup as group:
+        leaves = _leaves(group)
+    else:
+        raise AssertionError("the inner group's error did not come out")
+    assert [type(e) for e in leaves] == [OSError], leaves
+    assert seen == ["bystander cancelled"], seen
+
+
+async def _fail_soon(session: polyloop.Session) -> None:
+    await session.sleep(0.001)
+    raise OSError("inner failure")
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
+
+
+@check("taskgroups")
+async def check_misuse(session: polyloop.Session) -> None:
+    """spawn() on a group that has ended raises RuntimeError (the coroutine is closed,
+    so no "never awaited" warning); spawn() of a non-coroutine raises TypeError."""
+    async with polyloop.TaskGroup() as tg:
+        pass
+    try:
+        tg.spawn(session.sleep(0))
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("spawn() on an ended group did not raise RuntimeError")
+    async with polyloop.TaskGroup() as tg:
+        try:
+            tg.spawn(session.sleep)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("spawn() of a function, not a coroutine, was accepted")

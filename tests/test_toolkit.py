@@ -1,0 +1,216 @@
+"""The toolkit's checks can fail: each runs against a deliberately broken copy of one
+primitive (one plausible bug each) and must notice, with a message.
+
+The checks themselves run on every backend in the conformance matrix; here one backend
+is enough, because what is under test is the check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import polyloop
+import polyloop_conformance as pc
+from polyloop import _channels, _streams, _sync
+
+
+def _run(name: str) -> pc.CheckResult:
+    # A short time limit: a broken primitive often makes its check hang until then.
+    chk = dataclasses.replace(pc.CHECKS[name], timeout=3.0)
+    return pc.run_check(chk, lambda: polyloop.load_backend("asyncio"), "test")
+
+
+class _LockNoHandOff(polyloop.Lock):
+    """Bug: a waiter cancelled after the lock was handed to it just re-raises."""
+
+    async def acquire(self) -> None:
+        if not self._locked and not self._waiters:
+            self._locked = True
+            return
+        waiter = polyloop.current_backend().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except polyloop.Cancelled:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+
+class _LockLifo(polyloop.Lock):
+    """Bug: the last waiter is served first."""
+
+    def release(self) -> None:
+        self._waiters = deque(reversed(self._waiters))
+        super().release()
+
+
+class _SemaphoreUnbounded(polyloop.Semaphore):
+    """Bug: max_value is not enforced."""
+
+    def release(self) -> None:
+        if not _sync._hand(self._waiters):
+            self._value += 1
+
+
+class _SemaphoreLosesPermit(polyloop.Semaphore):
+    """Bug: a waiter cancelled after being handed a permit keeps it."""
+
+    async def acquire(self) -> None:
+        if self._value > 0 and not self._waiters:
+            self._value -= 1
+            return
+        waiter = polyloop.current_backend().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except polyloop.Cancelled:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+
+class _EventWakesOne(polyloop.Event):
+    """Bug: set() wakes only the first waiter."""
+
+    def set(self) -> None:
+        self._set = True
+        _sync._hand(self._waiters)
+
+
+class _ConditionNoHandover(polyloop.Condition):
+    """Bug: a notification that reaches a cancelled waiter is dropped."""
+
+    async def wait(self) -> None:
+        waiter = polyloop.current_backend().create_future()
+        self._waiters.append(waiter)
+        self._lock.release()
+        try:
+            await waiter
+        finally:
+            await _sync._reacquire(self._lock)
+
+
+class _LimiterDoubleBorrow(polyloop.CapacityLimiter):
+    """Bug: one borrower may take two tokens."""
+
+    def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
+        if len(self._borrowers) >= self._total:
+            raise polyloop.WouldBlock("full")
+        self._borrowers.add(object())
+
+
+def _receive_loses_item(self: Any) -> Any:
+    """Bug: a cancelled receiver drops the item it was handed."""
+
+    async def receive() -> Any:
+        try:
+            return self.receive_nowait()
+        except polyloop.WouldBlock:
+            pass
+        waiter = polyloop.current_backend().create_future()
+        self._state.waiting_receivers[waiter] = None
+        try:
+            return await waiter
+        except polyloop.Cancelled:
+            self._state.waiting_receivers.pop(waiter, None)
+            raise
+
+    return receive()
+
+
+class _GroupNoCancel(polyloop.TaskGroup):
+    """Bug: a failing child does not cancel its siblings or the block."""
+
+    def _abort(self) -> None:
+        self._aborting = True
+
+
+class _ScopeNoShield(polyloop.CancelScope):
+    """Bug: shield=True is ignored."""
+
+    def __init__(self, *, deadline: float = math.inf, shield: bool = False) -> None:
+        super().__init__(deadline=deadline, shield=False)
+
+
+async def _old_wait_for(aw: Any, timeout: float | None) -> Any:
+    """Bug: the 0.1 wait_for, whose timeout swallowed a late cancellation."""
+    session = polyloop.current_backend()
+    task = session.spawn(aw)
+    timed_out = False
+
+    def expire() -> None:
+        nonlocal timed_out
+        if not task.done():
+            timed_out = True
+            task.cancel()
+
+    handle = session.call_later(timeout or 0, expire)
+    try:
+        return await task
+    except polyloop.Cancelled:
+        if timed_out:
+            raise TimeoutError("timed out") from None
+        raise
+    finally:
+        handle.cancel()
+
+
+async def _start_tls_drops_leftover(self: Any, ssl: Any, **kw: Any) -> None:
+    """Bug: bytes already buffered past the plain part are dropped, not handshaken."""
+    self._p.buffer.clear()
+    transport = await self._p.session.start_tls(self.transport, self._p, ssl, **kw)
+    self.transport = self._p.transport = transport
+
+
+BROKEN: list[tuple[str, Callable[[pytest.MonkeyPatch], None], list[str]]] = [
+    ("lock-no-hand-off", lambda m: m.setattr(polyloop, "Lock", _LockNoHandOff),
+     ["sync.lock_cancel_after_handoff"]),
+    ("lock-lifo", lambda m: m.setattr(polyloop, "Lock", _LockLifo), ["sync.lock_fifo"]),
+    ("semaphore-unbounded", lambda m: m.setattr(polyloop, "Semaphore", _SemaphoreUnbounded),
+     ["sync.semaphore"]),
+    ("semaphore-loses-permit",
+     lambda m: m.setattr(polyloop, "Semaphore", _SemaphoreLosesPermit),
+     ["sync.semaphore_cancel_after_handoff"]),
+    ("event-wakes-one", lambda m: m.setattr(polyloop, "Event", _EventWakesOne),
+     ["sync.event"]),
+    ("condition-no-handover", lambda m: m.setattr(polyloop, "Condition", _ConditionNoHandover),
+     ["sync.condition_notify_handover_on_cancel"]),
+    ("limiter-double-borrow",
+     lambda m: m.setattr(polyloop, "CapacityLimiter", _LimiterDoubleBorrow),
+     ["sync.capacity_limiter"]),
+    ("channel-loses-item",
+     lambda m: m.setattr(_channels.MemoryObjectReceiveStream, "receive", _receive_loses_item),
+     ["channels.channel_cancelled_receiver_loses_nothing"]),
+    ("group-no-cancel", lambda m: m.setattr(polyloop, "TaskGroup", _GroupNoCancel),
+     ["taskgroups.child_error_cancels_the_rest"]),
+    ("scope-no-shield", lambda m: m.setattr(polyloop, "CancelScope", _ScopeNoShield),
+     ["scopes.shield"]),
+    ("old-wait-for", lambda m: m.setattr(polyloop, "wait_for", _old_wait_for),
+     ["scopes.wait_for_delivers_late_cancellation"]),
+    ("start-tls-drops-leftover",
+     lambda m: m.setattr(_streams.Stream, "start_tls", _start_tls_drops_leftover),
+     ["starttls.handshake_right_after_the_command"]),
+    ("no-at-eof", lambda m: m.setattr(_streams.Stream, "at_eof", lambda self: False),
+     ["pools.idle_stream_sees_eof"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("label", "patch", "names"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_toolkit_checks_catch_broken_primitives(
+    label: str,
+    patch: Callable[[pytest.MonkeyPatch], None],
+    names: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    patch(monkeypatch)
+    for name in names:
+        result = _run(name)
+        assert result.status == "fail", f"{name} did not notice the broken {label}"
+        assert result.detail, f"{name} failed without saying why"
