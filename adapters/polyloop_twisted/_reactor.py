@@ -68,10 +68,11 @@ def build_reactor(kind: str) -> Any:
     return reactor
 
 
-def unbuild_reactor(reactor: Any) -> None:
+def unbuild_reactor(reactor: Any, close_loop: bool = True) -> None:
     """Free what a stopped reactor holds (``ReactorBuilder._unbuildReactor``, minus the
     global-reactor restore): the waker pipe, leftover selectables and timed calls, the
-    poller's own fd, and the asyncio loop of an ``AsyncioSelectorReactor``."""
+    poller's own fd, and (unless ``close_loop`` is false: mixed mode closes it with the
+    IOLoop that shares it) the asyncio loop of an ``AsyncioSelectorReactor``."""
     reactor._uninstallHandler()
     if reactor.threadpool is not None:
         reactor._stopThreadPool()  # a shutdown trigger, which an interrupted run skips
@@ -86,7 +87,7 @@ def unbuild_reactor(reactor: Any) -> None:
     if poller is not None and hasattr(poller, "close"):
         poller.close()  # epoll; poll() objects own no fd
     loop = getattr(reactor, "_asyncioEventloop", None)
-    if loop is not None:
+    if loop is not None and close_loop:
         loop.close()
 
 

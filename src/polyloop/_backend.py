@@ -38,6 +38,15 @@ class Backend(abc.ABC):
     #: Option names accepted by ``__init__`` (for the CLI and error messages). Values from
     #: a spec string (``asyncio:loop=uvloop``) arrive as strings.
     options: ClassVar[tuple[str, ...]] = ()
+    #: True for a backend made of other backends' sessions (``mixed``): left out of
+    #: "every backend" (``available_backends()``, the conformance matrix by default).
+    composite: ClassVar[bool] = False
+
+    @property
+    def session_name(self) -> str:
+        """The ``name`` of the session ``run`` gives ``main``: this backend's own, or for
+        a composite backend the framework's whose session ``main`` runs on."""
+        return self.name
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.options))

@@ -24,7 +24,12 @@ The order of detection, and why (``current_backend()``):
    b. *Tornado*, if an ``IOLoop`` already wraps this loop. ``IOLoop.current()`` would
       *create* a wrapper for any loop, so the existing mapping is looked up instead
       (``IOLoop._ioloop_for_asyncio``): a plain asyncio application never gets one.
+      Not in mixed mode, where every framework shares the loop and a plain asyncio
+      task is asyncio's (Tornado's own code names its session through the context).
    c. Otherwise *asyncio* (its tasks run the caller).
+
+   In mixed mode the loop runs in one greenlet of the thread, and asyncio's running
+   loop is per thread: a caller on any other greenlet gets the gevent session first.
 3. **Twisted's global reactor**, only if the application itself installed it (it is in
    ``sys.modules``; importing ``twisted.internet.reactor`` would install one), and it is
    running in this thread -- or it has never run and this is the main thread:
@@ -131,12 +136,23 @@ def detect() -> Session | None:
 
 
 def _on_asyncio_loop(loop: asyncio.AbstractEventLoop) -> Session:
+    # Mixed mode (polyloop_mixed): the loop runs in one greenlet of the thread, and
+    # asyncio's "running loop" is per thread, so every greenlet sees it running. A
+    # greenlet other than the loop's is gevent's.
+    runner = getattr(loop, "_polyloop_greenlet", None)
+    if runner is not None:
+        from greenlet import getcurrent
+
+        if getcurrent() is not runner:
+            hub = _gevent_hub()
+            if hub is not None:
+                return host("gevent", hub)
     if asyncio.current_task(loop) is None:
         twisted = _twisted_on(loop)
         if twisted is not None:
             return twisted
     tornado = sys.modules.get("tornado.ioloop")
-    if tornado is not None:
+    if tornado is not None and not getattr(loop, "_polyloop_mixed", False):
         ioloop = tornado.IOLoop._ioloop_for_asyncio.get(loop)
         if ioloop is not None:
             return host("tornado", ioloop)

@@ -19,7 +19,7 @@ __all__ = ["BackendInfo", "BackendSpec", "available_backends", "load_backend"]
 GROUP = "polyloop.backends"
 
 # Which extra installs the framework behind a first-party backend.
-_EXTRAS = {"twisted": "twisted", "gevent": "gevent", "tornado": "tornado"}
+_EXTRAS = {"twisted": "twisted", "gevent": "gevent", "tornado": "tornado", "mixed": "all"}
 
 
 class BackendUnavailable(ImportError):
@@ -116,12 +116,19 @@ def load_backend(spec: str | Backend | type[Backend], **options: Any) -> Backend
     return cls(**options)
 
 
-def available_backends() -> list[BackendInfo]:
-    """Every backend registered under ``polyloop.backends``, loadable or not."""
+def available_backends(*, composite: bool = False) -> list[BackendInfo]:
+    """Every backend registered under ``polyloop.backends``, loadable or not.
+
+    A composite backend (``mixed``: the four frameworks in one thread) runs on the
+    others' sessions; it is listed only with ``composite=True``, so that "every backend"
+    means every framework.
+    """
     result = []
     for name, target in sorted(_entry_points().items()):
         try:
             cls = load_backend_class(name)
+            if cls.composite and not composite:
+                continue
             result.append(BackendInfo(name, target, cls.framework_version(), None))
         except (ImportError, TypeError) as exc:
             result.append(BackendInfo(name, target, None, str(exc)))
