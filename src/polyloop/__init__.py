@@ -4,6 +4,7 @@ This module only re-exports; the implementation lives in the ``_``-prefixed modu
 Importing it imports no framework.
 """
 
+from . import bridge as bridge
 from . import from_thread as from_thread
 from . import lowlevel as lowlevel
 from ._backend import Backend as Backend
@@ -124,6 +125,7 @@ __all__ = [
     "Transport",
     "WouldBlock",
     "available_backends",
+    "bridge",
     "call_later",
     "call_soon",
     "call_soon_threadsafe",
