@@ -48,6 +48,8 @@ class Check:
     doc: str
     sync: bool
     timeout: float
+    #: Only in mixed mode (``--mixed``): it needs the four frameworks in one thread.
+    mixed_only: bool = False
 
 
 @dataclass
@@ -125,9 +127,15 @@ def known_failure(check: str, backend_label: str) -> KnownFailure | None:
 
 
 def check(
-    category: str, *, name: str | None = None, timeout: float = 20.0, sync: bool = False
+    category: str,
+    *,
+    name: str | None = None,
+    timeout: float = 20.0,
+    sync: bool = False,
+    mixed_only: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a check under ``category.name`` (name defaults to the function's)."""
+    """Register a check under ``category.name`` (name defaults to the function's);
+    ``mixed_only``: run only in mixed mode (``--mixed``)."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         short = name or fn.__name__.removeprefix("check_")
@@ -135,7 +143,7 @@ def check(
         if full in CHECKS:
             raise ValueError(f"check {full!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else short
-        CHECKS[full] = Check(full, category, fn, doc, sync, timeout)
+        CHECKS[full] = Check(full, category, fn, doc, sync, timeout, mixed_only)
         return fn
 
     return register

@@ -57,7 +57,7 @@ class HostBackend:
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self.backend = polyloop.load_backend(spec)
-        self.name = self.backend.name
+        self.name = self.session_name = self.backend.name
         self._run = _RUNNERS[self.name]
 
     def __repr__(self) -> str:

@@ -50,10 +50,17 @@ class Plan:
     host: bool = False
     #: Every case's time limit in seconds, instead of its own (None: its own).
     timeout: float | None = None
+    #: Mixed mode: ``backends`` are framework names, and each column is that framework's
+    #: session inside the mixed thread (``X@mixed``, run as ``mixed:session=X``); the
+    #: cross matrix pairs them inside one thread.
+    mixed: bool = False
 
     def labels(self) -> list[str]:
         """The report's columns: the specs, or in host mode each spec's host runs (gevent
-        twice: unpatched, and in a process after ``patch_all()``)."""
+        twice: unpatched, and in a process after ``patch_all()``), or in mixed mode each
+        framework's session in the mixed thread."""
+        if self.mixed:
+            return [mixed_label(b) for b in self.backends]
         if not self.host:
             return list(self.backends)
         out = []
@@ -65,20 +72,37 @@ class Plan:
 
     def cross_labels(self) -> list[str]:
         """The cross matrix's sides (host mode: unpatched only)."""
+        if self.mixed:
+            return self.labels()
         return [host_label(s) for s in self.backends] if self.host else list(self.backends)
 
 
-def select_cases(check_patterns: list[str] | None, app_names: list[str] | None) -> list[str]:
-    """Case names from ``--check`` globs and ``--app`` names (none given: everything)."""
+#: A mixed-mode column: the framework's session in the mixed thread.
+MIXED = "@mixed"
+#: The sessions of the mixed thread (``polyloop_mixed.FRAMEWORKS``, without importing it).
+MIXED_SESSIONS = ("asyncio", "tornado", "twisted", "gevent")
+
+
+def mixed_label(framework: str) -> str:
+    """The report column of ``framework``'s session in mixed mode."""
+    return framework + MIXED
+
+
+def select_cases(
+    check_patterns: list[str] | None, app_names: list[str] | None, mixed: bool = False
+) -> list[str]:
+    """Case names from ``--check`` globs and ``--app`` names (none given: everything).
+    Checks that need mixed mode are left out unless ``mixed``."""
     for name in app_names or []:
         if name not in APPS:
             raise LookupError(f"unknown app {name!r}; known: {', '.join(APPS)}")
+    known = [n for n, c in CHECKS.items() if mixed or not c.mixed_only]
     if check_patterns is None and app_names is None:
-        return list(CHECKS) + [f"app.{a}" for a in APPS]
+        return known + [f"app.{a}" for a in APPS]
     cases = []
     for pattern in check_patterns or []:
         matched = [
-            n for n in CHECKS if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".")
+            n for n in known if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".")
         ]
         if not matched:
             raise LookupError(f"no check matches {pattern!r}")
@@ -95,14 +119,19 @@ def _timeout(case: str, override: float | None = None) -> float:
     return CHECKS[case].timeout
 
 
-def _worker_cmd(command: str, label: str, *args: str, timeout: float | None = None) -> list[str]:
+def _worker_cmd(command: str, label: str, *extra: str, timeout: float | None = None) -> list[str]:
     """A worker process for the column ``label``: a host-mode label adds ``--host``, and a
     patched one runs gevent's ``patch_all()`` before anything else is imported, as gevent
     asks."""
-    spec, patched = parse_host_label(label)
-    args = (command, "--backend", spec, "--label", label, *args)
-    if spec != label:
-        args += ("--host",)
+    if label.endswith(MIXED):
+        args = (command, "--backend", f"mixed:session={label[: -len(MIXED)]}", "--label", label)
+        args += tuple(extra)
+        patched = False
+    else:
+        spec, patched = parse_host_label(label)
+        args = (command, "--backend", spec, "--label", label, *extra)
+        if spec != label:
+            args += ("--host",)
     if timeout is not None:
         args += ("--timeout", repr(float(timeout)))
     if not patched:
@@ -268,7 +297,32 @@ def _servers(
             worker.stop()
 
 
+def _run_cross_mixed(plan: Plan, progress: Progress) -> list[CheckResult]:
+    """Mixed mode's cross matrix: each pair in one worker, server and client sessions in
+    its one mixed thread (``worker mixed-cross``)."""
+    sides = plan.cross_labels()
+    pairs = [(server, client) for server in sides for client in sides]
+    cases = [f"app.{a}" for a in plan.cross_apps]
+
+    def one(server: str, client: str) -> list[CheckResult]:
+        def cmd(left: list[str]) -> list[str]:
+            args = ["--server-label", server]
+            for case in left:
+                args += ["--app", case[4:]]
+            return _worker_cmd("mixed-cross", client, *args, timeout=plan.timeout)
+
+        return _collect(cmd, cases, server, client, progress, plan.timeout)
+
+    results: list[CheckResult] = []
+    with ThreadPoolExecutor(plan.jobs) as pool:
+        for chunk in pool.map(lambda p: one(*p), pairs):
+            results.extend(chunk)
+    return results
+
+
 def _run_cross(plan: Plan, progress: Progress) -> list[CheckResult]:
+    if plan.mixed:
+        return _run_cross_mixed(plan, progress)
     tls_dir = tempfile.mkdtemp(prefix="polyloop-cross-")
     results: list[CheckResult] = []
     try:

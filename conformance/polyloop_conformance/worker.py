@@ -9,6 +9,8 @@ one JSON record per line; everything else goes to stderr.
     worker serve --backend SPEC --app NAME... [--tls-dir D]
                                                     prints `listening APP HOST PORT` lines
     worker exercise --backend SPEC --target APP=HOST:PORT... --server-label L [--tls-dir D]
+    worker mixed-cross --backend mixed:session=Y --server-label X@mixed --app NAME...
+                                                    server on X, client on Y, one thread
 
 ``run`` and ``exercise`` take ``--timeout S`` (every case's time limit, instead of its
 own). Each case is judged by the referee (``referee.py``): a watchdog thread on the wall
@@ -152,6 +154,45 @@ def cmd_exercise(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mixed_cross(args: argparse.Namespace) -> int:
+    """Each app served on one session of the mixed thread and exercised from another
+    (``--server-label X@mixed``, ``--label Y@mixed``), both in one ``run``."""
+    server_fw = args.server_label.removesuffix("@mixed")
+    make = factory(args.backend)
+    for name in args.app:
+        app = APPS[name]
+        case = f"app.{name}"
+
+        async def both(session: polyloop.Session, app: Any = app) -> None:
+            import polyloop_mixed
+
+            server_session = polyloop_mixed.session(server_fw)
+            config = app_config(app)
+
+            async def serve() -> Running:
+                found = polyloop.current_backend()
+                if found is not server_session:
+                    raise AssertionError(f"the server side runs on {found!r}, not {server_fw}")
+                running: Running = await app.serve(config)
+                return running
+
+            if polyloop.current_backend() is not session or session.name != args.label[:-6]:
+                raise AssertionError(f"the client side runs on {session!r}, not {args.label}")
+            running = await server_session.spawn(serve())
+            try:
+                await app.exercise(config, running.address)
+            finally:
+                await server_session.spawn(running.aclose())
+
+        def body(both: Any = both, case: str = case, app: Any = app) -> None:
+            limit = app.timeout if args.timeout is None else args.timeout
+            on_hang = _exit_on_hang(case, args.server_label, args.label)
+            run_judged(case, make, both, limit, on_hang=on_hang)
+
+        emit(run_case(case, args.server_label, body, client_backend=args.label))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="polyloop_conformance.worker")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -175,11 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-dir")
     p.add_argument("--host", action="store_true")
     p.add_argument("--timeout", type=float)
+    p = sub.add_parser("mixed-cross")
+    p.add_argument("--backend", required=True)
+    p.add_argument("--label")
+    p.add_argument("--server-label", required=True)
+    p.add_argument("--app", action="append", default=[])
+    p.add_argument("--timeout", type=float)
     args = parser.parse_args(argv)
     args.label = getattr(args, "label", None) or args.backend
     started = time.monotonic()
-    command = {"run": cmd_run, "serve": cmd_serve, "exercise": cmd_exercise}[args.cmd]
-    if args.host and polyloop.load_backend(args.backend).name == "twisted":
+    command = {
+        "run": cmd_run, "serve": cmd_serve, "exercise": cmd_exercise,
+        "mixed-cross": cmd_mixed_cross,
+    }[args.cmd]  # fmt: skip
+    if getattr(args, "host", False) and polyloop.load_backend(args.backend).name == "twisted":
         # A Twisted application runs the global reactor in its main thread: the cases
         # are handed to it from a worker thread (host.py).
         code = under_twisted_reactor(lambda: command(args))

@@ -36,7 +36,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
     table.add_column("name")
     table.add_column("framework")
     table.add_column("options")
-    for info in available_backends():
+    for info in available_backends(composite=True):
         if info.error is None:
             cls = load_backend(info.name).__class__
             table.add_row(info.name, info.version or "?", ", ".join(cls.options) or "-")
@@ -54,12 +54,23 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from polyloop_conformance.runner import Plan, run_plan, select_cases
 
     try:
-        cases = select_cases(args.check, args.app)
+        cases = select_cases(args.check, args.app, mixed=args.mixed)
     except LookupError as exc:
         raise UsageError(str(exc)) from None
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
-    if args.backend:
+    if args.mixed and args.host:
+        raise UsageError("--mixed and --host are two modes; pick one")
+    if args.mixed:
+        from polyloop_conformance.runner import MIXED_SESSIONS
+
+        backends = args.backend or list(MIXED_SESSIONS)
+        for name in backends:
+            if name not in MIXED_SESSIONS:
+                raise UsageError(
+                    f"with --mixed, --backend names a session: {', '.join(MIXED_SESSIONS)}"
+                )
+    elif args.backend:
         backends = [_check_backend(b) for b in args.backend]
     else:
         backends = [b.name for b in available_backends() if b.error is None]
@@ -71,7 +82,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         cross_apps = [c[4:] for c in cases if c.startswith("app.")]
         if not cross_apps:
             raise UsageError("--cross needs at least one app (see --app)")
-    plan = Plan(backends, cases, cross_apps, jobs=args.jobs, host=args.host)
+    plan = Plan(backends, cases, cross_apps, jobs=args.jobs, host=args.host, mixed=args.mixed)
     n_pairs = len(plan.cross_labels()) ** 2 * len(cross_apps)
     total = len(plan.labels()) * len(cases) + n_pairs
     out = Console()
@@ -171,6 +182,12 @@ def _parser() -> argparse.ArgumentParser:
         help="host mode: start every case from inside a loop the framework itself runs"
         " (asyncio.run, Twisted's global reactor, IOLoop.run_sync, a gevent greenlet, also"
         " after patch_all), never from polyloop.run",
+    )  # fmt: skip
+    p.add_argument(
+        "--mixed", action="store_true",
+        help="mixed mode: every case on each of the four sessions of one thread that runs"
+        " asyncio, Tornado, Twisted and gevent together (--backend then names sessions);"
+        " with --cross, every server/client pairing inside that one thread",
     )  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="write one JSON record per case")
     p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")

@@ -4,6 +4,7 @@ Importing this package registers every check in ``polyloop_conformance.CHECKS``.
 """
 
 from . import abort as abort
+from . import bridges as bridges
 from . import cleanliness as cleanliness
 from . import close as close
 from . import errors as errors
@@ -25,10 +26,12 @@ from . import timers as timers
 from . import tls as tls
 from . import udp as udp
 from . import unix as unix
+from . import wakeups as wakeups
 from . import writes as writes
 
 __all__ = [
     "abort",
+    "bridges",
     "cleanliness",
     "close",
     "errors",
@@ -50,5 +53,6 @@ __all__ = [
     "tls",
     "udp",
     "unix",
+    "wakeups",
     "writes",
 ]

@@ -326,7 +326,7 @@ def check_run_returns_result(make_backend: Callable[[], polyloop.Backend]) -> No
     backend = make_backend()
     marker = object()
     result = backend.run(_main_returning(marker), 1, "two")
-    want = (marker, (1, "two"), backend.name)
+    want = (marker, (1, "two"), backend.session_name)
     assert result == want, f"run(main, 1, 'two') returned {result!r}, expected {want!r}"
 
 
@@ -423,7 +423,7 @@ def check_new_session_per_run(make_backend: Callable[[], polyloop.Backend]) -> N
 
     async def main() -> polyloop.Session:
         session = polyloop.current_backend()
-        assert session.backend is backend or session.name == backend.name, (
+        assert session.backend is backend or session.name == backend.session_name, (
             f"{backend!r}.run() runs main in {session!r}, of another backend"
         )
         return session

@@ -1,0 +1,336 @@
+"""Mixed mode: the four frameworks in one thread, and the checks that guard it.
+
+The conformance matrix (``tests/test_matrix.py``) runs every check on each session and
+every app across the 16 pairings. Here: that those checks fail when the things they
+guard are broken (a loop not woken from a greenlet; bridges that give the wrong
+cancellation type, lose a traceback or do not pass a cancellation on), the API around
+the mixed run, and mixed mode reached from an application that runs one framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import polyloop
+import polyloop_mixed
+import polyloop_mixed._session as mixed_session
+from polyloop import bridge
+from polyloop_conformance._registry import CHECKS
+from polyloop_conformance.checks import bridges as bridge_checks
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def run_check(name: str, on: str = "asyncio") -> None:
+    async def main() -> None:
+        await CHECKS[name].fn(polyloop.current_backend())
+
+    polyloop.run(main, backend="mixed", session=on)
+
+
+def test_four_sessions_and_which_is_current() -> None:
+    async def main() -> dict[str, Any]:
+        sessions = polyloop_mixed.sessions()
+        seen = {"main": polyloop.current_backend()}
+        for name, session in sessions.items():
+
+            async def where() -> polyloop.Session:
+                return polyloop.current_backend()
+
+            seen[name] = await session.spawn(where())
+        seen["sessions"] = sessions
+        return seen
+
+    seen = polyloop.run(main, backend="mixed", session="twisted")
+    sessions = seen.pop("sessions")
+    assert list(sessions) == ["asyncio", "tornado", "twisted", "gevent"]
+    assert seen.pop("main") is sessions["twisted"]
+    for name, found in seen.items():
+        assert found is sessions[name] and found.name == name
+    assert all(s.closed for s in sessions.values()), "a session outlived the mixed run"
+
+
+def test_session_option_is_checked_and_sessions_need_a_mixed_run() -> None:
+    with pytest.raises(ValueError, match="session must be one of"):
+        polyloop.load_backend("mixed", session="trio")
+    with pytest.raises(RuntimeError, match="not in mixed mode"):
+        polyloop_mixed.sessions()
+
+    async def main() -> None:
+        polyloop_mixed.session("curio")
+
+    with pytest.raises(LookupError, match="no 'curio' session"):
+        polyloop.run(main, backend="mixed")
+
+
+def test_mixed_is_not_in_every_backend() -> None:
+    names = [b.name for b in polyloop.available_backends()]
+    assert "mixed" not in names
+    assert "mixed" in [b.name for b in polyloop.available_backends(composite=True)]
+
+
+def test_sniffio_names_asyncio_where_asyncio_tasks_run() -> None:
+    sniffio = pytest.importorskip("sniffio")
+
+    async def main() -> dict[str, str]:
+        out = {}
+        for name, session in polyloop_mixed.sessions().items():
+
+            async def library() -> str:
+                try:
+                    return str(sniffio.current_async_library())
+                except sniffio.AsyncLibraryNotFoundError:
+                    return "-"
+
+            out[name] = await session.spawn(library())
+        return out
+
+    # asyncio's and Tornado's sessions run asyncio tasks; Twisted's and gevent's do not,
+    # and an asyncio-only library (anyio, httpx) must not believe it runs there.
+    got = polyloop.run(main, backend="mixed")
+    assert got == {"asyncio": "asyncio", "tornado": "asyncio", "twisted": "-", "gevent": "-"}
+
+
+# --- the checks catch what they guard ---
+
+
+def test_wakeup_check_fails_when_the_loop_is_not_woken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mixed_session.MixedLoop, "_wake_if_elsewhere", lambda self: None)
+    monkeypatch.setattr("polyloop_conformance.checks.wakeups.DEADLINE", 0.6)
+    monkeypatch.setattr("polyloop_conformance.checks.wakeups.LATE", 0.3)
+    with pytest.raises(AssertionError, match="waited for a timer") as info:
+        run_check("wakeups.wakeups_are_immediate")
+    assert "asyncio call_soon from a greenlet" in str(info.value)
+    assert "a gevent hub callback" in str(info.value)
+
+
+@pytest.fixture
+def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, Any], None]]:
+    def patch(name: str, value: Any) -> None:
+        monkeypatch.setattr(bridge, name, value)
+
+    yield patch
+
+
+def test_bridge_check_catches_asyncio_cancellation_in_a_deferred(
+    broken: Callable[[str, Any], None],
+) -> None:
+    from twisted.internet.defer import Deferred
+
+    def from_future(x: Any) -> Any:  # what Twisted's own Deferred.fromFuture does
+        return Deferred.fromFuture(bridge.to_asyncio(x))
+
+    broken("to_deferred", from_future)
+    with pytest.raises(AssertionError) as info:
+        run_check("bridges.from_asyncio_future")
+    assert "to_deferred, cancel source: the target's side saw asyncio.exceptions.Cancel" in str(
+        info.value
+    )
+
+
+def test_bridge_check_catches_a_lost_traceback(broken: Callable[[str, Any], None]) -> None:
+    real = bridge._future_outcome
+
+    def fresh_error(f: Any) -> Any:
+        kind, value = real(f)
+        if kind == bridge._ERROR:
+            value = type(value)(*value.args)  # same type and message, no traceback
+        return kind, value
+
+    broken("_future_outcome", fresh_error)
+    with pytest.raises(AssertionError, match="lost its traceback"):
+        run_check("bridges.from_asyncio_task")
+
+
+def test_bridge_check_catches_a_cancellation_not_passed_on(
+    broken: Callable[[str, Any], None],
+) -> None:
+    real = bridge._into_future
+
+    def one_way(src: Any, fut: Any, home: Any) -> None:
+        src.cancel = lambda: None  # the source never hears of it
+        real(src, fut, home)
+
+    broken("_into_future", one_way)
+    with pytest.raises(AssertionError, match="did not cancel the source") as info:
+        run_check("bridges.from_deferred")
+    assert "Deferred -> to_asyncio, cancel target" in str(info.value)
+
+
+def test_bridge_check_catches_a_result_not_delivered(broken: Callable[[str, Any], None]) -> None:
+    def never(src: Any) -> Any:
+        from gevent.event import AsyncResult
+
+        return AsyncResult()  # nobody ever sets it
+
+    broken("_async_result", never)
+    with pytest.raises(AssertionError, match="wait\\(\\) in a greenlet, result"):
+        run_check("bridges.from_greenlet")
+
+
+def test_every_source_type_has_a_check() -> None:
+    names = {n for n in CHECKS if n.startswith("bridges.")}
+    assert len(names) == 10 + 2 * 4
+    assert all(CHECKS[n].mixed_only for n in names | {"wakeups.wakeups_are_immediate"})
+    assert bridge_checks.KINDS == ("result", "error", "cancel source", "cancel target")
+
+
+# --- bridges, the cases the checks leave out ---
+
+
+def test_wait_refuses_to_block_the_loop_it_needs() -> None:
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(RuntimeError, match="would block the asyncio loop"):
+            bridge.wait(loop.create_future())
+        return "refused"
+
+    assert polyloop.run(main, backend="mixed") == "refused"
+
+
+def test_wait_timeout_cancels_the_source() -> None:
+    import gevent
+
+    async def main() -> bool:
+        f = asyncio.get_running_loop().create_future()
+        g = gevent.spawn(bridge.wait, f, 0.05)
+        with pytest.raises(gevent.Timeout):
+            await bridge.future(g)
+        return f.cancelled()
+
+    assert polyloop.run(main, backend="mixed") is True
+
+
+def test_bridge_rejects_what_it_cannot_bridge() -> None:
+    async def main() -> None:
+        with pytest.raises(TypeError, match="not int"):
+            bridge.future(3)
+
+    polyloop.run(main, backend="mixed")
+
+
+def test_asyncio_future_of_another_thread_awaited_in_twisted_runner() -> None:
+    """Between threads, each with its own loop, in a plain Twisted run (no mixed mode)."""
+    import threading
+
+    from twisted.internet.defer import Deferred
+
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        fut = asyncio.run_coroutine_threadsafe(asyncio.sleep(0.02, "from the other loop"), other)
+
+        async def main() -> Any:
+            async def twisted_code() -> Any:
+                return await bridge.to_deferred(fut)
+
+            return await polyloop.bridge.future(Deferred.fromCoroutine(twisted_code()))
+
+        assert polyloop.run(main, backend="twisted") == "from the other loop"
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(10)
+        other.close()
+
+
+# --- reached from an application that runs one framework ---
+
+
+def test_twisted_app_on_asyncio_reactor_adds_the_other_sessions(tmp_path: Any) -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from twisted.internet import asyncioreactor
+        asyncioreactor.install(asyncio.new_event_loop())
+        from twisted.internet import reactor, task
+        from twisted.internet.defer import Deferred, ensureDeferred
+        import polyloop, polyloop_mixed
+
+        async def app(reactor):
+            sessions = polyloop_mixed.attach(reactor)
+            assert sorted(sessions) == ["asyncio", "tornado", "twisted"], sessions
+            assert sessions["twisted"].native is reactor
+            from tornado.ioloop import IOLoop
+            async def on(name):
+                return polyloop.current_backend().name
+            got = [await polyloop.bridge.to_deferred(s.spawn(on(n)))
+                   for n, s in sessions.items()]
+            assert got == ["asyncio", "tornado", "twisted"], got
+            assert polyloop_mixed.attach(reactor) == sessions  # one set per loop
+            print("ok")
+
+        task.react(lambda r: ensureDeferred(app(r)))
+        """
+    )
+    path = tmp_path / "app.py"
+    path.write_text(script)
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stderr
+
+
+# --- signals ---
+
+SIGNAL_SCRIPT = textwrap.dedent(
+    """
+    import signal, sys, polyloop
+
+    # A child of a background job inherits SIGINT ignored; Python then installs no
+    # KeyboardInterrupt handler. Install it, as an interactive python has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    async def main():
+        print("ready", flush=True)
+        try:
+            await polyloop.sleep(3600)
+        except polyloop.Cancelled:
+            print("main cancelled", flush=True)
+            raise
+        finally:
+            await polyloop.sleep(0.01)
+            print("cleaned up", flush=True)
+
+    try:
+        polyloop.run(main, backend="mixed", session=sys.argv[1], handle_sigterm=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("on", ["asyncio", "tornado", "twisted", "gevent"])
+def test_ctrl_c_and_sigterm_cancel_main_wherever_it_runs(on: str, signame: str) -> None:
+    """Ctrl-C cancels main and the run raises KeyboardInterrupt, on each session: a
+    KeyboardInterrupt left to land in whichever greenlet runs (the hub, the loop's, the
+    caller's) was measured to skip main's clean-up when it ran on gevent's session."""
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_SCRIPT, on],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(getattr(signal, signame))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if signame == "SIGINT":
+        assert out.splitlines() == ["main cancelled", "cleaned up", "interrupted"], (out, err)
+        assert proc.returncode == 0, err
+    else:
+        assert out.splitlines() == ["main cancelled", "cleaned up"], (out, err)
+        assert proc.returncode == 143, (proc.returncode, err)
+    assert "Traceback" not in err, err
