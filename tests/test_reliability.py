@@ -163,3 +163,48 @@ def test_sigterm_runs_the_clean_up(backend: str) -> None:
     out, err = proc.communicate(timeout=30)
     assert out.strip() == "cleaned up", out + err
     assert proc.returncode == 143, (proc.returncode, err)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_serve_winds_down_gracefully(backend: str, signame: str) -> None:
+    """``polyloop serve`` on SIGTERM/SIGINT: stops accepting, lets an open connection
+    finish its exchange within ``--grace``, closes the idle one cleanly (the client reads
+    EOF, not a reset), and exits 0."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "polyloop", "serve", "echo-stream", "--backend", backend,
+         "--grace", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on "), line
+        port = int(line.rsplit(":", 1)[1])
+        busy = socket.create_connection(("127.0.0.1", port), timeout=10)
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with busy, idle:
+            busy.sendall(b"before")
+            assert busy.recv(100) == b"before"
+            started = time.monotonic()
+            proc.send_signal(getattr(signal, signame))
+            time.sleep(0.3)  # the server has stopped accepting, and is in its grace
+            busy.sendall(b"during the grace")
+            assert busy.recv(100) == b"during the grace", "an open connection was cut short"
+            busy.close()
+            try:
+                assert idle.recv(100) == b"", "the idle client read data, not EOF"
+            except ConnectionResetError:
+                raise AssertionError("the idle client was reset, not closed cleanly") from None
+            assert time.monotonic() - started < 10
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, (proc.returncode, err)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -106,8 +106,11 @@ async def serve_apps(
     port: int,
     tls_dir: str | None,
     announce: Callable[[str, Running], None],
+    grace: float = 5.0,
 ) -> None:
-    """Start each app's server, announce its address, serve until SIGINT/SIGTERM."""
+    """Start each app's server, announce its address, serve until SIGINT/SIGTERM; then
+    wind down gracefully (``Session.shutdown(grace)``): stop accepting, give the open
+    connections ``grace`` seconds to end, close the rest cleanly (the peer reads EOF)."""
     stop = _Stop()
     running: list[Running] = []
     try:
@@ -118,6 +121,7 @@ async def serve_apps(
             running.append(await app.serve(config))
             announce(name, running[-1])
         await stop.wait()
+        await polyloop.current_backend().shutdown(grace)
     finally:
         for server in running:
             await server.aclose()

@@ -126,6 +126,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown app {args.app!r}; known: {', '.join(APPS)}")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
+    if not 0 <= args.grace < float("inf"):
+        raise UsageError(f"--grace must be a finite number of seconds >= 0, got {args.grace}")
     _check_backend(args.backend)
     tls_dir = args.tls_dir
     if APPS[args.app].tls and tls_dir is None:
@@ -142,8 +144,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         polyloop.run(
-            serve_apps, [args.app], args.host, args.port, tls_dir, announce, backend=args.backend
-        )
+            serve_apps, [args.app], args.host, args.port, tls_dir, announce, args.grace,
+            backend=args.backend,
+        )  # fmt: skip
     except OSError as exc:
         raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
     return 0
@@ -195,12 +198,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-skip", action="store_true", help="exit 0 even if some case skipped")
     p.set_defaults(fn=cmd_conformance)
 
-    p = sub.add_parser("serve", help="serve a conformance app until SIGINT/SIGTERM")
+    p = sub.add_parser(
+        "serve", help="serve a conformance app until SIGINT/SIGTERM, then wind down gracefully"
+    )
     p.add_argument("app", help="echo, echo-stream, chat, http, ws, resp, udp, tls, proxy")
     p.add_argument("--backend", default="asyncio", metavar="SPEC")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--tls-dir", help="folder with ca.pem/server.pem (made if missing)")
+    p.add_argument(
+        "--grace", type=float, default=5.0, metavar="SECONDS",
+        help="on SIGINT/SIGTERM: stop accepting, let open connections end for this long,"
+        " then close them cleanly (FIN, not RST) and exit 0 (default 5)",
+    )  # fmt: skip
     p.set_defaults(fn=cmd_serve)
     return parser
 
