@@ -208,3 +208,50 @@ def test_serve_winds_down_gracefully(backend: str, signame: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+WAVE_CLIENT = 5000
+
+
+@pytest.mark.parametrize("backend", [*INSTALLED, EXAMPLE])
+def test_fds_timers_tasks_return_to_baseline_after_a_wave_with_resets(backend: str) -> None:
+    """5,000 connections to a stream server (a task per connection, a timeout each), half
+    of them reset by the client: afterwards the process has the fds it had, and the
+    session no task, timer or transport more than before."""
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def handler(stream: polyloop.Stream) -> None:
+        try:
+            with polyloop.move_on_after(30):  # a timer per connection
+                while data := await stream.receive():
+                    await stream.send(data)
+        finally:
+            await stream.aclose()
+
+    async def main() -> list[tuple[int, int, int, int]]:
+        session = polyloop.current_backend()
+        listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
+        serving = polyloop.spawn(listener.serve(handler))
+
+        def counts() -> tuple[int, int, int, int]:
+            return fds(), len(session._tasks), len(session._timers), len(session._transports)
+
+        await session.run_in_thread(_wave, listener.port, 50)
+        await session.sleep(0.2)
+        before = counts()
+        await session.run_in_thread(_wave, listener.port, WAVE_CLIENT, True)
+        for _ in range(200):  # the server sees the last closes and resets
+            if counts() == before:
+                break
+            await session.sleep(0.02)
+        after = counts()
+        await listener.aclose()
+        await serving
+        return [before, after]
+
+    before, after = polyloop.run(main, backend=backend)
+    names = ("fds", "tasks", "timers", "transports")
+    grown = {n: (b, a) for n, b, a in zip(names, before, after, strict=True) if a > b}
+    assert not grown, f"{backend}: after {WAVE_CLIENT} connections: {grown} (before, after)"
