@@ -69,19 +69,53 @@ def mixed_sessions() -> dict[str, polyloop.Session]:
 # --- sources: make() the native object, complete(kind) it, was_cancelled() ---
 
 
+def settle(gate: Any, kind: str, cancel: Callable[[], object]) -> None:
+    """Complete ``gate`` with ``VALUE`` or a ``Boom``, or for a cancellation call
+    ``cancel()``. ``gate``: a future (asyncio, Tornado, polyloop, concurrent), a
+    ``Deferred`` or a gevent ``AsyncResult``."""
+    if kind not in ("result", "error"):
+        cancel()
+        return
+    exc = boom()
+    if hasattr(gate, "errback"):  # a Deferred
+        from twisted.python.failure import Failure
+
+        if kind == "result":
+            gate.callback(VALUE)
+        else:
+            gate.errback(Failure(exc))
+    elif hasattr(gate, "rawlink"):  # an AsyncResult: the traceback goes in apart
+        if kind == "result":
+            gate.set(VALUE)
+        else:
+            gate.set_exception(exc, (Boom, exc, exc.__traceback__))
+    elif kind == "result":
+        gate.set_result(VALUE)
+    else:
+        gate.set_exception(exc)
+
+
 class Source:
+    """A native object to bridge (``make()``), completed through its ``gate`` (a result
+    or an error) or by ``cancel()``; by default the object is its own gate."""
+
     name = ""
     #: Whether cancelling the target must cancel it (an AsyncResult has no one to stop).
     cancellable = True
+    obj: Any
+    gate: Any
 
     def make(self) -> Any:
         raise NotImplementedError
 
     def complete(self, kind: str) -> None:
-        raise NotImplementedError
+        settle(self.gate, kind, self.cancel)
+
+    def cancel(self) -> None:
+        self.obj.cancel()
 
     def was_cancelled(self) -> bool:
-        raise NotImplementedError
+        return bool(self.obj.cancelled())
 
     def close(self) -> None:
         """Release what ``make`` started (a thread)."""
@@ -91,19 +125,8 @@ class AsyncioFuture(Source):
     name = "asyncio.Future"
 
     def make(self) -> Any:
-        self.f: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        return self.f
-
-    def complete(self, kind: str) -> None:
-        if kind == "result":
-            self.f.set_result(VALUE)
-        elif kind == "error":
-            self.f.set_exception(boom())
-        else:
-            self.f.cancel()
-
-    def was_cancelled(self) -> bool:
-        return self.f.cancelled()
+        self.obj = self.gate = asyncio.get_running_loop().create_future()
+        return self.obj
 
 
 class AsyncioTask(Source):
@@ -111,24 +134,13 @@ class AsyncioTask(Source):
 
     def make(self) -> Any:
         loop = asyncio.get_running_loop()
-        self.gate: asyncio.Future[Any] = loop.create_future()
+        self.gate = gate = loop.create_future()
 
         async def body() -> Any:
-            return await self.gate
+            return await gate
 
-        self.task = loop.create_task(body())
-        return self.task
-
-    def complete(self, kind: str) -> None:
-        if kind == "result":
-            self.gate.set_result(VALUE)
-        elif kind == "error":
-            self.gate.set_exception(boom())
-        else:
-            self.task.cancel()
-
-    def was_cancelled(self) -> bool:
-        return self.task.cancelled()
+        self.obj = loop.create_task(body())
+        return self.obj
 
 
 class TornadoCoroutine(Source):
@@ -138,26 +150,15 @@ class TornadoCoroutine(Source):
         from tornado import gen
         from tornado.concurrent import Future
 
-        self.gate: Future[Any] = Future()
+        self.gate = gate = Future()
 
         @gen.coroutine  # type: ignore[untyped-decorator,misc]
         def body() -> Any:
-            value = yield self.gate
+            value = yield gate
             return value
 
-        self.f = body()
-        return self.f
-
-    def complete(self, kind: str) -> None:
-        if kind == "result":
-            self.gate.set_result(VALUE)
-        elif kind == "error":
-            self.gate.set_exception(boom())
-        else:
-            self.f.cancel()
-
-    def was_cancelled(self) -> bool:
-        return bool(self.f.cancelled())
+        self.obj = body()
+        return self.obj
 
 
 class Deferred(Source):
@@ -171,18 +172,8 @@ class Deferred(Source):
         def canceller(d: Any) -> None:
             self.cancels += 1
 
-        self.d: Deferred[Any] = Deferred(canceller)
-        return self.d
-
-    def complete(self, kind: str) -> None:
-        from twisted.python.failure import Failure
-
-        if kind == "result":
-            self.d.callback(VALUE)
-        elif kind == "error":
-            self.d.errback(Failure(boom()))
-        else:
-            self.d.cancel()
+        self.obj = self.gate = Deferred(canceller)
+        return self.obj
 
     def was_cancelled(self) -> bool:
         return self.cancels == 1
@@ -194,28 +185,18 @@ class TwistedCoroutine(Source):
     def make(self) -> Any:
         from twisted.internet.defer import CancelledError, Deferred
 
-        self.gate: Deferred[Any] = Deferred()
+        self.gate = gate = Deferred()
         self.saw_cancel = False
 
         async def body() -> Any:
             try:
-                return await self.gate
+                return await gate
             except CancelledError:
                 self.saw_cancel = True
                 raise
 
-        self.d = Deferred.fromCoroutine(body())
-        return self.d
-
-    def complete(self, kind: str) -> None:
-        from twisted.python.failure import Failure
-
-        if kind == "result":
-            self.gate.callback(VALUE)
-        elif kind == "error":
-            self.gate.errback(Failure(boom()))
-        else:
-            self.d.cancel()
+        self.obj = Deferred.fromCoroutine(body())
+        return self.obj
 
     def was_cancelled(self) -> bool:
         return self.saw_cancel
@@ -229,22 +210,16 @@ class Greenlet(Source):
         from gevent.event import AsyncResult
 
         self.gate = AsyncResult()
-        self.g = gevent.spawn(self.gate.get)
-        return self.g
+        self.obj = gevent.spawn(self.gate.get)
+        return self.obj
 
-    def complete(self, kind: str) -> None:
-        if kind == "result":
-            self.gate.set(VALUE)
-        elif kind == "error":
-            exc = boom()
-            self.gate.set_exception(exc, (Boom, exc, exc.__traceback__))
-        else:
-            self.g.kill(block=False)
+    def cancel(self) -> None:
+        self.obj.kill(block=False)
 
     def was_cancelled(self) -> bool:
         import gevent
 
-        return bool(self.g.dead and isinstance(self.g.value, gevent.GreenletExit))
+        return bool(self.obj.dead and isinstance(self.obj.value, gevent.GreenletExit))
 
 
 class AsyncResult(Source):
@@ -254,19 +229,13 @@ class AsyncResult(Source):
     def make(self) -> Any:
         from gevent.event import AsyncResult
 
-        self.ar = AsyncResult()
-        return self.ar
+        self.obj = self.gate = AsyncResult()
+        return self.obj
 
-    def complete(self, kind: str) -> None:
+    def cancel(self) -> None:
         import gevent
 
-        if kind == "result":
-            self.ar.set(VALUE)
-        elif kind == "error":
-            exc = boom()
-            self.ar.set_exception(exc, (Boom, exc, exc.__traceback__))
-        else:
-            self.ar.set_exception(gevent.GreenletExit())
+        self.obj.set_exception(gevent.GreenletExit())  # how gevent code says "killed"
 
     def was_cancelled(self) -> bool:
         return False
@@ -278,22 +247,11 @@ class ThreadFuture(Source):
     name = "concurrent.futures.Future (other thread)"
 
     def make(self) -> Any:
-        self.cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        return self.cf
+        self.obj = self.gate = concurrent.futures.Future()
+        return self.obj
 
     def complete(self, kind: str) -> None:
-        def work() -> None:
-            if kind == "result":
-                self.cf.set_result(VALUE)
-            elif kind == "error":
-                self.cf.set_exception(boom())
-            else:
-                self.cf.cancel()
-
-        _in_os_thread(work)
-
-    def was_cancelled(self) -> bool:
-        return self.cf.cancelled()
+        _in_os_thread(lambda: settle(self.gate, kind, self.obj.cancel))
 
 
 class OtherLoopFuture(Source):
@@ -308,24 +266,11 @@ class OtherLoopFuture(Source):
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         started.wait(10)
-        self.f: asyncio.Future[Any] = self.loop.create_future()
-        return self.f
+        self.obj = self.gate = self.loop.create_future()
+        return self.obj
 
     def complete(self, kind: str) -> None:
-        f = self.f
-
-        def work() -> None:
-            if kind == "result":
-                f.set_result(VALUE)
-            elif kind == "error":
-                f.set_exception(boom())
-            else:
-                f.cancel()
-
-        self.loop.call_soon_threadsafe(work)
-
-    def was_cancelled(self) -> bool:
-        return self.f.cancelled()
+        self.loop.call_soon_threadsafe(settle, self.gate, kind, self.obj.cancel)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -339,19 +284,8 @@ class PolyloopFuture(Source):
         self.name = f"polyloop.Future of the {framework} session"
 
     def make(self) -> Any:
-        self.f: polyloop.Future[Any] = self.session.create_future()
-        return self.f
-
-    def complete(self, kind: str) -> None:
-        if kind == "result":
-            self.f.set_result(VALUE)
-        elif kind == "error":
-            self.f.set_exception(boom())
-        else:
-            self.f.cancel()
-
-    def was_cancelled(self) -> bool:
-        return self.f.cancelled()
+        self.obj = self.gate = self.session.create_future()
+        return self.obj
 
 
 class PolyloopTask(Source):
@@ -360,49 +294,33 @@ class PolyloopTask(Source):
         self.name = f"polyloop.Task of the {framework} session"
 
     def make(self) -> Any:
-        self.gate: polyloop.Future[Any] = self.session.create_future()
+        self.gate = gate = self.session.create_future()
 
         async def body() -> Any:
-            return await self.gate
+            return await gate
 
-        self.task = self.session.spawn(body())
-        return self.task
-
-    def complete(self, kind: str) -> None:
-        if kind == "result":
-            self.gate.set_result(VALUE)
-        elif kind == "error":
-            self.gate.set_exception(boom())
-        else:
-            self.task.cancel()
-
-    def was_cancelled(self) -> bool:
-        return self.task.cancelled()
+        self.obj = self.session.spawn(body())
+        return self.obj
 
 
 class Coroutine(Source):
     name = "coroutine"
 
     def make(self) -> Any:
-        self.gate: polyloop.Future[Any] = polyloop.current_backend().create_future()
+        self.gate = gate = polyloop.current_backend().create_future()
         self.saw_cancel = False
 
         async def body() -> Any:
             try:
-                return await self.gate
+                return await gate
             except polyloop.Cancelled:
                 self.saw_cancel = True
                 raise
 
         return body()
 
-    def complete(self, kind: str) -> None:
-        if kind == "result":
-            self.gate.set_result(VALUE)
-        elif kind == "error":
-            self.gate.set_exception(boom())
-        else:
-            self.gate.cancel()
+    def cancel(self) -> None:
+        self.gate.cancel()
 
     def was_cancelled(self) -> bool:
         return self.saw_cancel
