@@ -338,7 +338,7 @@ class TwistedSession(Session):
             sock.close()
         if failed:
             raise failed[0]  # connection_made raised: aborted, and the caller is told
-        transport: polyloop.Transport = t.protocol.tr
+        transport: polyloop.Transport = t.protocol  # the TwistedTransport
         return transport
 
 
