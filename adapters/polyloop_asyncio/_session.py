@@ -110,6 +110,8 @@ class AsyncioSession(Session):
         # uvloop's TLS transports cannot be weakly referenced: held strongly, pruned of
         # closed ones as more arrive.
         self._unweakable: set[Any] = set()
+        self._readers: set[int] = set()
+        self._writers: set[int] = set()
 
     def _native_gone(self) -> bool:
         return self.loop.is_closed()
@@ -136,17 +138,30 @@ class AsyncioSession(Session):
         # The other thread's context knows no session: run in this session's.
         self.loop.call_soon_threadsafe(fn, *args, context=self.context)
 
+    # uvloop's remove_reader()/remove_writer() return None whether or not the fd was
+    # watched (uvloop 0.21; asyncio's return a bool): the fds added here are kept, so
+    # that remove_* can say, as the contract wants.
     def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
         self.loop.add_reader(fd, fn)
+        self._readers.add(_fd(fd))
 
     def remove_reader(self, fd: Any) -> bool:
-        return self.loop.remove_reader(fd)
+        n = _fd(fd)
+        watched = n in self._readers
+        self._readers.discard(n)
+        removed = self.loop.remove_reader(fd)
+        return removed if isinstance(removed, bool) else watched
 
     def add_writer(self, fd: Any, fn: Callable[[], object]) -> None:
         self.loop.add_writer(fd, fn)
+        self._writers.add(_fd(fd))
 
     def remove_writer(self, fd: Any) -> bool:
-        return self.loop.remove_writer(fd)
+        n = _fd(fd)
+        watched = n in self._writers
+        self._writers.discard(n)
+        removed = self.loop.remove_writer(fd)
+        return removed if isinstance(removed, bool) else watched
 
     # --- tasks and threads ---
 
@@ -255,3 +270,8 @@ class _Acceptor:
 
 #: The session class each run or attach makes (a subclass may replace it).
 AsyncioBackend.session_class = AsyncioSession
+
+
+def _fd(fileobj: Any) -> int:
+    """The fd of an int or of an object with ``fileno()``, as selectors take either."""
+    return fileobj if isinstance(fileobj, int) else int(fileobj.fileno())

@@ -122,6 +122,10 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
         # makes it a no-op, like a write after close().
         if self._closing or self._t.is_closing():
             return
+        if type(data) is not bytes:
+            # uvloop's write() keeps a reference to a bytearray or memoryview it has to
+            # buffer (asyncio's copies it into its buffer): the caller may reuse theirs.
+            data = bytes(data)
         try:
             self._t.write(data)
         except RuntimeError:
@@ -130,8 +134,7 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
             raise
 
     def writelines(self, list_of_data: Any) -> None:
-        if not (self._closing or self._t.is_closing()):
-            self._t.writelines(list_of_data)
+        self.write(b"".join(list_of_data))  # one buffer of our own, as write() keeps
 
     def write_eof(self) -> None:
         self._t.write_eof()

@@ -88,18 +88,6 @@ class KnownFailure:
 #: Rules that first-party backends break today (see each reason for where to fix it).
 KNOWN_FAILURES: list[KnownFailure] = [
     KnownFailure(
-        "writes.bytearray_copied_buffered",
-        "asyncio:loop=uvloop*",
-        "uvloop's transport.write() keeps a reference to a bytearray it has to buffer;"
-        " polyloop_asyncio's AsyncioTransport.write must copy it (bytes(data)) on uvloop",
-    ),
-    KnownFailure(
-        "lifecycle.readiness_callbacks",
-        "asyncio:loop=uvloop*",
-        "uvloop's loop.remove_reader()/remove_writer() return None, not whether the fd was"
-        " watched; AsyncioSession.remove_reader/remove_writer pass that on",
-    ),
-    KnownFailure(
         "threads.run_in_thread_context",
         "tornado@host*",
         "in host mode the caller's context does not name the Tornado session (detection"
