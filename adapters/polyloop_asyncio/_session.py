@@ -170,7 +170,7 @@ class AsyncioSession(Session):
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         # The loop's default executor: asyncio.run joins its threads at the end.
-        ctx = contextvars.copy_context()
+        ctx = self._callback_context()  # names this session, whatever the caller has
         return await from_asyncio_future(self, self.loop.run_in_executor(None, ctx.run, fn, *args))
 
     # --- adopting sockets ---

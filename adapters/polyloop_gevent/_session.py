@@ -401,7 +401,7 @@ class GeventSession(Session):
             from gevent.threadpool import ThreadPool
 
             self._threads = ThreadPool(min(32, (os.cpu_count() or 1) + 4), hub=self.hub)
-        ctx = contextvars.copy_context()
+        ctx = self._callback_context()  # names this session, whatever the caller has
 
         def work() -> tuple[bool, Any]:
             try:

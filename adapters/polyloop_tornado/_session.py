@@ -15,7 +15,6 @@ the session's loop while it runs: Tornado finds its IOLoop with ``IOLoop.current
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import errno
 import functools
 import logging
@@ -207,7 +206,7 @@ class TornadoSession(Session):
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         # The asyncio loop's default executor: the end of the loop joins its threads.
-        ctx = contextvars.copy_context()
+        ctx = self._callback_context()  # names this session, whatever the caller has
         native = self.ioloop.run_in_executor(None, ctx.run, fn, *args)
         return await from_asyncio_future(self, native)
 

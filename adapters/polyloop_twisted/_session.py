@@ -9,7 +9,6 @@ connected. Transports live in ``_transport.py``, reactors in ``_reactor.py``.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import logging
 import socket
@@ -284,7 +283,7 @@ class TwistedSession(Session):
             # callWhenRunning. The core's worker threads serve then.
             return await super().run_in_thread(fn, *args)
         # Never deferToThread: it uses (and installs) the global reactor.
-        ctx = contextvars.copy_context()
+        ctx = self._callback_context()  # names this session, whatever the caller has
         d = deferToThreadPool(reactor, reactor.getThreadPool(), ctx.run, fn, *args)
         return await future_of(self, d)
 

@@ -86,22 +86,7 @@ class KnownFailure:
 
 
 #: Rules that first-party backends break today (see each reason for where to fix it).
-KNOWN_FAILURES: list[KnownFailure] = [
-    KnownFailure(
-        "threads.run_in_thread_context",
-        "tornado@host*",
-        "in host mode the caller's context does not name the Tornado session (detection"
-        " caches only asyncio's, _context.py), and run_in_thread copies it as it is: use"
-        " Session._callback_context() in the Tornado session's run_in_thread",
-    ),
-    KnownFailure(
-        "threads.run_in_thread_context",
-        "twisted@host*",
-        "in host mode the caller's context does not name the Twisted session, and"
-        " run_in_thread copies it as it is: use Session._callback_context() in the Twisted"
-        " session's run_in_thread (and in the core's)",
-    ),
-]
+KNOWN_FAILURES: list[KnownFailure] = []
 
 
 def known_failure(check: str, backend_label: str) -> KnownFailure | None:

@@ -537,7 +537,7 @@ class Session(abc.ABC):
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="polyloop")
         fut = self.create_future()
-        ctx = contextvars.copy_context()
+        ctx = self._callback_context()  # names this session: from_thread reaches it
         work = self._pool.submit(ctx.run, fn, *args)
         work.add_done_callback(lambda w: self.call_soon_threadsafe(_deliver, fut, w))
         try:
