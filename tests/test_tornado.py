@@ -67,7 +67,8 @@ def test_every_conformance_check_passes() -> None:
     import polyloop_conformance as pc
 
     make = lambda: polyloop.load_backend(BACKEND)  # noqa: E731
-    results = [pc.run_check(c, make, BACKEND) for c in pc.CHECKS.values()]
+    checks = [c for c in pc.CHECKS.values() if not c.mixed_only]  # bridges: test_mixed.py
+    results = [pc.run_check(c, make, BACKEND) for c in checks]
     assert len(results) > 50, "the catalogue looks empty"
     bad = [f"{r.check}: {r.status} {r.detail}" for r in results if r.status != "pass"]
     assert not bad, "\n".join(bad)
