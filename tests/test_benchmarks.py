@@ -52,3 +52,19 @@ def test_third_party_spec_has_a_reference(monkeypatch: pytest.MonkeyPatch) -> No
     assert harness.native_server(spec, "echo").label == "asyncio (reference)"
     assert harness.family("twisted:reactor=select") == "twisted"
     assert "--reactor" in harness.native_server("twisted:reactor=select", "echo").cmd
+
+
+@pytest.mark.timeout(120)
+def test_mixed_wakeups_quick_run(tmp_path: Path) -> None:
+    """``benchmarks.mixed`` times every wake-up case of the mixed thread (no timing asserted:
+    only that each of the 75 cases was measured, in microseconds)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mixed", "--only", "wakeups", "--wakeups", "3",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "mixed.json").read_text())["wakeups"]
+    assert len({r["case"] for r in rows}) == 75  # the wakeups check's 5 places x 15 wake-ups
+    assert all(0 < r["median_us"] <= r["p99_us"] <= r["max_us"] for r in rows), rows
+    assert "| wake-up | median µs |" in out.stdout

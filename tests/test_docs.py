@@ -50,9 +50,14 @@ def test_every_public_name_is_in_the_api_index() -> None:
     for name in polyloop_conformance.__all__:
         assert f"`polyloop_conformance.{name}`" in index, name
     import polyloop.compat.twisted as compat_twisted
+    import polyloop_mixed
 
     for name in compat_twisted.__all__:
         assert f"`polyloop.compat.twisted.{name}`" in index, name
+    for name in polyloop.bridge.__all__:
+        assert f"`polyloop.bridge.{name}`" in index, name
+    for name in polyloop_mixed.__all__:
+        assert f"`polyloop_mixed.{name}`" in index, name
 
 
 def test_compat_names_have_docstrings() -> None:

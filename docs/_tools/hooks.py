@@ -47,12 +47,16 @@ REFERENCE_MARKER = "<!-- api-reference -->"
 SECTIONS = [
     ("polyloop", "polyloop", ""),
     ("polyloop.from_thread", "polyloop.from_thread", ""),
+    ("polyloop.bridge", "polyloop.bridge", "Bridges between the frameworks' futures: see"
+     " [Mixed mode](mixed.md#bridges)."),
     ("polyloop.lowlevel", "polyloop.lowlevel", "The backend author's kit: see"
      " [Writing a backend](writing-a-backend.md)."),
     ("polyloop.compat.twisted", "polyloop.compat.twisted", "Twisted protocols on any"
      " backend, and the reverse: see [Twisted protocols on any backend](compat-twisted.md)."),
     ("polyloop_twisted", "polyloop_twisted", "The Twisted backend's host-mode entries."),
     ("polyloop_gevent", "polyloop_gevent", "The gevent backend's host-mode entries."),
+    ("polyloop_mixed", "polyloop_mixed", "The four frameworks in one thread: see"
+     " [Mixed mode](mixed.md)."),
     ("polyloop_asyncio", "polyloop_asyncio", ""),
     ("polyloop_tornado", "polyloop_tornado", ""),
     ("polyloop_conformance", "polyloop_conformance", "The conformance suite's public API:"
@@ -60,7 +64,7 @@ SECTIONS = [
 ]  # fmt: skip
 
 #: Submodules that get a section of their own instead of an entry in their parent's.
-OWN_SECTION = {"polyloop": {"from_thread", "lowlevel"}}
+OWN_SECTION = {"polyloop": {"bridge", "from_thread", "lowlevel"}}
 
 
 def reference_markdown() -> str:
