@@ -214,3 +214,33 @@ def test_toolkit_checks_catch_broken_primitives(
         result = _run(name)
         assert result.status == "fail", f"{name} did not notice the broken {label}"
         assert result.detail, f"{name} failed without saying why"
+
+
+def test_fail_after_raises_when_timers_run_early_by_the_clock() -> None:
+    """uvloop's timers run up to 1 ms early by its own ``loop.time()``: the deadline's
+    timer, not a clock comparison, says that fail_after's scope timed out. Here every
+    timer of the session runs 5 ms early by the session's clock."""
+    from polyloop_asyncio import AsyncioBackend, AsyncioSession
+
+    class EarlyTimers(AsyncioSession):
+        def _call_later(self, delay: float, fn: Any, args: tuple[Any, ...]) -> Any:
+            return super()._call_later(max(0.0, delay - 0.005), fn, args)
+
+    class Backend(AsyncioBackend):
+        session_class = EarlyTimers
+
+    async def main() -> list[str]:
+        seen = []
+        for _ in range(5):
+            try:
+                with polyloop.fail_after(0.01):
+                    await polyloop.sleep(60)
+                seen.append("no TimeoutError")
+            except TimeoutError:
+                seen.append("TimeoutError")
+        with polyloop.move_on_after(0.01) as scope:  # move_on stays quiet
+            await polyloop.sleep(60)
+        assert scope.cancelled_caught
+        return seen
+
+    assert polyloop.run(main, backend=Backend()) == ["TimeoutError"] * 5
