@@ -23,6 +23,7 @@ from ._errors import aborted, call_logged, check_bytes, write_after_eof
 from ._sockets import MAX_DATAGRAM, READ_SIZE, set_nodelay, set_reset_on_close
 from ._transports import (
     DEFAULT_HIGH_WATER,
+    BaseTransport,
     DatagramTransport,
     Transport,
     check_buffer_limits,
@@ -99,7 +100,44 @@ class SocketAcceptor:
         pass  # close() closed the socket already
 
 
-class SocketTransport(Transport):
+class _SocketEnd(BaseTransport):
+    """What the stream and the datagram transport share: a socket, its session, its
+    protocol, its extra info, and the end of its life."""
+
+    __slots__ = ("__weakref__", "_extra", "_lost", "_protocol", "_session", "_sock")
+
+    _extra: dict[str, Any]
+    _lost: bool
+    _protocol: Any
+    _sock: socket.socket
+    _session: Session
+
+    def _lose(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        # Never from inside close()/abort(): on the next iteration.
+        self._session.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        self._sock.close()
+        self._extra["socket"] = None
+        self._session._untrack(self)
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.connection_lost(exc)
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+
+class SocketTransport(_SocketEnd, Transport):
     """A connected TCP or Unix stream socket held to the Transport contract.
 
     Reading is three methods a subclass may replace (the gevent adapter reads in a
@@ -109,18 +147,12 @@ class SocketTransport(Transport):
     """
 
     __slots__ = (
-        "__weakref__",
         "_buffer",
         "_closing",
         "_eof_written",
-        "_extra",
         "_high",
-        "_lost",
         "_low",
-        "_protocol",
         "_reading",
-        "_session",
-        "_sock",
         "_write_paused",
         "_writing",
     )
@@ -326,44 +358,14 @@ class SocketTransport(Transport):
             self._session.remove_writer(self._sock)
         self._lose(exc)
 
-    def _lose(self, exc: BaseException | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        # Never from inside close()/abort(): on the next iteration.
-        self._session.call_soon(self._connection_lost, exc)
 
-    def _connection_lost(self, exc: BaseException | None) -> None:
-        self._sock.close()
-        self._extra["socket"] = None
-        self._session._untrack(self)
-        protocol, self._protocol = self._protocol, None
-        if protocol is not None:
-            protocol.connection_lost(exc)
-
-    def set_protocol(self, protocol: Any) -> None:
-        self._protocol = protocol
-
-    def get_protocol(self) -> Any:
-        return self._protocol
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
-
-
-class SocketDatagramTransport(DatagramTransport):
+class SocketDatagramTransport(_SocketEnd, DatagramTransport):
     """A UDP socket: reads on readable events, sends queued only while the kernel is full."""
 
     __slots__ = (
-        "__weakref__",
         "_closing",
-        "_extra",
-        "_lost",
-        "_protocol",
         "_queue",
         "_remote",
-        "_session",
-        "_sock",
     )
 
     def __init__(
@@ -443,26 +445,3 @@ class SocketDatagramTransport(DatagramTransport):
 
     def is_closing(self) -> bool:
         return self._closing
-
-    def _lose(self, exc: BaseException | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        self._session.call_soon(self._connection_lost, exc)
-
-    def _connection_lost(self, exc: BaseException | None) -> None:
-        self._sock.close()
-        self._extra["socket"] = None
-        self._session._untrack(self)
-        protocol, self._protocol = self._protocol, None
-        if protocol is not None:
-            protocol.connection_lost(exc)
-
-    def set_protocol(self, protocol: Any) -> None:
-        self._protocol = protocol
-
-    def get_protocol(self) -> Any:
-        return self._protocol
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
