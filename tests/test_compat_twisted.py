@@ -27,7 +27,7 @@ import polyloop
 BACKENDS = ["asyncio", "twisted", "gevent", "tornado"]
 HERE = Path(__file__).resolve()
 
-pytest.importorskip("twisted")
+pytest.importorskip("twisted", reason="polyloop.compat.twisted needs polyloop[twisted]")
 
 import test_compat_asyncio as docs  # noqa: E402
 from twisted.internet import error, interfaces, protocol, task  # noqa: E402

@@ -61,7 +61,7 @@ def test_every_public_name_is_in_the_api_index() -> None:
 
 
 def test_compat_names_have_docstrings() -> None:
-    pytest.importorskip("twisted")
+    pytest.importorskip("twisted", reason="polyloop.compat.twisted needs polyloop[twisted]")
     import polyloop.compat.twisted as compat_twisted
 
     for name in compat_twisted.__all__:

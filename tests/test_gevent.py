@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-gevent = pytest.importorskip("gevent")
+gevent = pytest.importorskip("gevent", reason="the gevent backend needs polyloop[gevent]")
 
 import greenlet  # noqa: E402
 

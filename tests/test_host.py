@@ -118,7 +118,7 @@ async def _native_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 
 def test_uvloop_loop_is_hosted_too() -> None:
-    uvloop = pytest.importorskip("uvloop")
+    uvloop = pytest.importorskip("uvloop", reason="polyloop[uvloop]")
 
     async def app() -> tuple[str, bytes]:
         return polyloop.current_backend().name, await _echo_round_trip(b"uv")

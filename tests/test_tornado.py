@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-tornado = pytest.importorskip("tornado")
+tornado = pytest.importorskip("tornado", reason="the Tornado backend needs polyloop[tornado]")
 
 from tornado.ioloop import IOLoop  # noqa: E402
 from tornado.iostream import IOStream, SSLIOStream  # noqa: E402

@@ -121,6 +121,9 @@ def _run_gevent(host: HostBackend, main: Callable[..., Awaitable[Any]], args: An
 
 
 def _run_twisted(host: HostBackend, main: Callable[..., Awaitable[Any]], args: Any) -> Any:
+    # The application's side, not polyloop's: the --host Twisted column *is* an app on the
+    # global reactor (its own worker process, see the module docstring). polyloop and its
+    # adapters never import it; tests/test_twisted.py holds them to that.
     from twisted.internet import reactor, threads
     from twisted.internet.defer import Deferred
 
@@ -140,7 +143,9 @@ _RUNNERS: dict[str, Callable[[HostBackend, Callable[..., Awaitable[Any]], Any], 
 
 def under_twisted_reactor(body: Callable[[], int]) -> int:
     """Run ``body()`` in a worker thread while the global reactor runs in this one, as a
-    Twisted application runs (``task.react``). Returns ``body``'s exit code."""
+    Twisted application runs (``task.react``). Returns ``body``'s exit code.
+
+    Installs the global reactor: only the --host worker for Twisted calls this."""
     from twisted.internet import task, threads
 
     code: list[int] = []

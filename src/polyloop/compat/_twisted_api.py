@@ -12,6 +12,8 @@ import ssl as _ssl
 from collections.abc import Callable
 from typing import Any
 
+# Twisted at module level, on purpose: loaded only through polyloop.compat.twisted's lazy
+# names, by Twisted code (see _twisted_transport.py); installs no reactor.
 from twisted.internet import protocol
 
 import polyloop

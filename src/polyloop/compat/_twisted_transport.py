@@ -32,6 +32,9 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
+# Twisted at module level, on purpose: this module is loaded only when Twisted code asks
+# polyloop.compat.twisted for a name (the package resolves them lazily; ``import polyloop``
+# imports no framework, tests/test_core.py checks). None of these installs a reactor.
 from twisted.internet import address, error, interfaces
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
