@@ -192,6 +192,9 @@ def test_serve_winds_down_gracefully(backend: str, signame: str) -> None:
             started = time.monotonic()
             proc.send_signal(getattr(signal, signame))
             time.sleep(0.3)  # the server has stopped accepting, and is in its grace
+            assert proc.poll() is None, "the server exited before its grace"
+            with pytest.raises(ConnectionRefusedError):  # while it still runs
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
             busy.sendall(b"during the grace")
             assert busy.recv(100) == b"during the grace", "an open connection was cut short"
             busy.close()
@@ -202,8 +205,6 @@ def test_serve_winds_down_gracefully(backend: str, signame: str) -> None:
             assert time.monotonic() - started < 10
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, (proc.returncode, err)
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
         if proc.poll() is None:
             proc.kill()
