@@ -334,3 +334,18 @@ def test_ctrl_c_and_sigterm_cancel_main_wherever_it_runs(on: str, signame: str) 
         assert out.splitlines() == ["main cancelled", "cleaned up"], (out, err)
         assert proc.returncode == 143, (proc.returncode, err)
     assert "Traceback" not in err, err
+
+
+def test_mixed_is_not_in_every_backend_even_when_it_cannot_load() -> None:
+    """With one framework missing, "mixed" cannot load; it is still not a framework, so it
+    stays out of ``available_backends()`` (and of the pytest plugin's every-backend list)."""
+    code = (
+        "import sys; sys.modules['gevent'] = None; import polyloop;"
+        "print([b.name for b in polyloop.available_backends()]);"
+        "print([b.name for b in polyloop.available_backends(composite=True) if b.error])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    every, broken = out.stdout.splitlines()
+    assert "mixed" not in every and "gevent" in every, every
+    assert "mixed" in broken, broken  # listed, with its error, when asked for composites

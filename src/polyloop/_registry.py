@@ -21,6 +21,10 @@ GROUP = "polyloop.backends"
 # Which extra installs the framework behind a first-party backend.
 _EXTRAS = {"twisted": "twisted", "gevent": "gevent", "tornado": "tornado", "mixed": "all"}
 
+#: First-party composite backends, known without importing them: one that cannot load
+#: (a framework missing) must still be left out of "every backend".
+_COMPOSITE = {"mixed"}
+
 
 class BackendUnavailable(ImportError):
     """The backend exists but cannot be loaded here (its framework is missing)."""
@@ -125,6 +129,8 @@ def available_backends(*, composite: bool = False) -> list[BackendInfo]:
     """
     result = []
     for name, target in sorted(_entry_points().items()):
+        if name in _COMPOSITE and not composite:
+            continue
         try:
             cls = load_backend_class(name)
             if cls.composite and not composite:
