@@ -1,6 +1,6 @@
 """Twisted's TCP and Unix connections and listening ports, held to the polyloop contract.
 
-One object sits on each connection, ``TwistedTransport`` (``Bridge`` is its other name):
+One object sits on each connection, ``TwistedTransport``:
 the Twisted protocol of the connection (``IProtocol`` for the callbacks,
 ``IHalfCloseableProtocol`` so that a peer's EOF is a half-close instead of the end,
 ``IPushProducer`` so that Twisted tells it when its write buffer drained), and the
@@ -70,7 +70,7 @@ from ._errors import lost_reason
 if TYPE_CHECKING:
     from ._session import TwistedSession
 
-__all__ = ["Bridge", "BridgeFactory", "Listening", "TwistedTransport", "UnixPort"]
+__all__ = ["BridgeFactory", "Listening", "TwistedTransport", "UnixPort"]
 
 log = logging.getLogger("polyloop")
 
@@ -259,7 +259,7 @@ class TwistedTransport(polyloop.Transport):
     # --- IProtocol, ILoggingContext ---
 
     def logPrefix(self) -> str:
-        return "Bridge"
+        return "polyloop"
 
     def makeConnection(self, transport: Any) -> None:
         self._t = transport
@@ -339,9 +339,6 @@ class TwistedTransport(polyloop.Transport):
     def stopProducing(self) -> None:
         pass  # the connection is going away; connectionLost follows
 
-
-#: The name the compat layer (``polyloop.compat.twisted``) builds it by.
-Bridge = TwistedTransport
 
 #: The sockname of the last connection made (one per process, shared by every session: a
 #: race only costs a miss). The connections a listener accepts on one address all have

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import _context
+from ._errors import Cancelled
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -101,7 +102,7 @@ class Backend(abc.ABC):
         try:
             return self._run(body)
         except BaseException as exc:
-            if terminated and isinstance(exc, _cancelled()):
+            if terminated and isinstance(exc, Cancelled):
                 raise SystemExit(128 + 15) from None
             raise
 
@@ -137,12 +138,6 @@ class Backend(abc.ABC):
     def _attach(self, native: Any) -> Session:
         """A borrowed session on ``native``, with its end hooked to the loop's shutdown."""
         raise RuntimeError(f"the {self.name} backend cannot attach to a running loop")
-
-
-def _cancelled() -> type[BaseException]:
-    from ._errors import Cancelled
-
-    return Cancelled
 
 
 def _cancel_on_sigterm(session: Session, terminated: list[bool]) -> Callable[[], None]:

@@ -146,6 +146,6 @@ class PolyloopFactory(protocol.Factory):
         # The bridge is the Twisted backend's own (polyloop_twisted._transport), the one
         # every conformance check runs through; polyloop_twisted has no public name for
         # it yet (see docs/compat-twisted.md).
-        from polyloop_twisted._transport import Bridge
+        from polyloop_twisted._transport import TwistedTransport
 
-        return Bridge(self.session(), self.protocol_factory, None)  # type: ignore[arg-type]
+        return TwistedTransport(self.session(), self.protocol_factory, None)  # type: ignore[arg-type]

@@ -2,8 +2,8 @@
 
 Rule: this file maps the callbacks of one connection, polyloop's onto Twisted's and back,
 and nothing else. The clock, the ports and the connectors are in ``_twisted_reactor.py``;
-the other direction (a polyloop protocol under Twisted's own reactor) in
-``_twisted_reverse.py``.
+the other direction (a polyloop protocol under Twisted's own reactor) is
+``PolyloopFactory`` in ``_twisted_api.py``.
 
 What Twisted promises a protocol, and how it is kept on a polyloop transport (each
 sentence is checked in ``tests/test_compat_twisted.py``):
