@@ -349,3 +349,28 @@ def test_mixed_is_not_in_every_backend_even_when_it_cannot_load() -> None:
     every, broken = out.stdout.splitlines()
     assert "mixed" not in every and "gevent" in every, every
     assert "mixed" in broken, broken  # listed, with its error, when asked for composites
+
+
+def test_systemexit_in_a_loop_callback_comes_out_as_it_is_and_nothing_is_left_open() -> None:
+    """``sys.exit(3)`` in an asyncio callback of the mixed thread ends ``polyloop.run``
+    with that SystemExit (as on the asyncio backend), not with the RuntimeError of a
+    shutdown that cannot run, and the machinery's fds are closed all the same."""
+    code = textwrap.dedent(
+        """
+        import asyncio, os, sys, polyloop
+
+        async def main():
+            asyncio.get_running_loop().call_soon(lambda: sys.exit(3))
+            await polyloop.sleep(5)
+
+        polyloop.run(lambda: polyloop.sleep(0), backend="mixed")  # warm-up: imports
+        before = len(os.listdir("/proc/self/fd"))
+        try:
+            polyloop.run(main, backend="mixed")
+        except SystemExit as exc:
+            print("exit", exc.code, len(os.listdir("/proc/self/fd")) - before)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["exit", "3", "0"], (out.stdout, out.stderr)

@@ -279,13 +279,32 @@ class Mixed:
         """Stop the loop and take the machinery apart: no fd, greenlet or timer left."""
         from polyloop_twisted._reactor import unbuild_reactor
 
-        if self._runner is not None and not self._runner.dead:
+        runner = self._runner
+        if runner is not None and not runner.dead:
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._runner.join()
-        unbuild_reactor(self.reactor, close_loop=False)  # its readers, timers, threads
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.run_until_complete(self.loop.shutdown_default_executor())
-        self.ioloop.close(all_fds=True)  # closes the asyncio loop too
+            runner.join()
+        # A loop whose greenlet died of an exception (a SystemExit raised in a callback)
+        # cannot run the shutdown coroutines: it stops at once, and their RuntimeError
+        # would replace the exception on its way out. Each step runs, whatever the others
+        # do; the first error is raised only if nothing else is on its way.
+        clean = runner is None or runner.successful()
+        steps: list[Callable[[], object]] = [
+            lambda: unbuild_reactor(self.reactor, close_loop=False),  # readers, timers
+        ]
+        if clean:
+            steps += [
+                lambda: self.loop.run_until_complete(self.loop.shutdown_asyncgens()),
+                lambda: self.loop.run_until_complete(self.loop.shutdown_default_executor()),
+            ]
+        steps.append(lambda: self.ioloop.close(all_fds=True))  # the asyncio loop too
+        errors = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
+        if errors and clean:
+            raise errors[0]
 
 
 #: The sessions sharing each asyncio loop: a mixed run's, or ``attach``'s.
