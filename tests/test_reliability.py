@@ -165,6 +165,44 @@ def test_sigterm_runs_the_clean_up(backend: str) -> None:
     assert proc.returncode == 143, (proc.returncode, err)
 
 
+HUNG_CLEAN_UP_SCRIPT = """
+import sys, polyloop
+async def main():
+    print("ready", flush=True)
+    try:
+        await polyloop.sleep(3600)
+    finally:
+        print("cleaning up", flush=True)
+        with polyloop.CancelScope(shield=True):
+            await polyloop.sleep(3600)  # a clean-up that hangs
+polyloop.run(main, backend=sys.argv[1], handle_sigterm=True)
+"""
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_a_second_sigterm_ends_a_clean_up_that_hangs(backend: str) -> None:
+    """The first SIGTERM cancels main; the second gets the handler that was there before
+    (the default: the process ends), as a second Ctrl-C would, instead of being ignored."""
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HUNG_CLEAN_UP_SCRIPT, backend],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline().strip() == "cleaning up"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert proc.returncode == -signal.SIGTERM, proc.returncode
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("backend", INSTALLED)
 def test_serve_winds_down_gracefully(backend: str, signame: str) -> None:

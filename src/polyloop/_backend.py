@@ -88,6 +88,11 @@ class Backend(abc.ABC):
                 f" {type(main).__name__}: write run(main, arg), not run(main(arg))"
             )
         check_not_nested()
+        if handle_sigterm:
+            import threading
+
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("handle_sigterm=True needs polyloop.run in the main thread")
         terminated: list[bool] = []
 
         async def body(session: Session) -> T:
@@ -146,21 +151,26 @@ def _cancel_on_sigterm(session: Session, terminated: list[bool]) -> Callable[[],
     The handler only asks the loop (``call_soon_threadsafe``, which wakes it); a timer
     every 0.2 s gives Python the chance to run the handler on a loop blocked in C code
     (gevent's libev, a reactor) that would otherwise not return to Python until its
-    next event.
+    next event. The first SIGTERM puts the previous handler back at once, so that a
+    second one ends a clean-up that hangs (as a second Ctrl-C does); a cancellation
+    still queued when ``main`` has returned is dropped, not delivered to the session's end.
     """
     import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("handle_sigterm=True needs polyloop.run in the main thread")
     from ._cancel import _host
 
     host = _host()
+    returned: list[bool] = []
+
+    def cancel_main() -> None:
+        if not returned:
+            host.cancel()
 
     def on_sigterm(signum: int, frame: object) -> None:
         if not terminated:
             terminated.append(True)
-            session.call_soon_threadsafe(host.cancel)
+            signal.signal(signal.SIGTERM, previous)
+            session.call_soon_threadsafe(cancel_main)
 
     timers: list[Any] = []
 
@@ -171,6 +181,7 @@ def _cancel_on_sigterm(session: Session, terminated: list[bool]) -> Callable[[],
     tick()
 
     def restore() -> None:
+        returned.append(True)
         for timer in timers:
             timer.cancel()
         signal.signal(signal.SIGTERM, previous)
