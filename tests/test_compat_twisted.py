@@ -796,8 +796,13 @@ def test_deferreds_and_awaitables(backend: str) -> None:
             await ctw.from_deferred(failing)
         never = ctw.to_deferred(polyloop.sleep(3600))
         never.cancel()
-        with pytest.raises(defer.CancelledError):
+        with pytest.raises(polyloop.Cancelled):  # polyloop's type in polyloop code
             await ctw.from_deferred(never)
+        seen: list[Any] = []
+        never_again = ctw.to_deferred(polyloop.sleep(3600))
+        never_again.addErrback(seen.append)  # Twisted's type for the Deferred
+        never_again.cancel()
+        assert seen and seen[0].check(defer.CancelledError), seen
 
     polyloop.run(main, backend=backend)
 

@@ -538,27 +538,12 @@ class Connector:
 
 def from_deferred(d: defer.Deferred[Any]) -> polyloop.Future[Any]:
     """A polyloop ``Future`` that completes with ``d``'s result, or fails with its
-    failure's exception (``defer.CancelledError`` if ``d`` was cancelled), awaitable on
-    any backend. Cancelling the future cancels ``d``."""
-    fut = polyloop.create_future()
+    failure's exception, awaitable on any backend; a cancelled ``d`` cancels it
+    (``polyloop.Cancelled``, as on every bridge). Cancelling the future cancels ``d``.
+    The same as ``polyloop.bridge.future(d)``."""
+    from .. import bridge
 
-    def done(result: Any) -> None:
-        if fut.done():
-            return
-        if isinstance(result, Failure):
-            assert result.value is not None
-            fut.set_exception(result.value)
-        else:
-            fut.set_result(result)
-
-    d.addBoth(done)
-
-    def cancelled(f: polyloop.Future[Any]) -> None:
-        if f.cancelled() and not d.called:
-            d.cancel()
-
-    fut.add_done_callback(cancelled)
-    return fut
+    return bridge.future(d)
 
 
 def to_deferred(aw: Any) -> defer.Deferred[Any]:
@@ -566,32 +551,7 @@ def to_deferred(aw: Any) -> defer.Deferred[Any]:
     task) runs as a task of the running session and the ``Deferred`` fires with its
     result or fails with its exception. Cancelling the ``Deferred`` cancels the task
     (``polyloop.Cancelled`` in the coroutine; ``defer.CancelledError`` for the
-    ``Deferred``)."""
-    import inspect
+    ``Deferred``). The same as ``polyloop.bridge.to_deferred(aw)``."""
+    from .. import bridge
 
-    if not inspect.iscoroutine(aw):
-        awaitable = aw
-
-        async def wait() -> Any:
-            return await awaitable
-
-        aw = wait()
-    task = polyloop.spawn(aw)
-
-    def cancel(_: defer.Deferred[Any]) -> None:
-        task.cancel()
-
-    d: defer.Deferred[Any] = defer.Deferred(cancel)
-
-    def done(t: polyloop.Task[Any]) -> None:
-        if d.called:
-            return
-        if t.cancelled():
-            d.errback(failure(defer.CancelledError()))
-        elif t.exception() is not None:
-            d.errback(failure(t.exception()))
-        else:
-            d.callback(t.result())
-
-    task.add_done_callback(done)
-    return d
+    return bridge.to_deferred(aw)
