@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import socket
 import ssl as _ssl
+import sys
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
@@ -110,8 +111,15 @@ class AsyncioSession(Session):
         # uvloop's TLS transports cannot be weakly referenced: held strongly, pruned of
         # closed ones as more arrive.
         self._unweakable: set[Any] = set()
-        self._readers: set[int] = set()
-        self._writers: set[int] = set()
+        # The standard loop (3.11) is held to what it does: remove_reader/remove_writer
+        # answer, and write() copies what it has to buffer (bytearray.extend). Any other
+        # loop (uvloop) gets both done here: see add_reader and AsyncioTransport.write.
+        stock = isinstance(loop, asyncio.BaseEventLoop) and sys.version_info < (3, 12)
+        #: Copy a non-bytes write before handing it on.
+        self.copy_writes = not stock
+        # The fds added, where the loop's remove_* does not say (None: it does).
+        self._readers: set[int] | None = None if stock else set()
+        self._writers: set[int] | None = None if stock else set()
 
     def _native_gone(self) -> bool:
         return self.loop.is_closed()
@@ -143,25 +151,19 @@ class AsyncioSession(Session):
     # that remove_* can say, as the contract wants.
     def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
         self.loop.add_reader(fd, fn)
-        self._readers.add(_fd(fd))
+        if self._readers is not None:
+            self._readers.add(_fd(fd))
 
     def remove_reader(self, fd: Any) -> bool:
-        n = _fd(fd)
-        watched = n in self._readers
-        self._readers.discard(n)
-        removed = self.loop.remove_reader(fd)
-        return removed if isinstance(removed, bool) else watched
+        return _removed(self.loop.remove_reader, fd, self._readers)
 
     def add_writer(self, fd: Any, fn: Callable[[], object]) -> None:
         self.loop.add_writer(fd, fn)
-        self._writers.add(_fd(fd))
+        if self._writers is not None:
+            self._writers.add(_fd(fd))
 
     def remove_writer(self, fd: Any) -> bool:
-        n = _fd(fd)
-        watched = n in self._writers
-        self._writers.discard(n)
-        removed = self.loop.remove_writer(fd)
-        return removed if isinstance(removed, bool) else watched
+        return _removed(self.loop.remove_writer, fd, self._writers)
 
     # --- tasks and threads ---
 
@@ -270,6 +272,17 @@ class _Acceptor:
 
 #: The session class each run or attach makes (a subclass may replace it).
 AsyncioBackend.session_class = AsyncioSession
+
+
+def _removed(remove: Callable[[Any], Any], fd: Any, added: set[int] | None) -> bool:
+    """``remove(fd)``, and whether ``fd`` was watched: the loop's answer, or ``added``'s."""
+    if added is None:
+        return bool(remove(fd))
+    n = _fd(fd)
+    watched = n in added
+    added.discard(n)
+    remove(fd)
+    return watched
 
 
 def _fd(fileobj: Any) -> int:

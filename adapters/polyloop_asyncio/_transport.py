@@ -122,7 +122,7 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
         # makes it a no-op, like a write after close().
         if self._closing or self._t.is_closing():
             return
-        if type(data) is not bytes:
+        if type(data) is not bytes and self._session.copy_writes:
             # uvloop's write() keeps a reference to a bytearray or memoryview it has to
             # buffer (asyncio's copies it into its buffer): the caller may reuse theirs.
             data = bytes(data)
