@@ -220,7 +220,13 @@ def echo_load(
 ) -> dict[str, Any]:
     cmd = [str(pingpong), "echo", "127.0.0.1", str(port), str(connections), str(size),
            str(seconds), str(warmup)]  # fmt: skip
-    return run_json(cmd, timeout=seconds + warmup + 60)
+    r = run_json(cmd, timeout=seconds + warmup + 60)
+    if not (r["requests"] > 0 and r["rps"] > 0):  # nothing echoed: no measurement at all
+        raise RuntimeError(
+            f"pingpong echo against 127.0.0.1:{port} got no echo back"
+            f" (requests {r['requests']}, rps {r['rps']})"
+        )
+    return r
 
 
 def resp_load(port: int, connections: int, size: int, requests: int) -> dict[str, Any]:
@@ -232,8 +238,17 @@ def resp_load(port: int, connections: int, size: int, requests: int) -> dict[str
         raise RuntimeError(f"redis-benchmark failed: {out.stderr.strip()}")
     result: dict[str, Any] = {}
     for row in csv.DictReader(io.StringIO(out.stdout)):
+        try:
+            rps = float(row.get("rps") or 0)
+        except ValueError:
+            rps = 0.0
+        if not rps > 0:
+            raise RuntimeError(
+                f"redis-benchmark against 127.0.0.1:{port}: no rate for {row.get('test')!r}"
+                f" (rps {row.get('rps')!r}): {out.stdout!r} {out.stderr!r}"
+            )
         result[row["test"].lower()] = {
-            "rps": float(row["rps"]),
+            "rps": rps,
             "p50_us": float(row["p50_latency_ms"]) * 1000,
             "p99_us": float(row["p99_latency_ms"]) * 1000,
         }
@@ -253,6 +268,13 @@ def http_load(port: int, connections: int, seconds: int) -> dict[str, Any]:
     cmd = [need("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
            f"http://127.0.0.1:{port}/"]  # fmt: skip
     r = run_json(cmd, timeout=seconds + 60)
+    if r["errors"] > 0 or r["requests"] == 0:
+        # Errors are socket errors and non-2xx/3xx answers: a server answering 500s fast
+        # must not look fast.
+        raise RuntimeError(
+            f"wrk against http://127.0.0.1:{port}/: {r['errors']} errors"
+            f" in {r['requests']} requests"
+        )
     r["rps"] = r["requests"] / r["seconds"]
     r["total_requests"] = r["requests"]
     r["mbps"] = r["bytes"] / r["seconds"] / 1e6
@@ -364,7 +386,10 @@ def interleave(
     for n in range(rounds):
         for s in servers:
             cpu = s.cpu_seconds()
-            result = measure(s)
+            try:
+                result = measure(s)
+            except RuntimeError as e:  # name the server the load generator ran against
+                raise RuntimeError(f"{label} round {n + 1}/{rounds} {s.server.label}: {e}") from e
             cpu = s.cpu_seconds() - cpu
             # The server's CPU per request: a second opinion that the scheduler's noise
             # (two cores shared by server, client and anything else) moves far less.

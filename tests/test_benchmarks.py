@@ -37,6 +37,17 @@ def test_quick_run(tmp_path: Path) -> None:
         "anyio-streams",
     }
     assert "protocol/native" in cell["ratios"]
+    # Every load section measured something: a load that got nothing back would show as a
+    # rate (and a ratio) of 0, which the harness must refuse rather than report.
+    loads = [s for s in sections if s != "scale"]
+    assert all(results[s] for s in loads), {s: results[s] for s in loads}
+    measured = [c for s in loads for c in results[s]]
+    for c in measured:
+        for kind, runs in c["runs"].items():
+            assert runs and all(r["rps"] > 0 for r in runs), (kind, runs)
+        assert c["ratios"]
+        for name, ratio in c["ratios"].items():
+            assert all(v > 0 for v in ratio.values()), (name, ratio)
     assert results["scale"][0]["runs"]["protocol"][0]["connections"] == 500
     assert (tmp_path / "echo.svg").read_text().startswith("<svg")
     assert "| target |" in out.stdout
