@@ -172,48 +172,58 @@ def test_docs_udp_echo(backend: str, capsys: pytest.CaptureFixture[str]) -> None
 class Digest(asyncio.Protocol):
     """Server: hashes what it reads, pausing reading after every chunk (``call_later``
     resumes it: the only thing handed in, as an asyncio protocol gets its loop's), and
-    at EOF answers with the digest and the addresses it saw, then half-closes too."""
+    at EOF answers with the digest and the addresses it saw, then half-closes too and
+    stays open (the test closes it). What it sees is recorded, not asserted here: an
+    exception in a callback is only logged by the backend."""
 
     def __init__(self, call_later: Callable[..., Any]) -> None:
         self.call_later = call_later
         self.hash = hashlib.sha256()
         self.count = 0
         self.pauses = 0
+        self.info: dict[str, Any] = {}
+        self.reading_after_pause: list[bool] = []
+        self.can_write_eof: bool | None = None
+        self.wrote_eof = False
+        self.lost: list[BaseException | None] = []
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
-        assert sock is None or sock.type == socket.SOCK_STREAM
-        assert transport.get_extra_info("sockname")[0] == "127.0.0.1"
-        assert transport.get_extra_info("no such key", "default") == "default"
+        self.info["socket_type"] = None if sock is None else sock.type
+        self.info["sockname"] = transport.get_extra_info("sockname")
+        self.info["default"] = transport.get_extra_info("no such key", "default")
 
     def data_received(self, data: bytes) -> None:
         self.hash.update(data)
         self.count += len(data)
         self.transport.pause_reading()
-        assert not self.transport.is_reading()
+        self.reading_after_pause.append(self.transport.is_reading())
         self.pauses += 1
         self.call_later(0.001, self.transport.resume_reading)
 
     def eof_received(self) -> bool:
         reply = f"{self.count} {self.hash.hexdigest()} {self.peer[1]} {self.pauses}"
         self.transport.write(reply.encode())
-        assert self.transport.can_write_eof()
+        self.can_write_eof = self.transport.can_write_eof()
         self.transport.write_eof()
-        self.transport.close()
-        return True  # half-open until then
+        self.wrote_eof = True
+        return True  # half-open: the test closes the transport after the client saw EOF
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        pass
+        self.lost.append(exc)
 
 
 class Upload(asyncio.Protocol):
-    """Client: writes 1 MiB, half-closes with write_eof, reads the answer to EOF."""
+    """Client: writes 1 MiB, half-closes with write_eof, reads the answer to EOF and
+    records whether the server's transport was still open when that EOF came."""
 
-    def __init__(self, payload: bytes, done: Any) -> None:
+    def __init__(self, payload: bytes, done: Any, server_open: Callable[[], bool]) -> None:
         self.payload = payload
         self.done = done
+        self.server_open = server_open
+        self.server_open_at_eof: bool | None = None
         self.reply = b""
 
     def connection_made(self, transport: Any) -> None:
@@ -226,6 +236,7 @@ class Upload(asyncio.Protocol):
         self.reply += data
 
     def eof_received(self) -> None:
+        self.server_open_at_eof = self.server_open()
         return None  # close
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -235,18 +246,46 @@ class Upload(asyncio.Protocol):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_extra_info_pause_reading_and_write_eof(backend: str) -> None:
     async def main() -> None:
-        server = await polyloop.listen_tcp(lambda: Digest(polyloop.call_later), "127.0.0.1", 0)
+        digests: list[Digest] = []
+
+        def digest() -> Digest:
+            digests.append(Digest(polyloop.call_later))
+            return digests[-1]
+
+        def server_open() -> bool:
+            (d,) = digests
+            return d.wrote_eof and not d.lost and not d.transport.is_closing()
+
+        server = await polyloop.listen_tcp(digest, "127.0.0.1", 0)
         payload = os.urandom(1 << 20)
         done = polyloop.create_future()
         _, client = await polyloop.connect_tcp(
-            lambda: Upload(payload, done), "127.0.0.1", server.port
+            lambda: Upload(payload, done, server_open), "127.0.0.1", server.port
         )
         assert await polyloop.wait_for(done, 20) is None
-        count, digest, port, pauses = client.reply.decode().split()
+        # The client read the server's EOF while the server's transport was still open:
+        # that EOF came from write_eof, not from close.
+        assert client.server_open_at_eof is True
+        count, digest_hex, port, pauses = client.reply.decode().split()
         assert int(count) == len(payload)
-        assert digest == hashlib.sha256(payload).hexdigest()
+        assert digest_hex == hashlib.sha256(payload).hexdigest()
         assert int(port) == client.port  # the server's peername is the client's sockname
         assert int(pauses) >= 2
+        (d,) = digests
+        assert set(d.info) == {"socket_type", "sockname", "default"}, d.info
+        assert d.info["default"] == "default"
+        assert d.info["socket_type"] in (None, socket.SOCK_STREAM)
+        assert d.info["sockname"][0] == "127.0.0.1"
+        assert len(d.reading_after_pause) == d.pauses >= 2
+        assert not any(d.reading_after_pause)
+        assert d.can_write_eof is True
+        assert not d.lost
+        d.transport.close()
+        for _ in range(200):
+            if d.lost:
+                break
+            await polyloop.sleep(0.01)
+        assert d.lost == [None]
         await server.aclose()
 
     polyloop.run(main, backend=backend)
