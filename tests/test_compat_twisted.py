@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,10 +192,10 @@ async def exercise_echo(port: int) -> None:
 
 
 class Idle(basic.LineReceiver, policies.TimeoutMixin):
-    """Drops a connection after 0.5 s without a line (TimeoutMixin's own
+    """Drops a connection after 2 s without a line (TimeoutMixin's own
     ``timeoutConnection``); its ``callLater`` is Twisted's, pointed at the session."""
 
-    timeOut = 0.5
+    timeOut = 2.0
 
     def connectionMade(self) -> None:
         self.setTimeout(self.timeOut)
@@ -211,20 +212,31 @@ class IdleClient(Done, basic.LineReceiver):
     def __init__(self) -> None:
         super().__init__()
         self.lines: list[bytes] = []
+        self.lost_at = 0.0
 
     def lineReceived(self, line: bytes) -> None:
         self.lines.append(line)
 
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.lost_at = time.monotonic()
+        super().connectionLost(reason)
+
 
 async def exercise_timeout(port: int) -> None:
     client = await ctw.connect_tcp(IdleClient, "127.0.0.1", port)
-    for i in range(6):  # 0.6 s of traffic, longer than the timeout: it is reset
+    for i in range(5):  # 0.4 s of traffic, a line every 0.1 s: each one resets the timeout
+        if i:
+            await polyloop.sleep(0.1)
         client.sendLine(b"ping %d" % i)
-        await polyloop.sleep(0.1)
+    last = time.monotonic()
     assert not client.lost.done(), "the server timed out although lines kept coming"
     reason = await polyloop.wait_for(client.lost, 10)  # then silence: dropped
-    assert client.lines == [b"ok ping %d" % i for i in range(6)]
+    assert client.lines == [b"ok ping %d" % i for i in range(5)]
     assert reason.check(error.ConnectionDone), reason
+    # The drop came a whole timeOut after the last line (a load only makes it later):
+    # without resetTimeout it would come timeOut after connecting, 0.4 s too soon.
+    idle = client.lost_at - last
+    assert idle >= Idle.timeOut - 0.15, f"dropped {idle:.2f} s after the last line"
 
 
 class Hello(resource.Resource):
