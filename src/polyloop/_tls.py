@@ -76,6 +76,7 @@ class TLSProtocol(Protocol):
         self._eof_written = False
         self._lost = False
         self._peer_closed = False  # the peer's close_notify came
+        self._upgrade_told = False  # a failed start_tls's protocol got connection_lost
 
     # --- raw side ---
 
@@ -120,6 +121,12 @@ class TLSProtocol(Protocol):
             )
         if self._app_started:
             self._app_started = False
+            self.app_protocol.connection_lost(exc)
+        elif not self._call_connection_made and not self._upgrade_told:
+            # start_tls: the protocol was made on the plain connection, so it hears of the
+            # connection's end even when the upgrade failed (a Stream's aclose() waits
+            # for it: it hung for ever after a failed start_tls, on every backend).
+            self._upgrade_told = True
             self.app_protocol.connection_lost(exc)
 
     def pause_writing(self) -> None:
