@@ -13,6 +13,7 @@ import polyloop
 
 from .._registry import check
 from ..referee import expect_logged
+from ._util import bounded
 
 
 @check("taskapi")
@@ -39,9 +40,9 @@ async def check_done_callbacks(session: polyloop.Session) -> None:
     fut = session.create_future()
     calls: list[Any] = []
     fut.add_done_callback(calls.append)
-    removed = fut.add_done_callback(lambda f: calls.append("removed"))
-    del removed
-    fut.remove_done_callback(lambda f: None)  # not registered: nothing happens
+    assert fut.remove_done_callback(lambda f: None) == 0, (
+        "remove_done_callback of a callback never added did not return 0"
+    )
     fut.set_result(7)
     assert calls == [], "a done-callback ran inside set_result()"
     for _ in range(3):
@@ -55,9 +56,15 @@ async def check_done_callbacks(session: polyloop.Session) -> None:
     other = session.create_future()
     gone: list[Any] = []
     other.add_done_callback(gone.append)
-    assert other.remove_done_callback(gone.append) == 1
+    other.add_done_callback(gone.append)
+    removed = other.remove_done_callback(gone.append)
+    assert removed == 2, f"remove_done_callback removed {removed} of 2 registrations"
+    # Callbacks run in the order they were added: once the sentinel has run, a removed
+    # callback that was going to run would have.
+    sentinel = session.create_future()
+    other.add_done_callback(lambda f: sentinel.set_result(None))
     other.cancel()
-    await session.sleep(0)
+    await bounded(session, sentinel, 5, "a done-callback of a cancelled future never ran")
     assert gone == [], "a removed callback ran"
 
 
