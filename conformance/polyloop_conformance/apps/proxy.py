@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,6 +41,19 @@ STATS_MAGIC = b"\x00polyloop-proxy-stats\n"
 PEAK_BOUND = 512 * 1024
 #: Bytes the exercise pushes through.
 TOTAL = 16 * 1024 * 1024
+#: Bounds on the exercise, in seconds (it takes well under 1 s when nothing is wrong).
+#: Not reading: the sender must be held back and the proxy paused both ways by then
+#: (checked after each poll); the phase itself gets 10 s more for its last poll.
+HOLD_BACK_BOUND = 15
+#: Reading: the longest wait for the next bytes of the echo, and for the sender, the EOF.
+STALL_BOUND = 10
+#: The whole exercise: not shorter than the sum of the bounds of its phases (stats 5,
+#: not reading 25, the sender 10, the EOF 10, stats 5) plus some reading, so that the
+#: bound of the phase that stalls is what a failure names.
+TOTAL_BOUND = 60
+#: The app's limit, the referee's backstop: past TOTAL_BOUND and the client's closing
+#: (``aclose_within``, 5 s), so that the exercise's own message, with its state, comes first.
+APP_TIMEOUT = TOTAL_BOUND + 15
 
 
 @dataclass
@@ -220,11 +234,28 @@ async def query_stats(address: tuple[str, int]) -> dict[str, Any]:
 
 async def exercise(config: AppConfig, address: tuple[str, int]) -> None:
     """16 MiB through the proxy with a reader that stops, then drains; bounds checked."""
-    state = {"phase": "connecting", "sent": 0, "received": 0}
+    state: dict[str, Any] = {"phase": "connecting", "sent": 0, "received": 0, "seconds": {}}
+    state["_since"] = time.monotonic()
     try:
-        await within(20, _exercise(address, state), "proxy exercise")
+        await within(TOTAL_BOUND, _exercise(address, state), "proxy exercise")
     except AssertionError as exc:
-        raise AssertionError(f"{exc} [{state}]") from None
+        if state["phase"] not in state["seconds"]:  # not timed by _exercise yet
+            _lap(state)
+        shown = {k: v for k, v in state.items() if not k.startswith("_")}
+        raise AssertionError(f"{exc} [{shown}]") from None
+
+
+def _lap(state: dict[str, Any]) -> float:
+    """Note the wall-clock time of the current phase so far in ``state["seconds"]``."""
+    now = time.monotonic()
+    state["seconds"][state["phase"]] = round(now - state["_since"], 3)
+    return now
+
+
+def _enter(state: dict[str, Any], phase: str) -> None:
+    """Start ``phase``, noting the time the one before it took."""
+    state["_since"] = _lap(state)
+    state["phase"] = phase
 
 
 async def _exercise(address: tuple[str, int], state: dict[str, Any]) -> None:
@@ -243,13 +274,11 @@ async def _exercise(address: tuple[str, int], state: dict[str, Any]) -> None:
         await stream.send_eof()  # half-close: the echo must still come back
         state["sent"] = "all, then EOF"
 
-    sender = polyloop.spawn(send_all())
-    try:
+    async def hold_back() -> None:
         # Read nothing until the sender is held back (no progress for 20 polls in a
         # row) and the proxy has paused both ways. A stall alone is not enough: a
         # proxy process starved of CPU stalls the sender too, without any pause.
-        state["phase"] = "not reading"
-        deadline = polyloop.time() + 15
+        deadline = time.monotonic() + HOLD_BACK_BOUND
         while True:
             still, last = 0, state["sent"]
             while still < 20:
@@ -269,31 +298,43 @@ async def _exercise(address: tuple[str, int], state: dict[str, Any]) -> None:
             up = stats["pauses_up"] - before["pauses_up"]
             if down > 0 and up > 0:
                 break
-            assert polyloop.time() < deadline, (
+            assert time.monotonic() < deadline, (
                 f"the sender is held back but the proxy did not pause both ways:"
                 f" {down} down, {up} up"
             )
 
-        state["phase"] = "reading"
+    sender = polyloop.spawn(send_all())
+    try:
+        _enter(state, "not reading")
+        await within(
+            HOLD_BACK_BOUND + 10, hold_back(),
+            "the sender held back and the proxy paused both ways while the client read nothing",
+        )  # fmt: skip
+        _enter(state, "reading")
         got = hashlib.sha256()
         while state["received"] < TOTAL:
-            data = await stream.receive(1 << 20)
+            data = await within(
+                STALL_BOUND, stream.receive(1 << 20),
+                f"the echo, after {state['received']} of {TOTAL} bytes",
+            )  # fmt: skip
             assert data, f"EOF after {state['received']} of {TOTAL} bytes"
             got.update(data)
             state["received"] += len(data)
             if state["received"] < TOTAL // 4:
                 await polyloop.sleep(0)  # a slow reader for the first quarter
-        state["phase"] = "waiting for the sender"
-        await sender
+        _enter(state, "waiting for the sender")
+        await within(STALL_BOUND, sender, "the sender's end, once the echo was all back")
         assert got.hexdigest() == sent.hexdigest(), "bytes through the proxy differ"
-        state["phase"] = "waiting for EOF"
-        assert await stream.receive() == b"", "no EOF after the echo: half-close was lost"
-        state["phase"] = "final stats"
+        _enter(state, "waiting for EOF")
+        tail = await within(STALL_BOUND, stream.receive(), "the EOF after the echo")
+        assert tail == b"", "no EOF after the echo: half-close was lost"
+        _enter(state, "final stats")
         stats = await query_stats(address)
         assert stats["peak"] <= PEAK_BOUND, (
             f"the proxy buffered {stats['peak']} bytes (bound {PEAK_BOUND})"
         )
     finally:
+        _lap(state)  # before the cleanup, which may wait 5 s for a flush
         sender.cancel()
         await aclose_within(stream)
 
@@ -304,5 +345,6 @@ APP = register(
         "TCP proxy to an echo: 16 MiB, backpressure both ways, bounded buffer, half-close",
         serve,
         exercise,
+        timeout=APP_TIMEOUT,
     )
 )
