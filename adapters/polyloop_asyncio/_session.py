@@ -18,7 +18,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
 import polyloop
-from polyloop.lowlevel import AsyncioTask, Session, end_with_asyncio_loop, from_asyncio_future
+from polyloop.lowlevel import (
+    AsyncioTask,
+    Session,
+    end_with_asyncio_loop,
+    in_asyncio_executor,
+)
 
 from ._transport import (
     AsyncioDatagramTransport,
@@ -171,9 +176,7 @@ class AsyncioSession(Session):
         return AsyncioTask(self, coro, name, self.loop)
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        # The loop's default executor: asyncio.run joins its threads at the end.
-        ctx = self._callback_context()  # names this session, whatever the caller has
-        return await from_asyncio_future(self, self.loop.run_in_executor(None, ctx.run, fn, *args))
+        return await in_asyncio_executor(self, self.loop, fn, *args)
 
     # --- adopting sockets ---
 

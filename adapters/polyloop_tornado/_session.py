@@ -37,6 +37,7 @@ from polyloop.lowlevel import (
     Session,
     end_with_asyncio_loop,
     from_asyncio_future,
+    in_asyncio_executor,
     map_exceptions,
     set_nodelay,
 )
@@ -205,10 +206,8 @@ class TornadoSession(Session):
         return AsyncioTask(self, coro, name, self.loop)
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        # The asyncio loop's default executor: the end of the loop joins its threads.
-        ctx = self._callback_context()  # names this session, whatever the caller has
-        native = self.ioloop.run_in_executor(None, ctx.run, fn, *args)
-        return await from_asyncio_future(self, native)
+        # IOLoop.run_in_executor on an asyncio loop is the asyncio loop's (platform/asyncio.py).
+        return await in_asyncio_executor(self, self.loop, fn, *args)
 
     # --- adopting sockets ---
 

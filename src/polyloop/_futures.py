@@ -45,7 +45,15 @@ from ._errors import Cancelled
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["AsyncioTask", "CoroutineTask", "Future", "Task", "current_task", "from_asyncio_future"]
+__all__ = [
+    "AsyncioTask",
+    "CoroutineTask",
+    "Future",
+    "Task",
+    "current_task",
+    "from_asyncio_future",
+    "in_asyncio_executor",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("polyloop")
@@ -567,6 +575,16 @@ def from_asyncio_future(session: Session, native: asyncio.Future[T]) -> Future[T
     native.add_done_callback(copy)
     fut.add_done_callback(back)
     return fut
+
+
+def in_asyncio_executor(
+    session: Session, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
+) -> Future[T]:
+    """For backends on asyncio: ``fn(*args)`` in ``loop``'s default executor (the end of
+    the loop joins its threads), in a context that names ``session`` whatever the caller's
+    names, so that ``from_thread`` in the worker reaches the session."""
+    ctx = session._callback_context()
+    return from_asyncio_future(session, loop.run_in_executor(None, ctx.run, fn, *args))
 
 
 def _adoptive(ended: Session) -> Session:

@@ -17,6 +17,7 @@ from ._errors import write_after_eof as write_after_eof
 from ._futures import AsyncioTask as AsyncioTask
 from ._futures import CoroutineTask as CoroutineTask
 from ._futures import from_asyncio_future as from_asyncio_future
+from ._futures import in_asyncio_executor as in_asyncio_executor
 from ._session import Acceptor as Acceptor
 from ._session import Callback as Callback
 from ._session import Session as Session
@@ -65,6 +66,7 @@ __all__ = [
     "drain_datagrams",
     "end_with_asyncio_loop",
     "from_asyncio_future",
+    "in_asyncio_executor",
     "map_exceptions",
     "oserror",
     "set_current",
