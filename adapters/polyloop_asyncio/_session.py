@@ -22,6 +22,7 @@ from polyloop.lowlevel import (
     AsyncioTask,
     Session,
     end_with_asyncio_loop,
+    fd_of,
     in_asyncio_executor,
 )
 
@@ -157,7 +158,7 @@ class AsyncioSession(Session):
     def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
         self.loop.add_reader(fd, fn)
         if self._readers is not None:
-            self._readers.add(_fd(fd))
+            self._readers.add(fd_of(fd))
 
     def remove_reader(self, fd: Any) -> bool:
         return _removed(self.loop.remove_reader, fd, self._readers)
@@ -165,7 +166,7 @@ class AsyncioSession(Session):
     def add_writer(self, fd: Any, fn: Callable[[], object]) -> None:
         self.loop.add_writer(fd, fn)
         if self._writers is not None:
-            self._writers.add(_fd(fd))
+            self._writers.add(fd_of(fd))
 
     def remove_writer(self, fd: Any) -> bool:
         return _removed(self.loop.remove_writer, fd, self._writers)
@@ -281,13 +282,8 @@ def _removed(remove: Callable[[Any], Any], fd: Any, added: set[int] | None) -> b
     """``remove(fd)``, and whether ``fd`` was watched: the loop's answer, or ``added``'s."""
     if added is None:
         return bool(remove(fd))
-    n = _fd(fd)
+    n = fd_of(fd)
     watched = n in added
     added.discard(n)
     remove(fd)
     return watched
-
-
-def _fd(fileobj: Any) -> int:
-    """The fd of an int or of an object with ``fileno()``, as selectors take either."""
-    return fileobj if isinstance(fileobj, int) else int(fileobj.fileno())

@@ -42,7 +42,7 @@ from gevent.hub import Hub, Waiter
 from greenlet import GreenletExit, getcurrent, greenlet
 
 import polyloop
-from polyloop.lowlevel import CoroutineTask, Session, translate
+from polyloop.lowlevel import CoroutineTask, Session, fd_of, translate
 
 from ._transport import GeventTransport
 
@@ -298,7 +298,7 @@ class GeventSession(Session):
         return self._unwatch(fd, 2)
 
     def _watch(self, fd: Any, events: int, fn: Callable[[], object]) -> None:
-        key = (fd if isinstance(fd, int) else fd.fileno(), events)
+        key = (fd_of(fd), events)
         watcher = self._watchers.get(key)
         if watcher is None:
             watcher = self._watchers[key] = self.loop.io(*key)
@@ -308,7 +308,7 @@ class GeventSession(Session):
 
     def _unwatch(self, fd: Any, events: int) -> bool:
         # Closed before the fd goes: libev must not watch a closed fd.
-        key = (fd if isinstance(fd, int) else fd.fileno(), events)
+        key = (fd_of(fd), events)
         watcher = self._watchers.pop(key, None)
         if watcher is None:
             return False

@@ -36,6 +36,7 @@ from polyloop.lowlevel import (
     Callback,
     Session,
     end_with_asyncio_loop,
+    fd_of,
     from_asyncio_future,
     in_asyncio_executor,
     map_exceptions,
@@ -170,7 +171,7 @@ class TornadoSession(Session):
         )
 
     def _watch(self, fd: Any, table: dict[int, Callable[[], object]], fn: Any) -> None:
-        fileno = fd if isinstance(fd, int) else fd.fileno()
+        fileno = fd_of(fd)
         known = self._events(fileno)
         table[fileno] = fn
         if known:
@@ -181,7 +182,7 @@ class TornadoSession(Session):
             self.ioloop.add_handler(fd, handler, self._events(fileno))
 
     def _unwatch(self, fd: Any, table: dict[int, Callable[[], object]]) -> bool:
-        fileno = fd if isinstance(fd, int) else fd.fileno()
+        fileno = fd_of(fd)
         if table.pop(fileno, None) is None:
             return False
         events = self._events(fileno)

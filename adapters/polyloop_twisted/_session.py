@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 import polyloop
-from polyloop.lowlevel import Acceptor, Callback, Session, end_with_asyncio_loop
+from polyloop.lowlevel import Acceptor, Callback, Session, end_with_asyncio_loop, fd_of
 
 from . import _reactor
 from ._deferreds import DeferredWait, future_of, start, suspend
@@ -237,7 +237,7 @@ class TwistedSession(Session):
         self.reactor.callFromThread(self._in_context, _run_logged, fn, args)
 
     def _set_watch(self, fd: Any, reading: bool, fn: Callable[[], object] | None) -> bool:
-        fd = fd if isinstance(fd, int) else fd.fileno()
+        fd = fd_of(fd)
         watch = self._watches.get(fd)
         if watch is None:
             if fn is None:

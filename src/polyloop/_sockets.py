@@ -34,6 +34,7 @@ __all__ = [
     "READ_SIZE",
     "bind_tcp",
     "bind_unix",
+    "fd_of",
     "numeric_getaddrinfo",
     "pick_connect_error",
     "set_nodelay",
@@ -82,6 +83,23 @@ def unique(infos: list[AddrInfo]) -> list[AddrInfo]:
             seen.add(key)
             out.append(info)
     return out
+
+
+def fd_of(fileobj: Any) -> int:
+    """The fd of an int or of an object with ``fileno()``, for ``add_reader`` and friends:
+    ``ValueError`` for anything else or a negative fd (a closed socket's ``fileno()`` is
+    -1), with the words of ``selectors``, which asyncio's loops and uvloop use, so that a
+    bad argument fails alike on every backend."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
 
 
 def set_nodelay(sock: socket.socket) -> None:

@@ -25,6 +25,7 @@ from ._session import end_with_asyncio_loop as end_with_asyncio_loop
 from ._sockets import LINGER_RST as LINGER_RST
 from ._sockets import MAX_DATAGRAM as MAX_DATAGRAM
 from ._sockets import READ_SIZE as READ_SIZE
+from ._sockets import fd_of as fd_of
 from ._sockets import oserror as oserror
 from ._sockets import set_nodelay as set_nodelay
 from ._sockets import set_reset_on_close as set_reset_on_close
@@ -65,6 +66,7 @@ __all__ = [
     "datagram_address",
     "drain_datagrams",
     "end_with_asyncio_loop",
+    "fd_of",
     "from_asyncio_future",
     "in_asyncio_executor",
     "map_exceptions",

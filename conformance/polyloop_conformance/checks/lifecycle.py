@@ -623,3 +623,33 @@ async def check_readiness_callbacks(session: polyloop.Session) -> None:
         session.remove_writer(a)
         a.close()
         b.close()
+
+
+@check("lifecycle")
+async def check_readiness_bad_fd(session: polyloop.Session) -> None:
+    """add_reader/add_writer/remove_reader/remove_writer refuse what is not an fd (a str,
+    None, a float, a negative int, a closed socket) with ValueError, as asyncio's
+    selectors do."""
+    import socket
+
+    closed = socket.socket()
+    closed.close()
+    bad: list[Any] = ["x", None, 3.5, -1, closed]
+    methods: list[tuple[str, Callable[..., object]]] = [
+        ("add_reader", lambda fd: session.add_reader(fd, lambda: None)),
+        ("add_writer", lambda fd: session.add_writer(fd, lambda: None)),
+        ("remove_reader", session.remove_reader),
+        ("remove_writer", session.remove_writer),
+    ]
+    for name, method in methods:
+        for fd in bad:
+            try:
+                method(fd)
+            except ValueError:
+                continue
+            except Exception as exc:
+                raise AssertionError(
+                    f"{name}({fd!r}) raised {type(exc).__name__}: {exc} "
+                    "(rule: ValueError for what is not a valid fd, as on asyncio)"
+                ) from None
+            raise AssertionError(f"{name}({fd!r}) was accepted (rule: ValueError)")

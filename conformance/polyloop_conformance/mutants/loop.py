@@ -329,6 +329,17 @@ class RemoveReturnsNone(SelectorsSession):
         return None  # type: ignore[return-value]
 
 
+@mutant(
+    "readiness",
+    "add_reader refuses what is not an fd with ValueError",
+    checks=["lifecycle.readiness_bad_fd"],
+    expect=["add_reader('x') raised AttributeError"],
+)
+class UncheckedFd(SelectorsSession):
+    def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
+        super().add_reader(fd if isinstance(fd, int) else fd.fileno(), fn)
+
+
 class _StaleLoop(_Loop):
     def run_once(self) -> None:
         timeout: float | None = None
