@@ -119,6 +119,45 @@ def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, Any], Non
     yield patch
 
 
+def test_call_soon_threadsafe_writes_the_self_pipe_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From another thread or another greenlet, one thread-safe call is one write to the
+    loop's self-pipe (asyncio's call_soon_threadsafe and the mixed loop's wake-up both
+    wrote it), and the callback still runs."""
+    import threading
+
+    writes: list[int] = []
+    write = mixed_session.MixedLoop._write_to_self  # type: ignore[attr-defined]
+
+    def counted(self: Any) -> None:
+        writes.append(1)
+        write(self)
+
+    monkeypatch.setattr(mixed_session.MixedLoop, "_write_to_self", counted, raising=False)
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        ran: list[str] = []
+        for where in ("thread", "greenlet"):
+            before = len(writes)
+            if where == "thread":
+                thread = threading.Thread(
+                    target=loop.call_soon_threadsafe, args=(ran.append, where)
+                )
+                thread.start()
+                thread.join()
+            else:
+                import gevent
+
+                gevent.spawn(loop.call_soon_threadsafe, ran.append, where).join()
+            await polyloop.sleep(0.05)
+            assert ran[-1:] == [where], ran
+            assert len(writes) - before == 1, f"{len(writes) - before} writes from a {where}"
+        return len(ran), len(writes)
+
+    ran, total = polyloop.run(main, backend="mixed", session="asyncio")
+    assert ran == 2 and total >= 2
+
+
 def test_bridge_check_catches_asyncio_cancellation_in_a_deferred(
     broken: Callable[[str, Any], None],
 ) -> None:

@@ -193,6 +193,18 @@ class MixedLoop(asyncio.SelectorEventLoop):
         if runner is not None and getcurrent() is not runner:
             self._write_to_self()  # type: ignore[attr-defined]
 
+    def call_soon_threadsafe(  # type: ignore[override]
+        self, callback: Any, *args: Any, context: Any = None
+    ) -> asyncio.Handle:
+        # asyncio's own writes the self-pipe after _call_soon, and ours (below) has already
+        # written it when called off the loop's greenlet: one write is enough.
+        self._check_closed()  # type: ignore[attr-defined]
+        if self.get_debug():
+            self._check_callback(callback, "call_soon_threadsafe")  # type: ignore[attr-defined]
+        handle: asyncio.Handle = super()._call_soon(callback, args, context)  # type: ignore[misc]
+        self._write_to_self()  # type: ignore[attr-defined]
+        return handle
+
     def _call_soon(self, callback: Any, args: Any, context: Any) -> Any:
         handle = super()._call_soon(callback, args, context)  # type: ignore[misc]
         self._wake_if_elsewhere()
