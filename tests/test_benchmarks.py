@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import select
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +57,76 @@ def test_quick_run(tmp_path: Path) -> None:
     assert (tmp_path / "echo.svg").read_text().startswith("<svg")
     assert "| target |" in out.stdout
     assert "[" in out.stderr  # the progress lines
+
+
+def _metronome(
+    listener: socket.socket, connections: int, size: int, period: float, stop: threading.Event
+) -> None:
+    """An echo server that answers only on the ticks of its clock: from the first message
+    on, every ``period`` seconds it echoes each connection's message. Every round trip then
+    ends on a tick, however fast or slow the machine is, so how many end inside a window
+    is known in advance."""
+    conns = [listener.accept()[0] for _ in range(connections)]
+    for c in conns:
+        c.setblocking(False)
+    select.select(conns, [], [], 30)  # pingpong sends every first message at once
+    origin, pending, tick = time.monotonic(), [0] * connections, 0
+    try:
+        while not stop.is_set():
+            tick += 1
+            time.sleep(max(0.0, origin + tick * period - time.monotonic()))
+            for i, c in enumerate(conns):
+                try:
+                    pending[i] += len(c.recv(65536))
+                except BlockingIOError:
+                    pass
+                while pending[i] >= size:
+                    c.sendall(b"x" * size)
+                    pending[i] -= size
+    except OSError:
+        pass  # pingpong closed its connections
+    finally:
+        for c in conns:
+            c.close()
+
+
+def metronome_run(pingpong: str, connections: int, period: float) -> dict[str, Any]:
+    """``pingpong echo`` against a metronome: 2.5 periods of warm-up, 5 measured."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=connections)
+    stop = threading.Event()
+    server = threading.Thread(
+        target=_metronome, args=(listener, connections, 64, period, stop), daemon=True
+    )
+    server.start()
+    try:
+        out = subprocess.run(
+            [pingpong, "echo", "127.0.0.1", str(listener.getsockname()[1]), str(connections),
+             "64", str(5 * period), str(2.5 * period)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        server.join(10)
+        listener.close()
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds benchmarks/pingpong.c")
+@pytest.mark.timeout(120)
+def test_pingpong_counts_what_completes_in_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a server that answers on the ticks of a 0.2 s clock, a window from 2.5 to 7.5
+    ticks holds exactly 5 completions per connection, each half a period from either edge
+    (the margin for a loaded machine). Counting only round trips that also started inside
+    the window would give 4: the one each connection has in flight when it opens is lost."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import harness
+
+    connections = 10
+    r = metronome_run(str(harness.build_pingpong()), connections, period=0.2)
+    assert r["requests"] == 5 * connections, r
+    # Ticks 1-7 before the deadline; the run ends at the deadline, before tick 8.
+    assert r["total_requests"] == 7 * connections, r
 
 
 def test_third_party_spec_has_a_reference(monkeypatch: pytest.MonkeyPatch) -> None:
