@@ -4,9 +4,10 @@ Covers ``ConnectionRefusedError`` (by address and by a name resolving to several
 addresses), ``OSError(EADDRINUSE)``, wrong argument types and ranges (ports, hosts,
 factories, ``ssl``), ``str`` passed to ``write``, that a refused connect never calls
 ``connection_made``, and the one policy for a protocol that fails at the start: a
-client's ``connection_made`` raising makes ``connect_tcp`` raise it (the connection
-aborted); a server's protocol factory or ``connection_made`` raising is logged, that
-connection dropped, and the server goes on.
+client's protocol factory or ``connection_made`` raising makes ``connect_tcp`` raise it
+(the connection aborted, ``connection_lost`` once); a server's protocol factory or
+``connection_made`` raising is logged once, that connection dropped (``connection_lost``
+once), and the server goes on.
 """
 
 from __future__ import annotations
@@ -155,7 +156,9 @@ async def _dropped(session: polyloop.Session, port: int) -> None:
 @check("errors")
 async def check_client_connection_made_raises(session: polyloop.Session) -> None:
     """A client protocol whose connection_made raises: connect_tcp raises that same
-    exception, and the connection is aborted (the server side sees it end)."""
+    exception, the connection is aborted (the server side sees it end) and its
+    connection_lost runs once; a client protocol factory that raises makes connect_tcp
+    raise that exception too."""
     boom = _Failing("deliberate connection_made failure (expected by this check)")
 
     class Raises(Recorder):
@@ -184,7 +187,22 @@ async def check_client_connection_made_raises(session: polyloop.Session) -> None
         f"the client's connection was left open after its connection_made raised: events"
         f" {made[0].events if made else None} (rule: the connection is aborted)"
     )
+    assert made[0].events.count("lost") == 1, (
+        f"the client protocol whose connection_made raised saw events {made[0].events}"
+        " (rule: connection_lost is called once)"
+    )
     del lost
+
+    factory_boom = _Failing("deliberate client protocol factory failure (expected)")
+
+    def bad_factory() -> Recorder:
+        raise factory_boom
+
+    exc = await _raises(_Failing, session.connect_tcp(bad_factory, "127.0.0.1", server.port))
+    assert exc is factory_boom, (
+        f"connect_tcp with a protocol factory that raised raised {exc!r}, not that exception"
+        " (rule: connect_tcp raises what the protocol factory raised)"
+    )
     await server.aclose()
 
 
@@ -216,6 +234,10 @@ async def check_server_factory_raises(session: polyloop.Session) -> None:
         await session.sleep(0.01)
     mine = [t for t in logged if "deliberate protocol factory failure" in t]
     assert mine, f"the protocol factory's error was not logged; records: {logged}"
+    assert len(mine) == 1, (
+        f"the protocol factory's error was logged {len(mine)} times (rule: logged once);"
+        f" records: {logged}"
+    )
     assert calls[0] == 2, f"the factory was called {calls[0]} times for 2 connections"
     assert "lost" not in second.events, (
         f"the connection after a failed one was dropped too: {second.describe()} (rule: the"
@@ -229,7 +251,7 @@ async def check_server_factory_raises(session: polyloop.Session) -> None:
 @check("errors")
 async def check_server_connection_made_raises(session: polyloop.Session) -> None:
     """A server protocol whose connection_made raises: logged, that connection
-    aborted (the client sees it end), the server goes on."""
+    aborted (the client sees it end, its connection_lost runs once), the server goes on."""
     calls = [0]
 
     class Raises(Recorder):
@@ -243,6 +265,8 @@ async def check_server_connection_made_raises(session: polyloop.Session) -> None
         accepted = Accepted(session, lambda: Raises(session))
         server = await session.listen_tcp(accepted, "127.0.0.1", 0)
         await _dropped(session, server.port)
+        first = await accepted.get(0)
+        await first.wait_lost()
         try:
             _, second = await session.connect_tcp(
                 lambda: Recorder(session), "127.0.0.1", server.port
@@ -256,6 +280,10 @@ async def check_server_connection_made_raises(session: polyloop.Session) -> None
         transport_of(second).write(b"still serving")
         got = await srv.wait_bytes(13)
     assert got == b"still serving", f"the next connection's data arrived as {got!r}"
+    assert first.events.count("lost") == 1, (
+        f"the server protocol whose connection_made raised saw events {first.events}"
+        " (rule: connection_lost is called once)"
+    )
     mine = [t for t in logged if "deliberate connection_made failure" in t]
     assert mine, f"the server protocol's connection_made error was not logged; records: {logged}"
     transport_of(second).close()

@@ -20,7 +20,7 @@ import time
 import polyloop
 
 from .._registry import check
-from ..referee import expect_logged, waiting_for
+from ..referee import expect_logged, settle, waiting_for
 
 #: Clock tolerance for "not before the delay": loops compare deadlines against a clock
 #: read a little earlier, and asyncio adds its clock resolution.
@@ -207,7 +207,7 @@ async def check_sleep_duration(session: polyloop.Session) -> None:
 @check("timers")
 async def check_sleep_arguments(session: polyloop.Session) -> None:
     """sleep: a negative or NaN delay is ValueError, a non-number TypeError; sleep(inf)
-    waits until cancelled."""
+    waits until cancelled (it has not returned after loop turns and 10 ms)."""
     for bad, kind in ((-1, ValueError), (math.nan, ValueError), ("1", TypeError)):
         try:
             await polyloop.sleep(bad)  # type: ignore[arg-type]
@@ -220,6 +220,11 @@ async def check_sleep_arguments(session: polyloop.Session) -> None:
     for _ in range(5):
         await session.sleep(0)
     assert not forever.done(), f"sleep(inf) ended by itself: {forever!r}"
+    await settle(session, 0.01)
+    assert not forever.done(), (
+        f"sleep(inf) ended by itself within 10 ms: {forever!r} (rule: sleep(inf) waits"
+        " until cancelled)"
+    )
     forever.cancel()
     try:
         with waiting_for("a cancelled sleep(inf) to end"):
