@@ -228,9 +228,10 @@ def run_scale(
     runs: dict[str, list[Any]] = {s.kind: [] for s in servers}
     log = harness.BUILD / "servers.log"
     for n in range(args.scale_rounds):
-        for server in servers:
+        for position, server in enumerate(harness.round_order(servers, n)):
             with harness.running([server], log) as (started,):
                 r = harness.idle_load(pingpong, started, args.scale, settle=0.3)
+            r["position"] = position
             runs[server.kind].append(r)
             progress.step(
                 f"scale {spec} round {n + 1}/{args.scale_rounds} {server.label}",

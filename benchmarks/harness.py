@@ -7,10 +7,11 @@ own process against a server process that is either the framework's own code
 processes, reads what they print and the servers' memory from ``/proc``.
 
 Interleaving: every server of one backend stays up for that backend's whole group, and
-each round measures them one after the other (native, polyloop Protocol, polyloop
-Stream, anchors), so a drift of the machine (other processes, thermal, the scheduler)
-hits every server alike. A ratio is taken per round (polyloop's round r over native's
-round r) and reported as min / median / max over the rounds.
+each round measures them one after the other, so a drift of the machine (other
+processes, thermal, the scheduler) hits every server alike. The order changes from round
+to round (``round_order``: a balanced Latin square), so that no server always goes
+first, or always right after the same other one. A ratio is taken per round (polyloop's
+round r over native's round r) and reported as min / median / max over the rounds.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"
@@ -371,6 +372,37 @@ def _clock(seconds: float) -> str:
 
 
 Measure = Callable[[Running], dict[str, Any]]
+T = TypeVar("T")
+
+
+def round_order(items: list[T], n: int) -> list[T]:
+    """The order of round ``n`` (from 0): row ``n`` of a balanced Latin square (Williams
+    design) over ``items``, the same in every run.
+
+    With k items, row n is 0, 1, k-1, 2, k-2, ... each shifted by n (mod k), its numbers
+    then renamed so that row 0 is the given order: in rounds 0 to k-1, and in each next
+    block of k, every item takes every place once. For an odd k those k rows cannot also
+    balance what follows what, so the next k rows are the same reversed. Over k rounds
+    (even k) or 2k (odd k) each item then comes right after every other one equally
+    often: neither a server's place in the round nor the server measured just before it,
+    whose after-effects it inherits, is always the same. With 2 servers the rounds
+    alternate which one goes first.
+    """
+    k = len(items)
+    if k == 0:
+        return []
+    first, low, high = [0], 1, k - 1
+    while len(first) < k:
+        first.append(low)
+        low += 1
+        if len(first) < k:
+            first.append(high)
+            high -= 1
+    rows = [[(x + shift) % k for x in first] for shift in range(k)]
+    if k % 2:
+        rows += [row[::-1] for row in rows]
+    name = {x: items[place] for place, x in enumerate(first)}  # row 0: the given order
+    return [name[x] for x in rows[n % len(rows)]]
 
 
 def interleave(
@@ -381,10 +413,13 @@ def interleave(
     label: str,
     show: Callable[[dict[str, Any]], str],
 ) -> dict[str, list[dict[str, Any]]]:
-    """``rounds`` rounds, each measuring every server once, in order."""
+    """``rounds`` rounds, each measuring every server once, in ``round_order``.
+
+    Each result records its ``position`` in its round (0: measured first).
+    """
     runs: dict[str, list[dict[str, Any]]] = {s.server.kind: [] for s in servers}
     for n in range(rounds):
-        for s in servers:
+        for position, s in enumerate(round_order(servers, n)):
             cpu = s.cpu_seconds()
             try:
                 result = measure(s)
@@ -394,6 +429,7 @@ def interleave(
             # The server's CPU per request: a second opinion that the scheduler's noise
             # (two cores shared by server, client and anything else) moves far less.
             result["server_cpu_us_per_request"] = cpu * 1e6 / max(1, result["total_requests"])
+            result["position"] = position
             runs[s.server.kind].append(result)
             progress.step(f"{label} round {n + 1}/{rounds} {s.server.label}", show(result))
     return runs

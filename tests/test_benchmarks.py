@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,27 @@ def test_pingpong_counts_what_completes_in_the_window(monkeypatch: pytest.Monkey
     assert r["requests"] == 5 * connections, r
     # Ticks 1-7 before the deadline; the run ends at the deadline, before tick 8.
     assert r["total_requests"] == 7 * connections, r
+
+
+def test_round_order_varies_place_and_predecessor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round measures every server once; over a full cycle each server takes every
+    place equally often and comes right after every other one equally often."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import harness
+
+    assert harness.round_order(["native", "protocol"], 0) == ["native", "protocol"]
+    assert harness.round_order(["native", "protocol"], 1) == ["protocol", "native"]
+    for k in range(1, 8):
+        items = list(range(k))
+        cycle = [harness.round_order(items, n) for n in range(2 * k if k % 2 else k)]
+        assert cycle[0] == items
+        assert all(sorted(row) == items for row in cycle)
+        places = Counter((x, i) for row in cycle for i, x in enumerate(row))
+        assert len(places) == k * k and len(set(places.values())) == 1, (k, cycle)
+        after = Counter(pair for row in cycle for pair in pairwise(row))
+        assert len(after) == k * (k - 1) and len(set(after.values())) <= 1, (k, cycle)
+        # The first k rounds already give every server every place once.
+        assert len({(x, i) for row in cycle[:k] for i, x in enumerate(row)}) == k * k
 
 
 def test_third_party_spec_has_a_reference(monkeypatch: pytest.MonkeyPatch) -> None:
