@@ -28,6 +28,7 @@ import polyloop
 
 from .._registry import SkipCheck, check
 from ..referee import waiting_for
+from ._util import bounded
 
 __all__: list[str] = []
 
@@ -511,14 +512,24 @@ async def _cross(
             case = f"{source.name} -> {target_name}, {kind}"
             try:
                 problem = await _one(session, source, target, kind, cancel_type, case)
-            except TimeoutError:
-                failures.append(f"{case}: the target never completed ({WAIT} s)")
+            except _NeverCompleted as exc:
+                failures.append(f"{case}: {exc}")
                 failures.append("(the cases after it were not run)")
                 return
             finally:
                 source.close()
             if problem:
                 failures.append(f"{case}: {problem}")
+
+
+NEVER_COMPLETED = (
+    "the target never completed (rule: a bridged future completes when its source does,"
+    " and is cancelled when it is cancelled)"
+)
+
+
+class _NeverCompleted(Exception):
+    """A target that did not complete within ``WAIT`` seconds (``bounded``'s verdict)."""
 
 
 async def _one(
@@ -545,7 +556,10 @@ async def _one(
     else:
         source.complete(kind)
     with waiting_for(f"{case}: the target to complete"):
-        got_kind, got = await polyloop.wait_for(done, WAIT)
+        try:
+            got_kind, got = await bounded(session, done, WAIT, NEVER_COMPLETED)
+        except AssertionError as exc:
+            raise _NeverCompleted(str(exc)) from None
     problem = _judge(kind, got_kind, got, cancel_type)
     if problem is None and kind == "cancel target" and source.cancellable:
         for _ in range(200):

@@ -23,7 +23,7 @@ import polyloop
 from .._registry import check
 from ..referee import expect_logged
 from ..tls import material
-from ._util import Accepted, Recorder, transport_of
+from ._util import Accepted, Recorder, bounded, transport_of
 
 
 class _Boom(Exception):
@@ -73,8 +73,16 @@ async def _callback_raises(session: polyloop.Session, where: str) -> _RaisesIn:
         t.write(b"x")
         if where == "eof_received":
             t.write_eof()
-        await polyloop.wait_for(srv.lost, 10)
-        await polyloop.wait_for(client.lost, 10)
+        rule = f"rule: a protocol whose {where} raises has its connection aborted"
+        await bounded(
+            session, srv.lost, 10,
+            f"{rule}; connection_lost never came on the server protocol whose {where} raised",
+        )  # fmt: skip
+        await bounded(
+            session, client.lost, 10,
+            f"{rule}; the client never saw the connection end after the server's {where}"
+            " raised",
+        )  # fmt: skip
     assert logged, f"the exception from {where} was not logged"
     assert srv.events.count("lost") == 1, srv.events
     assert isinstance(srv.lost_exc, _Boom), (
@@ -139,7 +147,12 @@ async def check_tls_handshake_timeout(session: polyloop.Session) -> None:
     silent, watcher = await session.connect_tcp(
         lambda: Recorder(session), "127.0.0.1", server.port
     )
-    await polyloop.wait_for(watcher.lost, 30)
+    await bounded(
+        session, watcher.lost, 10,
+        "the TLS server kept a client that never sent its ClientHello (rule: a TLS server"
+        " drops a connection whose handshake is not done within ssl_handshake_timeout, here"
+        " 0.2 s)",
+    )  # fmt: skip
     assert not made, "the protocol was made although no handshake happened"
     silent.abort()
     await server.aclose()
@@ -161,7 +174,11 @@ async def check_tls_clean_close_is_clean(session: polyloop.Session) -> None:
         t.write(b"bye")
         await srv.wait_bytes(3)
         t.close()
-        exc = await polyloop.wait_for(srv.lost, 10)
+        exc = await bounded(
+            session, srv.lost, 10,
+            "the server's connection_lost never came after the TLS client closed cleanly"
+            " (rule: the peer's close ends the connection: connection_lost once)",
+        )  # fmt: skip
         assert exc is None, f"a clean TLS close reached the server as {exc!r}"
     await server.aclose()
 
@@ -185,7 +202,11 @@ async def check_handler_reset_not_an_error(session: polyloop.Session) -> None:
     await client.send(b"hello")
     await session.sleep(0.01)
     client.abort()
-    await polyloop.wait_for(done, 10)
+    await bounded(
+        session, done, 10,
+        "the stream handler never ended after its peer reset the connection (rule: receive()"
+        " raises the connection's error, or returns b'' at its end)",
+    )  # fmt: skip
     await session.sleep(0.01)
     await listener.aclose()
     await serving
@@ -261,7 +282,11 @@ async def check_error_texts(session: polyloop.Session) -> None:
     else:
         raise AssertionError("write() after write_eof() did not raise")
     t.abort()
-    lost = await polyloop.wait_for(client.lost, 10)
+    lost = await bounded(
+        session, client.lost, 10,
+        "connection_lost never came after abort() (rule: abort() ends the connection:"
+        " connection_lost(ConnectionAbortedError), soon)",
+    )  # fmt: skip
     assert lost is not None
     _same(lost, ConnectionAbortedError, errno.ECONNABORTED, "[Errno 103] connection aborted")
     bad_args: list[tuple[Any, type[BaseException], str]] = [

@@ -10,6 +10,7 @@ import polyloop
 
 from .._registry import check
 from ..tls import material
+from ._util import bounded
 
 
 async def _pair(
@@ -23,7 +24,11 @@ async def _pair(
         "127.0.0.1", listener.port, ssl=client_ssl,
         server_hostname="localhost" if tls else None,
     )  # fmt: skip
-    server = await polyloop.wait_for(listener.accept(), 10)
+    server = await bounded(
+        session, listener.accept(), 10,
+        f"listener.accept() never returned the connection open_tcp_stream made to port"
+        f" {listener.port} (rule: accept() returns each connection the listener takes)",
+    )  # fmt: skip
     return listener, server, client
 
 
@@ -34,7 +39,11 @@ async def check_stream_abort(session: polyloop.Session) -> None:
     client.abort()
     assert client.is_closing(), "is_closing() is False right after abort()"
     try:
-        data = await polyloop.wait_for(server.receive(), 10)
+        data = await bounded(
+            session, server.receive(), 10,
+            "the peer of an aborted stream never heard of it (rule: abort() resets the"
+            " connection: the peer's receive() raises ConnectionResetError)",
+        )  # fmt: skip
     except ConnectionResetError:
         pass
     else:

@@ -24,7 +24,11 @@ async def _plain_pair(
 ) -> tuple[polyloop.Listener, polyloop.Stream, polyloop.Stream]:
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
     client = await polyloop.open_tcp_stream("127.0.0.1", listener.port)
-    server = await polyloop.wait_for(listener.accept(), 10)
+    server = await bounded(
+        session, listener.accept(), 10,
+        f"listener.accept() never returned the connection open_tcp_stream made to port"
+        f" {listener.port} (rule: accept() returns each connection the listener takes)",
+    )  # fmt: skip
     return listener, server, client
 
 

@@ -18,6 +18,9 @@ import polyloop
 from .._registry import check
 from ._util import bounded
 
+#: Seconds a check waits for a wake-up or a hand-off, which takes a loop turn or two.
+WAIT = 5.0
+
 
 async def _settle(session: polyloop.Session, rounds: int = 5) -> None:
     for _ in range(rounds):
@@ -55,7 +58,11 @@ async def check_event(session: polyloop.Session) -> None:
         await task
     assert sorted(woken) == list(range(5)), woken
     assert event.is_set() and event.statistics().tasks_waiting == 0
-    await polyloop.wait_for(event.wait(), 5)  # set already: returns
+    await bounded(
+        session, event.wait(), WAIT,
+        "Event.wait() on an event that is set did not return (rule: wait() after set()"
+        " returns at once)",
+    )  # fmt: skip
 
 
 @check("sync")
@@ -148,7 +155,7 @@ async def check_lock_cancel_after_handoff(session: polyloop.Session) -> None:
     lock.release()  # handed to `first`...
     first.cancel()  # ...which is cancelled before it resumes
     assert await _outcome(first) == "cancelled", "the cancelled waiter was not cancelled"
-    await bounded(session, waiter, 5, "the lock handed to a cancelled waiter was lost")
+    await bounded(session, waiter, WAIT, "the lock handed to a cancelled waiter was lost")
     assert not lock.locked(), "the lock is still held after everyone left"
 
 
@@ -226,7 +233,11 @@ async def check_capacity_limiter(session: polyloop.Session) -> None:
     await _settle(session)
     assert not waiting.done() and limiter.statistics().tasks_waiting == 1
     limiter.total_tokens = 3
-    await polyloop.wait_for(waiting, 5)
+    await bounded(
+        session, waiting, WAIT,
+        "raising total_tokens from 2 to 3 did not let the waiting borrower in (rule: a"
+        " token made free, or added, goes to the first waiter)",
+    )  # fmt: skip
     assert limiter.borrowed_tokens == 3, limiter.statistics()
     try:
         limiter.release_on_behalf_of(object())
@@ -308,8 +319,14 @@ async def check_condition_notify_handover_on_cancel(session: polyloop.Session) -
         cond.notify(1)
         first.cancel()
     assert await _outcome(first) == "cancelled"
-    assert await _outcome(session.spawn(polyloop.wait_for(second, 5))) == "ok", (
-        "the notification given to a cancelled waiter was lost"
+    rule = "rule: a waiter notified and then cancelled hands the notification on"
+    outcome = await bounded(
+        session, _outcome(second), WAIT,
+        f"the notification given to a cancelled waiter was lost: the other waiter never"
+        f" woke ({rule})",
+    )  # fmt: skip
+    assert outcome == "ok", (
+        f"the waiter the notification was handed on to ended {outcome} ({rule})"
     )
     assert not cond.locked()
 
