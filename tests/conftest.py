@@ -1,30 +1,28 @@
-"""Shared fixtures: pytester, and a RESP server for the tests that need one."""
+"""Shared fixtures: pytester, ``polyloop serve`` subprocesses, and a RESP server."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
+from _serve import Served
 
 pytest_plugins = ["pytester"]
 
 
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Served]]:
+    """``serve(app, backend, *args) -> Served``; every server is stopped after the test."""
+    with ExitStack() as started:
+
+        def start(app: str, backend: str, *args: str) -> Served:
+            return started.enter_context(Served(app, backend, *args))
+
+        yield start
+
+
 @pytest.fixture(scope="session")
 def resp_server() -> Iterator[tuple[str, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "polyloop", "serve", "resp", "--backend", "asyncio"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("listening on "), line + (proc.stderr.read() if proc.stderr else "")
-    host, _, port = line.split()[-1].rpartition(":")
-    yield host, int(port)
-    proc.terminate()
-    proc.wait(10)
-    if proc.stdout:
-        proc.stdout.close()
-    if proc.stderr:
-        proc.stderr.close()
+    with Served("resp", "asyncio") as served:
+        yield served.host, served.port

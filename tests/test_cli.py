@@ -8,8 +8,8 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,62 +99,35 @@ def test_cross_matrix_between_two_loop_kinds(tmp_path: Path) -> None:
     assert "server ↓ client →" in out.stdout
 
 
-@pytest.fixture
-def serve(request: pytest.FixtureRequest) -> Iterator[object]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(app: str, backend: str) -> tuple[str, int]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "polyloop", "serve", app, "--backend", backend],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        procs.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on "), line + proc.stderr.read() if proc.stderr else ""
-        host, _, port = line.split()[-1].rpartition(":")
-        return host, int(port)
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            assert proc.wait(15) == 0, "serve did not exit cleanly on SIGTERM"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
-
-
 @pytest.mark.parametrize("backend", INSTALLED)
-def test_serve_echo_answers_a_plain_tcp_client(serve: object, backend: str) -> None:
-    host, port = serve("echo", backend)  # type: ignore[operator]
-    with socket.create_connection((host, port), timeout=10) as sock:
+def test_serve_echo_answers_a_plain_tcp_client(serve: Any, backend: str) -> None:
+    s = serve("echo", backend)
+    with socket.create_connection((s.host, s.port), timeout=10) as sock:
         sock.sendall(b"hello polyloop\n")
         sock.shutdown(socket.SHUT_WR)
         got = b""
         while chunk := sock.recv(4096):
             got += chunk
     assert got == b"hello polyloop\n"
+    s.assert_clean_exit()
 
 
 @pytest.mark.parametrize("backend", INSTALLED)
-def test_serve_echo_answers_nc(serve: object, backend: str) -> None:
+def test_serve_echo_answers_nc(serve: Any, backend: str) -> None:
     nc = shutil.which("nc")
     if nc is None:
         pytest.skip("nc is not installed (Debian netcat-openbsd, see .ci/apt-packages)")
-    host, port = serve("echo", backend)  # type: ignore[operator]
+    s = serve("echo", backend)
     out = subprocess.run(
-        [nc, "-N", host, str(port)], input=b"ping\n", capture_output=True, timeout=15
+        [nc, "-N", s.host, str(s.port)], input=b"ping\n", capture_output=True, timeout=15
     )
     assert out.stdout == b"ping\n", out
+    s.assert_clean_exit()
 
 
-def test_serve_on_a_taken_port_is_a_clear_error(serve: object) -> None:
-    _, port = serve("echo", "asyncio")  # type: ignore[operator]
-    out = cli("serve", "echo", "--port", str(port))
+def test_serve_on_a_taken_port_is_a_clear_error(serve: Any) -> None:
+    s = serve("echo", "asyncio")
+    out = cli("serve", "echo", "--port", str(s.port))
     assert out.returncode == 2 and "cannot serve on 127.0.0.1" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+    s.assert_clean_exit()

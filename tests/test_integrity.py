@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
-import subprocess
-import sys
 import threading
 from typing import Any
 
 import pytest
+from _serve import Served
 
 hypothesis = pytest.importorskip("hypothesis", reason="in the test extra: polyloop[test]")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -122,15 +121,8 @@ def test_256_mib_through_the_proxy_app(backend: str) -> None:
     """256 MiB out and back through a polyloop proxy and a polyloop echo; SHA-256 of what
     was sent equals SHA-256 of what came back, and the EOF follows."""
     total = 256 * 1024 * 1024
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "polyloop", "serve", "proxy", "--backend", backend],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        port = int(line.rsplit(":", 1)[1])
-        conn = socket.create_connection(("127.0.0.1", port), timeout=60)
+    with Served("proxy", backend) as server:
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=60)
         sent, got = hashlib.sha256(), hashlib.sha256()
         received = [0]
 
@@ -155,8 +147,3 @@ def test_256_mib_through_the_proxy_app(backend: str) -> None:
         assert not thread.is_alive(), f"no EOF after {received[0]} of {total} bytes"
         assert received[0] == total, f"{received[0]} of {total} bytes came back"
         assert got.hexdigest() == sent.hexdigest(), "the bytes came back changed"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()

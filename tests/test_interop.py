@@ -1,7 +1,8 @@
 """Clients no one here wrote, against ``polyloop serve APP --backend X`` on every backend.
 
-Each test starts ``python -m polyloop serve`` as a subprocess (it prints ``listening on
-HOST:PORT``), points a real independent client at it, and always terminates it:
+Each test starts ``python -m polyloop serve`` as a subprocess (the ``serve`` fixture of
+conftest.py, which reads its ``listening on HOST:PORT``), points a real independent
+client at it, and always terminates it:
 httpx and curl (http), the websockets library (ws), redis-py and redis-cli (resp),
 stdlib ``ssl`` over a plain socket (tls), and a plain socket (echo). Every wait is
 bounded. curl and redis-cli come from Debian (``.ci/apt-packages``).
@@ -10,18 +11,12 @@ bounded. curl and redis-cli come from Debian (``.ci/apt-packages``).
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import selectors
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +29,6 @@ from websockets.sync.client import connect as ws_connect
 import polyloop
 from polyloop_conformance.tls import TLSMaterial
 
-STARTUP = 20.0  # seconds for the server process to say where it listens
 TIMEOUT = 10.0  # seconds for any one client operation
 
 
@@ -54,87 +48,6 @@ def _backend_params() -> list[Any]:
 
 
 BACKENDS = _backend_params()
-
-
-class Served:
-    """A ``polyloop serve`` subprocess and the address it announced."""
-
-    def __init__(self, app: str, backend: str, tls_dir: str | None = None) -> None:
-        self.app, self.backend = app, backend
-        cmd = [sys.executable, "-m", "polyloop", "serve", app, "--backend", backend, "--port", "0"]
-        if tls_dir is not None:
-            cmd += ["--tls-dir", tls_dir]
-        self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr)
-        self.host, self.port = self._announced()
-
-    def _announced(self) -> tuple[str, int]:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        got = b""
-        deadline = time.monotonic() + STARTUP
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while b"\n" not in got:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    raise AssertionError(f"{self}: no 'listening on' line in {STARTUP:g} s")
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    raise AssertionError(f"{self}: exited before listening: {self.errors()}")
-                got += chunk
-        match = re.match(rb"listening on (.+):(\d+)\n", got)
-        assert match, f"{self}: unexpected first line {got!r}"
-        return match[1].decode(), int(match[2])
-
-    def errors(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-3000:]
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(TIMEOUT)
-                return None
-        return self.proc.returncode
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
-            self.stderr.close()
-
-    def __repr__(self) -> str:
-        return f"polyloop serve {self.app} --backend {self.backend}"
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    """``serve(app, backend, tls_dir=None) -> Served``; every server is stopped after."""
-    started: list[Served] = []
-
-    def start(app: str, backend: str, tls_dir: str | None = None) -> Served:
-        served = Served(app, backend, tls_dir)
-        started.append(served)
-        return served
-
-    try:
-        yield start
-    finally:
-        for served in started:
-            served.close()
-
-
-def assert_clean_exit(served: Served) -> None:
-    status = served.stop()
-    assert status == 0, f"{served} exited with {status} on SIGTERM: {served.errors()}"
 
 
 # --- http: httpx and curl ---
@@ -163,7 +76,7 @@ def test_httpx(serve: Any, backend: str) -> None:
         assert client.get("/nope").status_code == 404
         r = client.post("/echo", content=b"x" * (2 * 1024 * 1024))
         assert r.status_code == 413
-    assert_clean_exit(s)
+    s.assert_clean_exit()
 
 
 def curl(*args: str) -> str:
@@ -204,7 +117,7 @@ def test_curl(serve: Any, backend: str, tmp_path: Path) -> None:
     big.write_bytes(b"x" * (2 * 1024 * 1024))
     code = curl("-o", "/dev/null", "-w", "%{http_code}", "--data-binary", f"@{big}", f"{url}/echo")
     assert code == "413"
-    assert_clean_exit(s)
+    s.assert_clean_exit()
 
 
 # --- ws: the websockets library ---
@@ -226,7 +139,7 @@ def test_websockets(serve: Any, backend: str) -> None:
         ws.close(1000, "done")
         assert ws.protocol.close_rcvd is not None, "no close frame from the server"
         assert ws.protocol.close_rcvd.code == 1000
-    assert_clean_exit(s)
+    s.assert_clean_exit()
 
 
 # --- resp: redis-py and redis-cli ---
@@ -264,7 +177,7 @@ def test_redis_py(serve: Any, backend: str, protocol: int) -> None:
         assert r.flushdb() is True and r.dbsize() == 0
     finally:
         r.close()
-    assert_clean_exit(s)
+    s.assert_clean_exit()
 
 
 def redis_cli(port: int, *args: str, stdin: bytes | None = None) -> str:
@@ -293,7 +206,7 @@ def test_redis_cli(serve: Any, backend: str) -> None:
     # Commands from stdin, one per line (several on one connection).
     piped = redis_cli(s.port, stdin=b"SET a 1\nINCR a\nGET a\nDBSIZE\n")
     assert piped.split() == ["OK", "2", "2", "3"]
-    assert_clean_exit(s)
+    s.assert_clean_exit()
 
 
 # --- tls: stdlib ssl over a plain socket ---
@@ -311,7 +224,7 @@ def tls_dir() -> Iterator[str]:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_stdlib_ssl(serve: Any, backend: str, tls_dir: str) -> None:
-    s = serve("tls", backend, tls_dir)
+    s = serve("tls", backend, "--tls-dir", tls_dir)
     ctx = TLSMaterial(tls_dir).client_context()
     with socket.create_connection((s.host, s.port), timeout=TIMEOUT) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
@@ -333,7 +246,7 @@ def test_stdlib_ssl(serve: Any, backend: str, tls_dir: str) -> None:
     with socket.create_connection((s.host, s.port), timeout=TIMEOUT) as raw:
         with pytest.raises(ssl.SSLCertVerificationError):
             stranger.wrap_socket(raw, server_hostname="localhost")
-    assert_clean_exit(s)
+    s.assert_clean_exit()
 
 
 # --- echo: a plain socket ---
@@ -361,4 +274,4 @@ def test_plain_socket_echo(serve: Any, backend: str, app: str) -> None:
         finally:
             sender.join(TIMEOUT)
     assert got == payload, f"echoed {len(got)} bytes, sent {len(payload)}"
-    assert_clean_exit(s)
+    s.assert_clean_exit()

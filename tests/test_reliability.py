@@ -12,10 +12,9 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
+from _serve import Served
 
 import polyloop
 
@@ -33,24 +32,10 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-@contextmanager
-def _echo_server(backend: str, gc_off: bool) -> Iterator[tuple[int, int]]:
+def _echo_server(backend: str, gc_off: bool) -> Served:
     boot = "import gc, sys; gc.disable(); " if gc_off else "import sys; "
     boot += "from polyloop._cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", boot, "serve", "echo", "--backend", backend],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on "), line
-        yield proc.pid, int(line.rsplit(":", 1)[1])
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    return Served("echo", backend, command=[sys.executable, "-c", boot])
 
 
 def _wave(port: int, n: int, reset: bool = False) -> None:
@@ -70,11 +55,11 @@ def _wave(port: int, n: int, reset: bool = False) -> None:
 def test_rss_returns_to_baseline_after_5000_connections(backend: str) -> None:
     """The issue's bound: within 5 MB of the starting RSS after 5,000 connections (half of
     them reset by the client), with the garbage collector left to itself."""
-    with _echo_server(backend, gc_off=False) as (pid, port):
-        _wave(port, 300)
-        base = _rss_mb(pid)
-        _wave(port, 5000, reset=True)
-        grown = _rss_mb(pid) - base
+    with _echo_server(backend, gc_off=False) as server:
+        _wave(server.port, 300)
+        base = _rss_mb(server.pid)
+        _wave(server.port, 5000, reset=True)
+        grown = _rss_mb(server.pid) - base
     assert grown < 5, f"{backend}: RSS grew by {grown:.1f} MB over 5,000 connections"
 
 
@@ -88,11 +73,11 @@ FREED_BY_REFCOUNT = [b for b in INSTALLED if b != "asyncio"] + [EXAMPLE]
 def test_closed_connections_are_freed_by_reference_counting(backend: str) -> None:
     """With the cycle collector off, 3,000 closed connections leave < 2 MB behind: no
     transport, protocol or read buffer is held in a reference cycle."""
-    with _echo_server(backend, gc_off=True) as (pid, port):
-        _wave(port, 300)
-        base = _rss_mb(pid)
-        _wave(port, 3000)
-        grown = _rss_mb(pid) - base
+    with _echo_server(backend, gc_off=True) as server:
+        _wave(server.port, 300)
+        base = _rss_mb(server.pid)
+        _wave(server.port, 3000)
+        grown = _rss_mb(server.pid) - base
     assert grown < 2, f"{backend}: {grown:.1f} MB of cyclic garbage after 3,000 connections"
 
 
@@ -212,25 +197,17 @@ def test_serve_winds_down_gracefully(backend: str, signame: str) -> None:
     import signal
     import time
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "polyloop", "serve", "echo-stream", "--backend", backend,
-         "--grace", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on "), line
-        port = int(line.rsplit(":", 1)[1])
+    with Served("echo-stream", backend, "--grace", "1") as server:
+        port = server.port
         busy = socket.create_connection(("127.0.0.1", port), timeout=10)
         idle = socket.create_connection(("127.0.0.1", port), timeout=10)
         with busy, idle:
             busy.sendall(b"before")
             assert busy.recv(100) == b"before"
             started = time.monotonic()
-            proc.send_signal(getattr(signal, signame))
+            server.proc.send_signal(getattr(signal, signame))
             time.sleep(0.3)  # the server has stopped accepting, and is in its grace
-            assert proc.poll() is None, "the server exited before its grace"
+            assert server.proc.poll() is None, "the server exited before its grace"
             with pytest.raises(ConnectionRefusedError):  # while it still runs
                 socket.create_connection(("127.0.0.1", port), timeout=5).close()
             busy.sendall(b"during the grace")
@@ -241,12 +218,8 @@ def test_serve_winds_down_gracefully(backend: str, signame: str) -> None:
             except ConnectionResetError:
                 raise AssertionError("the idle client was reset, not closed cleanly") from None
             assert time.monotonic() - started < 10
-        _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0, (proc.returncode, err)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        server.proc.wait(20)
+        assert server.proc.returncode == 0, (server.proc.returncode, server.errors())
 
 
 WAVE_CLIENT = 5000
