@@ -298,7 +298,11 @@ async def fill_until_paused(session: polyloop.Session, writer: Recorder, never: 
 
 async def bounded(session: polyloop.Session, aw: Awaitable[T], seconds: float, failure: str) -> T:
     """Await ``aw``; ``AssertionError(failure)`` if it takes over ``seconds`` of wall-clock
-    time (measured by the wall clock too: early timers are named as such)."""
+    time (measured by the wall clock too: early timers are named as such).
+
+    The bound cancels ``aw``, so ``aw`` must let that cancellation through: one that
+    catches ``Cancelled`` and returns would be returned here as if in time.
+    """
     start = time.monotonic()
     try:
         with waiting_for(failure):

@@ -27,6 +27,20 @@ async def _settle(session: polyloop.Session, rounds: int = 5) -> None:
         await session.sleep(0)
 
 
+def _ended(session: polyloop.Session, task: polyloop.Task[Any]) -> polyloop.Future[str]:
+    """A future set to ``_outcome(task)`` once ``task`` ends: what to ``bounded()`` an
+    outcome by (``_outcome`` itself catches Cancelled, so the bound could not cancel it)."""
+    fut: polyloop.Future[str] = session.create_future()
+
+    async def watch() -> None:
+        outcome = await _outcome(task)
+        if not fut.done():
+            fut.set_result(outcome)
+
+    session.spawn(watch())
+    return fut
+
+
 async def _outcome(task: polyloop.Task[Any]) -> str:
     """``"ok"``, ``"cancelled"`` or the error's type name, once ``task`` ends."""
     try:
@@ -321,7 +335,7 @@ async def check_condition_notify_handover_on_cancel(session: polyloop.Session) -
     assert await _outcome(first) == "cancelled"
     rule = "rule: a waiter notified and then cancelled hands the notification on"
     outcome = await bounded(
-        session, _outcome(second), WAIT,
+        session, _ended(session, second), WAIT,
         f"the notification given to a cancelled waiter was lost: the other waiter never"
         f" woke ({rule})",
     )  # fmt: skip
