@@ -63,7 +63,10 @@ async def check_idle_stream_sees_eof(session: polyloop.Session) -> None:
         if client.at_eof():
             break
         await session.sleep(0.005)
-    assert client.at_eof(), "at_eof() stayed False after the peer closed"
+    assert client.at_eof(), (
+        "at_eof() stayed False after the peer closed, polled 200 times 5 ms apart (rule: a"
+        " stream whose peer closed says so by at_eof() without a read)"
+    )
     assert not client.is_closing(), "is_closing() is True before this side closed"
     await client.aclose()
     assert client.is_closing()

@@ -101,8 +101,14 @@ async def check_shield(session: polyloop.Session) -> None:
             events.append("shielded sleep completed")
         await session.sleep(60)
         events.append("after the shield")  # never
-    assert events == ["shielded sleep completed"], events
-    assert outer.cancelled_caught
+    assert events == ["shielded sleep completed"], (
+        f"the code in a shielded scope ran as {events}, not to its end (rule: a shielded"
+        " scope holds back an outer cancellation until it exits)"
+    )
+    assert outer.cancelled_caught, (
+        "the outer scope did not catch its cancellation once the shield exited (rule: the"
+        " Cancelled held back comes at the next await after the shield)"
+    )
 
 
 @check("scopes")
@@ -269,7 +275,10 @@ async def check_wait_for_delivers_late_cancellation(session: polyloop.Session) -
         outcome = await task
     except polyloop.Cancelled:
         return
-    raise AssertionError(f"the cancellation was lost: the task ended with {outcome!r}")
+    raise AssertionError(
+        f"the cancellation was lost: the task ended with {outcome!r} (rule: a cancellation"
+        " that arrives while wait_for's coroutine unwinds from its timeout is delivered)"
+    )
 
 
 @check("scopes")

@@ -18,6 +18,9 @@ from .._registry import check
 from ..tls import material
 from ._util import Recorder, bounded
 
+#: Seconds a check waits for a handshake on the loopback (it takes milliseconds).
+WAIT = 5.0
+
 
 async def _plain_pair(
     session: polyloop.Session,
@@ -68,8 +71,19 @@ async def check_handshake_right_after_the_command(session: polyloop.Session) -> 
     for _ in range(50):  # let the ClientHello arrive behind the command
         await session.sleep(0.002)
     assert await server.receive_until(b"\r\n") == b"STARTTLS\r\n"
-    await server.start_tls(tls.server_context(), server_side=True)
-    await client_up
+    rule = (
+        "rule: start_tls feeds the TLS layer the bytes already received behind the plain"
+        " part, here the ClientHello"
+    )
+    await bounded(
+        session, server.start_tls(tls.server_context(), server_side=True), WAIT,
+        f"the server's start_tls did not finish the handshake with a client that sent its"
+        f" ClientHello right after the command ({rule})",
+    )  # fmt: skip
+    await bounded(
+        session, client_up, WAIT,
+        f"the client's start_tls did not finish after the server's did ({rule})",
+    )  # fmt: skip
     await client.send(b"after")
     assert await server.receive_exactly(5) == b"after"
     await client.aclose()

@@ -41,6 +41,11 @@ def _ended(session: polyloop.Session, task: polyloop.Task[Any]) -> polyloop.Futu
     return fut
 
 
+async def _join(tasks: list[polyloop.Task[Any]]) -> None:
+    for task in tasks:
+        await task
+
+
 async def _outcome(task: polyloop.Task[Any]) -> str:
     """``"ok"``, ``"cancelled"`` or the error's type name, once ``task`` ends."""
     try:
@@ -68,9 +73,14 @@ async def check_event(session: polyloop.Session) -> None:
     assert event.statistics().tasks_waiting == 5, event.statistics()
     assert not event.is_set()
     event.set()
-    for task in tasks:
-        await task
-    assert sorted(woken) == list(range(5)), woken
+    await bounded(
+        session, _join(tasks), WAIT,
+        "set() did not wake every waiter: some still wait (rule: Event.set() wakes every"
+        " waiter)",
+    )  # fmt: skip
+    assert sorted(woken) == list(range(5)), (
+        f"set() woke the waiters {woken} of 5 (rule: Event.set() wakes every waiter)"
+    )
     assert event.is_set() and event.statistics().tasks_waiting == 0
     await bounded(
         session, event.wait(), WAIT,
@@ -118,7 +128,9 @@ async def check_lock_fifo(session: polyloop.Session) -> None:
     lock.release()
     for task in tasks:
         await task
-    assert order == list(range(8)), f"served out of order: {order}"
+    assert order == list(range(8)), (
+        f"served out of order: {order} (rule: Lock waiters are served in arrival order)"
+    )
     assert not lock.locked()
 
 
@@ -169,7 +181,11 @@ async def check_lock_cancel_after_handoff(session: polyloop.Session) -> None:
     lock.release()  # handed to `first`...
     first.cancel()  # ...which is cancelled before it resumes
     assert await _outcome(first) == "cancelled", "the cancelled waiter was not cancelled"
-    await bounded(session, waiter, WAIT, "the lock handed to a cancelled waiter was lost")
+    await bounded(
+        session, waiter, WAIT,
+        "the lock handed to a cancelled waiter was lost: the next waiter never got it (rule:"
+        " a waiter cancelled after release() handed it the lock passes the lock on)",
+    )  # fmt: skip
     assert not lock.locked(), "the lock is still held after everyone left"
 
 
@@ -202,14 +218,19 @@ async def check_semaphore(session: polyloop.Session) -> None:
     sem.release()
     for task in tasks:
         await task
-    assert order == [0, 1, 2, 3], f"served out of order: {order}"
+    assert order == [0, 1, 2, 3], (
+        f"served out of order: {order} (rule: Semaphore waiters are served in arrival order)"
+    )
     assert sem.value == 2, f"value {sem.value} after everyone left, not 2"
     try:
         sem.release()
     except ValueError:
         pass
     else:
-        raise AssertionError("release() past max_value did not raise ValueError")
+        raise AssertionError(
+            "release() past max_value did not raise ValueError (rule: a Semaphore never"
+            " holds more than max_value permits)"
+        )
 
 
 @check("sync")
@@ -223,9 +244,15 @@ async def check_semaphore_cancel_after_handoff(session: polyloop.Session) -> Non
     sem.release()
     first.cancel()
     assert await _outcome(first) == "cancelled"
-    assert await _outcome(second) == "ok", "the permit handed to a cancelled waiter was lost"
+    rule = "rule: a waiter cancelled after a permit was handed to it passes the permit on"
+    outcome = await bounded(
+        session, _ended(session, second), WAIT,
+        f"the permit handed to a cancelled waiter was lost: the next waiter never got it"
+        f" ({rule})",
+    )  # fmt: skip
+    assert outcome == "ok", f"the waiter the permit was passed on to ended {outcome} ({rule})"
     sem.release()
-    assert sem.value == 1, f"value {sem.value}, not 1: a permit was lost or made up"
+    assert sem.value == 1, f"value {sem.value}, not 1: a permit was lost or made up ({rule})"
 
 
 @check("sync")
@@ -237,12 +264,16 @@ async def check_capacity_limiter(session: polyloop.Session) -> None:
     await limiter.acquire_on_behalf_of(a)
     limiter.acquire_on_behalf_of_nowait(b)
     assert limiter.borrowed_tokens == 2 and limiter.available_tokens == 0
-    try:
-        await limiter.acquire_on_behalf_of(a)
-    except RuntimeError:
-        pass
-    else:
-        raise AssertionError("a borrower got a second token")
+    one_token = (
+        "rule: one token per borrower: a borrower that holds one and asks again gets RuntimeError"
+    )
+    again = await bounded(
+        session, _ended(session, session.spawn(limiter.acquire_on_behalf_of(a))), WAIT,
+        f"a borrower that holds a token waited for a second one ({one_token})",
+    )  # fmt: skip
+    assert again == "RuntimeError", (
+        f"a borrower that holds a token asked again: {again}, not RuntimeError ({one_token})"
+    )
     waiting = session.spawn(limiter.acquire_on_behalf_of(c))
     await _settle(session)
     assert not waiting.done() and limiter.statistics().tasks_waiting == 1
@@ -457,7 +488,14 @@ async def check_channel_cancelled_receiver_loses_nothing(session: polyloop.Sessi
     send.send_nowait("precious")  # handed to `first`...
     first.cancel()  # ...which is cancelled before it resumes
     assert await _outcome(first) == "cancelled"
-    assert receive.receive_nowait() == "precious", "the item of a cancelled receiver was lost"
+    rule = "rule: an item handed to a receiver cancelled before it resumed stays in the stream"
+    try:
+        item = receive.receive_nowait()
+    except polyloop.WouldBlock:
+        raise AssertionError(
+            f"the item of a cancelled receiver was lost: receive_nowait() found nothing ({rule})"
+        ) from None
+    assert item == "precious", f"receive_nowait() gave {item!r}, not 'precious' ({rule})"
 
 
 @check("channels")

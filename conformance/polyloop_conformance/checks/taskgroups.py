@@ -9,11 +9,16 @@ misuse.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import polyloop
 
 from .._registry import check
+from ._util import bounded
+
+#: Seconds a check waits for a group to end once nothing in it has anything left to do.
+WAIT = 5.0
 
 
 @check("taskgroups")
@@ -37,7 +42,12 @@ async def check_waits_for_every_child(session: polyloop.Session) -> None:
 async def check_child_error_cancels_the_rest(session: polyloop.Session) -> None:
     """A failing child cancels its siblings and the block's code; the error comes out
     in an ExceptionGroup."""
+    rule = "rule: a failing child cancels its siblings and the block's code"
     seen: list[str] = []
+    # The sibling and the block wait on this until cancelled: if the group does not
+    # cancel them, the check ends them itself (below), so that it can say so.
+    release: polyloop.Future[None] = session.create_future()
+    ended: polyloop.Future[None] = session.create_future()
 
     async def failing() -> None:
         await session.sleep(0.001)
@@ -45,26 +55,47 @@ async def check_child_error_cancels_the_rest(session: polyloop.Session) -> None:
 
     async def sibling() -> None:
         try:
-            await session.sleep(60)
+            await release
         except polyloop.Cancelled:
             seen.append("sibling cancelled")
             raise
 
+    async def run_group() -> list[BaseException]:
+        try:
+            async with polyloop.TaskGroup() as tg:
+                tg.spawn(failing())
+                tg.spawn(sibling())
+                try:
+                    await release
+                except polyloop.Cancelled:
+                    seen.append("block cancelled")
+                    raise
+        except ExceptionGroup as group:
+            return list(group.exceptions)
+        finally:
+            if not ended.done():
+                ended.set_result(None)
+        raise AssertionError(f"a failing child did not make the block raise ({rule})")
+
+    host = session.spawn(run_group())
     try:
-        async with polyloop.TaskGroup() as tg:
-            tg.spawn(failing())
-            tg.spawn(sibling())
-            try:
-                await session.sleep(60)
-            except polyloop.Cancelled:
-                seen.append("block cancelled")
-                raise
-    except ExceptionGroup as group:
-        errors = group.exceptions
-    else:
-        raise AssertionError("a failing child did not make the block raise")
-    assert len(errors) == 1 and isinstance(errors[0], LookupError), errors
-    assert sorted(seen) == ["block cancelled", "sibling cancelled"], seen
+        await bounded(
+            session, ended, WAIT,
+            f"the task group did not end after a child failed ({rule})",
+        )  # fmt: skip
+    except AssertionError as exc:
+        release.set_result(None)  # let what the group did not cancel end
+        with contextlib.suppress(Exception):
+            await bounded(session, host, WAIT, "the task group did not end once released")
+        marks = (("the sibling", "sibling cancelled"), ("the block's code", "block cancelled"))
+        missing = [name for name, mark in marks if mark not in seen]
+        how = f"not cancelled: {' and '.join(missing)}" if missing else f"seen: {seen}"
+        raise AssertionError(f"{exc}; {how}") from None
+    errors = await host
+    assert len(errors) == 1 and isinstance(errors[0], LookupError), (
+        f"the block raised an ExceptionGroup of {errors!r}, not of the child's LookupError"
+    )
+    assert sorted(seen) == ["block cancelled", "sibling cancelled"], f"{seen} ({rule})"
 
 
 @check("taskgroups")
