@@ -413,3 +413,16 @@ def test_systemexit_in_a_loop_callback_comes_out_as_it_is_and_nothing_is_left_op
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["exit", "3", "0"], (out.stdout, out.stderr)
+
+
+def test_the_first_case_of_a_process_watches_twisteds_log_too() -> None:
+    """Mixed mode imports Twisted only as the run starts: the referee must still see what
+    Twisted logs in the very first case (it did not, so this check failed when run alone
+    and passed inside the whole catalogue)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "polyloop", "conformance", "--mixed",
+         "--check", "faults.data_received_raises"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 passed, 0 failed" in proc.stdout, proc.stdout[-2000:]

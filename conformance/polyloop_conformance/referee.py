@@ -446,14 +446,23 @@ class Case:
 
     # --- main, as the backend runs it ---
 
+    def begin(self, session: polyloop.Session) -> None:
+        """Note that the code under test now runs, as ``session``'s running task."""
+        if self._twisted is None:
+            # A backend that imported Twisted only as it started (mixed mode, in the
+            # first case of a process): without this its log went unwatched, and a check
+            # of what is logged failed or passed by the order the cases ran in.
+            self._watch_twisted_log()
+        self.session = session
+        self.task = _running_task()
+        self.started = True
+
     def main(self, fn: Callable[[polyloop.Session], Awaitable[Any]]) -> Callable[[], Any]:
         """The ``main`` to pass to ``run``: ``fn(session)``, its outcome noted here."""
 
         async def main() -> object:
             session = polyloop.current_backend()
-            self.session = session
-            self.task = _running_task()
-            self.started = True
+            self.begin(session)
             try:
                 await fn(session)
             except BaseException as exc:
@@ -587,10 +596,7 @@ class JudgedBackend:
         seen: dict[str, Any] = {}
 
         async def judged(*a: Any) -> Any:
-            session = polyloop.current_backend()
-            case.session = session
-            case.task = _running_task()
-            case.started = True
+            case.begin(polyloop.current_backend())
             seen["started"] = True
             try:
                 value = await main(*a)
