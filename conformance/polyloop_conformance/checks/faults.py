@@ -16,6 +16,7 @@ stream handler not logged as an error, and a graceful ``Session.shutdown``.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import polyloop
@@ -143,7 +144,9 @@ async def check_tls_handshake_timeout(session: polyloop.Session) -> None:
         lambda: made.append(Recorder(session)) or made[-1], "127.0.0.1", 0,  # type: ignore[func-returns-value]
         ssl=material().server_context(), ssl_handshake_timeout=0.2,
     )  # fmt: skip
-    # A plain client that never starts TLS: the server must drop it (EOF or reset).
+    # A plain client that never starts TLS: the server must drop it (EOF or reset), and
+    # not before the timeout (by the wall clock: a server that drops at once is wrong too).
+    start = time.monotonic()
     silent, watcher = await session.connect_tcp(
         lambda: Recorder(session), "127.0.0.1", server.port
     )
@@ -153,6 +156,11 @@ async def check_tls_handshake_timeout(session: polyloop.Session) -> None:
         " drops a connection whose handshake is not done within ssl_handshake_timeout, here"
         " 0.2 s)",
     )  # fmt: skip
+    took = time.monotonic() - start
+    assert took >= 0.15, (
+        f"the TLS server dropped the client after {took:.3f} s (rule: not before"
+        " ssl_handshake_timeout, here 0.2 s)"
+    )
     assert not made, "the protocol was made although no handshake happened"
     silent.abort()
     await server.aclose()
