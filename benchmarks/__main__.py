@@ -1,6 +1,6 @@
 """polyloop against each framework's own code, under load generators nobody here wrote.
 
-    python -m benchmarks                              # every backend, ~9 min on 2 cores
+    python -m benchmarks                              # every backend, ~7 min on 2 cores
     python -m benchmarks --quick                      # a smoke run, well under a minute
     python -m benchmarks --backend twisted:reactor=select --only echo
     python -m benchmarks --backend my_pkg.backend:MyBackend   # a third-party backend
