@@ -30,20 +30,28 @@ BACKENDS = [*INSTALLED, "polyloop_conformance.example_backend:SelectorsBackend"]
 
 
 class _Receiver(polyloop.Protocol):
-    """Collects bytes, pausing and resuming its reading at given byte counts."""
+    """Collects bytes, pausing and resuming its reading at given byte counts; notes when
+    the stream ends (EOF or connection lost) and keeps anything that arrives after."""
 
     def __init__(self, session: polyloop.Session, toggles: list[int], expected: int) -> None:
         self.session = session
         self.toggles = sorted(toggles)
         self.expected = expected
         self.data = bytearray()
-        self.done = session.create_future()
+        self.done = session.create_future()  # the expected bytes are in, or the stream ended
+        self.ended = session.create_future()  # the byte count when the stream ended
+        self.lost = session.create_future()  # connection_lost's exc
+        self.eof = False  # eof_received was called
+        self.late = bytearray()  # data_received after the stream ended
         self.transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.ended.done():
+            self.late += data
+            return
         self.data += data
         while self.toggles and len(self.data) >= self.toggles[0]:
             self.toggles.pop(0)
@@ -53,14 +61,21 @@ class _Receiver(polyloop.Protocol):
         if len(self.data) >= self.expected and not self.done.done():
             self.done.set_result(None)
 
-    def eof_received(self) -> bool:
+    def _end(self) -> None:
         if not self.done.done():
             self.done.set_result(None)
+        if not self.ended.done():
+            self.ended.set_result(len(self.data))
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._end()
         return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
+        self._end()
+        if not self.lost.done():
+            self.lost.set_result(exc)
 
 
 async def _transfer(sizes: list[int], toggles: list[int], eof_after: int, tls: bool) -> None:
@@ -98,6 +113,26 @@ async def _transfer(sizes: list[int], toggles: list[int], eof_after: int, tls: b
     want = payload[:expected]
     assert len(got) == len(want), f"{len(got)} of {len(want)} bytes arrived"
     assert got == want, "the bytes arrived changed or out of order"
+    # Then the end of the stream, and nothing more: TCP's EOF follows the write_eof above;
+    # TLS has no half-close, so its sender closes now (close_notify, then FIN).
+    receiver = receivers[0]
+    if tls:
+        transport.close()
+    how = "close" if tls else "write_eof"
+    try:
+        at = await polyloop.wait_for(receiver.ended, 5)
+    except TimeoutError:
+        n = len(receiver.data)
+        raise AssertionError(f"no EOF within 5 s of the sender's {how} ({n} bytes in)") from None
+    assert at == len(want), f"{at - len(want)} bytes more than the {len(want)} sent arrived"
+    assert tls or receiver.eof, "the connection was lost, not half-closed by an EOF"
+    receiver.transport.close()
+    try:
+        exc = await polyloop.wait_for(receiver.lost, 5)
+    except TimeoutError:
+        raise AssertionError("no connection_lost within 5 s of the receiver's close") from None
+    assert exc is None, f"after the sender's {how} the stream ended with {exc!r}"
+    assert not receiver.late, f"{len(receiver.late)} bytes arrived after the EOF"
     transport.close()
     await server.aclose()
 
@@ -125,14 +160,17 @@ def test_256_mib_through_the_proxy_app(backend: str) -> None:
         conn = socket.create_connection(("127.0.0.1", server.port), timeout=60)
         sent, got = hashlib.sha256(), hashlib.sha256()
         received = [0]
+        ended: list[object] = []  # "EOF", or the error recv() raised
 
         def reader() -> None:
-            while True:
-                data = conn.recv(1 << 20)
-                if not data:
-                    return
-                got.update(data)
-                received[0] += len(data)
+            try:
+                while data := conn.recv(1 << 20):
+                    got.update(data)
+                    received[0] += len(data)
+            except OSError as exc:  # a reset or the 60 s timeout: not a clean end
+                ended.append(exc)
+            else:
+                ended.append("EOF")
 
         thread = threading.Thread(target=reader)
         thread.start()
@@ -145,5 +183,6 @@ def test_256_mib_through_the_proxy_app(backend: str) -> None:
         thread.join(120)
         conn.close()
         assert not thread.is_alive(), f"no EOF after {received[0]} of {total} bytes"
+        assert ended == ["EOF"], f"the stream ended by {ended[0]!r} after {received[0]} bytes"
         assert received[0] == total, f"{received[0]} of {total} bytes came back"
         assert got.hexdigest() == sent.hexdigest(), "the bytes came back changed"
