@@ -13,6 +13,7 @@ import hashlib
 import random
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -106,7 +107,9 @@ async def _transfer(sizes: list[int], toggles: list[int], eof_after: int, tls: b
     else:
         if not tls:
             transport.write_eof()
+    accepted_by = time.monotonic() + 5
     while not receivers:
+        assert time.monotonic() < accepted_by, "the server never accepted the connection (5 s)"
         await session.sleep(0.001)
     await polyloop.wait_for(receivers[0].done, 5)
     got = bytes(receivers[0].data)
