@@ -129,3 +129,44 @@ class Served:
 
     def __repr__(self) -> str:
         return f"polyloop serve {self.app} --backend {self.backend}"
+
+
+class Script:
+    """``python -c CODE ARGS``, for tests that signal a program once it says ``ready``.
+
+    ``with Script(code, *args) as proc:`` starts it, checks that its first line is
+    ``ready`` (else AssertionError with its stderr) and gives the ``Popen`` (text mode,
+    stdin /dev/null); at the end it is killed if it still runs, and its pipes closed.
+    """
+
+    def __init__(self, code: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+
+    def __enter__(self) -> subprocess.Popen[str]:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        line = self.proc.stdout.readline()
+        if line != "ready\n":
+            self.close()
+            raise AssertionError(
+                f"the script's first line was {line!r}, not 'ready'; stderr: "
+                f"{self.proc.stderr.read()[-3000:] if not self.proc.stderr.closed else ''}"
+            )
+        return self.proc
+
+    def close(self) -> None:
+        """Kill it if it still runs, reap it; the pipes stay readable until ``__exit__``."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(STOP)
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()

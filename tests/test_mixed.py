@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _serve import Script
 
 import polyloop
 import polyloop_mixed
@@ -353,19 +354,9 @@ def test_ctrl_c_and_sigterm_cancel_main_wherever_it_runs(on: str, signame: str) 
     caller's) was measured to skip main's clean-up when it ran on gevent's session."""
     import signal
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SIGNAL_SCRIPT, on],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "ready\n"
+    with Script(SIGNAL_SCRIPT, on) as proc:
         proc.send_signal(getattr(signal, signame))
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     if signame == "SIGINT":
         assert out.splitlines() == ["main cancelled", "cleaned up", "interrupted"], (out, err)
         assert proc.returncode == 0, err

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 
 import pytest
-from _serve import Served
+from _serve import Script, Served
 
 import polyloop
 
@@ -138,14 +137,9 @@ def test_sigterm_runs_the_clean_up(backend: str) -> None:
     (awaiting too), and the process exits with 143 (128 + SIGTERM)."""
     import signal
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_SCRIPT, backend],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    with Script(SIGTERM_SCRIPT, backend) as proc:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
     assert out.strip() == "cleaned up", out + err
     assert proc.returncode == 143, (proc.returncode, err)
 
@@ -170,22 +164,13 @@ def test_a_second_sigterm_ends_a_clean_up_that_hangs(backend: str) -> None:
     (the default: the process ends), as a second Ctrl-C would, instead of being ignored."""
     import signal
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HUNG_CLEAN_UP_SCRIPT, backend],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
+    with Script(HUNG_CLEAN_UP_SCRIPT, backend) as proc:
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
         assert proc.stdout.readline().strip() == "cleaning up"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         assert proc.returncode == -signal.SIGTERM, proc.returncode
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _serve import Script
 
 pytest.importorskip("twisted", reason="the Twisted backend needs Twisted (polyloop[twisted])")
 
@@ -350,19 +351,9 @@ def test_ctrl_c_interrupts_the_run_and_main_unwinds(reactor: str) -> None:
     # Twisted's mainLoop would swallow the KeyboardInterrupt and run on.
     import signal
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_SCRIPT, reactor],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "ready\n"
+    with Script(CTRL_C_SCRIPT, reactor) as proc:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert out.splitlines() == ["main unwound", "interrupted 1"], (out, err)
     assert "Traceback" not in err and "Exception ignored" not in err, err
 
