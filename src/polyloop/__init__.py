@@ -19,6 +19,7 @@ from ._channels import MemoryObjectSendStream as MemoryObjectSendStream
 from ._channels import MemoryObjectStreamStatistics as MemoryObjectStreamStatistics
 from ._channels import create_memory_object_stream as create_memory_object_stream
 from ._context import current_backend as current_backend
+from ._contract import Handle as Handle
 from ._errors import BrokenResourceError as BrokenResourceError
 from ._errors import BusyResourceError as BusyResourceError
 from ._errors import Cancelled as Cancelled
@@ -57,8 +58,7 @@ from ._registry import BackendSpec as BackendSpec
 from ._registry import BackendUnavailable as BackendUnavailable
 from ._registry import available_backends as available_backends
 from ._registry import load_backend as load_backend
-from ._session import Handle as Handle
-from ._session import Server as Server
+from ._server import Server as Server
 from ._session import Session as Session
 from ._streams import Listener as Listener
 from ._streams import Stream as Stream

@@ -1,22 +1,28 @@
 """A backend: one framework, adapted; the type that makes sessions.
 
-Rule: a ``Backend`` holds configuration (its options) and knows two ways to a live loop:
-``run`` *owns* one (a fresh loop, run to completion, disposed of) and ``attach`` *borrows*
-the one an application runs. Everything done on a loop goes through the ``Session`` it
-makes (``polyloop._session``); a backend instance may make any number of them.
+Rule: a ``Backend`` holds configuration (its options) and knows the ways to a live loop:
+``run`` *owns* one (a fresh loop, run to completion, disposed of), ``attach`` *borrows*
+the one an application runs, and ``detect`` finds the one running the caller (host
+mode). Everything done on a loop goes through the ``Session`` it makes; a backend
+instance may make any number of them. A backend class must import without its framework
+(the framework is imported once the backend runs or attaches): every installed backend
+class is loaded to ask its ``detect``.
 """
 
 from __future__ import annotations
 
 import abc
+import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from . import _context
+from ._context import check_not_nested, find_host, register_host
 from ._errors import Cancelled
+from ._signals import cancel_main_on
 
 if TYPE_CHECKING:
     from ._session import Session
+    from .bridge import Source
 
 __all__ = ["Backend"]
 
@@ -59,6 +65,13 @@ class Backend(abc.ABC):
             )
 
     @classmethod
+    def check_available(cls) -> None:
+        """Raise ``ImportError`` saying what to install if the framework is missing
+        (``pip install 'polyloop[twisted]'``). Called when the backend is loaded to run or
+        listed, never to detect. Default: nothing to check."""
+        return None
+
+    @classmethod
     def framework_version(cls) -> str:
         """The adapted framework's version, for reports."""
         return "?"
@@ -78,9 +91,10 @@ class Backend(abc.ABC):
         session's ``on_close`` hooks run. Called from inside a running loop, it raises
         ``RuntimeError`` (await the code there instead: see host mode).
 
-        ``handle_sigterm=True`` (main thread only): SIGTERM cancels ``main``, which then
-        cleans up as it would after Ctrl-C, and ``run`` raises ``SystemExit(143)`` unless
-        ``main`` returned anyway.
+        Ctrl-C (in the main thread, where SIGINT has Python's default handler) cancels
+        ``main``, which then cleans up; ``run`` raises ``KeyboardInterrupt`` unless
+        ``main`` returned anyway, and a second Ctrl-C interrupts a clean-up that hangs.
+        ``handle_sigterm=True`` does the same for SIGTERM and raises ``SystemExit(143)``.
         """
         if not callable(main):
             raise TypeError(
@@ -88,34 +102,31 @@ class Backend(abc.ABC):
                 f" {type(main).__name__}: write run(main, arg), not run(main(arg))"
             )
         check_not_nested()
-        if handle_sigterm:
-            import threading
-
-            if threading.current_thread() is not threading.main_thread():
-                raise RuntimeError("handle_sigterm=True needs polyloop.run in the main thread")
-        terminated: list[bool] = []
+        signums = (signal.SIGINT, signal.SIGTERM) if handle_sigterm else (signal.SIGINT,)
+        fired: list[int] = []
 
         async def body(session: Session) -> T:
-            restore = _cancel_on_sigterm(session, terminated) if handle_sigterm else None
+            restore = cancel_main_on(session, signums, fired)
             try:
                 return await main(*args)
             finally:
-                if restore is not None:
-                    restore()
-                await session._end()
+                restore()
+                await session.end()
 
         try:
-            return self._run(body)
+            return self.own_loop(body)
         except BaseException as exc:
-            if terminated and isinstance(exc, Cancelled):
-                raise SystemExit(128 + 15) from None
+            if fired and isinstance(exc, Cancelled):
+                if fired[0] == signal.SIGTERM:
+                    raise SystemExit(128 + signal.SIGTERM) from None
+                raise KeyboardInterrupt() from None
             raise
 
     @abc.abstractmethod
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
         """Own a loop: make a fresh one and an owned session on it, run ``body(session)``
         to completion in ``session.context``, then dispose of the loop (no fd, thread or
-        global state left). ``body`` disposes of the session itself before it returns."""
+        global state left). ``body`` ends the session itself before it returns."""
 
     # --- borrowing a loop ---
 
@@ -128,82 +139,77 @@ class Backend(abc.ABC):
         (or on ``session.aclose()``) and then closes only what polyloop opened.
         """
         if native is None:
-            native = self._running_native()
-        found = _context._hosts.get(id(native))
-        if found is not None and found.native is native and not found.closed:
+            native = self.running_native(soon=True)
+            if native is None:
+                raise RuntimeError(f"the {self.name} backend finds no running loop here")
+        found = find_host(native)
+        if found is not None:
             return found
-        session = self._attach(native)
-        _context.register_host(session)
+        session = self.borrow_loop(native)
+        register_host(session)
         return session
 
-    def _running_native(self) -> Any:
-        """The framework object running the caller, for ``attach()`` with no argument."""
-        raise RuntimeError(f"the {self.name} backend cannot find a running loop here")
-
-    def _attach(self, native: Any) -> Session:
-        """A borrowed session on ``native``, with its end hooked to the loop's shutdown."""
+    def borrow_loop(self, native: Any) -> Session:
+        """A borrowed session on ``native``, with its end hooked to the loop's shutdown
+        (``session.end()`` while the loop still runs). Default: host mode unsupported."""
         raise RuntimeError(f"the {self.name} backend cannot attach to a running loop")
 
+    # --- host mode: detection (polyloop._context) ---
 
-def _cancel_on_sigterm(session: Session, terminated: list[bool]) -> Callable[[], None]:
-    """SIGTERM cancels the task running ``main``; returns how to put the old handler back.
+    #: Where this backend is asked in the detection order (lowest first; the first-party
+    #: ones use 10-50, see ``docs/writing-a-backend.md``).
+    detect_order: ClassVar[int] = 100
+    #: True if ``polyloop.run`` may be called where this framework runs the caller
+    #: (gevent: a greenlet blocks only itself); else ``run`` there is refused.
+    nests: ClassVar[bool] = False
 
-    The handler only asks the loop (``call_soon_threadsafe``, which wakes it); a timer
-    every 0.2 s gives Python the chance to run the handler on a loop blocked in C code
-    (gevent's libev, a reactor) that would otherwise not return to Python until its
-    next event. The first SIGTERM puts the previous handler back at once, so that a
-    second one ends a clean-up that hangs (as a second Ctrl-C does); a cancellation
-    still queued when ``main`` has returned is dropped, not delivered to the session's end.
-    """
-    import signal
+    @classmethod
+    def running_native(cls, *, soon: bool = False) -> Any:
+        """The framework's live object running the caller in this thread, or ``None``.
 
-    from ._cancel import _host
+        Never import the framework here: look for it in ``sys.modules`` (an application
+        that runs it has imported it). ``soon=True`` may also answer an object that does
+        not run yet but will run what is scheduled on it once it starts (Twisted's
+        reactor under ``task.react`` before ``reactor.run()``). Default: ``None``."""
+        return None
 
-    host = _host()
-    returned: list[bool] = []
+    @classmethod
+    def detect(cls, *, foreign: bool = False) -> Session | None:
+        """The borrowed session of the loop running the caller, if this backend's
+        framework runs it; ``None`` otherwise. Called by ``polyloop.current_backend()``
+        for every installed backend, in ``detect_order``, until one answers. Default:
+        ``running_native(soon=True)``, attached.
 
-    def cancel_main() -> None:
-        if not returned:
-            host.cancel()
+        ``foreign=True``: a coroutine runner that is neither the core's nor asyncio's sent
+        a polyloop future back (see "Foreign runners"), also when an asyncio task is the
+        current one (Twisted's ``Deferred.fromCoroutine`` runs a first step inline):
+        answer if this backend's runner may be the one."""
+        native = cls.running_native(soon=True)
+        return None if native is None else cls().attach(native)
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        if not terminated:
-            terminated.append(True)
-            signal.signal(signal.SIGTERM, previous)
-            session.call_soon_threadsafe(cancel_main)
+    # --- the conformance suite's --host mode ---
 
-    timers: list[Any] = []
-
-    def tick() -> None:
-        timers[:] = [session.call_later(0.2, tick)]
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    tick()
-
-    def restore() -> None:
-        returned.append(True)
-        for timer in timers:
-            timer.cancel()
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
-
-
-def check_not_nested() -> None:
-    """``run()`` inside a running loop would block that loop: refuse, the same everywhere."""
-    where = None
-    session = _context._session_var.get(None)
-    if session is not None and not session.closed:
-        where = f"the {session.name} session #{session.id}"
-    else:
-        import asyncio
-
-        if asyncio._get_running_loop() is not None:
-            where = "a running asyncio loop"
-        elif _context._twisted_global_reactor(running_only=True) is not None:
-            where = "the running Twisted reactor"
-    if where is not None:
-        raise RuntimeError(
-            f"polyloop.run() called inside {where}: it would block that loop. Await the"
-            " code instead: polyloop runs on the loop that is already running (host mode)"
+    def run_hosted(self, main: Callable[[], Awaitable[T]]) -> T:
+        """Run ``main()`` the way an application of this framework runs its own code --
+        its loop started by the framework's own API, never through ``polyloop.run`` --
+        and return its result or raise its error. ``main`` finds its session by detection
+        and ends it (``aclose``) before it returns. For ``polyloop conformance --host``."""
+        raise NotImplementedError(
+            f"the {self.name} backend has no run_hosted(): polyloop conformance --host"
+            " needs it (see docs/writing-a-backend.md, 'Host mode')"
         )
+
+    def host_process(self, body: Callable[[], int]) -> int:
+        """Run ``body()`` (a ``--host`` worker's whole life) where this framework's
+        application would run it; return its exit code. Default: just call it. (Twisted's
+        runs the global reactor in the main thread, and ``body`` in a worker thread.)"""
+        return body()
+
+    # --- bridges (polyloop.bridge) ---
+
+    @classmethod
+    def bridge_source(cls, x: Any) -> Source | None:
+        """``x`` as a ``polyloop.bridge.Source`` if it is this framework's own future-like
+        object (a ``Deferred``, a ``Greenlet``...), else ``None``. Look for the framework in
+        ``sys.modules``; never import it. Default: ``None``."""
+        return None

@@ -7,12 +7,12 @@ its own cancellation from an outer one by that count: if other requests remain w
 ``Cancelled`` reaches it, it lets the ``Cancelled`` through. So nested scopes, task groups,
 ``wait_for`` and asyncio code (``asyncio.timeout``) in one task compose.
 
-Which "task" that is depends on the runner, and is found here (``_host``):
+Which "task" that is depends on the runner, and is found here (``cancel_target``):
 - a polyloop task (``spawn``): the ``Task`` itself;
 - a host application's asyncio task (host mode on asyncio or Tornado): that
   ``asyncio.Task`` (it has ``cancel``/``uncancel``/``cancelling``);
 - a coroutine on a framework's own runner (Twisted's ``Deferred.fromCoroutine``): a
-  ``_ForeignTask`` kept in the coroutine's context, which cancels the polyloop futures the
+  ``ForeignTask`` (``polyloop._scopes``), which cancels the polyloop futures the
   coroutine awaits. There, only polyloop awaits can be interrupted (a native Deferred it
   awaits directly is Twisted's business).
 
@@ -33,18 +33,20 @@ Facts that shaped it:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._context import current_backend
-from ._errors import Cancelled
-from ._futures import AsyncioTask, CoroutineTask, Future, Task, current_task
-from ._session import Handle, Session
+from ._contract import Handle
+from ._errors import Cancelled, check_timeout
+from ._futures import Task, current_task
+from ._scopes import TaskState, drop_state, foreign_task, task_state
+
+if TYPE_CHECKING:
+    from ._session import Session
 
 __all__ = [
     "CancelScope",
@@ -56,69 +58,9 @@ __all__ = [
 ]
 
 
-class _ForeignTask:
-    """What a scope cancels in a coroutine that a framework's own runner drives: the
-    polyloop futures that coroutine awaits (``Future.__await__`` registers them)."""
-
-    __slots__ = ("__weakref__", "must_cancel", "num_cancels", "waiting")
-
-    def __init__(self) -> None:
-        self.waiting: set[Future[Any]] = set()
-        self.num_cancels = 0
-        self.must_cancel = False
-
-    def cancel(self, msg: Any = None) -> bool:
-        self.num_cancels += 1
-        if self.waiting:
-            for fut in list(self.waiting):
-                fut.cancel(msg)
-        else:
-            self.must_cancel = True  # raised at its next polyloop await
-        return True
-
-    def uncancel(self) -> int:
-        if self.num_cancels > 0:
-            self.num_cancels -= 1
-        if self.num_cancels == 0:
-            self.must_cancel = False
-        return self.num_cancels
-
-    def cancelling(self) -> int:
-        return self.num_cancels
-
-
-_foreign_var: contextvars.ContextVar[_ForeignTask] = contextvars.ContextVar("polyloop_foreign")
-
-
-def foreign_task() -> _ForeignTask:
-    """The ``_ForeignTask`` of the caller's context (made on first use)."""
-    task = _foreign_var.get(None)
-    if task is None:
-        task = _ForeignTask()
-        _foreign_var.set(task)
-    return task
-
-
-class _State:
-    """A task's active scopes, innermost last, and the cancellations shields hold back."""
-
-    __slots__ = ("held", "scopes")
-
-    def __init__(self) -> None:
-        self.scopes: list[CancelScope] = []
-        self.held: list[Any] = []  # Task.cancel() requests held back by a shield (msgs)
-
-    def shielded_inside(self, index: int) -> bool:
-        """Whether a shield is active inside the scope at ``index`` (-1: the task)."""
-        return any(s._shield for s in self.scopes[index + 1 :])
-
-
-_states: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
-
-
-def _host(make: bool = True) -> Any:
+def cancel_target(make: bool = True) -> Any:
     """The task a scope entered now would cancel (see the module docstring); with
-    ``make=False``, ``None`` rather than a new ``_ForeignTask``."""
+    ``make=False``, ``None`` rather than a new ``ForeignTask``."""
     task = current_task()
     if task is not None:
         return task
@@ -127,31 +69,13 @@ def _host(make: bool = True) -> Any:
         native = asyncio.current_task(loop)
         if native is not None:
             return native
-    return foreign_task() if make else _foreign_var.get(None)
-
-
-def _state(host: Any, make: bool = True) -> _State | None:
-    state = _states.get(host)
-    if state is None and make:
-        state = _states[host] = _State()
-    return state
-
-
-def hold_if_shielded(task: Task[Any], msg: Any) -> bool:
-    """For ``Task.cancel``: True if a shield in ``task`` holds the request back."""
-    state = _states.get(task)
-    if state is None or not state.shielded_inside(-1):
-        return False
-    state.held.append(msg)
-    return True
+    return foreign_task(make)
 
 
 def _raw_cancel(host: Any, msg: Any) -> None:
     # Past any shield check: the request itself, counted by the host.
-    if isinstance(host, CoroutineTask):
-        CoroutineTask.cancel(host, msg, _checked=True)
-    elif isinstance(host, AsyncioTask):
-        AsyncioTask.cancel(host, msg, _checked=True)
+    if isinstance(host, Task):
+        host.request_cancel(msg)
     else:
         host.cancel(msg)
 
@@ -254,8 +178,8 @@ class CancelScope:
             raise RuntimeError("a CancelScope can be entered only once")
         self._entered = True
         self._session = current_backend()
-        self._host = _host()
-        state = _state(self._host)
+        self._host = cancel_target()
+        state = task_state(self._host)
         assert state is not None
         state.scopes.append(self)
         if self._cancel_called:
@@ -276,7 +200,7 @@ class CancelScope:
             if handle is not None:
                 handle.cancel()
         self._handle = self._delivery = None
-        state = _state(self._host, make=False)
+        state = task_state(self._host, make=False)
         if state is None or not state.scopes or state.scopes[-1] is not self:
             raise RuntimeError(
                 "CancelScopes must be exited in the reverse order of entering, in the task"
@@ -293,7 +217,7 @@ class CancelScope:
         if self._shield:
             self._release_held(state)
         if not state.scopes and not state.held:
-            _states.pop(self._host, None)
+            drop_state(self._host)
         self._cancelled_caught = caught
         return caught
 
@@ -315,7 +239,7 @@ class CancelScope:
         self.cancel()
 
     def _deliver(self) -> None:
-        state = _state(self._host, make=False)
+        state = task_state(self._host, make=False)
         if state is None or self not in state.scopes:
             return
         if state.shielded_inside(state.scopes.index(self)):
@@ -324,7 +248,7 @@ class CancelScope:
         self._pending = False
         if self._requested or self._delivery is not None:
             return
-        if _host(make=False) is self._host:
+        if cancel_target(make=False) is self._host:
             # From inside the task's own step: deliver at its next await, never leaving
             # a request that outlives the scope (see the module docstring).
             assert self._session is not None
@@ -338,9 +262,9 @@ class CancelScope:
             self._requested = 1
             _raw_cancel(self._host, self._msg)
 
-    def _release_held(self, state: _State | None = None) -> None:
+    def _release_held(self, state: TaskState | None = None) -> None:
         """A shield went away: deliver what it held back (outer scopes, Task.cancel)."""
-        state = state or _state(self._host, make=False)
+        state = state or task_state(self._host, make=False)
         if state is None:
             return
         for scope in reversed(state.scopes):
@@ -355,7 +279,7 @@ class CancelScope:
 def current_effective_deadline() -> float:
     """The nearest deadline of the caller's active scopes (``inf`` if none), on the
     session's clock; a shielded scope hides the deadlines outside it."""
-    state = _states.get(_host())
+    state = task_state(cancel_target(), make=False)
     if state is None:
         return math.inf
     deadline = math.inf
@@ -369,8 +293,6 @@ def current_effective_deadline() -> float:
 def _deadline_after(delay: float | None) -> float:
     if delay is None:
         return math.inf
-    from ._errors import check_timeout
-
     seconds = check_timeout(delay)
     assert seconds is not None
     return current_backend().time() + seconds

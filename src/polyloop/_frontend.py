@@ -2,27 +2,24 @@
 
 Rule: these are for control operations (connect, listen, sleep, spawn). Nothing on the
 data path (``data_received`` -> ``write``) goes through here: transports talk to their
-protocols directly. Arguments are checked before anything is spawned or scheduled.
+protocols directly. Each function that is a ``Session`` method on the running session is
+made from that method (``on_current``): one signature, one docstring, written once.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-import ssl as _ssl
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from . import _context
 from ._backend import Backend
 from ._cancel import CancelScope
-from ._context import current_backend
+from ._context import current_backend, current_or_none
 from ._errors import check_timeout
-from ._futures import Future, Task
-from ._protocols import DatagramProtocol, Protocol
 from ._registry import load_backend
-from ._session import Handle, Server
-from ._transports import DatagramTransport, Transport
+from ._session import Session
 
 __all__ = [
     "call_later",
@@ -47,8 +44,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-P = TypeVar("P", bound=Protocol)
-DP = TypeVar("DP", bound=DatagramProtocol)
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def run(
@@ -75,19 +72,47 @@ def run(
     return load_backend(backend, **options).run(main, *args, handle_sigterm=handle_sigterm)
 
 
-def time() -> float:
-    """The running session's monotonic clock."""
-    return current_backend().time()
+def on_current(method: Callable[Concatenate[Session, P], R]) -> Callable[P, R]:
+    """The front-end function of a ``Session`` method: the same call on the session
+    running the caller (``current_backend()``), with the method's name, docstring and
+    signature (less ``self``)."""
+    name = method.__name__
+    call: Callable[P, Any]
+    if inspect.iscoroutinefunction(method):
+
+        async def call(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return await getattr(current_backend(), name)(*args, **kwargs)
+
+    else:
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return getattr(current_backend(), name)(*args, **kwargs)
+
+    functools.update_wrapper(call, method)
+    del call.__wrapped__  # type: ignore[union-attr]
+    signature = inspect.signature(method)
+    call.__signature__ = signature.replace(  # type: ignore[union-attr]
+        parameters=list(signature.parameters.values())[1:]
+    )
+    call.__qualname__ = call.__name__ = name
+    call.__module__ = __name__
+    return call  # type: ignore[return-value]
 
 
-def call_soon(fn: Callable[..., object], *args: Any) -> Handle:
-    """Schedule ``fn(*args)`` on the running session."""
-    return current_backend().call_soon(fn, *args)
-
-
-def call_later(delay: float, fn: Callable[..., object], *args: Any) -> Handle:
-    """Schedule ``fn(*args)`` after ``delay`` seconds on the running session."""
-    return current_backend().call_later(delay, fn, *args)
+time = on_current(Session.time)
+call_soon = on_current(Session.call_soon)
+call_later = on_current(Session.call_later)
+create_future = on_current(Session.create_future)
+spawn = on_current(Session.spawn)
+sleep = on_current(Session.sleep)
+run_in_thread = on_current(Session.run_in_thread)
+getaddrinfo = on_current(Session.getaddrinfo)
+listen_tcp = on_current(Session.listen_tcp)
+listen_unix = on_current(Session.listen_unix)
+connect_tcp = on_current(Session.connect_tcp)
+connect_unix = on_current(Session.connect_unix)
+open_udp = on_current(Session.open_udp)
+start_tls = on_current(Session.start_tls)
 
 
 def call_soon_threadsafe(fn: Callable[..., object], *args: Any) -> None:
@@ -97,9 +122,7 @@ def call_soon_threadsafe(fn: Callable[..., object], *args: Any) -> None:
     Any other thread has no session of its own: it calls the method of a session object
     it was given (``session.call_soon_threadsafe``), or uses ``polyloop.from_thread``.
     """
-    session = _context._session_var.get(None)
-    if session is None or session.closed:
-        session = _context.current_or_none()
+    session = current_or_none()
     if session is None:
         raise RuntimeError(
             "no polyloop session is known in this thread: call the method of the session"
@@ -107,26 +130,6 @@ def call_soon_threadsafe(fn: Callable[..., object], *args: Any) -> None:
             " polyloop.current_backend() taken on the loop's thread)"
         )
     session.call_soon_threadsafe(fn, *args)
-
-
-def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> Task[T]:
-    """Run ``coro`` concurrently on the running session."""
-    return current_backend().spawn(coro, name=name)
-
-
-def create_future() -> Future[Any]:
-    """A future that coroutines on any session can await."""
-    return current_backend().create_future()
-
-
-async def sleep(seconds: float) -> None:
-    """Suspend the caller for ``seconds`` (see ``Session.sleep``)."""
-    await current_backend().sleep(seconds)
-
-
-async def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` in a worker thread of the running session."""
-    return await current_backend().run_in_thread(fn, *args)
 
 
 async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
@@ -154,21 +157,6 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     return result
 
 
-async def getaddrinfo(
-    host: str | None,
-    port: int | str | None,
-    *,
-    family: int = 0,
-    type: int = 0,
-    proto: int = 0,
-    flags: int = 0,
-) -> list[tuple[Any, Any, int, str, Any]]:
-    """``socket.getaddrinfo`` without blocking the loop (``Session.getaddrinfo``)."""
-    return await current_backend().getaddrinfo(
-        host, port, family=family, type=type, proto=proto, flags=flags
-    )
-
-
 def setsockopt(connection: Any, level: int, option: int, value: int | bytes) -> None:
     """Set a socket option of a ``Transport``'s, ``DatagramTransport``'s or ``Stream``'s
     socket (``socket.setsockopt``), on every backend and over TLS too. ``ValueError`` if
@@ -185,82 +173,3 @@ def getsockopt(connection: Any, level: int, option: int) -> int:
     if sock is None:
         raise ValueError(f"{connection!r} has no socket (closed, or not a socket transport)")
     return int(sock.getsockopt(level, option))
-
-
-async def start_tls(
-    transport: Transport,
-    protocol: Protocol,
-    sslcontext: _ssl.SSLContext,
-    *,
-    server_side: bool = False,
-    server_hostname: str | None = None,
-    ssl_handshake_timeout: float | None = None,
-) -> Transport:
-    """``Session.start_tls`` on the running session: upgrade a connection to TLS."""
-    return await current_backend().start_tls(
-        transport, protocol, sslcontext, server_side=server_side,
-        server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
-    )  # fmt: skip
-
-
-async def listen_tcp(
-    protocol_factory: Callable[[], Protocol],
-    host: str | None = "127.0.0.1",
-    port: int = 0,
-    *,
-    ssl: _ssl.SSLContext | None = None,
-    backlog: int = 128,
-    ssl_handshake_timeout: float | None = None,
-) -> Server:
-    """``Session.listen_tcp`` on the running session."""
-    return await current_backend().listen_tcp(
-        protocol_factory, host, port, ssl=ssl, backlog=backlog,
-        ssl_handshake_timeout=ssl_handshake_timeout,
-    )  # fmt: skip
-
-
-async def connect_tcp(
-    protocol_factory: Callable[[], P],
-    host: str,
-    port: int,
-    *,
-    ssl: _ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> tuple[Transport, P]:
-    """``Session.connect_tcp`` on the running session."""
-    return await current_backend().connect_tcp(
-        protocol_factory, host, port, ssl=ssl, server_hostname=server_hostname
-    )
-
-
-async def listen_unix(
-    protocol_factory: Callable[[], Protocol],
-    path: str,
-    *,
-    ssl: _ssl.SSLContext | None = None,
-    backlog: int = 128,
-) -> Server:
-    """``Session.listen_unix`` on the running session."""
-    return await current_backend().listen_unix(protocol_factory, path, ssl=ssl, backlog=backlog)
-
-
-async def connect_unix(
-    protocol_factory: Callable[[], P],
-    path: str,
-    *,
-    ssl: _ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> tuple[Transport, P]:
-    """``Session.connect_unix`` on the running session."""
-    return await current_backend().connect_unix(
-        protocol_factory, path, ssl=ssl, server_hostname=server_hostname
-    )
-
-
-async def open_udp(
-    protocol_factory: Callable[[], DP],
-    local_addr: tuple[str, int] | None = None,
-    remote_addr: tuple[str, int] | None = None,
-) -> tuple[DatagramTransport, DP]:
-    """``Session.open_udp`` on the running session."""
-    return await current_backend().open_udp(protocol_factory, local_addr, remote_addr)

@@ -7,23 +7,13 @@ options: ``asyncio``, ``asyncio:loop=uvloop``, ``twisted:reactor=select``,
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any
 
 from ._backend import Backend
+from ._plugins import add_detector, entry_point_targets, import_target
 
 __all__ = ["BackendInfo", "BackendSpec", "available_backends", "load_backend"]
-
-GROUP = "polyloop.backends"
-
-# Which extra installs the framework behind a first-party backend.
-_EXTRAS = {"twisted": "twisted", "gevent": "gevent", "tornado": "tornado", "mixed": "all"}
-
-#: First-party composite backends, known without importing them: one that cannot load
-#: (a framework missing) must still be left out of "every backend".
-_COMPOSITE = {"mixed"}
 
 
 class BackendUnavailable(ImportError):
@@ -67,13 +57,9 @@ class BackendInfo:
     error: str | None
 
 
-def _entry_points() -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
-
-
 def load_backend_class(target: str) -> type[Backend]:
     """The Backend subclass named by an entry-point name or ``module:Class``."""
-    eps = _entry_points()
+    eps = entry_point_targets()
     value = eps.get(target)
     if value is None:
         if ":" not in target:
@@ -85,17 +71,19 @@ def load_backend_class(target: str) -> type[Backend]:
         value = target
     module_name, _, attr = value.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        cls = import_target(value)
     except ImportError as exc:
-        extra = _EXTRAS.get(target)
-        hint = f" (pip install 'polyloop[{extra}]')" if extra else ""
-        raise BackendUnavailable(f"backend {target!r} cannot be loaded: {exc}{hint}") from exc
-    try:
-        cls = getattr(module, attr)
+        raise BackendUnavailable(f"backend {target!r} cannot be loaded: {exc}") from exc
     except AttributeError:
         raise BackendUnavailable(f"{module_name} has no attribute {attr!r}") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise TypeError(f"{value} is not a polyloop.Backend subclass")
+    try:
+        cls.check_available()
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {target!r} cannot be loaded: {exc}") from exc
+    if value == target:
+        add_detector(cls)  # a module:Class backend takes part in detection once named
     return cls
 
 
@@ -128,14 +116,13 @@ def available_backends(*, composite: bool = False) -> list[BackendInfo]:
     means every framework.
     """
     result = []
-    for name, target in sorted(_entry_points().items()):
-        if name in _COMPOSITE and not composite:
-            continue
+    for name, target in sorted(entry_point_targets().items()):
         try:
-            cls = load_backend_class(name)
-            if cls.composite and not composite:
+            cls = import_target(target)
+            if getattr(cls, "composite", False) and not composite:
                 continue
+            cls = load_backend_class(name)
             result.append(BackendInfo(name, target, cls.framework_version(), None))
-        except (ImportError, TypeError) as exc:
+        except (ImportError, AttributeError, TypeError) as exc:
             result.append(BackendInfo(name, target, None, str(exc)))
     return result

@@ -58,7 +58,7 @@ def socket_extra(session: Session, sock: socket.socket) -> dict[str, Any]:
 
 
 class SocketAcceptor:
-    """Accepts on a listening socket; each connection becomes a ``session._adopt_stream``."""
+    """Accepts on a listening socket; each connection becomes a ``session.adopt_stream``."""
 
     def __init__(
         self, session: Session, sock: socket.socket, factory: Callable[[], StreamProtocol]
@@ -86,7 +86,7 @@ class SocketAcceptor:
             conn.setblocking(False)
             set_nodelay(conn)
             try:
-                self._session._adopt_stream(conn, self._factory)
+                self._session.adopt_stream(conn, self._factory)
             except Exception:
                 log.exception("polyloop: a protocol's connection_made raised; connection aborted")
 
@@ -122,7 +122,7 @@ class _SocketEnd(BaseTransport):
     def _connection_lost(self, exc: BaseException | None) -> None:
         self._sock.close()
         self._extra["socket"] = None
-        self._session._untrack(self)
+        self._session.resources.untrack(self)
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.connection_lost(exc)
@@ -169,7 +169,7 @@ class SocketTransport(_SocketEnd, Transport):
         self._reading = True
         self._extra = socket_extra(session, sock)
         self._protocol: Any = None
-        session._track(self)
+        session.resources.track(self)
         self._protocol = factory()
         try:
             self._protocol.connection_made(self)
@@ -379,7 +379,7 @@ class SocketDatagramTransport(_SocketEnd, DatagramTransport):
         self._closing = self._lost = False
         self._extra = socket_extra(session, sock)
         self._extra["peername"] = remote
-        session._track(self)
+        session.resources.track(self)
         protocol.connection_made(self)
         if not self._closing:
             session.add_reader(sock, self._on_readable)

@@ -24,7 +24,8 @@ from ._errors import (
 )
 from ._futures import Future, Task
 from ._protocols import Protocol
-from ._session import Server, Session
+from ._server import Server
+from ._session import Session
 from ._transports import Transport
 
 __all__ = [
@@ -158,7 +159,7 @@ class Stream:
         p.buffer.clear()
         transport = await p.session.start_tls(
             self.transport, p, ssl, server_side=server_side, server_hostname=server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout, _leftover=leftover,
+            ssl_handshake_timeout=ssl_handshake_timeout, leftover=leftover,
         )  # fmt: skip
         self.transport = p.transport = transport
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._cancel import CancelScope, cancel_target
 from ._context import current_backend
 from ._errors import Cancelled, WouldBlock
 from ._futures import Future, current_task
@@ -383,9 +384,7 @@ class CapacityLimiter(_Acquirable):
 
 def _host_borrower() -> object:
     # A host application's own task (no polyloop task runs the caller).
-    from ._cancel import _host
-
-    return _host()
+    return cancel_target()
 
 
 @dataclass(frozen=True)
@@ -466,7 +465,5 @@ class Condition(_Acquirable):
 
 async def _reacquire(lock: Lock) -> None:
     # The lock must be held again when wait() leaves, cancelled or not: shield it.
-    from ._cancel import CancelScope
-
     with CancelScope(shield=True):
         await lock.acquire()

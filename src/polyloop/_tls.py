@@ -27,8 +27,9 @@ from ._protocols import Protocol
 from ._transports import Transport
 
 if TYPE_CHECKING:
+    from ._contract import Handle
     from ._futures import Future
-    from ._session import Handle, Session
+    from ._session import Session
 
 __all__ = ["HANDSHAKE_TIMEOUT", "TLSProtocol", "TLSTransport"]
 

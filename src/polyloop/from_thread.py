@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from . import _context
 from ._errors import Cancelled
 from ._futures import Future
-from ._session import Session, in_thread
+from ._session import Session
 
 __all__ = ["run", "run_sync"]
 
@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 def _target(session: Session | None) -> Session:
     if session is None:
-        session = _context._session_var.get(None)
+        session = _context.session_var.get(None)
     if session is None:
         raise RuntimeError(
             "no polyloop session is known in this thread: pass session= (for example"
@@ -34,7 +34,7 @@ def _target(session: Session | None) -> Session:
         )
     if session.closed:
         raise RuntimeError(f"{session!r} has ended")
-    if in_thread(session):
+    if session.in_loop_thread():
         raise RuntimeError(
             "polyloop.from_thread was called on the session's own loop thread: it would"
             " block the loop. Await the coroutine instead"

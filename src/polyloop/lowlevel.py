@@ -7,21 +7,21 @@ See ``docs/writing-a-backend.md``.
 
 from ._context import context_for as context_for
 from ._context import current_or_none as current_or_none
+from ._context import hosts as hosts
 from ._context import set_current as set_current
+from ._contract import Acceptor as Acceptor
+from ._contract import Callback as Callback
+from ._contract import SessionContract as SessionContract
 from ._errors import aborted as aborted
 from ._errors import call_logged as call_logged
 from ._errors import check_bytes as check_bytes
 from ._errors import map_exceptions as map_exceptions
 from ._errors import translate as translate
 from ._errors import write_after_eof as write_after_eof
-from ._futures import AsyncioTask as AsyncioTask
-from ._futures import CoroutineTask as CoroutineTask
-from ._futures import from_asyncio_future as from_asyncio_future
-from ._futures import in_asyncio_executor as in_asyncio_executor
-from ._session import Acceptor as Acceptor
-from ._session import Callback as Callback
+from ._futures import known_runner as known_runner
+from ._lifecycle import Resources as Resources
+from ._lifecycle import end_with_asyncio_loop as end_with_asyncio_loop
 from ._session import Session as Session
-from ._session import end_with_asyncio_loop as end_with_asyncio_loop
 from ._sockets import LINGER_RST as LINGER_RST
 from ._sockets import MAX_DATAGRAM as MAX_DATAGRAM
 from ._sockets import READ_SIZE as READ_SIZE
@@ -33,6 +33,11 @@ from ._sockettransport import SocketAcceptor as SocketAcceptor
 from ._sockettransport import SocketDatagramTransport as SocketDatagramTransport
 from ._sockettransport import SocketTransport as SocketTransport
 from ._sockettransport import socket_extra as socket_extra
+from ._tasks import AsyncioTask as AsyncioTask
+from ._tasks import CoroutineTask as CoroutineTask
+from ._tasks import TaskDriver as TaskDriver
+from ._tasks import from_asyncio_future as from_asyncio_future
+from ._tasks import in_asyncio_executor as in_asyncio_executor
 from ._tls import HANDSHAKE_TIMEOUT as HANDSHAKE_TIMEOUT
 from ._tls import TLSProtocol as TLSProtocol
 from ._tls import TLSTransport as TLSTransport
@@ -51,12 +56,15 @@ __all__ = [
     "AsyncioTask",
     "Callback",
     "CoroutineTask",
+    "Resources",
     "Session",
+    "SessionContract",
     "SocketAcceptor",
     "SocketDatagramTransport",
     "SocketTransport",
     "TLSProtocol",
     "TLSTransport",
+    "TaskDriver",
     "aborted",
     "call_logged",
     "check_buffer_limits",
@@ -68,7 +76,9 @@ __all__ = [
     "end_with_asyncio_loop",
     "fd_of",
     "from_asyncio_future",
+    "hosts",
     "in_asyncio_executor",
+    "known_runner",
     "map_exceptions",
     "oserror",
     "set_current",
