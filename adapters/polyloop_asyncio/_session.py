@@ -14,7 +14,7 @@ import socket
 import ssl as _ssl
 import sys
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
 import polyloop
@@ -24,6 +24,7 @@ from polyloop.lowlevel import (
     end_with_asyncio_loop,
     fd_of,
     in_asyncio_executor,
+    set_current,
 )
 
 from ._transport import (
@@ -82,22 +83,46 @@ class AsyncioBackend(polyloop.Backend):
             return uvloop.new_event_loop()
         return asyncio.new_event_loop()
 
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
         # asyncio.Runner cancels leftover tasks, closes async generators, joins the
         # default executor's threads and closes the loop on the way out.
         with asyncio.Runner(loop_factory=self._new_loop) as runner:
             session = self.session_class(self, runner.get_loop(), owned=True)
             return runner.run(body(session), context=session.context)
 
-    def _running_native(self) -> Any:
-        return asyncio.get_running_loop()
-
-    def _attach(self, native: Any) -> Session:
+    def borrow_loop(self, native: Any) -> Session:
         if not isinstance(native, asyncio.AbstractEventLoop):
             raise TypeError(f"the asyncio backend attaches to an event loop, not {native!r}")
         session = self.session_class(self, native, owned=False)
         end_with_asyncio_loop(session)
         return session
+
+    # --- host mode ---
+
+    detect_order = 40  # after Twisted's and Tornado's, which sit on asyncio loops too
+
+    @classmethod
+    def running_native(cls, *, soon: bool = False) -> Any:
+        return asyncio._get_running_loop()
+
+    @classmethod
+    def detect(cls, *, foreign: bool = False) -> Session | None:
+        session = super().detect(foreign=foreign)
+        if session is not None:
+            # Cached in the caller's context (an asyncio task's, or a callback's copy), so
+            # the next call in this task is a plain context-variable lookup. It names a
+            # session of the very loop this context runs on, so it cannot mislead.
+            set_current(session)
+        return session
+
+    def run_hosted(self, main: Callable[[], Awaitable[T]]) -> T:
+        # What asyncio.run does (asyncio.Runner: one fresh loop, shut down at the end).
+        with asyncio.Runner(loop_factory=self._new_loop) as runner:
+            return runner.run(_await(main))
+
+
+async def _await(main: Callable[[], Awaitable[T]]) -> T:
+    return await main()
 
 
 class AsyncioSession(Session):
@@ -127,7 +152,7 @@ class AsyncioSession(Session):
         self._readers: set[int] | None = None if stock else set()
         self._writers: set[int] | None = None if stock else set()
 
-    def _native_gone(self) -> bool:
+    def host_gone(self) -> bool:
         return self.loop.is_closed()
 
     # --- tier 1 ---
@@ -138,12 +163,12 @@ class AsyncioSession(Session):
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
         return self.loop.call_soon(fn, *args)
 
-    def _call_soon_in(
+    def call_soon_in(
         self, context: contextvars.Context | None, fn: Callable[..., object], arg: Any
     ) -> None:
         self.loop.call_soon(fn, arg, context=context)
 
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
         return self.loop.call_later(delay, fn, *args)
@@ -173,7 +198,7 @@ class AsyncioSession(Session):
 
     # --- tasks and threads ---
 
-    def _new_task(self, coro: Coroutine[Any, Any, T], name: str | None) -> polyloop.Task[T]:
+    def new_task(self, coro: Coroutine[Any, Any, T], name: str | None) -> polyloop.Task[T]:
         return AsyncioTask(self, coro, name, self.loop)
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -181,7 +206,7 @@ class AsyncioSession(Session):
 
     # --- adopting sockets ---
 
-    async def _serve(
+    async def serve_socket(
         self,
         sock: socket.socket,
         factory: Callable[[], polyloop.Protocol],
@@ -197,7 +222,7 @@ class AsyncioSession(Session):
         )
         return _Acceptor(server)
 
-    async def _connect_stream(
+    async def adopt_client_stream(
         self,
         sock: socket.socket,
         factory: Callable[[], polyloop.Protocol],
@@ -223,7 +248,7 @@ class AsyncioSession(Session):
         assert bridge.transport is not None
         return bridge.transport  # type: ignore[no-any-return]
 
-    async def _open_datagram(
+    async def adopt_datagram(
         self, sock: socket.socket, protocol: polyloop.DatagramProtocol, remote: Any
     ) -> polyloop.DatagramTransport:
         try:
@@ -246,13 +271,13 @@ class AsyncioSession(Session):
                 self._unweakable = {t for t in self._unweakable if not t.is_closing()}
             self._unweakable.add(transport)
 
-    def _open_streams(self) -> list[Any]:
+    def open_streams(self) -> list[Any]:
         return [
             t for t in [*self._natives, *self._unweakable]
             if hasattr(t, "write_eof") and _still_open(t)  # uvloop's are no asyncio.Transport
         ]  # fmt: skip
 
-    def _abort_transports(self) -> None:
+    def abort_transports(self) -> None:
         left = [*self._natives, *self._unweakable]
         self._unweakable.clear()
         for transport in left:

@@ -35,21 +35,22 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import gevent
 from gevent.hub import Hub, Waiter
 from greenlet import GreenletExit, getcurrent, greenlet
 
 import polyloop
-from polyloop.lowlevel import CoroutineTask, Session, fd_of, translate
+from polyloop.lowlevel import CoroutineTask, Session, TaskDriver, fd_of, translate
 
+from ._backend import GeventBackend
 from ._transport import GeventTransport
 
 T = TypeVar("T")
 log = logging.getLogger("polyloop")
 
-#: gevent's exceptions as polyloop code sees them: the one table (``_native_error``).
+#: gevent's exceptions as polyloop code sees them: the one table (``native_error``).
 NATIVE_ERRORS: dict[type[BaseException], Callable[[BaseException], BaseException]] = {
     GreenletExit: lambda exc: polyloop.Cancelled(),
     gevent.Timeout: lambda exc: TimeoutError(str(exc) or "timed out"),
@@ -58,51 +59,35 @@ NATIVE_ERRORS: dict[type[BaseException], Callable[[BaseException], BaseException
 }
 
 
-class GeventBackend(polyloop.Backend):
-    """polyloop on gevent greenlets and the thread's hub. No options.
+def own_hub(backend: GeventBackend, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+    """``GeventBackend.own_loop``: run ``body`` on this thread's hub, from this greenlet.
 
-    Works whether or not ``gevent.monkey.patch_all()`` ran, and never patches anything.
-    """
+    The hub is the thread's, and stays after the run. Not hub.destroy() even for a hub
+    made here: measured, it leaves the hub greenlet suspended in its LoopExit throw,
+    holding the caller's frames (and the session) in a cycle that gc does not collect --
+    one hub leaked per run."""
+    hub = gevent.get_hub()  # one per thread, made on first use
+    if getcurrent() is hub:
+        raise RuntimeError(
+            "the gevent hub cannot block: call polyloop from a greenlet, not the hub"
+        )
+    session = GeventSession(backend, hub, owned=True)
+    try:
+        task = session.context.run(session.spawn, body(session))
+        return session.wait(task)  # parks this greenlet; the hub runs everything else
+    finally:
+        if not session.closed:  # the main task never got to end the session
+            session.mark_ended()
 
-    name = "gevent"
-    native_tls = False  # stdlib contexts go through the core's MemoryBIO layer
-    options: ClassVar[tuple[str, ...]] = ()
 
-    @classmethod
-    def framework_version(cls) -> str:
-        import greenlet as greenlet_module
-
-        return f"gevent {gevent.__version__}, greenlet {greenlet_module.__version__}"
-
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        # The hub is the thread's, and stays after the run. Not hub.destroy() even for a
-        # hub made here: measured, it leaves the hub greenlet suspended in its LoopExit
-        # throw, holding the caller's frames (and the session) in a cycle that gc does
-        # not collect -- one hub leaked per run.
-        hub = self._running_native()
-        session = GeventSession(self, hub, owned=True)
-        try:
-            task = session.context.run(session.spawn, body(session))
-            return session._wait(task)  # parks this greenlet; the hub runs everything else
-        finally:
-            if not session.closed:  # the main task never got to end the session
-                session._finish_end()
-
-    def _running_native(self) -> Any:
-        hub = gevent.get_hub()  # one per thread, made on first use
-        if getcurrent() is hub:
-            raise RuntimeError(
-                "the gevent hub cannot block: call polyloop from a greenlet, not the hub"
-            )
-        return hub
-
-    def _attach(self, native: Any) -> Session:
-        if not isinstance(native, Hub):
-            raise TypeError(f"the gevent backend attaches to a gevent hub, not {native!r}")
-        if native is not gevent.get_hub():
-            raise RuntimeError("a gevent hub can only be attached from its own thread")
-        # gevent has no hook for a hub's shutdown: the session ends on session.aclose().
-        return GeventSession(self, native, owned=False)
+def borrow_hub(backend: GeventBackend, native: Any) -> Session:
+    """``GeventBackend.borrow_loop``: a session on this thread's hub."""
+    if not isinstance(native, Hub):
+        raise TypeError(f"the gevent backend attaches to a gevent hub, not {native!r}")
+    if native is not gevent.get_hub():
+        raise RuntimeError("a gevent hub can only be attached from its own thread")
+    # gevent has no hook for a hub's shutdown: the session ends on session.aclose().
+    return GeventSession(backend, native, owned=False)
 
 
 class _Handle:
@@ -158,10 +143,75 @@ class SessionGreenlet(greenlet):  # type: ignore[misc]
             self.switch()
 
 
+class GeventDriver(TaskDriver):
+    """Each core task runs in a greenlet of its own under the hub (``SessionGreenlet``):
+    a coroutine may then call gevent's blocking API, which parks the greenlet *inside* a
+    step, where only this driver can reach it (``interrupt``, ``kill``)."""
+
+    session: GeventSession
+
+    def start(self, task: CoroutineTask[Any]) -> None:
+        session = self.session
+        task.native = session._greenlet(lambda: self._drive(task))
+        session.keep_hub_alive()
+
+    def _drive(self, task: CoroutineTask[Any]) -> None:
+        """A task greenlet's body: step the coroutine; between steps, park in the hub."""
+        gr: SessionGreenlet = task.native
+        try:
+            task.step()
+            while not task.done():
+                try:
+                    gr.park()
+                except GreenletExit:  # kill(), or anyone's kill: close the coroutine
+                    task.kill()
+                    return
+                except BaseException as exc:  # thrown in at an await (a gevent.Timeout)
+                    if task.throw_at_await(exc):
+                        self.session.loop.run_callback(gr.resume)
+                    continue
+                task.step()
+        finally:
+            self.session.let_hub_go()
+
+    def wake(self, task: CoroutineTask[Any]) -> None:
+        if getcurrent() is self.session.hub:
+            task.native.resume()  # a future's callback: step at once, as asyncio's wakeup
+        else:
+            self.schedule(task)
+
+    def schedule(self, task: CoroutineTask[Any]) -> None:
+        self.session.loop.run_callback(task.native.resume)
+
+    def interrupt(self, task: CoroutineTask[Any]) -> None:
+        if task.native is not getcurrent():  # else it cancels itself: read at its next step
+            self.session.loop.run_callback(self._interrupt, task)
+
+    def _interrupt(self, task: CoroutineTask[Any]) -> None:
+        # In the hub: the task may have moved on since cancel() was called.
+        gr: SessionGreenlet = task.native
+        if task.stepping and not gr.parked and not gr.dead and task.take_cancel():
+            gr.throw(polyloop.Cancelled())  # delivered here, not again at its next step
+
+    def kill(self, task: polyloop.Task[Any]) -> None:
+        self.session.loop.run_callback(self._kill, task)
+
+    def _kill(self, task: CoroutineTask[Any]) -> None:
+        # In the hub. Parked between steps (or not started): GreenletExit, which _drive
+        # turns into closing the coroutine. Parked inside a step, in gevent's API:
+        # GeneratorExit, which user code sees as it would from coro.close().
+        gr: SessionGreenlet = task.native
+        if not gr.dead:
+            gr.throw(GreenletExit() if gr.parked else GeneratorExit())
+        if gr.dead:  # throw() into a greenlet that never started kills it unrun:
+            task.kill()  # close its coroutine here (a no-op if _drive did it)
+
+
 class GeventSession(Session):
     """A session on one gevent hub (the hub of the thread that made it)."""
 
     name = "gevent"
+    driver_class = GeventDriver
 
     def __init__(self, backend: GeventBackend, hub: Any, *, owned: bool) -> None:
         super().__init__(backend, hub, owned=owned)
@@ -180,25 +230,37 @@ class GeventSession(Session):
         self._wake: Any = self.loop.async_()
         self._wake.start(self._run_threadsafe)
         self._wake.ref = owned
-        self.on_close(lambda _: self._dispose())
 
-    def _native_gone(self) -> bool:
+    def host_gone(self) -> bool:
         return self.hub.loop is None  # hub.destroy() ran
 
-    def _dispose(self) -> None:
+    def keep_hub_alive(self) -> None:
+        """The session has work: its wake-up watcher keeps the hub from ``LoopExit``."""
+        if self._wake is not None:
+            self._wake.ref = True
+
+    def let_hub_go(self) -> None:
+        """A borrowed session with no task and nothing queued: the hub may end as if we
+        were not here (the application's own ``gevent.wait()`` decides)."""
+        if not self.owned and not self.resources.tasks and not self._queue:
+            if self._wake is not None:
+                self._wake.ref = False
+
+    def dispose(self) -> None:
         """Close what the session itself holds (after the core closed what users left)."""
+        super().dispose()
         if self._threads is not None:
             self._threads.kill()
             self._threads = None
         self._queue.clear()
         wake, self._wake = self._wake, None
-        if self._native_gone():  # a destroyed loop's watchers must not be touched
-            self._timers.clear()
+        if self.host_gone():  # a destroyed loop's watchers must not be touched
+            self.resources.timers.clear()
             self._watchers.clear()
             return
         if wake is not None:
             wake.close()
-        for timer in list(self._timers):  # the core's record of what call_later set
+        for timer in list(self.resources.timers):  # the core's record of what call_later set
             timer.cancel()
         for watcher in self._watchers.values():
             watcher.close()
@@ -207,7 +269,7 @@ class GeventSession(Session):
             if not gr.dead:
                 self.loop.run_callback(gr.throw)
 
-    def _wait(self, task: polyloop.Task[T]) -> T:
+    def wait(self, task: polyloop.Task[T]) -> T:
         """Block the calling greenlet (not the hub) until ``task`` is done; return its
         result or raise its exception. Interrupted (KeyboardInterrupt, GreenletExit, a
         gevent.Timeout), it cancels the task, lets it unwind, and re-raises, as
@@ -243,23 +305,23 @@ class GeventSession(Session):
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
         # In a copy of the caller's context, as asyncio's call_soon (the hub has its own).
-        callback = self.loop.run_callback(self._call, self._callback_context(), fn, args)
+        callback = self.loop.run_callback(self._call, self.callback_context(), fn, args)
         return _Handle(callback, False)
 
-    def _call_soon_in(
+    def call_soon_in(
         self, context: contextvars.Context | None, fn: Callable[..., object], arg: Any
     ) -> None:
         # Future callbacks, in the registrant's context if it gave one; no handle to make.
         ctx = self.context if context is None else context  # an empty Context is falsy
         self.loop.run_callback(self._call, ctx, fn, (arg,))
 
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
         timer = self.loop.timer(delay)
         handle = _Handle(timer, True)
         # update=True: measure the delay from now, not from the loop's cached time.
-        timer.start(self._fire, handle, self._callback_context(), fn, args, update=True)
+        timer.start(self._fire, handle, self.callback_context(), fn, args, update=True)
         return handle
 
     def _fire(
@@ -277,6 +339,12 @@ class GeventSession(Session):
         if wake is None:
             raise RuntimeError(f"{self!r} has ended")
         self._queue.append((fn, args))  # deque.append is atomic
+        if self.in_loop_thread():
+            # From a timer or readiness callback of a borrowed session with no task: the
+            # watcher would be unreferenced, and the hub could end (LoopExit in the
+            # waiting greenlet) before it runs the call. Another thread must not touch
+            # libev's reference count: there, the session's tasks keep it.
+            wake.ref = True
         wake.send()
 
     def _run_threadsafe(self) -> None:
@@ -284,6 +352,7 @@ class GeventSession(Session):
         while queue:
             fn, args = queue.popleft()
             self._call(self.context, fn, args)
+        self.let_hub_go()
 
     def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:
         self._watch(fd, 1, fn)
@@ -330,70 +399,7 @@ class GeventSession(Session):
         self._helpers.add(gr)
         return gr
 
-    def _task_start(self, task: CoroutineTask[Any]) -> None:
-        task.native = self._greenlet(lambda: self._drive(task))
-        if self._wake is not None:
-            self._wake.ref = True
-
-    def _drive(self, task: CoroutineTask[Any]) -> None:
-        """A task greenlet's body: step the coroutine; between steps, park in the hub."""
-        gr: SessionGreenlet = task.native
-        try:
-            task._step()
-            while not task.done():
-                try:
-                    gr.park()
-                except GreenletExit:  # _task_kill, or anyone's kill: close the coroutine
-                    task._kill()
-                    return
-                except BaseException as exc:  # thrown in at an await (a gevent.Timeout)
-                    self._throw_at_await(task, exc)
-                    continue
-                task._step()
-        finally:
-            if not self.owned and not self._tasks and self._wake is not None:
-                self._wake.ref = False  # idle again: the hub may end as if we were not here
-
-    def _throw_at_await(self, task: CoroutineTask[Any], exc: BaseException) -> None:
-        """Make the next step raise ``exc`` at the coroutine's ``await``: at once, unless
-        a wake-up is on its way already (it then brings ``exc``)."""
-        task._throw = exc
-        waiting = task._waiting
-        if waiting is not None and waiting.remove_done_callback(task._wake):
-            task._waiting = None
-            self.loop.run_callback(task.native.resume)
-
-    def _task_wake(self, task: CoroutineTask[Any]) -> None:
-        if getcurrent() is self.hub:
-            task.native.resume()  # a future's callback: step at once, as asyncio's wakeup
-        else:
-            self.loop.run_callback(task.native.resume)
-
-    def _task_interrupt(self, task: CoroutineTask[Any]) -> None:
-        if task.native is not getcurrent():  # else it cancels itself: read at its next step
-            self.loop.run_callback(self._interrupt, task)
-
-    def _interrupt(self, task: CoroutineTask[Any]) -> None:
-        # In the hub: the task may have moved on since cancel() was called.
-        gr: SessionGreenlet = task.native
-        if task._stepping and task._must_cancel and not gr.parked and not gr.dead:
-            task._must_cancel = False  # delivered here, not again at its next step
-            gr.throw(polyloop.Cancelled())
-
-    def _task_kill(self, task: polyloop.Task[Any]) -> None:
-        self.loop.run_callback(self._kill, task)
-
-    def _kill(self, task: CoroutineTask[Any]) -> None:
-        # In the hub. Parked between steps (or not started): GreenletExit, which _drive
-        # turns into closing the coroutine. Parked inside a step, in gevent's API:
-        # GeneratorExit, which user code sees as it would from coro.close().
-        gr: SessionGreenlet = task.native
-        if not gr.dead:
-            gr.throw(GreenletExit() if gr.parked else GeneratorExit())
-        if gr.dead:  # throw() into a greenlet that never started kills it unrun:
-            task._kill()  # close its coroutine here (a no-op if _drive did it)
-
-    def _native_error(self, exc: BaseException) -> BaseException:
+    def native_error(self, exc: BaseException) -> BaseException:
         return translate(exc, NATIVE_ERRORS)
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -401,7 +407,7 @@ class GeventSession(Session):
             from gevent.threadpool import ThreadPool
 
             self._threads = ThreadPool(min(32, (os.cpu_count() or 1) + 4), hub=self.hub)
-        ctx = self._callback_context()  # names this session, whatever the caller has
+        ctx = self.callback_context()  # names this session, whatever the caller has
 
         def work() -> tuple[bool, Any]:
             try:
@@ -424,7 +430,7 @@ class GeventSession(Session):
 
     # --- adopting sockets (the core binds, connects and accepts) ---
 
-    def _adopt_stream(
+    def adopt_stream(
         self, sock: Any, factory: Callable[[], polyloop.Protocol]
     ) -> polyloop.Transport:
         return GeventTransport(self, sock, factory)

@@ -38,7 +38,7 @@ import contextvars
 import selectors
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -48,15 +48,12 @@ from greenlet import getcurrent
 import polyloop
 from polyloop.lowlevel import Session
 
-__all__ = [
-    "FRAMEWORKS", "HubSelector", "Mixed", "MixedBackend", "MixedLoop", "attach", "session",
-    "sessions",
-]  # fmt: skip
+from ._backend import FRAMEWORKS, MixedBackend
+
+__all__ = ["HubSelector", "Mixed", "MixedLoop", "attach", "own_mixed", "session", "sessions"]
 
 T = TypeVar("T")
 
-FRAMEWORKS = ("asyncio", "tornado", "twisted", "gevent")
-"""The names of the four sessions, in the order they are made (and ended in reverse)."""
 
 _EV_READ, _EV_WRITE = 1, 2  # libev's EV_READ and EV_WRITE
 _mixed_var: contextvars.ContextVar[Mixed] = contextvars.ContextVar("polyloop_mixed")
@@ -285,7 +282,7 @@ class Mixed:
         for name in reversed(FRAMEWORKS):
             session = self.sessions.get(name)
             if session is not None and session is not but and not session.closed:
-                await session._end()
+                await session.end()
 
     def stop(self) -> None:
         """Stop the loop and take the machinery apart: no fd, greenlet or timer left."""
@@ -323,42 +320,6 @@ class Mixed:
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Session]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def _cancel_on_sigint(loop: asyncio.AbstractEventLoop, task: polyloop.Task[Any]) -> list[bool]:
-    """Ctrl-C cancels ``task`` (main), as ``asyncio.Runner`` does; returns the list that
-    says it did. Without this a KeyboardInterrupt lands in whichever greenlet runs
-    when the signal arrives -- the hub, the loop's greenlet, the caller's -- and main
-    was measured to get no cancellation at all when its session was gevent's.
-    ``loop.add_signal_handler`` also makes the signal wake the loop (its self-pipe is
-    the wakeup fd), so it is seen at once, even while the hub sleeps in C. Once main is
-    cancelled, the default handler is back: a second Ctrl-C raises KeyboardInterrupt.
-    In the main thread only, and only if SIGINT has Python's default handler."""
-    import signal
-    import threading
-
-    interrupted: list[bool] = []
-    if threading.current_thread() is not threading.main_thread():
-        return interrupted
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return interrupted
-
-    def on_sigint() -> None:
-        loop.remove_signal_handler(signal.SIGINT)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        interrupted.append(True)
-        task.cancel()
-
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
-    task.add_done_callback(lambda _: _restore_sigint(loop))
-    return interrupted
-
-
-def _restore_sigint(loop: asyncio.AbstractEventLoop) -> None:
-    import signal
-
-    if loop.remove_signal_handler(signal.SIGINT):
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def sessions() -> dict[str, Session]:
@@ -464,56 +425,23 @@ def session(name: str) -> Session:
         raise LookupError(f"no {name!r} session in mixed mode; known: {FRAMEWORKS}") from None
 
 
-class MixedBackend(polyloop.Backend):
-    """polyloop on all four frameworks in one thread: ``polyloop.run(main,
-    backend="mixed")``. Option ``session``: the framework whose session ``main`` runs on
-    (default ``"asyncio"``)."""
+def own_mixed(backend: MixedBackend, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+    """``MixedBackend.own_loop``: the machinery, ``body`` on the chosen session, the end."""
+    mixed = Mixed()
+    try:
+        mixed.start()
+        main = mixed.sessions[backend.main]
 
-    name = "mixed"
-    options: ClassVar[tuple[str, ...]] = ("session",)
-    composite = True
+        async def whole() -> T:
+            try:
+                return await body(main)  # ends main's session at its end
+            finally:
+                await mixed.end_sessions(but=main)
 
-    def __init__(self, *, session: str = "asyncio") -> None:
-        super().__init__()
-        if session not in FRAMEWORKS:
-            raise ValueError(f"session must be one of {', '.join(FRAMEWORKS)}, not {session!r}")
-        self.main = session
-
-    @property
-    def session_name(self) -> str:
-        return self.main
-
-    @classmethod
-    def framework_version(cls) -> str:
-        versions = []
-        for name in FRAMEWORKS:
-            versions.append(polyloop.load_backend(name).framework_version())
-        return "; ".join(versions)
-
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        mixed = Mixed()
-        try:
-            mixed.start()
-            main = mixed.sessions[self.main]
-
-            async def whole() -> T:
-                try:
-                    return await body(main)  # ends main's session at its end
-                finally:
-                    await mixed.end_sessions(but=main)
-
-            done = Event()
-
-            def start() -> tuple[polyloop.Task[T], list[bool]]:
-                task = main.context.run(main.spawn, whole())
-                # Before main's first step: Ctrl-C from the moment main runs.
-                return task, _cancel_on_sigint(mixed.loop, task)
-
-            task, interrupted = mixed.on_loop(start)
-            task.add_done_callback(lambda t: done.set())
-            done.wait()
-            if interrupted and task.cancelled():
-                raise KeyboardInterrupt()
-            return task.result()
-        finally:
-            mixed.stop()
+        done = Event()
+        task = mixed.on_loop(lambda: main.context.run(main.spawn, whole()))
+        task.add_done_callback(lambda t: done.set())
+        done.wait()
+        return task.result()
+    finally:
+        mixed.stop()

@@ -3,11 +3,30 @@
 Tornado's IOLoop schedules, ``TCPServer`` accepts, ``IOStream`` and ``SSLIOStream`` move
 the bytes. Host mode needs nothing from here: polyloop code awaited in a Tornado
 ``RequestHandler`` or any coroutine on a running IOLoop finds that IOLoop's session by
-itself. Needs ``pip install 'polyloop[tornado]'``.
+itself. ``to_tornado`` bridges any future into a Tornado ``Future``. Needs ``pip install
+'polyloop[tornado]'``; importing this package imports no Tornado.
 """
 
-from ._session import TornadoBackend as TornadoBackend
-from ._session import TornadoSession as TornadoSession
+from __future__ import annotations
 
-__all__ = ["TornadoBackend", "TornadoSession"]
-TornadoBackend.__module__ = TornadoSession.__module__ = "polyloop_tornado"
+from typing import TYPE_CHECKING, Any
+
+from ._backend import TornadoBackend as TornadoBackend
+from ._backend import to_tornado as to_tornado
+
+if TYPE_CHECKING:
+    from ._session import TornadoSession as TornadoSession
+
+__all__ = ["TornadoBackend", "TornadoSession", "to_tornado"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TornadoSession":
+        from ._session import TornadoSession
+
+        TornadoSession.__module__ = "polyloop_tornado"
+        return TornadoSession
+    raise AttributeError(f"module 'polyloop_tornado' has no attribute {name!r}")
+
+
+TornadoBackend.__module__ = to_tornado.__module__ = "polyloop_tornado"

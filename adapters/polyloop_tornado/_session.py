@@ -43,58 +43,43 @@ from polyloop.lowlevel import (
     set_nodelay,
 )
 
+from ._backend import TornadoBackend
 from ._transport import TornadoTransport, _SSLStream, _Stream
 
 T = TypeVar("T")
 log = logging.getLogger("polyloop")
 
 
-class TornadoBackend(polyloop.Backend):
-    """polyloop on Tornado: ``polyloop.run(main, backend="tornado")``, or host mode in a
-    Tornado application (``await`` polyloop code in a ``RequestHandler``). No options."""
+def own_ioloop(backend: TornadoBackend, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+    """``TornadoBackend.own_loop``.
 
-    name = "tornado"
-    native_tls = True
-
-    @classmethod
-    def framework_version(cls) -> str:
-        import tornado
-
-        return f"Tornado {tornado.version}"
-
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        # A new IOLoop makes its own asyncio loop, which asyncio.Runner drives (the main
-        # task in session.context, Ctrl-C). The shutdown is done here, not by the Runner:
-        # Runner.close() closes the asyncio loop, and IOLoop.close() must come *before*
-        # that. It drops Tornado's asyncio->IOLoop entry and then closes the loop; in the
-        # other order an IOLoop made meanwhile in another thread sees the closed loop,
-        # drops the entry itself, and our close() fails with KeyError (Tornado's comment
-        # in BaseAsyncIOLoop.close; measured: 24 of 960 runs in 8 threads failed so).
-        ioloop = IOLoop(make_current=False)
-        assert isinstance(ioloop, BaseAsyncIOLoop)
-        runner = asyncio.Runner(loop_factory=lambda: ioloop.asyncio_loop)
+    A new IOLoop makes its own asyncio loop, which asyncio.Runner drives (the main task in
+    session.context). The shutdown is done here, not by the Runner: Runner.close() closes
+    the asyncio loop, and IOLoop.close() must come *before* that. It drops Tornado's
+    asyncio->IOLoop entry and then closes the loop; in the other order an IOLoop made
+    meanwhile in another thread sees the closed loop, drops the entry itself, and our
+    close() fails with KeyError (Tornado's comment in BaseAsyncIOLoop.close; measured: 24
+    of 960 runs in 8 threads failed so)."""
+    ioloop = IOLoop(make_current=False)
+    assert isinstance(ioloop, BaseAsyncIOLoop)
+    runner = asyncio.Runner(loop_factory=lambda: ioloop.asyncio_loop)
+    try:
+        session = TornadoSession(backend, ioloop, owned=True)
+        return runner.run(body(session), context=session.context)
+    finally:
         try:
-            session = TornadoSession(self, ioloop, owned=True)
-            return runner.run(body(session), context=session.context)
+            runner.run(_wind_down())
         finally:
-            try:
-                runner.run(_wind_down())
-            finally:
-                ioloop.close(all_fds=True)  # the runner is dropped, never closed
+            ioloop.close(all_fds=True)  # the runner is dropped, never closed
 
-    def _running_native(self) -> Any:
-        # Never IOLoop.current(): it would make an IOLoop for any asyncio loop.
-        ioloop = IOLoop._ioloop_for_asyncio.get(asyncio.get_running_loop())
-        if ioloop is None:
-            raise RuntimeError("no Tornado IOLoop runs this asyncio loop")
-        return ioloop
 
-    def _attach(self, native: Any) -> Session:
-        if not isinstance(native, BaseAsyncIOLoop):
-            raise TypeError(f"the tornado backend attaches to a running IOLoop, not {native!r}")
-        session = TornadoSession(self, native, owned=False)
-        end_with_asyncio_loop(session)  # the IOLoop ends with its asyncio loop
-        return session
+def borrow_ioloop(backend: TornadoBackend, native: Any) -> Session:
+    """``TornadoBackend.borrow_loop``: a session on an IOLoop the application runs."""
+    if not isinstance(native, BaseAsyncIOLoop):
+        raise TypeError(f"the tornado backend attaches to a running IOLoop, not {native!r}")
+    session = TornadoSession(backend, native, owned=False)
+    end_with_asyncio_loop(session)  # the IOLoop ends with its asyncio loop
+    return session
 
 
 async def _wind_down() -> None:
@@ -128,7 +113,7 @@ class TornadoSession(Session):
         self._writers: dict[int, Callable[[], object]] = {}
         self._handshakes: set[_SSLStream] = set()  # accepted, not yet adopted
 
-    def _native_gone(self) -> bool:
+    def host_gone(self) -> bool:
         return self.loop.is_closed()
 
     # --- tier 1: scheduling ---
@@ -141,7 +126,7 @@ class TornadoSession(Session):
         self.ioloop.add_callback(handle)
         return handle
 
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
         return _Timeout(self.ioloop, self.ioloop.call_later(delay, Callback(fn, args)))
@@ -203,7 +188,7 @@ class TornadoSession(Session):
 
     # --- tasks and threads ---
 
-    def _new_task(self, coro: Coroutine[Any, Any, T], name: str | None) -> polyloop.Task[T]:
+    def new_task(self, coro: Coroutine[Any, Any, T], name: str | None) -> polyloop.Task[T]:
         return AsyncioTask(self, coro, name, self.loop)
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -212,7 +197,7 @@ class TornadoSession(Session):
 
     # --- adopting sockets ---
 
-    async def _serve(
+    async def serve_socket(
         self,
         sock: socket.socket,
         factory: Callable[[], polyloop.Protocol],
@@ -224,12 +209,12 @@ class TornadoSession(Session):
         listener.add_sockets([sock])
         return listener
 
-    def _adopt_stream(
+    def adopt_stream(
         self, sock: socket.socket, factory: Callable[[], polyloop.Protocol]
     ) -> polyloop.Transport:
         return TornadoTransport(self, _Stream(sock), factory)
 
-    async def _connect_stream(
+    async def adopt_client_stream(
         self,
         sock: socket.socket,
         factory: Callable[[], polyloop.Protocol],
@@ -237,7 +222,7 @@ class TornadoSession(Session):
         server_hostname: str | None,
     ) -> polyloop.Transport:
         if ssl is None:
-            return self._adopt_stream(sock, factory)
+            return self.adopt_stream(sock, factory)
         stream = _tls_stream(sock, ssl, server_side=False, server_hostname=server_hostname)
         try:
             with map_exceptions(_ERRORS):
@@ -279,8 +264,8 @@ class TornadoSession(Session):
 
         stream.wait_for_handshake().add_done_callback(handshaken)
 
-    def _abort_transports(self) -> None:
-        super()._abort_transports()
+    def abort_transports(self) -> None:
+        super().abort_transports()
         for stream in list(self._handshakes):
             stream.close()
 

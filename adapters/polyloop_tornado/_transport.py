@@ -239,7 +239,7 @@ class TornadoTransport(polyloop.Transport):
         stream.on_eof = self._eof_seen
         stream.set_close_callback(self._stream_closed)
         self._protocol: Any = None
-        session._track(self)
+        session.resources.track(self)
         try:
             self._protocol = factory()
             self._protocol.connection_made(self)
@@ -474,7 +474,7 @@ class TornadoTransport(polyloop.Transport):
         except Exception:
             log.exception("protocol.connection_lost() failed")
         finally:
-            self._session._untrack(self)
+            self._session.resources.untrack(self)
 
     def is_closing(self) -> bool:
         return self._closing

@@ -7,23 +7,28 @@
 Host mode: in an application that runs a reactor itself, polyloop code awaited in its
 coroutines (``Deferred.fromCoroutine``, ``ensureDeferred``) finds the session of the
 global reactor by itself. ``as_deferred`` and ``attach`` are the explicit entries, and
-the only ones for a reactor that is not the global one.
+the only ones for a reactor that is not the global one. ``to_deferred`` bridges any
+polyloop, asyncio or ``concurrent.futures`` future into a ``Deferred``.
+
+Importing this package imports no Twisted: the backend class must load for detection in
+applications that never use Twisted. Twisted comes in with the first session.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
-
-from twisted.internet.defer import Deferred
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polyloop
 
-from ._deferreds import start
-from ._session import TwistedBackend as TwistedBackend
-from ._session import TwistedSession as TwistedSession
+from ._backend import TwistedBackend as TwistedBackend
 
-__all__ = ["TwistedBackend", "TwistedSession", "as_deferred", "attach"]
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from ._session import TwistedSession as TwistedSession
+
+__all__ = ["TwistedBackend", "TwistedSession", "as_deferred", "attach", "to_deferred"]
 
 T = TypeVar("T")
 
@@ -47,8 +52,29 @@ def as_deferred(aw: Awaitable[T], reactor: Any = None) -> Deferred[T]:
     ``polyloop.Cancelled``), and the ``Deferred`` then fails with Twisted's
     ``defer.CancelledError``, as Twisted code expects.
     """
+    from ._deferreds import start
+
     return start(attach(reactor), aw)
 
 
-TwistedBackend.__module__ = TwistedSession.__module__ = "polyloop_twisted"
-attach.__module__ = as_deferred.__module__ = "polyloop_twisted"
+def to_deferred(x: Any) -> Deferred[Any]:
+    """``x`` (a polyloop, asyncio or ``concurrent.futures`` future, a task, a coroutine)
+    as a ``Deferred`` fired in this thread; cancelling either cancels the other. See
+    ``polyloop.bridge`` for what crosses."""
+    from ._bridge import to_deferred as convert
+
+    return convert(x)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TwistedSession":
+        from ._session import TwistedSession
+
+        TwistedSession.__module__ = "polyloop_twisted"
+        return TwistedSession
+    raise AttributeError(f"module 'polyloop_twisted' has no attribute {name!r}")
+
+
+TwistedBackend.__module__ = "polyloop_twisted"
+for _fn in (attach, as_deferred, to_deferred):
+    _fn.__module__ = "polyloop_twisted"

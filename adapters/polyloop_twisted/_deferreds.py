@@ -4,8 +4,8 @@ Rule: the core's ``Future`` and ``CoroutineTask`` are the only futures and tasks
 file holds just the crossings Twisted needs, and a cancellation polyloop makes reaches
 polyloop code as ``polyloop.Cancelled``, never as ``defer.CancelledError``:
 
-- ``DeferredWait``: a polyloop task awaits a ``Deferred`` (``Session._wait_foreign``).
-- ``suspend``: Twisted's own runner awaits a polyloop future (``Session._suspend_foreign``).
+- ``DeferredWait``: a polyloop task awaits a ``Deferred`` (``Session.wait_native``).
+- ``suspend``: Twisted's own runner awaits a polyloop future (``Session.suspend_foreign``).
 - ``future_of``: a ``Deferred``'s outcome as a core future, which any runner can await.
 - ``start``: a coroutine on Twisted's runner (``as_deferred``, the end of a host session).
 

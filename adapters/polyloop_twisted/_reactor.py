@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
 import time as _time
 from collections.abc import Callable
 from typing import Any
@@ -24,20 +22,9 @@ from typing import Any
 from twisted.internet import interfaces
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-__all__ = ["KINDS", "Watch", "build_reactor", "catch_sigint", "run_reactor", "unbuild_reactor"]
+__all__ = ["Watch", "build_reactor", "run_reactor", "unbuild_reactor"]
 
 log = logging.getLogger("polyloop")
-
-KINDS = ("epoll", "poll", "select", "asyncio")
-
-
-def default_kind() -> str:
-    """The best reactor this platform has."""
-    import select
-
-    if hasattr(select, "epoll"):
-        return "epoll"
-    return "poll" if hasattr(select, "poll") else "select"
 
 
 def build_reactor(kind: str) -> Any:
@@ -107,37 +94,6 @@ def run_reactor(reactor: Any) -> None:
     while reactor._started:
         reactor.runUntilCurrent()
         reactor.doIteration(reactor.running and reactor.timeout())
-
-
-def catch_sigint(reactor: Any, cancel_main: Callable[[], object]) -> Callable[[], None]:
-    """Ctrl-C cancels main, as ``asyncio.Runner`` does; a second one interrupts.
-
-    The first SIGINT calls ``cancel_main()`` on the reactor's thread. Twisted's reactor
-    catches ``BaseException`` around every callback and iteration, so a
-    ``KeyboardInterrupt`` raised by the default handler would usually be logged and
-    dropped. Like asyncio.Runner, only in the main thread and only if SIGINT has
-    Python's default handler. Returns the function that restores it.
-    """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        return lambda: None
-    interrupted: list[bool] = []
-
-    def on_sigint(signum: int, frame: object) -> None:
-        if not interrupted:
-            interrupted.append(True)
-            # callFromThread is safe in a signal handler: it wakes the reactor.
-            reactor.callFromThread(cancel_main)
-            return
-        raise KeyboardInterrupt()
-
-    def restore() -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGINT, on_sigint)
-    return restore
 
 
 @implementer(interfaces.IReadDescriptor, interfaces.IWriteDescriptor)

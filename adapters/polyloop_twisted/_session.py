@@ -13,10 +13,9 @@ import functools
 import logging
 import socket
 import ssl as _ssl
-import sys
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -25,99 +24,48 @@ import polyloop
 from polyloop.lowlevel import Acceptor, Callback, Session, end_with_asyncio_loop, fd_of
 
 from . import _reactor
+from ._backend import TwistedBackend
 from ._deferreds import DeferredWait, future_of, start, suspend
 from ._errors import map_errors, translate
 from ._transport import BridgeFactory, Listening, UnixPort
 
-__all__ = ["TwistedBackend", "TwistedSession"]
+__all__ = ["TwistedSession", "borrow_reactor", "own_reactor"]
 
 T = TypeVar("T")
 
 log = logging.getLogger("polyloop")
 
 
-class TwistedBackend(polyloop.Backend):
-    """polyloop on Twisted. Option: ``reactor="epoll"`` (default; else ``poll``,
-    ``select``, or ``asyncio`` for an ``AsyncioSelectorReactor`` on a fresh asyncio loop).
-    """
+def own_reactor(backend: TwistedBackend, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+    """``TwistedBackend.own_loop``: a private reactor, run until ``body`` is done."""
+    reactor = _reactor.build_reactor(backend.reactor_kind)
+    session = TwistedSession(backend, reactor, owned=True)
+    main: list[polyloop.Task[T]] = []
 
-    name = "twisted"
-    native_tls = False  # listenSSL & co. use the global reactor: the core's TLS layer
-    options: ClassVar[tuple[str, ...]] = ("reactor",)
+    def start_main() -> None:
+        task = session.spawn(body(session))
+        task.add_done_callback(lambda _: reactor.stop())
+        main.append(task)
 
-    def __init__(self, *, reactor: str | None = None) -> None:
-        super().__init__()
-        kind = reactor or _reactor.default_kind()
-        if kind not in _reactor.KINDS:
-            raise ValueError(f"reactor must be one of {', '.join(_reactor.KINDS)}, not {kind!r}")
-        if kind == "epoll":
-            kind = _reactor.default_kind()  # no epoll on this platform: poll, then select
-        self.reactor_kind = kind
+    reactor.callWhenRunning(start_main)
+    try:
+        session.context.run(_reactor.run_reactor, reactor)
+    finally:
+        _reactor.unbuild_reactor(reactor)
+    if not main or not main[0].done():
+        if main:
+            session.driver.kill(main[0])  # close the coroutine: no "never awaited"
+        raise RuntimeError("the reactor stopped before main() returned")
+    return main[0].result()
 
-    @classmethod
-    def framework_version(cls) -> str:
-        import twisted
 
-        return f"Twisted {twisted.__version__}"
-
-    def __repr__(self) -> str:
-        return f"<polyloop twisted backend, {self.reactor_kind} reactor>"
-
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        reactor = _reactor.build_reactor(self.reactor_kind)
-        session = TwistedSession(self, reactor, owned=True)
-        main: list[polyloop.Task[T]] = []
-        interrupted: list[bool] = []
-
-        def start_main() -> None:
-            task = session.spawn(body(session))
-            task.add_done_callback(lambda _: reactor.stop())
-            main.append(task)
-
-        def on_sigint() -> None:
-            interrupted.append(True)
-            if main:
-                main[0].cancel()
-
-        restore = _reactor.catch_sigint(reactor, on_sigint)
-        try:
-            reactor.callWhenRunning(start_main)
-            try:
-                session.context.run(_reactor.run_reactor, reactor)
-            finally:
-                _reactor.unbuild_reactor(reactor)
-        finally:
-            restore()
-        if not main or not main[0].done():
-            if main:
-                session._task_kill(main[0])  # close the coroutine: no "never awaited"
-            raise RuntimeError("the reactor stopped before main() returned")
-        if interrupted and main[0].cancelled():
-            raise KeyboardInterrupt()
-        return main[0].result()
-
-    def _running_native(self) -> Any:
-        # Only a reactor the application installed: importing twisted.internet.reactor
-        # here would install one. Running in this thread, or about to: task.react() and
-        # many a main() call application code before reactor.run(), and what polyloop
-        # schedules meanwhile (timers, readers, triggers) runs once the reactor does.
-        reactor = sys.modules.get("twisted.internet.reactor")
-        if reactor is None:
-            raise RuntimeError("no Twisted reactor is installed: pass the reactor")
-        from twisted.python import threadable
-
-        if reactor.running and threadable.isInIOThread():  # type: ignore[no-untyped-call]
-            return reactor
-        if not reactor._startedBefore and threadable.ioThread is None:
-            return reactor
-        raise RuntimeError("the Twisted reactor is not running in this thread")
-
-    def _attach(self, native: Any) -> Session:
-        if not all(hasattr(native, a) for a in ("callLater", "addReader", "adoptStreamPort")):
-            raise TypeError(f"the twisted backend attaches to a reactor, not {native!r}")
-        session = TwistedSession(self, native, owned=False)
-        session._end_with_reactor()
-        return session
+def borrow_reactor(backend: TwistedBackend, native: Any) -> Session:
+    """``TwistedBackend.borrow_loop``: a session on a reactor the application runs."""
+    if not all(hasattr(native, a) for a in ("callLater", "addReader", "adoptStreamPort")):
+        raise TypeError(f"the twisted backend attaches to a reactor, not {native!r}")
+    session = TwistedSession(backend, native, owned=False)
+    session.end_with_reactor()
+    return session
 
 
 class _Timer:
@@ -179,7 +127,8 @@ class TwistedSession(Session):
 
     # --- host mode: the end comes with the reactor's ---
 
-    def _end_with_reactor(self) -> None:
+    def end_with_reactor(self) -> None:
+        """End with the reactor: a \"before shutdown\" trigger (or the asyncio loop's end)."""
         # "before" triggers run while the reactor still runs, and Twisted waits for the
         # Deferred one returns: the connections close before the reactor stops.
         self._trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
@@ -189,15 +138,15 @@ class TwistedSession(Session):
 
     def _shutdown(self) -> Deferred[None]:
         self._trigger = None
-        return start(self, self._end())
+        return start(self, self.end())
 
-    def _finish_end(self) -> None:
+    def dispose(self) -> None:
         trigger, self._trigger = self._trigger, None
         if trigger is not None:  # ended by aclose() or the asyncio loop
             self.reactor.removeSystemEventTrigger(trigger)
-        super()._finish_end()
+        super().dispose()
 
-    def _native_gone(self) -> bool:
+    def host_gone(self) -> bool:
         return self._loop is not None and self._loop.is_closed()
 
     # --- tier 1 ---
@@ -210,7 +159,7 @@ class TwistedSession(Session):
     def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
         # A FIFO queue drained once per iteration: Twisted's callLater(0) calls sit in a
         # heap ordered by time only, which does not promise FIFO for equal times.
-        call = Callback(fn, args, self._callback_context())  # the caller's context, copied
+        call = Callback(fn, args, self.callback_context())  # the caller's context, copied
         self._ready.append(call)
         if not self._drain_scheduled:
             self._drain_scheduled = True
@@ -226,10 +175,10 @@ class TwistedSession(Session):
             self._drain_scheduled = True
             self.reactor.callLater(0, self._drain_bound)
 
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
-        context = self._callback_context()  # the caller's, copied: callLater copies none
+        context = self.callback_context()  # the caller's, copied: callLater copies none
         return _Timer(self.reactor.callLater(delay, self._logged, context.run, (fn, *args)))
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
@@ -262,17 +211,17 @@ class TwistedSession(Session):
 
     # --- tasks (the core's CoroutineTask) and Twisted's coroutine runner ---
 
-    def _wait_foreign(self, yielded: Any, wake: Callable[[], None]) -> Any:
+    def wait_native(self, yielded: Any, wake: Callable[[], None]) -> Any:
         # A polyloop task awaits a Deferred.
         if isinstance(yielded, Deferred):
             return DeferredWait(yielded, wake)
-        return super()._wait_foreign(yielded, wake)
+        return super().wait_native(yielded, wake)
 
-    def _suspend_foreign(self, fut: polyloop.Future[Any]) -> Generator[Any, Any, None]:
+    def suspend_foreign(self, fut: polyloop.Future[Any]) -> Generator[Any, Any, None]:
         # Twisted's runner awaits a polyloop future.
         return suspend(fut)
 
-    def _native_error(self, exc: BaseException) -> BaseException:
+    def native_error(self, exc: BaseException) -> BaseException:
         return translate(exc)
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -283,7 +232,7 @@ class TwistedSession(Session):
             # callWhenRunning. The core's worker threads serve then.
             return await super().run_in_thread(fn, *args)
         # Never deferToThread: it uses (and installs) the global reactor.
-        ctx = self._callback_context()  # names this session, whatever the caller has
+        ctx = self.callback_context()  # names this session, whatever the caller has
         d = deferToThreadPool(reactor, reactor.getThreadPool(), ctx.run, fn, *args)
         return await future_of(self, d)
 
@@ -291,15 +240,15 @@ class TwistedSession(Session):
     #
     # Twisted's adopt* calls socket.fromfd() (tcp.py, unix.py), which dups the fd: the
     # port or connection owns the duplicate, and our socket is closed once Twisted has
-    # it. _connect_stream is Session's default, _adopt_stream: TLS is the core's layer.
+    # it. adopt_client_stream is Session's default, adopt_stream: TLS is the core's layer.
     #
     # UDP is left to the core's SocketDatagramTransport on this session's readiness
-    # (Session._open_datagram's default). Twisted's UDP port would need three fixes:
+    # (Session.adopt_datagram's default). Twisted's UDP port would need three fixes:
     # its maxPacketSize truncates at 8192 bytes, an adopted connected socket is not
     # "connected" to it (write() then asserts an address), and an ICMP error closes it
     # on epoll and poll; the last is handled once, for every fd, in _reactor.Watch.
 
-    async def _serve(
+    async def serve_socket(
         self,
         sock: socket.socket,
         factory: Callable[[], polyloop.Protocol],
@@ -324,7 +273,7 @@ class TwistedSession(Session):
             sock.close()  # the port listens on a duplicate of its fd
         return Listening(self, port)
 
-    def _adopt_stream(
+    def adopt_stream(
         self, sock: socket.socket, factory: Callable[[], polyloop.Protocol]
     ) -> polyloop.Transport:
         failed: list[BaseException] = []

@@ -276,7 +276,7 @@ class TwistedTransport(polyloop.Transport):
         self._sockname = _sockname(sock)
         self._peername = _peername(sock, t)
         session = self._session
-        session._track(self)
+        session.resources.track(self)
         user = self._user = self._factory()
         # Twisted now calls the user's method directly.
         self.dataReceived = session._bind(user.data_received)
@@ -304,7 +304,7 @@ class TwistedTransport(polyloop.Transport):
             # buffer once, which fails with EPIPE on a Unix socket whose peer is gone.
             exc = None
         self._lost = self._closing = True  # get_extra_info("socket") is None from now on
-        self._session._untrack(self)
+        self._session.resources.untrack(self)
         user = self._user
         # Break the transport <-> protocol cycle here, so that a closed connection is
         # freed by reference counting, not left to the cycle collector (measured with gc
