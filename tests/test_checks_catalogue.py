@@ -84,7 +84,7 @@ class _NoDispose(AsyncioSession):
     """Breaks run(): leaves servers and connections open at the end."""
 
     async def _end(self) -> None:
-        self._finish_end()
+        self.mark_ended()
 
 
 class _ReversedCallSoon(AsyncioSession):

@@ -70,11 +70,11 @@ class _Receiver(polyloop.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        self._end()
+        self.end()
         return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._end()
+        self.end()
         if not self.lost.done():
             self.lost.set_result(exc)
 

@@ -20,8 +20,10 @@ import pytest
 from _serve import Script
 
 import polyloop
+import polyloop_gevent
 import polyloop_mixed
 import polyloop_mixed._session as mixed_session
+import polyloop_twisted
 from polyloop import bridge
 from polyloop_conformance._registry import CHECKS
 from polyloop_conformance.checks import bridges as bridge_checks
@@ -114,8 +116,8 @@ def test_wakeup_check_fails_when_the_loop_is_not_woken(monkeypatch: pytest.Monke
 
 @pytest.fixture
 def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, Any], None]]:
-    def patch(name: str, value: Any) -> None:
-        monkeypatch.setattr(bridge, name, value)
+    def patch(name: str, value: Any, module: Any = bridge) -> None:
+        monkeypatch.setattr(module, name, value)
 
     yield patch
 
@@ -167,7 +169,9 @@ def test_bridge_check_catches_asyncio_cancellation_in_a_deferred(
     def from_future(x: Any) -> Any:  # what Twisted's own Deferred.fromFuture does
         return Deferred.fromFuture(bridge.to_asyncio(x))
 
-    broken("to_deferred", from_future)
+    import polyloop_twisted
+
+    broken("to_deferred", from_future, polyloop_twisted)
     with pytest.raises(AssertionError) as info:
         run_check("bridges.from_asyncio_future")
     assert "to_deferred, cancel source: the target's side saw asyncio.exceptions.Cancel" in str(
@@ -176,15 +180,15 @@ def test_bridge_check_catches_asyncio_cancellation_in_a_deferred(
 
 
 def test_bridge_check_catches_a_lost_traceback(broken: Callable[[str, Any], None]) -> None:
-    real = bridge._future_outcome
+    real = bridge.future_outcome
 
     def fresh_error(f: Any) -> Any:
         kind, value = real(f)
-        if kind == bridge._ERROR:
+        if kind == bridge.ERROR:
             value = type(value)(*value.args)  # same type and message, no traceback
         return kind, value
 
-    broken("_future_outcome", fresh_error)
+    broken("future_outcome", fresh_error)
     with pytest.raises(AssertionError, match="lost its traceback"):
         run_check("bridges.from_asyncio_task")
 
@@ -192,13 +196,13 @@ def test_bridge_check_catches_a_lost_traceback(broken: Callable[[str, Any], None
 def test_bridge_check_catches_a_cancellation_not_passed_on(
     broken: Callable[[str, Any], None],
 ) -> None:
-    real = bridge._into_future
+    real = bridge.into
 
     def one_way(src: Any, fut: Any, home: Any) -> None:
         src.cancel = lambda: None  # the source never hears of it
         real(src, fut, home)
 
-    broken("_into_future", one_way)
+    broken("into", one_way)
     with pytest.raises(AssertionError, match="did not cancel the source") as info:
         run_check("bridges.from_deferred")
     assert "Deferred -> to_asyncio, cancel target" in str(info.value)
@@ -210,7 +214,9 @@ def test_bridge_check_catches_a_result_not_delivered(broken: Callable[[str, Any]
 
         return AsyncResult()  # nobody ever sets it
 
-    broken("_async_result", never)
+    from polyloop_gevent import _bridge as gevent_bridge
+
+    broken("_async_result", never, gevent_bridge)
     with pytest.raises(AssertionError, match="wait\\(\\) in a greenlet, result"):
         run_check("bridges.from_greenlet")
 
@@ -229,7 +235,7 @@ def test_wait_refuses_to_block_the_loop_it_needs() -> None:
     async def main() -> str:
         loop = asyncio.get_running_loop()
         with pytest.raises(RuntimeError, match="would block the asyncio loop"):
-            bridge.wait(loop.create_future())
+            polyloop_gevent.wait(loop.create_future())
         return "refused"
 
     assert polyloop.run(main, backend="mixed") == "refused"
@@ -240,7 +246,7 @@ def test_wait_timeout_cancels_the_source() -> None:
 
     async def main() -> bool:
         f = asyncio.get_running_loop().create_future()
-        g = gevent.spawn(bridge.wait, f, 0.05)
+        g = gevent.spawn(polyloop_gevent.wait, f, 0.05)
         with pytest.raises(gevent.Timeout):
             await bridge.future(g)
         return f.cancelled()
@@ -270,7 +276,7 @@ def test_asyncio_future_of_another_thread_awaited_in_twisted_runner() -> None:
 
         async def main() -> Any:
             async def twisted_code() -> Any:
-                return await bridge.to_deferred(fut)
+                return await polyloop_twisted.to_deferred(fut)
 
             return await polyloop.bridge.future(Deferred.fromCoroutine(twisted_code()))
 
@@ -292,7 +298,7 @@ def test_twisted_app_on_asyncio_reactor_adds_the_other_sessions(tmp_path: Any) -
         asyncioreactor.install(asyncio.new_event_loop())
         from twisted.internet import reactor, task
         from twisted.internet.defer import Deferred, ensureDeferred
-        import polyloop, polyloop_mixed
+        import polyloop, polyloop_mixed, polyloop_twisted
 
         async def app(reactor):
             sessions = polyloop_mixed.attach(reactor)
@@ -301,7 +307,7 @@ def test_twisted_app_on_asyncio_reactor_adds_the_other_sessions(tmp_path: Any) -
             from tornado.ioloop import IOLoop
             async def on(name):
                 return polyloop.current_backend().name
-            got = [await polyloop.bridge.to_deferred(s.spawn(on(n)))
+            got = [await polyloop_twisted.to_deferred(s.spawn(on(n)))
                    for n, s in sessions.items()]
             assert got == ["asyncio", "tornado", "twisted"], got
             assert polyloop_mixed.attach(reactor) == sessions  # one set per loop

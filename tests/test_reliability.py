@@ -233,7 +233,12 @@ def test_fds_timers_tasks_return_to_baseline_after_a_wave_with_resets(backend: s
         serving = polyloop.spawn(listener.serve(handler))
 
         def counts() -> tuple[int, int, int, int]:
-            return fds(), len(session._tasks), len(session._timers), len(session._transports)
+            return (
+                fds(),
+                len(session.resources.tasks),
+                len(session.resources.timers),
+                len(session.resources.transports),
+            )
 
         await session.run_in_thread(_wave, listener.port, 50)
         await session.sleep(0.2)

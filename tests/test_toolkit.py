@@ -242,8 +242,8 @@ def test_fail_after_raises_when_timers_run_early_by_the_clock() -> None:
     from polyloop_asyncio import AsyncioBackend, AsyncioSession
 
     class EarlyTimers(AsyncioSession):
-        def _call_later(self, delay: float, fn: Any, args: tuple[Any, ...]) -> Any:
-            return super()._call_later(max(0.0, delay - 0.005), fn, args)
+        def start_timer(self, delay: float, fn: Any, args: tuple[Any, ...]) -> Any:
+            return super().start_timer(max(0.0, delay - 0.005), fn, args)
 
     class Backend(AsyncioBackend):
         session_class = EarlyTimers

@@ -3,7 +3,10 @@
 It is the worked example of ``docs/writing-a-backend.md``: a third party writes this
 much, and the core does the rest (tasks, TCP, Unix sockets, UDP, TLS, servers, the
 connect loop, disposal). It implements tier 1 of the contract only: a clock, ``call_soon``
-/ ``call_later`` / ``call_soon_threadsafe``, readiness callbacks, and owning a loop.
+/ ``start_timer`` / ``call_soon_threadsafe``, readiness callbacks, owning a loop, and host
+mode: borrowing a loop an application runs (``running_native``, ``borrow_loop``), and
+running a case the way such an application would (``run_hosted``), so that
+``polyloop conformance --host`` runs on it too.
 ``polyloop conformance --backend polyloop_conformance.example_backend:SelectorsBackend``
 runs the whole suite on it, and the project's tests keep it passing.
 """
@@ -17,8 +20,9 @@ import itertools
 import logging
 import selectors
 import socket
+import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
 import polyloop
@@ -58,10 +62,18 @@ class _Handle:
             log.exception("polyloop: exception in callback %r", fn)
 
 
+#: The loop running in each thread (what ``running_native`` answers).
+_running = threading.local()
+
+
 class _Loop:
     """The event loop: ready callbacks, a timer heap, a selector, a self-pipe waker."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: type[SelectorsBackend]) -> None:
+        #: The backend class whose loop this is (a mutant's is its own).
+        self.owner = owner
+        #: Called when the loop closes (a borrowed session that is still open ends).
+        self.on_close: list[Callable[[], object]] = []
         self.selector = selectors.DefaultSelector()
         self.ready: collections.deque[_Handle] = collections.deque()
         self.timers: list[tuple[float, int, _Handle]] = []
@@ -88,8 +100,12 @@ class _Loop:
             pass  # a wake-up is pending already
 
     def run_until(self, done: Callable[[], bool]) -> None:
-        while not done():
-            self.run_once()
+        outer, _running.loop = getattr(_running, "loop", None), self
+        try:
+            while not done():
+                self.run_once()
+        finally:
+            _running.loop = outer
 
     def run_once(self) -> None:
         timeout: float | None = None
@@ -143,6 +159,8 @@ class _Loop:
             return False
 
     def close(self) -> None:
+        for fn in self.on_close:
+            fn()
         self.selector.close()
         self.waker_r.close()
         self.waker_w.close()
@@ -162,9 +180,9 @@ class SelectorsBackend(polyloop.Backend):
     def framework_version(cls) -> str:
         return f"selectors ({selectors.DefaultSelector.__name__})"
 
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        loop = _Loop()
-        session = self.session_class(self, loop)
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        loop = _Loop(type(self))
+        session = self.session_class(self, loop, owned=True)
         try:
             # Run the loop in the session's context: every callback then sees the
             # session, also those of readiness events (a protocol's connection_made).
@@ -174,14 +192,49 @@ class SelectorsBackend(polyloop.Backend):
         finally:
             loop.close()
 
+    # --- host mode: a loop the application runs ---
+
+    @classmethod
+    def running_native(cls, *, soon: bool = False) -> Any:
+        loop = getattr(_running, "loop", None)
+        return loop if loop is not None and loop.owner is cls else None
+
+    def borrow_loop(self, native: Any) -> Session:
+        if not isinstance(native, _Loop):
+            raise TypeError(f"the selectors backend attaches to its own loop, not {native!r}")
+        session = self.session_class(self, native, owned=False)
+        # The end comes with the loop's: whatever is still open then is simply dropped
+        # (the loop no longer runs to deliver connection_lost), and the hooks run.
+        native.on_close.append(session.mark_ended)
+        return session
+
+    def run_hosted(self, main: Callable[[], Awaitable[T]]) -> T:
+        # How an application on this loop runs a coroutine: from a loop callback, with
+        # polyloop finding the session by itself (detection), until it is done.
+        loop = _Loop(type(self))
+        outcome: list[polyloop.Task[T]] = []
+
+        async def call() -> T:
+            return await main()
+
+        def start() -> None:
+            outcome.append(polyloop.current_backend().spawn(call()))
+
+        try:
+            loop.ready.append(_Handle(start, (), 0))
+            loop.run_until(lambda: bool(outcome) and outcome[0].done())
+            return outcome[0].result()
+        finally:
+            loop.close()
+
 
 class SelectorsSession(Session):
     """Tier 1 of the contract on a ``_Loop``; everything else is the core's."""
 
     name = "selectors"
 
-    def __init__(self, backend: SelectorsBackend, loop: _Loop) -> None:
-        super().__init__(backend, loop, owned=True)
+    def __init__(self, backend: SelectorsBackend, loop: _Loop, *, owned: bool = True) -> None:
+        super().__init__(backend, loop, owned=owned)
         self.loop = loop
 
     def time(self) -> float:
@@ -192,7 +245,7 @@ class SelectorsSession(Session):
         self.loop.ready.append(handle)
         return handle
 
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
         handle = _Handle(fn, args, time.monotonic() + delay)

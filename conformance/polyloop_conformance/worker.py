@@ -36,7 +36,7 @@ import polyloop
 
 from ._registry import CHECKS, CheckResult, app_config, run_app, run_case, run_check
 from .apps import APPS, Running
-from .host import HostBackend, under_twisted_reactor
+from .host import HostBackend
 from .referee import exit_on_hang, os_threads, run_judged
 
 _emitting = os_threads()[2]()  # the watchdog thread may emit too
@@ -233,10 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run, "serve": cmd_serve, "exercise": cmd_exercise,
         "mixed-cross": cmd_mixed_cross,
     }[args.cmd]  # fmt: skip
-    if getattr(args, "host", False) and polyloop.load_backend(args.backend).name == "twisted":
-        # A Twisted application runs the global reactor in its main thread: the cases
-        # are handed to it from a worker thread (host.py).
-        code = under_twisted_reactor(lambda: command(args))
+    if getattr(args, "host", False):
+        # Where the framework's application would run the worker's whole life (a Twisted
+        # application runs the global reactor in its main thread, and the cases are
+        # handed to it from a worker thread): Backend.host_process.
+        code = polyloop.load_backend(args.backend).host_process(lambda: command(args))
     else:
         code = command(args)
     print(f"worker {args.cmd} done in {time.monotonic() - started:.1f} s", file=sys.stderr)

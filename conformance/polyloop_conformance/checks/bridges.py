@@ -376,7 +376,9 @@ def to_tornado(x: Any, seen: Seen) -> Callable[[], object]:
     from tornado.concurrent import Future
     from tornado.ioloop import IOLoop
 
-    fut = polyloop.bridge.to_tornado(x)
+    import polyloop_tornado
+
+    fut = polyloop_tornado.to_tornado(x)
     if not isinstance(fut, Future):
         raise AssertionError(f"to_tornado gave {type(fut).__name__}, not a Tornado Future")
     IOLoop.current().add_future(fut, lambda f: seen(_read_future(f)))
@@ -386,7 +388,9 @@ def to_tornado(x: Any, seen: Seen) -> Callable[[], object]:
 def to_deferred(x: Any, seen: Seen) -> Callable[[], object]:
     from twisted.internet.defer import Deferred
 
-    d = polyloop.bridge.to_deferred(x)
+    import polyloop_twisted
+
+    d = polyloop_twisted.to_deferred(x)
     if not isinstance(d, Deferred):
         raise AssertionError(f"to_deferred gave {type(d).__name__}, not a Deferred")
 
@@ -446,7 +450,9 @@ def _read_greenlet(g: Any, seen: Seen) -> None:
 def wait_in_greenlet(x: Any, seen: Seen) -> Callable[[], object]:
     import gevent
 
-    g = gevent.spawn(polyloop.bridge.wait, x)
+    import polyloop_gevent
+
+    g = gevent.spawn(polyloop_gevent.wait, x)
     g.rawlink(lambda g: _read_greenlet(g, seen))
     return lambda: g.kill(block=False)
 
@@ -454,7 +460,9 @@ def wait_in_greenlet(x: Any, seen: Seen) -> Callable[[], object]:
 def to_greenlet(x: Any, seen: Seen) -> Callable[[], object]:
     import gevent
 
-    g = polyloop.bridge.to_greenlet(x)
+    import polyloop_gevent
+
+    g = polyloop_gevent.to_greenlet(x)
     if not isinstance(g, gevent.Greenlet):
         raise AssertionError(f"to_greenlet gave {type(g).__name__}, not a Greenlet")
     g.rawlink(lambda g: _read_greenlet(g, seen))

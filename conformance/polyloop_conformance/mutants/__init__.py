@@ -114,7 +114,7 @@ def _backend_for(cls: type[Any]) -> type[polyloop.Backend]:
             return cls(self, sock, factory)
 
         return selectors(
-            type(f"{cls.__name__}Session", (SelectorsSession,), {"_adopt_stream": adopt})
+            type(f"{cls.__name__}Session", (SelectorsSession,), {"adopt_stream": adopt})
         )
     if issubclass(cls, Datagram):
 
@@ -122,7 +122,7 @@ def _backend_for(cls: type[Any]) -> type[polyloop.Backend]:
             return cls(self, sock, protocol, remote)
 
         return selectors(
-            type(f"{cls.__name__}Session", (SelectorsSession,), {"_open_datagram": open_datagram})
+            type(f"{cls.__name__}Session", (SelectorsSession,), {"adopt_datagram": open_datagram})
         )
     if issubclass(cls, CoroutineTask):
 
@@ -130,7 +130,7 @@ def _backend_for(cls: type[Any]) -> type[polyloop.Backend]:
             return cls(self, coro, name)
 
         return selectors(
-            type(f"{cls.__name__}Session", (SelectorsSession,), {"_new_task": new_task})
+            type(f"{cls.__name__}Session", (SelectorsSession,), {"new_task": new_task})
         )
     if issubclass(cls, polyloop.Future):
 
@@ -138,7 +138,12 @@ def _backend_for(cls: type[Any]) -> type[polyloop.Backend]:
             return cls(self)
 
         return selectors(
-            type(f"{cls.__name__}Session", (SelectorsSession,), {"create_future": create_future})
+            type(
+                f"{cls.__name__}Session",
+                (SelectorsSession,),
+                {"create_future": create_future},
+                core_override=True,
+            )
         )
     raise TypeError(f"cannot make a mutant backend of {cls!r}")
 

@@ -78,7 +78,7 @@ class CallSoonCancelIgnored(SelectorsSession):
     expect=["timers fire early"],
 )
 class CallLaterAtOnce(SelectorsSession):
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
         return self.call_soon(fn, *args)  # the deadline is ignored
@@ -91,10 +91,10 @@ class CallLaterAtOnce(SelectorsSession):
     expect=["timers fire early"],
 )
 class CallLaterTenthOfTheDelay(SelectorsSession):
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
-        return super()._call_later(delay / 10, fn, args)
+        return super().start_timer(delay / 10, fn, args)
 
 
 @mutant(
@@ -106,7 +106,7 @@ class CallLaterTenthOfTheDelay(SelectorsSession):
 class CallLaterFifo(SelectorsSession):
     """Timers due in the same round run in the order they were set, not by deadline."""
 
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
         when = time.monotonic() + delay
@@ -125,7 +125,7 @@ class CallLaterFifo(SelectorsSession):
     expect=["never fires"],
 )
 class CallLaterCancelIgnored(SelectorsSession):
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
         handle = _Uncancellable(fn, args, time.monotonic() + delay)
@@ -280,17 +280,17 @@ class CallbacksInLoopContext(SelectorsSession):
         self.loop.ready.append(handle)
         return handle
 
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
-        handle = super()._call_later(delay, fn, args)
+        handle = super().start_timer(delay, fn, args)
         handle.context = self.context.copy()  # type: ignore[attr-defined]
         return handle
 
 
 class _OutsideContextBackend(SelectorsBackend):
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        loop = _Loop()
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        loop = _Loop(type(self))
         session = self.session_class(self, loop)
         try:
             task = session.context.run(session.spawn, body(session))
@@ -361,7 +361,7 @@ class _StaleLoop(_Loop):
 
 
 class _StaleBackend(SelectorsBackend):
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
         loop = _StaleLoop()
         session = self.session_class(self, loop)
         try:
@@ -425,7 +425,7 @@ class CallbackErrorSilent(SelectorsSession):
 
         return super().call_soon(quiet, *args)
 
-    def _call_later(
+    def start_timer(
         self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]
     ) -> polyloop.Handle:
         def quiet(*a: Any) -> None:
@@ -434,7 +434,7 @@ class CallbackErrorSilent(SelectorsSession):
             except Exception:
                 pass
 
-        return super()._call_later(delay, quiet, args)
+        return super().start_timer(delay, quiet, args)
 
 
 # --- the end of a run ---
@@ -446,9 +446,9 @@ class CallbackErrorSilent(SelectorsSession):
     checks=["cleanliness.no_fd_leak", "cleanliness.connections_lost"],
     expect=["fd(s) leaked", "connection_lost"],
 )
-class EndDisposesNothing(SelectorsSession):
-    async def _end(self) -> None:
-        self._finish_end()
+class EndDisposesNothing(SelectorsSession, core_override=True):
+    async def end(self) -> None:
+        self.mark_ended()
 
 
 @mutant(
@@ -457,10 +457,10 @@ class EndDisposesNothing(SelectorsSession):
     checks=["cleanliness.tasks_cancelled"],
     expect=["cancels leftover tasks"],
 )
-class EndLeavesTasks(SelectorsSession):
-    async def _end(self) -> None:
-        self._tasks = set()  # forgets them: nobody cancels them
-        await super()._end()
+class EndLeavesTasks(SelectorsSession, core_override=True):
+    async def end(self) -> None:
+        self.resources.tasks = set()  # forgets them: nobody cancels them
+        await super().end()
 
 
 @mutant(
@@ -469,10 +469,10 @@ class EndLeavesTasks(SelectorsSession):
     checks=["lifecycle.session_ends_with_run"],
     expect=["on_close hooks ran 0 times"],
 )
-class EndSkipsHooks(SelectorsSession):
-    def _finish_end(self) -> None:
+class EndSkipsHooks(SelectorsSession, core_override=True):
+    def mark_ended(self) -> None:
         self._close_hooks = []
-        super()._finish_end()
+        super().mark_ended()
 
 
 @mutant(
@@ -481,12 +481,12 @@ class EndSkipsHooks(SelectorsSession):
     checks=["cleanliness.end_order"],
     expect=["on_close hooks ran"],
 )
-class EndHooksFirst(SelectorsSession):
-    async def _end(self) -> None:
+class EndHooksFirst(SelectorsSession, core_override=True):
+    async def end(self) -> None:
         hooks, self._close_hooks = self._close_hooks, []
         for fn in hooks:
             fn(self)
-        await super()._end()
+        await super().end()
 
 
 @mutant(
@@ -495,12 +495,12 @@ class EndHooksFirst(SelectorsSession):
     checks=["cleanliness.end_order"],
     expect=["tasks are cancelled first"],
 )
-class EndAbortsFirst(SelectorsSession):
-    async def _end(self) -> None:
-        self._abort_transports()
+class EndAbortsFirst(SelectorsSession, core_override=True):
+    async def end(self) -> None:
+        self.abort_transports()
         for _ in range(5):
             await self.sleep(0)
-        await super()._end()
+        await super().end()
 
 
 class _LeakyLoop(_Loop):
@@ -509,8 +509,8 @@ class _LeakyLoop(_Loop):
 
 
 class _LeakyBackend(SelectorsBackend):
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        loop = _LeakyLoop()
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        loop = _LeakyLoop(type(self))
         session = self.session_class(self, loop)
         try:
             task = session.context.run(session.spawn, body(session))
@@ -531,7 +531,7 @@ class LoopLeaksFds(_LeakyBackend):
 
 
 class _DropsResultBackend(SelectorsBackend):
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
         super()._run(body)
         return None  # type: ignore[return-value]
 
@@ -547,7 +547,7 @@ class RunDropsResult(_DropsResultBackend):
 
 
 class _SwallowsErrorBackend(SelectorsBackend):
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
         try:
             return super()._run(body)
         except Exception:

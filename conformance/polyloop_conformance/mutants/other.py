@@ -168,9 +168,9 @@ class UnixKeepsSocketFile(UnixKeepsSocketFileSession):
     expect=["did not raise FileNotFoundError"],
 )
 class UnixMissingIsRefused(SelectorsSession):
-    async def _sock_connect(self, sock: socket.socket, addr: Any) -> None:
+    async def sock_connect(self, sock: socket.socket, addr: Any) -> None:
         try:
-            await super()._sock_connect(sock, addr)
+            await super().sock_connect(sock, addr)
         except FileNotFoundError:
             raise oserror(errno.ECONNREFUSED) from None  # "nothing there to connect to"
 
@@ -185,9 +185,9 @@ class UnixMissingIsRefused(SelectorsSession):
     expect=["expected ConnectionRefusedError"],
 )
 class RefusedIsPlainOSError(SelectorsSession):
-    async def _sock_connect(self, sock: socket.socket, addr: Any) -> None:
+    async def sock_connect(self, sock: socket.socket, addr: Any) -> None:
         try:
-            await super()._sock_connect(sock, addr)
+            await super().sock_connect(sock, addr)
         except ConnectionRefusedError as exc:
             error = _ConnectFailed(f"connect failed: {exc.strerror}")
             error.errno = exc.errno  # a plain OSError with the right errno
@@ -205,9 +205,9 @@ class _ConnectFailed(OSError):
     expect=["but the call returned"],
 )
 class ConnectSwallowsMadeError(SelectorsSession):
-    def _adopt_stream(self, sock: socket.socket, factory: Callable[[], Any]) -> Any:
+    def adopt_stream(self, sock: socket.socket, factory: Callable[[], Any]) -> Any:
         try:
-            return super()._adopt_stream(sock, factory)
+            return super().adopt_stream(sock, factory)
         except Exception:
             return _Closed()  # "the connection is gone, and that is all"
 
@@ -227,9 +227,9 @@ class _Closed:
     expect=["stopped accepting"],
 )
 class AcceptorStopsOnError(SelectorsSession):
-    async def _serve(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        acceptor = await super()._serve(*args, **kwargs)
-        adopt = self._adopt_stream
+    async def serve_socket(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        acceptor = await super().serve_socket(*args, **kwargs)
+        adopt = self.adopt_stream
 
         def fragile(conn: Any, protocol_factory: Any) -> Any:
             try:
@@ -238,7 +238,7 @@ class AcceptorStopsOnError(SelectorsSession):
                 acceptor.close()  # one bad connection takes the listener down
                 raise
 
-        self._adopt_stream = fragile  # type: ignore[method-assign,assignment]
+        self.adopt_stream = fragile  # type: ignore[method-assign,assignment]
         return acceptor
 
 
@@ -306,7 +306,7 @@ class TlsAbortIsClose(AsyncioTransport):
 
 
 class _NoHostnameCheckSession(AsyncioSession):
-    async def _connect_stream(
+    async def adopt_client_stream(
         self,
         sock: socket.socket,
         factory: Callable[[], polyloop.Protocol],
@@ -318,7 +318,7 @@ class _NoHostnameCheckSession(AsyncioSession):
             relaxed.load_verify_locations(cadata=_trusted(ssl))
             relaxed.check_hostname = False  # "the CA check is what matters"
             ssl = relaxed
-        return await super()._connect_stream(sock, factory, ssl, server_hostname)
+        return await super().adopt_client_stream(sock, factory, ssl, server_hostname)
 
 
 def _trusted(ctx: _ssl.SSLContext) -> str:

@@ -18,7 +18,7 @@ from . import mutant
 
 
 def _is_error(value: Any) -> bool:
-    return type(value).__name__ == "_Raised"
+    return type(value).__name__ == "Raised"
 
 
 # --- tasks ---
@@ -116,7 +116,7 @@ class TaskCancelDoneSaysTrue(CoroutineTask[Any]):
 class TaskCancelledIsRuntimeError(CoroutineTask[Any]):
     def _finish(self, outcome: int, value: Any) -> None:
         if outcome == 2:  # cancelled: reported as a failure of the framework's own kind
-            from polyloop._futures import _Raised
+            from polyloop._futures import Raised as _Raised
 
             super()._finish(1, _Raised(RuntimeError("task was cancelled")))
             return
@@ -206,7 +206,7 @@ class FutureKeepsExceptionClass(polyloop.Future[Any]):
 
     def set_exception(self, exception: Any) -> None:
         if isinstance(exception, type):
-            from polyloop._futures import _Raised
+            from polyloop._futures import Raised as _Raised
 
             self._result = _Raised(exception)  # type: ignore[arg-type]
             self._state = 1
@@ -232,7 +232,7 @@ class _SwallowingAsyncioTask(AsyncioTask[Any]):
 
 
 class _SwallowingAsyncioSession(AsyncioSession):
-    def _new_task(self, coro: Any, name: Any) -> Any:
+    def new_task(self, coro: Any, name: Any) -> Any:
         return _SwallowingAsyncioTask(self, coro, name, self.loop)
 
 
