@@ -1,4 +1,4 @@
-"""polyloop.compat.twisted: Twisted's own protocols, unmodified, on every backend.
+"""polyloop_twisted.compat: Twisted's own protocols, unmodified, on every backend.
 
 The servers are Twisted's classes (``LineReceiver``, ``Int32StringReceiver``,
 ``NetstringReceiver``, ``wire.Echo``, a ``TimeoutMixin`` user, ``twisted.web``'s
@@ -28,7 +28,7 @@ import polyloop
 BACKENDS = ["asyncio", "twisted", "gevent", "tornado"]
 HERE = Path(__file__).resolve()
 
-pytest.importorskip("twisted", reason="polyloop.compat.twisted needs polyloop[twisted]")
+pytest.importorskip("twisted", reason="polyloop_twisted.compat needs polyloop[twisted]")
 
 import test_compat_asyncio as docs  # noqa: E402
 from twisted.internet import error, interfaces, protocol, task  # noqa: E402
@@ -38,7 +38,7 @@ from twisted.web import resource, server  # noqa: E402
 from zope.interface import implementer  # noqa: E402
 from zope.interface.verify import verifyObject  # noqa: E402
 
-from polyloop.compat import twisted as ctw  # noqa: E402
+from polyloop_twisted import compat as ctw  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # The scenarios: a Twisted server (Twisted's class) and a client that checks it.
@@ -834,22 +834,41 @@ def run_script(code: str, timeout: float = 60) -> str:
     return proc.stdout
 
 
-def test_no_framework_until_used_and_a_clear_error_without_twisted() -> None:
+def test_loaded_only_when_used_and_an_import_error_without_twisted() -> None:
+    """``import polyloop_twisted`` does not load the compat package; importing the package
+    loads none of its modules and no Twisted module beyond the backend's own; the first
+    name used loads them. Without Twisted, the import fails with an ``ImportError``."""
     out = run_script(
         """
         import sys
-        import polyloop.compat, polyloop.compat.twisted
-        print(sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'zope')))
+        def twisted():
+            return sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'zope'))
+        def compat():
+            return sorted(m for m in sys.modules if m.startswith('polyloop_twisted.compat'))
+        import polyloop_twisted
+        backend = twisted()
+        print(compat())
+        import polyloop_twisted.compat
+        print(twisted() == backend, compat())
+        polyloop_twisted.compat.get_reactor
+        print(compat())
+        for name in list(sys.modules):
+            if name.split('.')[0] in ('twisted', 'polyloop_twisted'):
+                del sys.modules[name]
         sys.modules['twisted'] = None
         try:
-            polyloop.compat.twisted.get_reactor
+            import polyloop_twisted.compat
         except ImportError as exc:
-            print(exc)
+            print('ImportError', exc.name)
         """
     )
+    package = "polyloop_twisted.compat"
+    modules = [f"{package}._twisted_{m}" for m in ("reactor", "transport")]  # not _api
     assert out.splitlines() == [
         "[]",
-        "polyloop.compat.twisted needs Twisted: pip install 'polyloop[twisted]'",
+        f"True {[package]}",
+        str([package, *modules]),
+        "ImportError twisted.internet",
     ]
 
 
@@ -927,7 +946,7 @@ def test_reverse_shim_on_a_reactor_the_application_runs() -> None:
         import polyloop
         from twisted.internet import defer, protocol, task
         from twisted.protocols import wire
-        from polyloop.compat.twisted import PolyloopFactory, from_deferred
+        from polyloop_twisted.compat import PolyloopFactory, from_deferred
 
         class Upper(polyloop.Protocol):
             def connection_made(self, transport):
@@ -986,7 +1005,7 @@ def test_where_twisted_web_stops_on_other_backends() -> None:
         """
         import os, sys, tempfile, warnings
         import polyloop
-        from polyloop.compat import twisted as ctw
+        from polyloop_twisted import compat as ctw
         from twisted.web import client, resource, server, static
 
         warnings.simplefilter("ignore", DeprecationWarning)  # readBody's, on any reactor
@@ -1022,7 +1041,7 @@ def test_twisted_web_client_agent(backend: str) -> None:
         f"""
         import warnings
         import polyloop
-        from polyloop.compat import twisted as ctw
+        from polyloop_twisted import compat as ctw
         from twisted.web import client, server
         import test_compat_twisted as t
 

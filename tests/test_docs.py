@@ -49,11 +49,11 @@ def test_every_public_name_is_in_the_api_index() -> None:
         assert f"`polyloop.{name}`" in index, f"polyloop.{name} is missing from docs/api.md"
     for name in polyloop_conformance.__all__:
         assert f"`polyloop_conformance.{name}`" in index, name
-    import polyloop.compat.twisted as compat_twisted
     import polyloop_mixed
+    from polyloop_twisted import compat as compat_twisted
 
     for name in compat_twisted.__all__:
-        assert f"`polyloop.compat.twisted.{name}`" in index, name
+        assert f"`polyloop_twisted.compat.{name}`" in index, name
     for name in polyloop.bridge.__all__:
         assert f"`polyloop.bridge.{name}`" in index, name
     for name in polyloop_mixed.__all__:
@@ -61,13 +61,13 @@ def test_every_public_name_is_in_the_api_index() -> None:
 
 
 def test_compat_names_have_docstrings() -> None:
-    pytest.importorskip("twisted", reason="polyloop.compat.twisted needs polyloop[twisted]")
-    import polyloop.compat.twisted as compat_twisted
+    pytest.importorskip("twisted", reason="polyloop_twisted.compat needs polyloop[twisted]")
+    from polyloop_twisted import compat as compat_twisted
 
     for name in compat_twisted.__all__:
         obj = getattr(compat_twisted, name)
-        assert obj.__doc__, f"polyloop.compat.twisted.{name} has no docstring"
-        assert obj.__module__ == "polyloop.compat.twisted", (name, obj.__module__)
+        assert obj.__doc__, f"polyloop_twisted.compat.{name} has no docstring"
+        assert obj.__module__ == "polyloop_twisted.compat", (name, obj.__module__)
 
 
 def test_nav_pages_exist() -> None:
@@ -155,10 +155,10 @@ def test_mkdocs_build_strict(site: Path) -> None:
 def test_reference_has_every_public_name(site: Path) -> None:
     """The generated API reference has an entry (an anchor) for every public name."""
     html = (site / "reference" / "index.html").read_text()
-    import polyloop.compat.twisted as compat_twisted
+    from polyloop_twisted import compat as compat_twisted
 
     names = [f"polyloop.{n}" for n in polyloop.__all__]
-    names += [f"polyloop.compat.twisted.{n}" for n in compat_twisted.__all__]
+    names += [f"polyloop_twisted.compat.{n}" for n in compat_twisted.__all__]
     names += [f"polyloop_conformance.{n}" for n in polyloop_conformance.__all__]
     missing = [n for n in names if f'id="{n}"' not in html]
     assert not missing, missing

@@ -51,9 +51,9 @@ SECTIONS = [
      " [Mixed mode](mixed.md#bridges)."),
     ("polyloop.lowlevel", "polyloop.lowlevel", "The backend author's kit: see"
      " [Writing a backend](writing-a-backend.md)."),
-    ("polyloop.compat.twisted", "polyloop.compat.twisted", "Twisted protocols on any"
-     " backend, and the reverse: see [Twisted protocols on any backend](compat-twisted.md)."),
     ("polyloop_twisted", "polyloop_twisted", "The Twisted backend's host-mode entries."),
+    ("polyloop_twisted.compat", "polyloop_twisted.compat", "Twisted protocols on any"
+     " backend, and the reverse: see [Twisted protocols on any backend](compat-twisted.md)."),
     ("polyloop_gevent", "polyloop_gevent", "The gevent backend's host-mode entries."),
     ("polyloop_mixed", "polyloop_mixed", "The four frameworks in one thread: see"
      " [Mixed mode](mixed.md)."),

@@ -12,12 +12,14 @@ import ssl as _ssl
 from collections.abc import Callable
 from typing import Any
 
-# Twisted at module level, on purpose: loaded only through polyloop.compat.twisted's lazy
+# Twisted at module level, on purpose: loaded only through polyloop_twisted.compat's lazy
 # names, by Twisted code (see _twisted_transport.py); installs no reactor.
 from twisted.internet import protocol
 
 import polyloop
 
+from .. import attach
+from .._transport import TwistedTransport as BridgeTransport
 from ._twisted_reactor import Port, as_factory, get_reactor
 from ._twisted_transport import ProtocolAdapter, twisted_address
 
@@ -135,17 +137,12 @@ class PolyloopFactory(protocol.Factory):
     def session(self) -> polyloop.Session:
         """The polyloop session on ``reactor`` (made at the first connection)."""
         if self._session is None or self._session.closed:
-            import polyloop_twisted
-
-            self._session = polyloop_twisted.attach(self.reactor)
+            self._session = attach(self.reactor)
         return self._session
 
     def buildProtocol(self, addr: Any) -> Any:
         """The Twisted protocol of one connection: the Twisted backend's bridge, which
         drives a protocol from ``protocol_factory``."""
-        # The bridge is the Twisted backend's own (polyloop_twisted._transport), the one
-        # every conformance check runs through; polyloop_twisted has no public name for
-        # it yet (see docs/compat-twisted.md).
-        from polyloop_twisted._transport import TwistedTransport
-
-        return TwistedTransport(self.session(), self.protocol_factory, None)  # type: ignore[arg-type]
+        # The bridge is the Twisted backend's own (polyloop_twisted._transport: the same
+        # distribution), the one every conformance check runs through.
+        return BridgeTransport(self.session(), self.protocol_factory, None)  # type: ignore[arg-type]

@@ -33,8 +33,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 # Twisted at module level, on purpose: this module is loaded only when Twisted code asks
-# polyloop.compat.twisted for a name (the package resolves them lazily; ``import polyloop``
-# imports no framework, tests/test_core.py checks). None of these installs a reactor.
+# polyloop_twisted.compat for a name (the package resolves them lazily; ``import
+# polyloop_twisted`` does not load this package, tests/test_compat_twisted.py checks).
+# None of these installs a reactor.
 from twisted.internet import address, error, interfaces
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
@@ -117,7 +118,7 @@ class TwistedTransport:
             self.negotiatedProtocol = alpn.encode() if alpn else None
 
     def __repr__(self) -> str:
-        return f"<polyloop.compat.twisted transport over {self._t!r}>"
+        return f"<polyloop_twisted.compat transport over {self._t!r}>"
 
     @property
     def polyloop_transport(self) -> polyloop.Transport:
@@ -393,7 +394,7 @@ class ProtocolAdapter(polyloop.Protocol):
         try:
             self.protocol.dataReceived(data)
         except Exception:
-            log.exception("polyloop.compat.twisted: %r.dataReceived raised", self.protocol)
+            log.exception("polyloop_twisted.compat: %r.dataReceived raised", self.protocol)
             self._error = failure()
             tt.disconnecting = True
             tt._t.abort()
@@ -405,7 +406,7 @@ class ProtocolAdapter(polyloop.Protocol):
             try:
                 self._half.readConnectionLost()
             except Exception:
-                log.exception("polyloop.compat.twisted: readConnectionLost raised")
+                log.exception("polyloop_twisted.compat: readConnectionLost raised")
                 self._error = failure()
                 assert self.transport is not None
                 self.transport._t.abort()

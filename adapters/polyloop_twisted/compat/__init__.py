@@ -1,8 +1,9 @@
 """Twisted protocols, unmodified, on every polyloop backend -- and the reverse.
 
-Rule: this module only re-exports, and lazily: importing it imports no framework.
-Twisted is imported when a name of it is first used; without Twisted that raises an
-``ImportError`` naming the extra to install, ``pip install 'polyloop[twisted]'``.
+Rule: this module only re-exports, and lazily: ``import polyloop_twisted`` does not load
+this package, and importing it loads none of its modules until a name is first used.
+(Twisted itself is loaded by ``polyloop_twisted`` already; without it, importing this
+package fails there.)
 
 Forward (a Twisted ``IProtocolFactory`` or ``Protocol`` class on asyncio, gevent, Tornado
 or Twisted, inside ``polyloop.run`` or in host mode):
@@ -82,15 +83,8 @@ _WHERE = {
 def __getattr__(name: str) -> Any:
     where = _WHERE.get(name)
     if where is None:
-        raise AttributeError(f"module 'polyloop.compat.twisted' has no attribute {name!r}")
-    try:
-        import twisted.internet.interfaces  # noqa: F401
-        import zope.interface  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            "polyloop.compat.twisted needs Twisted: pip install 'polyloop[twisted]'"
-        ) from exc
-    module = importlib.import_module(f"{__name__.rpartition('.')[0]}.{where}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{where}")
     for export, home in _WHERE.items():
         if home == where:
             value = getattr(module, export)

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 import polyloop
+from polyloop import bridge
 
 from ._twisted_transport import ProtocolAdapter, failure, twisted_address
 
@@ -204,7 +205,7 @@ class Reactor:
         return previous
 
     def __repr__(self) -> str:
-        return f"<polyloop.compat.twisted.Reactor on {self.session!r}>"
+        return f"<polyloop_twisted.compat.Reactor on {self.session!r}>"
 
     # --- IReactorTime ---
 
@@ -261,7 +262,7 @@ class Reactor:
         try:
             call.func(*call.args, **call.kw)
         except Exception:
-            log.exception("polyloop.compat.twisted: delayed call %r raised", call)
+            log.exception("polyloop_twisted.compat: delayed call %r raised", call)
 
     # --- IReactorFromThreads, and what Twisted code asks of a running reactor ---
 
@@ -374,7 +375,7 @@ class Port:
         self.startListening()
 
     def __repr__(self) -> str:
-        return f"<polyloop.compat.twisted.Port {self._host}>"
+        return f"<polyloop_twisted.compat.Port {self._host}>"
 
     @property
     def port(self) -> int:
@@ -469,7 +470,7 @@ class Connector:
         self._adapter: ProtocolAdapter | None = None
 
     def __repr__(self) -> str:
-        return f"<polyloop.compat.twisted.Connector to {self._dest!r} {self.state}>"
+        return f"<polyloop_twisted.compat.Connector to {self._dest!r} {self.state}>"
 
     def getDestination(self) -> Any:
         """Where it connects: ``IPv4Address``/``IPv6Address`` or ``UNIXAddress``."""
@@ -541,8 +542,6 @@ def from_deferred(d: defer.Deferred[Any]) -> polyloop.Future[Any]:
     failure's exception, awaitable on any backend; a cancelled ``d`` cancels it
     (``polyloop.Cancelled``, as on every bridge). Cancelling the future cancels ``d``.
     The same as ``polyloop.bridge.future(d)``."""
-    from .. import bridge
-
     return bridge.future(d)
 
 
@@ -552,6 +551,4 @@ def to_deferred(aw: Any) -> defer.Deferred[Any]:
     result or fails with its exception. Cancelling the ``Deferred`` cancels the task
     (``polyloop.Cancelled`` in the coroutine; ``defer.CancelledError`` for the
     ``Deferred``). The same as ``polyloop.bridge.to_deferred(aw)``."""
-    from .. import bridge
-
     return bridge.to_deferred(aw)
