@@ -29,6 +29,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+try:
+    import twisted.internet  # noqa: F401  (this package is Twisted's own API, re-told)
+except ImportError as exc:
+    raise ImportError(
+        f"polyloop_twisted.compat needs Twisted ({exc}): pip install 'polyloop[twisted]'",
+        name=exc.name,
+    ) from exc
+
 if TYPE_CHECKING:
     from ._twisted_api import PolyloopFactory as PolyloopFactory
     from ._twisted_api import connect_tcp as connect_tcp

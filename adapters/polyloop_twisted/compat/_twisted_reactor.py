@@ -29,6 +29,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 import polyloop
 from polyloop import bridge
 
+from .._bridge import to_deferred as _to_deferred
 from ._twisted_transport import ProtocolAdapter, failure, twisted_address
 
 __all__ = [
@@ -398,16 +399,18 @@ class Port:
         self._listening = True
         self.factory.doStart()
         if self._server is None:
-            self._started = self.reactor.session.spawn(self._serve())
+            self._started = self.reactor.session.spawn(self.serve_socket())
 
-    async def _serve(self) -> None:
+    async def serve_socket(self) -> None:
         sock, self._sock = self._sock, None
         assert sock is not None
         make = protocol_factory(self.factory, self.reactor)
         # Workaround: the core has no public "serve on this bound socket" yet (asyncio's
-        # create_server(sock=...)); Session._start_server is that, used at this one place.
+        # create_server(sock=...)); Session.listen_sockets is that.
         session: Any = self.reactor.session
-        self._server = await session._start_server([sock], make, None, self._path, self._backlog)
+        self._server = await session.listen_sockets(
+            make, [sock], path=self._path, backlog=self._backlog
+        )
 
     def stopListening(self) -> defer.Deferred[None]:
         """Stop accepting; the ``Deferred`` fires once the socket is closed. Connections
@@ -550,5 +553,5 @@ def to_deferred(aw: Any) -> defer.Deferred[Any]:
     task) runs as a task of the running session and the ``Deferred`` fires with its
     result or fails with its exception. Cancelling the ``Deferred`` cancels the task
     (``polyloop.Cancelled`` in the coroutine; ``defer.CancelledError`` for the
-    ``Deferred``). The same as ``polyloop.bridge.to_deferred(aw)``."""
-    return bridge.to_deferred(aw)
+    ``Deferred``). The same as ``polyloop_twisted.to_deferred(aw)``."""
+    return _to_deferred(aw)
