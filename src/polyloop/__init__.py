@@ -50,6 +50,11 @@ from ._frontend import wait_for as wait_for
 from ._futures import Future as Future
 from ._futures import Task as Task
 from ._futures import current_task as current_task
+from ._listener import Listener as Listener
+from ._listener import open_tcp_listener as open_tcp_listener
+from ._listener import open_tcp_stream as open_tcp_stream
+from ._listener import open_unix_listener as open_unix_listener
+from ._listener import open_unix_stream as open_unix_stream
 from ._protocols import BaseProtocol as BaseProtocol
 from ._protocols import DatagramProtocol as DatagramProtocol
 from ._protocols import Protocol as Protocol
@@ -60,12 +65,7 @@ from ._registry import available_backends as available_backends
 from ._registry import load_backend as load_backend
 from ._server import Server as Server
 from ._session import Session as Session
-from ._streams import Listener as Listener
 from ._streams import Stream as Stream
-from ._streams import open_tcp_listener as open_tcp_listener
-from ._streams import open_tcp_stream as open_tcp_stream
-from ._streams import open_unix_listener as open_unix_listener
-from ._streams import open_unix_stream as open_unix_stream
 from ._sync import CapacityLimiter as CapacityLimiter
 from ._sync import CapacityLimiterStatistics as CapacityLimiterStatistics
 from ._sync import Condition as Condition
