@@ -676,3 +676,55 @@ def test_from_coroutine_started_inside_an_asyncio_task() -> None:
     """Twisted's runner sends a polyloop future back; the context names the asyncio
     session (cached in this task): the Twisted session must suspend it all the same."""
     assert run_app(FROM_COROUTINE_IN_TASK) == ["ok"]
+
+
+# --- cancel scopes on Twisted's own runner (issue 20: fan-out) ---
+
+
+def _on_private_reactor(main: Any) -> Any:
+    """Run ``main()`` on Twisted's runner (``as_deferred``) on a private reactor."""
+    from twisted.internet.selectreactor import SelectReactor
+
+    from polyloop_twisted import as_deferred
+    from polyloop_twisted._reactor import unbuild_reactor
+
+    reactor = SelectReactor()
+    out: list[Any] = []
+
+    def go() -> None:
+        d = as_deferred(main(reactor), reactor)
+        d.addBoth(out.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(go)
+    guard = reactor.callLater(20, reactor.stop)
+    reactor.run(installSignalHandlers=False)
+    if guard.active():
+        guard.cancel()
+    unbuild_reactor(reactor)
+    return out[0]
+
+
+def test_children_of_a_coroutine_that_used_a_timeout_have_their_own_scopes() -> None:
+    """Twisted's runner copies the parent's context into each child it starts: a parent
+    that used ``fail_after`` must not hand its scope bookkeeping to its children. Two
+    children, each with its own ``fail_after``: the one that times out raises
+    ``TimeoutError``, its sibling finishes."""
+    from twisted.internet.defer import Deferred, gatherResults
+
+    async def child(timeout: float, naps: float) -> str:
+        try:
+            with polyloop.fail_after(timeout):
+                await polyloop.sleep(naps)
+        except TimeoutError:
+            return "timed out"
+        return "finished"
+
+    async def main(reactor: Any) -> list[str]:
+        with polyloop.fail_after(5):  # the parent's own scope, before the fan-out
+            await polyloop.sleep(0)
+        slow = Deferred.fromCoroutine(child(0.05, 2))
+        quick = Deferred.fromCoroutine(child(2, 0.2))
+        return await gatherResults([slow, quick])  # type: ignore[no-any-return]
+
+    assert _on_private_reactor(main) == ["timed out", "finished"]

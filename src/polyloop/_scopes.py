@@ -30,12 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ForeignTask", "TaskState", "foreign_task", "hold_if_shielded", "task_state"]
 
-_CHAIN = (
-    inspect.CO_COROUTINE
-    | inspect.CO_GENERATOR
-    | inspect.CO_ITERABLE_COROUTINE
-    | inspect.CO_ASYNC_GENERATOR
-)
+_COROUTINE = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_CHAIN = _COROUTINE | inspect.CO_GENERATOR
 
 
 class ForeignTask:
@@ -78,8 +74,8 @@ _foreign_var: contextvars.ContextVar[tuple[int, Any, ForeignTask]] = contextvars
 def _root_frame() -> FrameType | None:
     """The outermost frame of the coroutine chain that runs the caller (see above)."""
     frame: FrameType | None = sys._getframe(2)
-    while frame is not None and not frame.f_code.co_flags & _CHAIN:
-        frame = frame.f_back  # our own helpers (a scope's __enter__, ...)
+    while frame is not None and not frame.f_code.co_flags & _COROUTINE:
+        frame = frame.f_back  # our own helpers (a scope's __enter__, fail_after's generator)
     root = None
     while frame is not None and frame.f_code.co_flags & _CHAIN:
         root = frame
