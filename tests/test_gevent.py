@@ -792,3 +792,26 @@ def test_host_mode_in_a_patched_process() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok"
+
+
+BORROWED_TIMER = """
+import gevent, gevent.event
+import polyloop_gevent
+
+session = polyloop_gevent.GeventBackend().attach(gevent.get_hub())
+done = gevent.event.Event()
+# A timer callback of a borrowed session with no task asks for a call through
+# call_soon_threadsafe; nothing else keeps the hub running meanwhile.
+session.call_later(0.01, lambda: session.call_soon_threadsafe(done.set))
+print(done.wait(), flush=True)  # no timeout: gevent raises LoopExit if the hub runs dry
+polyloop_gevent.wait(session.aclose())
+print(session.closed, flush=True)
+"""
+
+
+def test_borrowed_hub_runs_a_threadsafe_call_made_from_a_timer() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", BORROWED_TIMER], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "True"], proc.stdout + proc.stderr
