@@ -22,6 +22,8 @@ from ._registry import load_backend
 from ._session import Session
 
 __all__ = [
+    "adopt_connection",
+    "adopt_udp",
     "call_later",
     "call_soon",
     "call_soon_threadsafe",
@@ -30,6 +32,7 @@ __all__ = [
     "create_future",
     "getaddrinfo",
     "getsockopt",
+    "listen_sockets",
     "listen_tcp",
     "listen_unix",
     "open_udp",
@@ -113,6 +116,9 @@ connect_tcp = on_current(Session.connect_tcp)
 connect_unix = on_current(Session.connect_unix)
 open_udp = on_current(Session.open_udp)
 start_tls = on_current(Session.start_tls)
+listen_sockets = on_current(Session.listen_sockets)
+adopt_connection = on_current(Session.adopt_connection)
+adopt_udp = on_current(Session.adopt_udp)
 
 
 def call_soon_threadsafe(fn: Callable[..., object], *args: Any) -> None:
@@ -136,6 +142,10 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     """Await ``aw`` (any awaitable) in the calling task; after ``timeout`` seconds cancel
     it and raise ``TimeoutError``. ``None`` (or ``inf``) waits for ever.
 
+    A ``timeout`` of 0 lets ``aw`` run up to its first suspension: a result it has by then
+    is returned, else it is cancelled there and ``TimeoutError`` raised, on every backend
+    (asyncio's own ``wait_for(coro, 0)`` never even starts the coroutine).
+
     It is ``fail_after`` around one await (as ``asyncio.wait_for`` is ``asyncio.timeout``
     since Python 3.12): a cancellation of the caller that arrives while ``aw`` unwinds
     from the timeout is delivered (``Cancelled``), not turned into ``TimeoutError``.
@@ -150,7 +160,13 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
         raise
     if seconds is None or seconds == math.inf:
         return await aw
-    with CancelScope(deadline=current_backend().time() + seconds) as scope:
+    scope = CancelScope(deadline=current_backend().time() + seconds)
+    if seconds <= 0:
+        # No timer: a scope cancelled before it is entered delivers its cancellation at
+        # the first suspension, the same on every loop (a zero-delay timer and the step
+        # after a sleep(0) come in a framework-dependent order).
+        scope.cancel()
+    with scope:
         result = await aw
     if scope.cancelled_caught:
         raise TimeoutError(f"timed out after {timeout} s")

@@ -313,3 +313,28 @@ async def check_cancel_waits_for_awaited_task(session: polyloop.Session) -> None
     except polyloop.Cancelled:
         pass
     assert events == ["inner cancelled", "inner cleaned up", "outer cancelled"], events
+
+
+@check("scopes")
+async def check_wait_for_zero(session: polyloop.Session) -> None:
+    """wait_for(aw, 0): aw runs up to its first suspension; a result it has by then is
+    returned, else TimeoutError -- the same on every backend."""
+
+    async def at_once() -> str:
+        return "at once"
+
+    async def after_one_yield() -> str:
+        await polyloop.sleep(0)
+        return "after a sleep(0)"
+
+    got = await polyloop.wait_for(at_once(), 0)
+    assert got == "at once", f"wait_for(coro, 0) of a coroutine that never waits gave {got!r}"
+    try:
+        got = await polyloop.wait_for(after_one_yield(), 0)
+    except TimeoutError:
+        pass
+    else:
+        raise AssertionError(
+            f"wait_for(coro, 0) of a coroutine that waits once returned {got!r}: rule: a zero"
+            " timeout expires at the first suspension, on every backend"
+        )
