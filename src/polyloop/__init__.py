@@ -28,6 +28,8 @@ from ._errors import EndOfStream as EndOfStream
 from ._errors import IncompleteReadError as IncompleteReadError
 from ._errors import LimitOverrunError as LimitOverrunError
 from ._errors import WouldBlock as WouldBlock
+from ._frontend import adopt_connection as adopt_connection
+from ._frontend import adopt_udp as adopt_udp
 from ._frontend import call_later as call_later
 from ._frontend import call_soon as call_soon
 from ._frontend import call_soon_threadsafe as call_soon_threadsafe
@@ -36,6 +38,7 @@ from ._frontend import connect_unix as connect_unix
 from ._frontend import create_future as create_future
 from ._frontend import getaddrinfo as getaddrinfo
 from ._frontend import getsockopt as getsockopt
+from ._frontend import listen_sockets as listen_sockets
 from ._frontend import listen_tcp as listen_tcp
 from ._frontend import listen_unix as listen_unix
 from ._frontend import open_udp as open_udp
@@ -124,6 +127,8 @@ __all__ = [
     "TaskGroup",
     "Transport",
     "WouldBlock",
+    "adopt_connection",
+    "adopt_udp",
     "available_backends",
     "bridge",
     "call_later",
@@ -141,6 +146,7 @@ __all__ = [
     "from_thread",
     "getaddrinfo",
     "getsockopt",
+    "listen_sockets",
     "listen_tcp",
     "listen_unix",
     "load_backend",

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ._session import Session
 
 __all__ = [
+    "adopt_connection",
+    "adopt_udp",
     "connect_tcp",
     "connect_unix",
     "getaddrinfo",
@@ -131,16 +133,25 @@ async def listen_sockets(
     ssl: _ssl.SSLContext | None = None,
     ssl_handshake_timeout: float | None = None,
 ) -> Server:
-    """Serve on stream sockets that are bound and listening already (the server owns them
-    now: ``close()`` closes them, and removes the socket file at ``path`` if one is given):
-    the rest of ``listen_tcp``/``listen_unix``, for a caller that bound its own sockets."""
+    """Serve on stream sockets the caller bound (listening already or not: each is put in
+    ``listen(backlog)``); the server owns them now: ``close()`` closes them, and removes
+    the socket file at ``path`` if one is given. The rest of ``listen_tcp``/``listen_unix``,
+    for a caller that made its own sockets (asyncio's ``create_server(sock=...)``,
+    Twisted's ``adoptStreamPort``). ``TypeError``/``ValueError`` as ``adopt_connection``."""
     _errors.check_callable("protocol_factory", protocol_factory)
     _errors.check_ssl(ssl, server_side=True)
     backlog = _errors.check_backlog(backlog)
     session.check_open()
     handshake_timeout = ssl_handshake_timeout
+    if not isinstance(socks, (list, tuple)) or not socks:
+        raise TypeError("listen_sockets takes a non-empty list of sockets")
+    for sock in socks:
+        _check_socket(sock, socket.SOCK_STREAM, "listen_sockets")
+        if sock.getsockname() in ("", None):
+            raise ValueError(f"listen_sockets needs bound sockets: {sock!r} is not bound")
     for sock in socks:
         sock.setblocking(False)
+        sock.listen(backlog)
     if handshake_timeout is not None:
         handshake_timeout = _errors.check_sleep(handshake_timeout)
     factory = _tls_factory(
@@ -246,16 +257,21 @@ async def _connected(
     protocol_factory: Callable[[], P],
     ssl: _ssl.SSLContext | None,
     server_hostname: str | None,
+    *,
+    server_side: bool = False,
+    handshake_timeout: float | None = None,
 ) -> tuple[Transport, P]:
     try:
         protocol = protocol_factory()
     except BaseException:
         sock.close()
         raise
-    if ssl is None or session.native_tls:
+    if ssl is None or (session.native_tls and not server_side):
         transport = await session.adopt_client_stream(sock, lambda: protocol, ssl, server_hostname)
         return transport, protocol
-    tls = TLSProtocol(session, protocol, ssl, False, server_hostname)
+    tls = TLSProtocol(
+        session, protocol, ssl, server_side, server_hostname, handshake_timeout=handshake_timeout
+    )
     raw = await session.adopt_client_stream(sock, lambda: tls, None, None)
     try:
         await tls.handshake_done
@@ -263,6 +279,77 @@ async def _connected(
         raw.abort()
         raise
     return tls.app_transport, protocol
+
+
+def _check_socket(sock: object, kind: socket.SocketKind, what: str) -> socket.socket:
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"a socket.socket was expected, not {type(sock).__name__}")
+    if sock.fileno() < 0:
+        raise ValueError("the socket is closed")
+    if sock.type != kind or sock.family not in _FAMILIES:
+        raise ValueError(
+            f"{what} takes a {kind.name} socket of AF_INET, AF_INET6 or AF_UNIX, not {sock!r}"
+        )
+    return sock
+
+
+_FAMILIES = (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_UNIX", -1))
+
+
+async def adopt_connection(
+    session: Session,
+    protocol_factory: Callable[[], P],
+    sock: socket.socket,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    server_side: bool = False,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+) -> tuple[Transport, P]:
+    """Wrap a stream socket that is connected already (TCP or Unix; one a client connected,
+    or one a server accepted, then ``server_side=True``): the transport owns it now. The
+    same transport, protocol calls and TLS as ``connect_tcp`` gives, with the same errors
+    (``ssl.SSLError``, ``TimeoutError`` for a handshake past ``ssl_handshake_timeout``).
+    ``TypeError`` for what is not a socket, ``ValueError`` for a closed socket or one of
+    another type, ``OSError`` (``ENOTCONN``) for one that is not connected."""
+    _errors.check_callable("protocol_factory", protocol_factory)
+    sock = _check_socket(sock, socket.SOCK_STREAM, "adopt_connection")
+    _errors.check_ssl(ssl, server_hostname, server_side=server_side)
+    if ssl is not None and not server_side and server_hostname is None and ssl.check_hostname:
+        raise ValueError("server_hostname is required to verify the server")
+    if ssl_handshake_timeout is not None:
+        ssl_handshake_timeout = _errors.check_sleep(ssl_handshake_timeout)
+    session.check_open()
+    sock.getpeername()  # OSError(ENOTCONN) if it is not connected
+    sock.setblocking(False)
+    if sock.family != getattr(socket, "AF_UNIX", -1):
+        _sockets.set_nodelay(sock)
+    return await _connected(
+        session, sock, protocol_factory, ssl, server_hostname,
+        server_side=server_side, handshake_timeout=ssl_handshake_timeout,
+    )  # fmt: skip
+
+
+async def adopt_udp(
+    session: Session, protocol_factory: Callable[[], DP], sock: socket.socket
+) -> tuple[DatagramTransport, DP]:
+    """Wrap a UDP socket (bound, and connected if it has a peer: then ``sendto`` needs no
+    address): the transport owns it now; the same transport as ``open_udp`` gives."""
+    _errors.check_callable("protocol_factory", protocol_factory)
+    sock = _check_socket(sock, socket.SOCK_DGRAM, "adopt_udp")
+    session.check_open()
+    try:
+        remote = sock.getpeername()
+    except OSError:
+        remote = None
+    sock.setblocking(False)
+    try:
+        protocol = protocol_factory()
+    except BaseException:
+        sock.close()
+        raise
+    transport = await session.adopt_datagram(sock, protocol, remote)
+    return transport, protocol
 
 
 async def open_udp(

@@ -39,10 +39,11 @@ _ids = itertools.count(1)
 #: What the core owns: a backend that defines one of these gets a TypeError at once.
 FINAL = frozenset(
     {
-        "aclose", "begin_end", "call_later", "callback_context", "check_open", "closed",
-        "connect_tcp", "connect_unix", "create_future", "end", "getaddrinfo", "listen_sockets",
-        "in_loop_thread", "knows_foreign_runners", "listen_tcp", "listen_unix", "mark_ended",
-        "on_close", "open_udp", "shutdown", "sleep", "spawn", "start_tls",
+        "aclose", "adopt_connection", "adopt_udp", "begin_end", "call_later",
+        "callback_context", "check_open", "closed", "connect_tcp", "connect_unix",
+        "create_future", "end", "getaddrinfo", "in_loop_thread", "knows_foreign_runners",
+        "listen_sockets", "listen_tcp", "listen_unix", "mark_ended", "on_close", "open_udp",
+        "shutdown", "sleep", "spawn", "start_tls",
     }
 )  # fmt: skip
 
@@ -259,6 +260,8 @@ class Session(SessionContract):
     listen_tcp = _net.listen_tcp
     listen_unix = _net.listen_unix
     listen_sockets = _net.listen_sockets
+    adopt_connection = _net.adopt_connection
+    adopt_udp = _net.adopt_udp
     connect_tcp = _net.connect_tcp
     connect_unix = _net.connect_unix
     open_udp = _net.open_udp

@@ -4,6 +4,7 @@ Importing this package registers every check in ``polyloop_conformance.CHECKS``.
 """
 
 from . import abort as abort
+from . import adoption as adoption
 from . import bridges as bridges
 from . import cleanliness as cleanliness
 from . import close as close
