@@ -55,6 +55,9 @@ def parse_host_label(label: str) -> tuple[str, bool]:
 class HostBackend:
     """``run(main, *args)`` runs ``main`` the way a ``spec`` application runs its code."""
 
+    #: For checks: the runs are hosted (``Backend.run_hosted``), not ``polyloop.run``.
+    hosted = True
+
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self.backend = polyloop.load_backend(spec)

@@ -614,7 +614,12 @@ class JudgedBackend:
             raise
         except BaseException as exc:
             error = seen.get("error")
+            interrupted = isinstance(exc, KeyboardInterrupt) and isinstance(
+                error, polyloop.Cancelled
+            )
             if "error" in seen and exc is not error and not isinstance(exc, polyloop.Cancelled):
+                if interrupted:  # Ctrl-C cancelled main, and run() says so (Backend.run)
+                    raise
                 raise Failed(
                     f"run() raised {exc!r}, but main raised {error!r}: run must propagate"
                     " main's exception unchanged"

@@ -9,6 +9,9 @@ the extra-info keys every transport answers, and ``time()``.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -653,3 +656,48 @@ async def check_readiness_bad_fd(session: polyloop.Session) -> None:
                     "(rule: ValueError for what is not a valid fd, as on asyncio)"
                 ) from None
             raise AssertionError(f"{name}({fd!r}) was accepted (rule: ValueError)")
+
+
+@check("lifecycle", sync=True)
+def check_ctrl_c_cleans_up(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """Ctrl-C (SIGINT) while main waits cancels main: its finally runs, the session ends,
+    and run() raises KeyboardInterrupt."""
+    backend = make_backend()
+    if getattr(backend, "hosted", False):
+        raise SkipCheck("host mode: Ctrl-C belongs to the application's own loop there")
+    if threading.current_thread() is not threading.main_thread():
+        raise SkipCheck("SIGINT reaches the main thread only, and this check runs in another")
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        raise SkipCheck("SIGINT has a handler of the application's: run() leaves it alone")
+    seen: list[str] = []
+
+    async def main() -> None:
+        polyloop.current_backend().on_close(lambda _: seen.append("session ended"))
+        try:
+            await polyloop.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)  # what a user's Ctrl-C does
+            await polyloop.sleep(10)
+            seen.append("sleep(10) returned")
+        finally:
+            seen.append("finally")
+
+    try:
+        backend.run(main)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError(
+            f"run() returned after Ctrl-C (saw {seen}): rule: SIGINT cancels main, and run()"
+            " raises KeyboardInterrupt"
+        )
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert seen[:1] == ["finally"], (
+        f"after Ctrl-C, main's finally did not run first (saw {seen}): rule: SIGINT cancels"
+        " main, which cleans up before run() returns (a backend that installs its own SIGINT"
+        " handler, or blocks Python's, breaks it; see docs/writing-a-backend.md, Ctrl-C)"
+    )
+    assert "session ended" in seen, (
+        f"after Ctrl-C, the session did not end (saw {seen}): rule: run() disposes of"
+        " everything before it raises"
+    )
