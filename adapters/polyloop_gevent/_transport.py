@@ -46,28 +46,28 @@ class GeventTransport(SocketTransport):
 
     # --- reading (the reader greenlet) ---
 
-    def _start_reading(self) -> None:
+    def start_reader(self) -> None:
         if self._reader is None:
-            session: GeventSession = self._session  # type: ignore[assignment]
+            session: GeventSession = self.session  # type: ignore[assignment]
             self._reader = session._spawn_reader(self._read_loop)
         else:
             self._wake_reader()
 
-    def _stop_reading(self) -> None:
+    def stop_reader(self) -> None:
         self._rw.stop()
         self._wake_reader()  # it sees the new state: parks, or ends once closing
 
     def _wake_reader(self) -> None:
         if self._reader is not None:
-            self._session.loop.run_callback(self._reader.resume)  # type: ignore[attr-defined]
+            self.session.loop.run_callback(self._reader.resume)  # type: ignore[attr-defined]
 
     def _read_loop(self) -> None:
         reader = self._reader
         assert reader is not None
-        recv = self._sock.recv
+        recv = self.sock.recv
         turn = 0
-        while not self._closing:
-            if not self._reading:
+        while not self.is_closing():
+            if not self.is_reading():
                 reader.park()  # resume_reading() or closing wakes us
                 continue
             try:
@@ -77,18 +77,18 @@ class GeventTransport(SocketTransport):
                 reader.park(self._rw)
                 continue
             except OSError as exc:
-                self._fatal(exc)
+                self.fail(exc)
                 return
             if not data:
-                self._read_eof()
+                self.feed_eof()
                 return
-            self._received(data)
+            self.feed_data(data)
             turn += 1
             if turn == READS_PER_TURN:  # a fast peer must not starve the others
                 turn = 0
                 self._wake_reader()
                 reader.park()
 
-    def _connection_lost(self, exc: BaseException | None) -> None:
+    def finish_lost(self, exc: BaseException | None) -> None:
         self._rw.close()
-        super()._connection_lost(exc)
+        super().finish_lost(exc)

@@ -117,15 +117,25 @@ class _SocketEnd(BaseTransport):
             return
         self._lost = True
         # Never from inside close()/abort(): on the next iteration.
-        self._session.call_soon(self._connection_lost, exc)
+        self._session.call_soon(self.finish_lost, exc)
 
-    def _connection_lost(self, exc: BaseException | None) -> None:
+    def finish_lost(self, exc: BaseException | None) -> None:
         self._sock.close()
         self._extra["socket"] = None
         self._session.resources.untrack(self)
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.connection_lost(exc)
+
+    @property
+    def session(self) -> Session:
+        """The session this transport belongs to."""
+        return self._session
+
+    @property
+    def sock(self) -> socket.socket:
+        """The socket (closed once ``connection_lost`` has run)."""
+        return self._sock
 
     def set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
@@ -141,9 +151,9 @@ class SocketTransport(_SocketEnd, Transport):
     """A connected TCP or Unix stream socket held to the Transport contract.
 
     Reading is three methods a subclass may replace (the gevent adapter reads in a
-    greenlet): ``_start_reading`` (after ``connection_made``, and on ``resume_reading``),
-    ``_stop_reading`` (on ``pause_reading``, ``close`` and loss), and what they feed:
-    ``_received`` (data) and ``_read_eof``. Writing and closing stay as they are here.
+    greenlet): ``start_reader`` (after ``connection_made``, and on ``resume_reading``),
+    ``stop_reader`` (on ``pause_reading``, ``close`` and loss), and what they feed:
+    ``feed_data`` (data) and ``feed_eof``. Writing and closing stay as they are here.
     """
 
     __slots__ = (
@@ -177,14 +187,14 @@ class SocketTransport(_SocketEnd, Transport):
             self.abort()  # the client's connect raises it; an acceptor logs it
             raise
         if self._reading and not self._closing:
-            self._start_reading()
+            self.start_reader()
 
     # --- reading ---
 
-    def _start_reading(self) -> None:
+    def start_reader(self) -> None:
         self._session.add_reader(self._sock, self._on_readable)
 
-    def _stop_reading(self) -> None:
+    def stop_reader(self) -> None:
         self._session.remove_reader(self._sock)
 
     def _on_readable(self) -> None:
@@ -193,21 +203,21 @@ class SocketTransport(_SocketEnd, Transport):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._fatal(exc)
+            self.fail(exc)
             return
         if data:
-            self._received(data)
+            self.feed_data(data)
         else:
-            self._stop_reading()
-            self._read_eof()
+            self.stop_reader()
+            self.feed_eof()
 
-    def _received(self, data: bytes) -> None:
+    def feed_data(self, data: bytes) -> None:
         try:
             self._protocol.data_received(data)
         except Exception as exc:
             self._protocol_failed("data_received", exc)
 
-    def _read_eof(self) -> None:
+    def feed_eof(self) -> None:
         self._reading = False
         try:
             keep_open = self._protocol.eof_received()
@@ -223,18 +233,18 @@ class SocketTransport(_SocketEnd, Transport):
         log.error("polyloop: %s.%s raised", type(self._protocol).__name__, method, exc_info=exc)
         if not self._lost:
             set_reset_on_close(self._sock)
-        self._fatal(exc)
+        self.fail(exc)
 
     def pause_reading(self) -> None:
         if self._reading:
             self._reading = False
             if not self._closing:
-                self._stop_reading()
+                self.stop_reader()
 
     def resume_reading(self) -> None:
         if not self._reading and not self._closing:
             self._reading = True
-            self._start_reading()
+            self.start_reader()
 
     def is_reading(self) -> bool:
         return self._reading and not self._closing
@@ -256,7 +266,7 @@ class SocketTransport(_SocketEnd, Transport):
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError as exc:
-                self._fatal(exc)
+                self.fail(exc)
                 return
             if n == len(data) and type(data) is bytes:
                 return  # the common case, without a memoryview (~0.2 us a write)
@@ -286,7 +296,7 @@ class SocketTransport(_SocketEnd, Transport):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._fatal(exc)
+            self.fail(exc)
             return
         del buffer[:n]
         if self._write_paused and len(buffer) <= self._low:
@@ -312,7 +322,7 @@ class SocketTransport(_SocketEnd, Transport):
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
-            self._fatal(exc)
+            self.fail(exc)
 
     def can_write_eof(self) -> bool:
         return True
@@ -331,7 +341,7 @@ class SocketTransport(_SocketEnd, Transport):
         if self._closing:
             return
         self._closing = True
-        self._stop_reading()
+        self.stop_reader()
         if not self._buffer:
             self._lose(None)
         # else: _on_writable loses the connection once the buffer is flushed
@@ -345,14 +355,14 @@ class SocketTransport(_SocketEnd, Transport):
         set_reset_on_close(self._sock)
         self._drop(aborted())
 
-    def _fatal(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         if not self._lost:
             self._drop(exc)
 
     def _drop(self, exc: BaseException) -> None:
         self._closing = True
         self._buffer.clear()
-        self._stop_reading()
+        self.stop_reader()
         if self._writing:
             self._writing = False
             self._session.remove_writer(self._sock)

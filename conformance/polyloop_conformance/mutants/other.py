@@ -73,7 +73,7 @@ class UdpLostInline(SocketDatagramTransport):
         if self._lost:
             return
         self._lost = True
-        self._connection_lost(exc)
+        self.finish_lost(exc)
 
 
 @mutant(
@@ -144,7 +144,7 @@ class UdpIgnoresAddress(SocketDatagramTransport):
 # --- Unix sockets ---
 
 
-class UnixKeepsSocketFileSession(SelectorsSession):
+class UnixKeepsSocketFileSession(SelectorsSession, core_override=True):
     async def listen_unix(self, *args: Any, **kwargs: Any) -> polyloop.Server:
         server = await super().listen_unix(*args, **kwargs)
         server._path = None  # Server.close() then leaves the file behind

@@ -94,8 +94,8 @@ class WriteKeepsReference(SocketTransport):
     expect=["instead of calling the protocol"],
 )
 class DataThroughCallSoon(SocketTransport):
-    def _received(self, data: bytes) -> None:
-        self._session.call_soon(super()._received, data)
+    def feed_data(self, data: bytes) -> None:
+        self._session.call_soon(super().feed_data, data)
 
 
 # --- close ---
@@ -124,7 +124,7 @@ class CloseReportsInline(SocketTransport):
         if self._lost:
             return
         self._lost = True
-        self._connection_lost(exc)  # at once, on the caller's stack
+        self.finish_lost(exc)  # at once, on the caller's stack
 
 
 @mutant(
@@ -170,9 +170,9 @@ class IsClosingWhenFlushed(SocketTransport):
     expect=["exactly one connection_lost"],
 )
 class LostNeverReported(SocketTransport):
-    def _connection_lost(self, exc: BaseException | None) -> None:
+    def finish_lost(self, exc: BaseException | None) -> None:
         self._protocol = None  # the protocol is forgotten, never told
-        super()._connection_lost(exc)
+        super().finish_lost(exc)
 
 
 @mutant(
@@ -182,12 +182,12 @@ class LostNeverReported(SocketTransport):
     expect=["exactly once"],
 )
 class MadeTwice(SocketTransport):
-    def _start_reading(self) -> None:
+    def start_reader(self) -> None:
         protocol = self._protocol
         if protocol is not None and not getattr(self, "_again", False):
             self._again = True
             self._session.call_soon(protocol.connection_made, self)  # "re-announce"
-        super()._start_reading()
+        super().start_reader()
 
 
 # --- abort ---
@@ -208,7 +208,7 @@ class AbortReportsNone(SocketTransport):
         set_reset_on_close(self._sock)
         self._closing = True
         self._buffer.clear()
-        self._stop_reading()
+        self.stop_reader()
         if self._writing:
             self._writing = False
             self._session.remove_writer(self._sock)
@@ -288,7 +288,7 @@ class AbortAfterCloseIgnored(SocketTransport):
     expect=["did not close itself"],
 )
 class EofNeverCloses(SocketTransport):
-    def _read_eof(self) -> None:
+    def feed_eof(self) -> None:
         self._reading = False
         self._protocol.eof_received()  # the answer is ignored: always half-open
 
@@ -300,7 +300,7 @@ class EofNeverCloses(SocketTransport):
     expect=["keeps the connection half-open"],
 )
 class EofAlwaysCloses(SocketTransport):
-    def _read_eof(self) -> None:
+    def feed_eof(self) -> None:
         self._reading = False
         self._protocol.eof_received()
         self.close()  # the answer is ignored: always closed
@@ -412,29 +412,29 @@ class PauseReadingKeepsReading(SocketTransport):
         self._held = bytearray()
         super().__init__(*args)
 
-    def _stop_reading(self) -> None:
+    def stop_reader(self) -> None:
         if self._closing:
-            super()._stop_reading()
+            super().stop_reader()
 
-    def _received(self, data: bytes) -> None:
+    def feed_data(self, data: bytes) -> None:
         if not self._reading:
             self._held += data
             return
         if self._held:
             data, self._held = bytes(self._held) + data, bytearray()
-        super()._received(data)
+        super().feed_data(data)
 
     def resume_reading(self) -> None:
         was = self._reading
         super().resume_reading()
         if not was and self._held:
             held, self._held = bytes(self._held), bytearray()
-            super()._received(held)
+            super().feed_data(held)
 
-    def _start_reading(self) -> None:
+    def start_reader(self) -> None:
         if not getattr(self, "_started", False):
             self._started = True
-            super()._start_reading()
+            super().start_reader()
 
 
 @mutant(
