@@ -80,10 +80,10 @@ def _transport_with(transport_class: type[AsyncioTransport]) -> type[AsyncioBack
     return _backend_with(Broken)
 
 
-class _NoDispose(AsyncioSession):
+class _NoDispose(AsyncioSession, core_override=True):
     """Breaks run(): leaves servers and connections open at the end."""
 
-    async def _end(self) -> None:
+    async def end(self) -> None:
         self.mark_ended()
 
 

@@ -170,7 +170,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_socket(directory: Path) -> Iterator[str]:
+def _serve(directory: Path) -> Iterator[str]:
     handler = functools.partial(_Quiet, directory=str(directory))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -300,7 +300,7 @@ PAGES = {
 
 
 def test_site_in_a_browser(site: Path, browser: Browser, tmp_path: Path) -> None:
-    with serve_socket(site) as base:
+    with _serve(site) as base:
         for path, title in PAGES.items():
             browser.open(base + path)
             h1 = browser.until("document.querySelector('.md-content h1')?.textContent")

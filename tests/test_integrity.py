@@ -70,11 +70,11 @@ class _Receiver(polyloop.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        self.end()
+        self._end()
         return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.end()
+        self._end()
         if not self.lost.done():
             self.lost.set_result(exc)
 

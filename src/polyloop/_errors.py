@@ -9,7 +9,12 @@ framework's own. Each adapter translates its framework's errors in one place, wi
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
+import os
+import socket
 import ssl as _ssl
+import stat
 from asyncio import CancelledError
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -107,8 +112,6 @@ def call_logged(protocol: Any, name: str) -> None:
     try:
         getattr(protocol, name)()
     except Exception:
-        import logging
-
         logging.getLogger("polyloop").exception("polyloop: %r.%s() raised", protocol, name)
 
 
@@ -119,7 +122,6 @@ def write_after_eof() -> RuntimeError:
 
 def aborted() -> ConnectionAbortedError:
     """What ``connection_lost`` gets after ``abort()``: one errno and one text everywhere."""
-    import errno
 
     return ConnectionAbortedError(errno.ECONNABORTED, "connection aborted")
 
@@ -163,7 +165,6 @@ def check_ssl(ssl: object, server_hostname: object = None, *, server_side: bool)
 
 
 def check_path(path: object) -> str:
-    import os
 
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
@@ -181,10 +182,6 @@ def clear_stale_unix_socket(path: str) -> None:
     connect tells the two cases apart without waiting: on a Unix socket it succeeds or is
     refused at once.
     """
-    import errno
-    import os
-    import socket
-    import stat
 
     try:
         if not stat.S_ISSOCK(os.stat(path).st_mode):

@@ -38,9 +38,8 @@ cancellation in the source's thread, through each one's thread-safe entry (async
 future of a loop in another thread bridges to this one's.
 
 For backends: a converter is a ``Source`` (how to watch the native object, how to cancel
-it, and its ``Home``), returned by the backend class's ``bridge_source(x)``; and
-``into(source, deliver)`` / ``Outcome`` are what a backend's own ``to_*`` functions build
-on.
+it, and its ``Home``), returned by the backend class's ``bridge_source(x)``; a backend's
+own ``to_*`` functions build on ``source_of(x)``, ``Outcome`` and ``here()``.
 """
 
 from __future__ import annotations
@@ -221,7 +220,8 @@ def _settle_future(fut: Any, outcome: Outcome) -> None:
 
 
 def into(src: Source, fut: Any, home: Home) -> None:
-    """Wire ``src`` into ``fut`` (an asyncio or polyloop future living in ``home``)."""
+    """Wire ``src`` into ``fut`` (an asyncio or polyloop future living in ``home``):
+    ``fut`` gets the outcome, and cancelling ``fut`` cancels the source."""
     src.watch(lambda outcome: home.run(lambda: _settle_future(fut, outcome)))
     fut.add_done_callback(lambda f: src.cancel_from_anywhere() if f.cancelled() else None)
 

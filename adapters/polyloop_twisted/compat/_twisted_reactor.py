@@ -399,9 +399,9 @@ class Port:
         self._listening = True
         self.factory.doStart()
         if self._server is None:
-            self._started = self.reactor.session.spawn(self.serve_socket())
+            self._started = self.reactor.session.spawn(self._serve())
 
-    async def serve_socket(self) -> None:
+    async def _serve(self) -> None:
         sock, self._sock = self._sock, None
         assert sock is not None
         make = protocol_factory(self.factory, self.reactor)
