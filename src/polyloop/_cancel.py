@@ -209,13 +209,16 @@ class CancelScope:
         state.scopes.pop()
         self._entered = False
         caught = False
+        if self._shield:
+            self._release_held(state)
         if self._requested:
             self._requested = 0
             remaining = self._host.uncancel()
-            if remaining == 0 and isinstance(exc, Cancelled):
+            # A request a shield held and has released, not yet delivered, is an outer
+            # cancellation too: the Cancelled goes on up for it.
+            released = bool(state.held) and not state.shielded_inside(-1)
+            if remaining == 0 and not released and isinstance(exc, Cancelled):
                 caught = True
-        if self._shield:
-            self._release_held(state)
         if not state.scopes and not state.held:
             drop_state(self._host)
         self._cancelled_caught = caught
@@ -258,9 +261,15 @@ class CancelScope:
 
     def _deliver_now(self) -> None:
         self._delivery = None
-        if self._entered and not self._requested:
-            self._requested = 1
-            _raw_cancel(self._host, self._msg)
+        if not self._entered or self._requested:
+            return
+        state = task_state(self._host, make=False)
+        if state is not None and self in state.scopes:
+            if state.shielded_inside(state.scopes.index(self)):
+                self._pending = True  # a shield entered since: it holds this back too
+                return
+        self._requested = 1
+        _raw_cancel(self._host, self._msg)
 
     def _release_held(self, state: TaskState | None = None) -> None:
         """A shield went away: deliver what it held back (outer scopes, Task.cancel)."""
@@ -271,9 +280,21 @@ class CancelScope:
             if scope._pending:
                 scope._deliver()
         if state.held and not state.shielded_inside(-1):
-            held, state.held = state.held, []
-            for msg in held:
-                _raw_cancel(self._host, msg)
+            # Not at once: at the task's next suspension, unless another shield is entered
+            # before it (two shields in a row, with no await between them, hold it on).
+            assert self._session is not None
+            self._session.call_soon(_deliver_held, self._host, state)
+
+
+def _deliver_held(host: Any, state: TaskState) -> None:
+    """What shields held back, delivered once no shield holds it any more."""
+    if not state.held or state.shielded_inside(-1):
+        return  # delivered already, or a newer shield holds it on
+    held, state.held = state.held, []
+    for msg in held:
+        _raw_cancel(host, msg)
+    if not state.scopes:
+        drop_state(host)
 
 
 def current_effective_deadline() -> float:

@@ -338,3 +338,42 @@ async def check_wait_for_zero(session: polyloop.Session) -> None:
             f"wait_for(coro, 0) of a coroutine that waits once returned {got!r}: rule: a zero"
             " timeout expires at the first suspension, on every backend"
         )
+
+
+@check("scopes")
+async def check_shield_holds_until_it_ends(session: polyloop.Session) -> None:
+    """A cancellation that one shield held back is delivered after it, at the next await
+    outside any shield -- never inside the next shield entered right after."""
+    for how in ("Task.cancel()", "an outer scope's cancel()"):
+        log: list[str] = []
+        outer: list[polyloop.CancelScope] = []
+
+        async def body() -> None:
+            with polyloop.CancelScope() as scope:
+                outer.append(scope)
+                for i in range(2):
+                    with polyloop.CancelScope(shield=True):
+                        try:
+                            await polyloop.sleep(0.05)
+                        except polyloop.Cancelled:
+                            log.append(f"cancelled inside shield {i}")
+                            raise
+                        log.append(f"shield {i} done")
+                await polyloop.sleep(5)
+                log.append("not cancelled after the shields")
+
+        task = session.spawn(body())
+        await session.sleep(0.01)
+        if how == "Task.cancel()":
+            task.cancel()
+        else:
+            outer[0].cancel()
+        try:
+            await task
+        except polyloop.Cancelled:
+            pass
+        assert log == ["shield 0 done", "shield 1 done"], (
+            f"cancelled with {how} during the first of two shields: {log} (rule: a shield"
+            " holds back every cancellation from outside it until it ends, including one an"
+            " earlier shield held)"
+        )
