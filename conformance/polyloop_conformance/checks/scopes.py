@@ -348,7 +348,7 @@ async def check_shield_holds_until_it_ends(session: polyloop.Session) -> None:
         log: list[str] = []
         outer: list[polyloop.CancelScope] = []
 
-        async def body() -> None:
+        async def body(log: list[str], outer: list[polyloop.CancelScope]) -> None:
             with polyloop.CancelScope() as scope:
                 outer.append(scope)
                 for i in range(2):
@@ -362,7 +362,7 @@ async def check_shield_holds_until_it_ends(session: polyloop.Session) -> None:
                 await polyloop.sleep(5)
                 log.append("not cancelled after the shields")
 
-        task = session.spawn(body())
+        task = session.spawn(body(log, outer))
         await session.sleep(0.01)
         if how == "Task.cancel()":
             task.cancel()
