@@ -75,8 +75,12 @@ __all__ = [
     "to_asyncio",
 ]
 
-#: The kinds of an outcome.
-RESULT, ERROR, CANCELLED = 0, 1, 2
+#: The kind of an outcome that is a result: ``(RESULT, value)``.
+RESULT = 0
+#: The kind of an outcome that is an exception: ``(ERROR, exception)``.
+ERROR = 1
+#: The kind of an outcome that is a cancellation: ``(CANCELLED, None)``.
+CANCELLED = 2
 #: An outcome: ``(RESULT, value)``, ``(ERROR, exception)`` or ``(CANCELLED, None)``.
 Outcome = tuple[int, Any]
 

@@ -9,6 +9,7 @@ AMQP client dialling through a proxy) hands polyloop the connected socket.
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Any
 
@@ -20,11 +21,29 @@ from ..tls import material
 from ._util import Accepted, Recorder, made_before_return, transport_of
 
 
+async def _polled(session: polyloop.Session, what: str, call: Any) -> Any:
+    """``call()`` on a non-blocking socket until it stops saying "not yet" (5 s at most).
+    No worker thread and no blocking call: after gevent's ``patch_all()`` a socket is
+    gevent's, which must not be used from another thread nor block a loop."""
+    with waiting_for(what):
+        for _ in range(500):
+            try:
+                return call()
+            except (BlockingIOError, InterruptedError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in _NOT_YET:
+                    raise
+            await session.sleep(0.01)
+    raise AssertionError(f"timed out: {what}")
+
+
+_NOT_YET = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.ENOTCONN, errno.EALREADY}
+
+
 async def _connected_socket(session: polyloop.Session, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    with waiting_for(f"a plain socket to connect to 127.0.0.1:{port} in a worker thread"):
-        await session.run_in_thread(sock.connect, ("127.0.0.1", port))
+    sock.setblocking(False)
+    sock.connect_ex(("127.0.0.1", port))
+    await _polled(session, f"a plain socket to connect to 127.0.0.1:{port}", sock.getpeername)
     return sock
 
 
@@ -61,11 +80,11 @@ async def check_tls_both_sides(session: polyloop.Session) -> None:
     listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listening.bind(("127.0.0.1", 0))
     listening.listen(1)
-    listening.settimeout(5)
+    listening.setblocking(False)
     port = listening.getsockname()[1]
     try:
         client_sock = await _connected_socket(session, port)
-        accepted_sock, _ = await session.run_in_thread(listening.accept)
+        accepted_sock, _ = await _polled(session, "a plain accept()", listening.accept)
     finally:
         listening.close()
     server_side = session.spawn(
@@ -125,7 +144,7 @@ async def check_udp_socket(session: polyloop.Session) -> None:
     sock.bind(("127.0.0.1", 0))
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))
-    peer.settimeout(5)
+    peer.setblocking(False)
     try:
         transport, proto = await session.adopt_udp(lambda: _Datagrams(session), sock)
         peer.sendto(b"up", sock.getsockname())
@@ -133,7 +152,7 @@ async def check_udp_socket(session: polyloop.Session) -> None:
             data, addr = await proto.got
         assert (data, addr[1]) == (b"up", peer.getsockname()[1]), f"received {data!r} from {addr}"
         transport.sendto(b"down", peer.getsockname())
-        got, _ = await session.run_in_thread(peer.recvfrom, 100)
+        got, _ = await _polled(session, "a datagram on the plain peer", lambda: peer.recvfrom(100))
         assert got == b"down", f"the peer of an adopted UDP socket got {got!r}"
         transport.close()
         await session.sleep(0.01)

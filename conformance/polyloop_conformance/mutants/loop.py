@@ -362,7 +362,7 @@ class _StaleLoop(_Loop):
 
 class _StaleBackend(SelectorsBackend):
     def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        loop = _StaleLoop()
+        loop = _StaleLoop(type(self))
         session = self.session_class(self, loop)
         try:
             task = session.context.run(session.spawn, body(session))
@@ -532,7 +532,7 @@ class LoopLeaksFds(_LeakyBackend):
 
 class _DropsResultBackend(SelectorsBackend):
     def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        super()._run(body)
+        super().own_loop(body)
         return None  # type: ignore[return-value]
 
 
@@ -549,7 +549,7 @@ class RunDropsResult(_DropsResultBackend):
 class _SwallowsErrorBackend(SelectorsBackend):
     def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
         try:
-            return super()._run(body)
+            return super().own_loop(body)
         except Exception:
             logging.getLogger("polyloop.mutant").debug("swallowed", exc_info=True)
             return None  # type: ignore[return-value]
