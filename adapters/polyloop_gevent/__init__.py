@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import polyloop
+from polyloop.lowlevel import lazy_attributes
 
 from ._backend import GeventBackend as GeventBackend
 
@@ -113,13 +114,7 @@ async def _await(aw: Awaitable[T]) -> T:
     return await aw
 
 
-def __getattr__(name: str) -> Any:
-    if name == "GeventSession":
-        from ._session import GeventSession
-
-        GeventSession.__module__ = "polyloop_gevent"
-        return GeventSession
-    raise AttributeError(f"module 'polyloop_gevent' has no attribute {name!r}")
+__getattr__ = lazy_attributes("polyloop_gevent", {"GeventSession": "._session:GeventSession"})
 
 
 GeventBackend.__module__ = "polyloop_gevent"

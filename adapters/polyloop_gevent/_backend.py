@@ -31,15 +31,9 @@ class GeventBackend(polyloop.Backend):
     name = "gevent"
     native_tls = False  # stdlib contexts go through the core's MemoryBIO layer
     options: ClassVar[tuple[str, ...]] = ()
+    requires = ("gevent", "gevent")
     detect_order = 50  # last of the four: a running asyncio loop is more specific
     nests = True  # polyloop.run in a greenlet blocks that greenlet only
-
-    @classmethod
-    def check_available(cls) -> None:
-        try:
-            import gevent  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(f"{exc} (pip install 'polyloop[gevent]')") from exc
 
     @classmethod
     def framework_version(cls) -> str:

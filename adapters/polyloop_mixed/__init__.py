@@ -10,7 +10,9 @@ imports no framework.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from polyloop.lowlevel import lazy_attributes
 
 from ._backend import FRAMEWORKS as FRAMEWORKS
 from ._backend import MixedBackend as MixedBackend
@@ -28,17 +30,13 @@ __all__ = [
     "sessions",
 ]  # fmt: skip
 
-_LAZY = ("HubSelector", "Mixed", "MixedLoop", "attach", "session", "sessions")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from . import _session
-
-        value = getattr(_session, name)
-        value.__module__ = "polyloop_mixed"
-        return value
-    raise AttributeError(f"module 'polyloop_mixed' has no attribute {name!r}")
+__getattr__ = lazy_attributes(
+    "polyloop_mixed",
+    {
+        n: f"._session:{n}"
+        for n in ("HubSelector", "Mixed", "MixedLoop", "attach", "session", "sessions")
+    },
+)
 
 
 MixedBackend.__module__ = "polyloop_mixed"

@@ -9,7 +9,9 @@ itself. ``to_tornado`` bridges any future into a Tornado ``Future``. Needs ``pip
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from polyloop.lowlevel import lazy_attributes
 
 from ._backend import TornadoBackend as TornadoBackend
 from ._backend import to_tornado as to_tornado
@@ -20,13 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["TornadoBackend", "TornadoSession", "to_tornado"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "TornadoSession":
-        from ._session import TornadoSession
-
-        TornadoSession.__module__ = "polyloop_tornado"
-        return TornadoSession
-    raise AttributeError(f"module 'polyloop_tornado' has no attribute {name!r}")
+__getattr__ = lazy_attributes("polyloop_tornado", {"TornadoSession": "._session:TornadoSession"})
 
 
 TornadoBackend.__module__ = to_tornado.__module__ = "polyloop_tornado"

@@ -25,14 +25,8 @@ class TornadoBackend(polyloop.Backend):
 
     name = "tornado"
     native_tls = True
+    requires = ("tornado", "tornado")
     detect_order = 30  # before asyncio's: an IOLoop wraps a running asyncio loop
-
-    @classmethod
-    def check_available(cls) -> None:
-        try:
-            import tornado  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(f"{exc} (pip install 'polyloop[tornado]')") from exc
 
     @classmethod
     def framework_version(cls) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import polyloop
+from polyloop.lowlevel import lazy_attributes
 
 from ._backend import TwistedBackend as TwistedBackend
 
@@ -66,13 +67,7 @@ def to_deferred(x: Any) -> Deferred[Any]:
     return convert(x)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "TwistedSession":
-        from ._session import TwistedSession
-
-        TwistedSession.__module__ = "polyloop_twisted"
-        return TwistedSession
-    raise AttributeError(f"module 'polyloop_twisted' has no attribute {name!r}")
+__getattr__ = lazy_attributes("polyloop_twisted", {"TwistedSession": "._session:TwistedSession"})
 
 
 TwistedBackend.__module__ = "polyloop_twisted"

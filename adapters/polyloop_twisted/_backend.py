@@ -42,6 +42,7 @@ class TwistedBackend(polyloop.Backend):
     name = "twisted"
     native_tls = False  # listenSSL & co. use the global reactor: the core's TLS layer
     options: ClassVar[tuple[str, ...]] = ("reactor",)
+    requires = ("twisted", "twisted")
     detect_order = 20  # before asyncio's: a reactor may sit on a running asyncio loop
 
     def __init__(self, *, reactor: str | None = None) -> None:
@@ -52,13 +53,6 @@ class TwistedBackend(polyloop.Backend):
         if kind == "epoll":
             kind = default_kind()  # no epoll on this platform: poll, then select
         self.reactor_kind = kind
-
-    @classmethod
-    def check_available(cls) -> None:
-        try:
-            import twisted  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(f"{exc} (pip install 'polyloop[twisted]')") from exc
 
     @classmethod
     def framework_version(cls) -> str:

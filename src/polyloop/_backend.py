@@ -12,6 +12,7 @@ class is loaded to ask its ``detect``.
 from __future__ import annotations
 
 import abc
+import importlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -64,12 +65,22 @@ class Backend(abc.ABC):
                 f" (known: {known})"
             )
 
+    #: ``(module, extra)``: the framework's module, and the extra that installs it; the
+    #: default ``check_available`` imports the module.
+    requires: ClassVar[tuple[str, str] | None] = None
+
     @classmethod
     def check_available(cls) -> None:
         """Raise ``ImportError`` saying what to install if the framework is missing
         (``pip install 'polyloop[twisted]'``). Called when the backend is loaded to run or
-        listed, never to detect. Default: nothing to check."""
-        return None
+        listed, never to detect. Default: import ``requires``'s module, if any."""
+        if cls.requires is None:
+            return
+        module, extra = cls.requires
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ImportError(f"{exc} (pip install 'polyloop[{extra}]')") from exc
 
     @classmethod
     def framework_version(cls) -> str:

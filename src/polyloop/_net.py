@@ -392,13 +392,10 @@ async def open_udp(
             sock.bind(local)
         if remote is not None:
             sock.connect(remote)
-            remote = sock.getpeername()
-        protocol = protocol_factory()
     except BaseException:
         sock.close()
         raise
-    transport = await session.adopt_datagram(sock, protocol, remote)
-    return transport, protocol
+    return await adopt_udp(session, protocol_factory, sock)
 
 
 async def start_tls(

@@ -8,10 +8,18 @@ and detection (``_context``: which session runs the caller) can stand on it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-__all__ = ["GROUP", "detectors", "entry_point_targets", "import_target"]
+__all__ = [
+    "GROUP",
+    "add_detector",
+    "detectors",
+    "entry_point_targets",
+    "import_target",
+    "lazy_attributes",
+]
 
 GROUP = "polyloop.backends"
 
@@ -56,3 +64,20 @@ def add_detector(cls: Any) -> None:
     if cls not in found:
         found.append(cls)
         found.sort(key=lambda c: getattr(c, "detect_order", 100))
+
+
+def lazy_attributes(package: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """For a backend package that must import without its framework: a module-level
+    ``__getattr__`` that imports ``names[name]`` (``"module:attr"``, the module relative
+    to ``package``) on first use, and shows it as ``package.name``."""
+
+    def __getattr__(name: str) -> Any:
+        target = names.get(name)
+        if target is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module, _, attr = target.partition(":")
+        value = getattr(importlib.import_module(module, package), attr)
+        value.__module__ = package
+        return value
+
+    return __getattr__

@@ -21,6 +21,7 @@ from ._errors import write_after_eof as write_after_eof
 from ._futures import known_runner as known_runner
 from ._lifecycle import Resources as Resources
 from ._lifecycle import end_with_asyncio_loop as end_with_asyncio_loop
+from ._plugins import lazy_attributes as lazy_attributes
 from ._session import Session as Session
 from ._sockets import LINGER_RST as LINGER_RST
 from ._sockets import MAX_DATAGRAM as MAX_DATAGRAM
@@ -79,6 +80,7 @@ __all__ = [
     "hosts",
     "in_asyncio_executor",
     "known_runner",
+    "lazy_attributes",
     "map_exceptions",
     "oserror",
     "set_current",
