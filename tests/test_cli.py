@@ -131,3 +131,46 @@ def test_serve_on_a_taken_port_is_a_clear_error(serve: Any) -> None:
     assert out.returncode == 2 and "cannot serve on 127.0.0.1" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     s.assert_clean_exit()
+
+
+def test_backends_prints_the_extra_of_an_unavailable_backend(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rich reads "[twisted]" as markup and drops it unless the text is escaped.
+    from polyloop import _cli
+
+    error = "backend 'twisted' cannot be loaded: No module named 'twisted'"
+    error += " (pip install 'polyloop[twisted]')"
+    fake = [polyloop.BackendInfo("twisted", "polyloop_twisted:TwistedBackend", None, error)]
+    monkeypatch.setattr(_cli, "available_backends", lambda composite=False: fake)
+    monkeypatch.setenv("COLUMNS", "300")
+    assert _cli.main(["backends"]) == 0
+    assert "pip install 'polyloop[twisted]'" in capsys.readouterr().out
+
+
+def test_backends_without_rich_prints_a_plain_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from polyloop import _cli
+
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # import rich.console fails
+    assert _cli.main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(_cli.TITLE + "\n\nname ")
+    for info in polyloop.available_backends(composite=True):
+        assert f"\n{info.name} " in out, out
+
+
+@pytest.mark.parametrize("command", [["conformance"], ["serve", "echo"]])
+def test_without_the_kit_one_line_names_the_extra(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from polyloop import _cli
+
+    monkeypatch.setitem(sys.modules, "wsproto", None)
+    assert _cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"polyloop: error: 'polyloop {command[0]}' needs the conformance kit (wsproto"
+        " missing): pip install 'polyloop[conformance]'\n"
+    )
