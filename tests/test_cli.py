@@ -133,6 +133,11 @@ def test_serve_on_a_taken_port_is_a_clear_error(serve: Any) -> None:
     s.assert_clean_exit()
 
 
+def test_version() -> None:
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout == f"polyloop {polyloop.__version__}\n", out
+
+
 def test_backends_prints_the_extra_of_an_unavailable_backend(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -104,6 +104,8 @@ def test_readme_example_runs_on_the_core_alone(venv: Path, tmp_path: Path) -> No
 @pytest.mark.slow
 def test_command_on_the_core_alone(venv: Path) -> None:
     polyloop = venv / "bin" / "polyloop"
+    out = _run(polyloop, "--version")
+    assert out.returncode == 0 and out.stdout.strip() == "polyloop 0.1.0", out
     out = _run(polyloop, "backends")
     assert out.returncode == 0, out.stderr
     assert re.search(r"^asyncio\s+asyncio \(Python", out.stdout, flags=re.M), out.stdout

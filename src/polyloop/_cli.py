@@ -16,6 +16,7 @@ import importlib
 import sys
 from typing import Any
 
+from . import __version__
 from ._registry import BackendSpec, available_backends, load_backend
 
 __all__ = ["main"]
@@ -211,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="polyloop",
         description="Networked code written once, run on asyncio, Twisted, gevent and Tornado.",
     )
+    parser.add_argument("--version", action="version", version=f"polyloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("backends", help="list the installed backends and their frameworks")
