@@ -138,6 +138,27 @@ def test_version() -> None:
     assert out.returncode == 0 and out.stdout == f"polyloop {polyloop.__version__}\n", out
 
 
+@pytest.mark.parametrize("option", ["--json", "--html"])
+@pytest.mark.parametrize("where", ["missing-folder/r.out", "."])
+def test_unwritable_report_path_fails_before_the_run(
+    option: str, where: str, tmp_path: Path
+) -> None:
+    path = tmp_path / where
+    out = cli("conformance", "--backend", "asyncio", "--check", "lifecycle", option, str(path))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith(f"polyloop: error: {option} {path}: cannot be written")
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout == ""  # nothing ran
+    assert not (tmp_path / "missing-folder").exists()
+
+
+def test_report_path_check_leaves_nothing_behind(tmp_path: Path) -> None:
+    from polyloop._cli import _check_writable
+
+    _check_writable("--json", str(tmp_path / "r.json"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_backends_prints_the_extra_of_an_unavailable_backend(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

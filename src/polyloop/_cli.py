@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -42,6 +43,24 @@ def _require_kit(command: str) -> None:
             f"'polyloop {command}' needs the conformance kit ({', '.join(missing)} missing):"
             " pip install 'polyloop[conformance]'"
         )
+
+
+def _check_writable(option: str, path: str | None) -> None:
+    """``UsageError`` now, before the run, if the report could not be written later.
+
+    The file is opened for appending (as root, ``os.access`` says yes to everything,
+    even ``/proc``), and removed again if this made it.
+    """
+    if path is None:
+        return
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot be written ({exc.strerror})") from None
+    if not existed:
+        os.unlink(path)
 
 
 def _check_backend(spec: str) -> str:
@@ -101,6 +120,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 def cmd_conformance(args: argparse.Namespace) -> int:
     _require_kit("conformance")
+    _check_writable("--json", args.json)
+    _check_writable("--html", args.html)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
