@@ -76,7 +76,9 @@ from ._sync import Lock as Lock
 from ._sync import LockStatistics as LockStatistics
 from ._sync import Semaphore as Semaphore
 from ._sync import SemaphoreStatistics as SemaphoreStatistics
+from ._taskgroup import TASK_STATUS_IGNORED as TASK_STATUS_IGNORED
 from ._taskgroup import TaskGroup as TaskGroup
+from ._taskgroup import TaskStatus as TaskStatus
 from ._transports import BaseTransport as BaseTransport
 from ._transports import DatagramTransport as DatagramTransport
 from ._transports import Transport as Transport
@@ -84,6 +86,7 @@ from ._transports import Transport as Transport
 __version__ = "0.1.0"
 
 __all__ = [
+    "TASK_STATUS_IGNORED",
     "Backend",
     "BackendInfo",
     "BackendSpec",
@@ -122,6 +125,7 @@ __all__ = [
     "Stream",
     "Task",
     "TaskGroup",
+    "TaskStatus",
     "Transport",
     "WouldBlock",
     "available_backends",
