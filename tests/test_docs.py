@@ -60,6 +60,29 @@ def test_every_public_name_is_in_the_api_index() -> None:
         assert f"`polyloop_mixed.{name}`" in index, name
 
 
+def test_api_index_has_from_thread_lowlevel_and_the_fixture() -> None:
+    index = (DOCS / "api.md").read_text()
+    import polyloop.lowlevel
+    import polyloop.pytest_plugin
+
+    for module in (polyloop.from_thread, polyloop.lowlevel, polyloop.pytest_plugin):
+        for name in module.__all__:
+            assert f"`{module.__name__}.{name}`" in index, f"{module.__name__}.{name}"
+
+
+def test_api_index_names_link_to_the_reference() -> None:
+    """Every name in a row of the API index is a link to its reference entry (an
+    autorefs link: ``[`polyloop.X`][polyloop.X]``, which the strict build resolves)."""
+    index = (DOCS / "api.md").read_text()
+    rows = re.findall(r"^\| (.+?) \|", index, flags=re.M)
+    # The plugin's marker, option and ini options are not Python names.
+    plugin_rows = ("`@pytest.mark.polyloop", "`--polyloop-backends", "`polyloop_backends`")
+    names = [r for r in rows if "polyloop" in r and not r.startswith(plugin_rows)]
+    assert len(names) > 100
+    unlinked = [r for r in names if not re.fullmatch(r"\[`([\w.]+)`\]\[\1\]", r)]
+    assert not unlinked, unlinked
+
+
 def test_compat_names_have_docstrings() -> None:
     pytest.importorskip("twisted", reason="polyloop.compat.twisted needs polyloop[twisted]")
     import polyloop.compat.twisted as compat_twisted
@@ -161,6 +184,15 @@ def test_reference_has_every_public_name(site: Path) -> None:
     names += [f"polyloop.compat.twisted.{n}" for n in compat_twisted.__all__]
     names += [f"polyloop_conformance.{n}" for n in polyloop_conformance.__all__]
     missing = [n for n in names if f'id="{n}"' not in html]
+    assert not missing, missing
+
+
+def test_api_index_links_reach_reference_entries(site: Path) -> None:
+    api = (site / "api" / "index.html").read_text()
+    reference = (site / "reference" / "index.html").read_text()
+    targets = re.findall(r'href="\.\./reference/#([\w.]+)"', api)
+    assert len(targets) > 100
+    missing = [t for t in targets if f'id="{t}"' not in reference]
     assert not missing, missing
 
 
