@@ -106,6 +106,37 @@ def test_nav_pages_exist() -> None:
             assert page in listed, f"{page} is not in the mkdocs.yml nav"
 
 
+def test_figures_are_what_their_source_draws(tmp_path: Path) -> None:
+    """docs/img's explanatory figures are drawn by docs/_tools/figures.py: running it
+    again gives the committed files, byte for byte (edit the source, not the SVG)."""
+    out = subprocess.run(
+        [sys.executable, str(DOCS / "_tools" / "figures.py"), str(tmp_path)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    drawn = sorted(tmp_path.glob("*.svg"))
+    assert [p.name for p in drawn] == ["host-mode.svg", "layering.svg", "mixed-mode.svg"]
+    for path in drawn:
+        committed = DOCS / "img" / path.name
+        assert committed.is_file(), f"docs/img/{path.name} is not committed"
+        assert committed.read_text() == path.read_text(), (
+            f"docs/img/{path.name} differs from what docs/_tools/figures.py draws: run it"
+        )
+
+
+def test_figures_are_on_the_pages_read_first() -> None:
+    wanted = {
+        "index.md": ["layering"],
+        "concepts.md": ["layering", "host-mode", "mixed-mode"],
+        "library-authors.md": ["host-mode", "layering"],
+        "mixed.md": ["mixed-mode"],
+    }
+    for page, figures in wanted.items():
+        text = (DOCS / page).read_text()
+        for figure in figures:
+            assert re.search(rf"!\[[^\]]{{40,}}\]\(img/{figure}\.svg\)", text), (page, figure)
+
+
 # --------------------------------------------------------------------------------------
 # Every example runs
 # --------------------------------------------------------------------------------------
