@@ -8,6 +8,7 @@ thread that is not the main one: one hub per thread).
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import os
 import threading
 from typing import Any
@@ -178,3 +179,108 @@ def test_loop_error_raised_at_start() -> None:
     with pytest.raises(OSError, match="no loop today"):
         with start_blocking_portal(Broken):
             pass  # pragma: no cover
+
+
+def test_context_variables_come_along(backend: str) -> None:
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=1)
+    var.set(6)
+
+    async def get_var() -> int:
+        await polyloop.sleep(0)
+        return var.get()
+
+    with start_blocking_portal(backend) as portal:
+        assert portal.call(var.get) == 6
+        assert portal.call(get_var) == 6
+        # The caller's context names another session (one that has ended): in there,
+        # the portal's session is current all the same.
+        ended = polyloop.run(_current)
+        context = contextvars.copy_context()
+        context.run(polyloop.lowlevel.set_current, ended)
+        inside = context.run(portal.call, polyloop.current_backend)
+        assert inside is not ended and not inside.closed
+        assert inside is portal.call(polyloop.current_backend)
+
+
+async def _current() -> polyloop.Session:
+    return polyloop.current_backend()
+
+
+def test_cancel_before_it_starts_never_runs(backend: str) -> None:
+    ran: list[str] = []
+
+    async def record() -> None:
+        ran.append("ran")
+
+    with start_blocking_portal(backend) as portal:
+        # The loop is held busy (a plain function blocks its thread) until the second
+        # task has been cancelled: the loop sees the cancellation before the task.
+        gate, holding = threading.Event(), threading.Event()
+        held = portal.start_task_soon(lambda: holding.set() or gate.wait(WAIT))
+        assert holding.wait(WAIT)
+        future = portal.start_task_soon(record)
+        assert future.cancel()
+        gate.set()
+        held.result(WAIT)
+        portal.call(polyloop.sleep, 0)
+    assert future.cancelled() and ran == []
+
+
+def test_base_exception_reaches_the_caller_only(backend: str) -> None:
+    async def fatal() -> None:
+        raise BaseException("fatal error")
+
+    with start_blocking_portal(backend) as portal:
+        with pytest.raises(BaseException, match="fatal error") as caught:
+            portal.call(fatal)
+        assert caught.value.__context__ is None
+        assert portal.call(_add, 1, 1)[0] == 2  # the portal goes on
+    # ... and closing it raised nothing more.
+
+
+def test_start_task(backend: str) -> None:
+    async def server(
+        greeting: str, *, task_status: polyloop.TaskStatus[str] = polyloop.TASK_STATUS_IGNORED
+    ) -> str:
+        await polyloop.sleep(0)
+        task_status.started(greeting + " ready")
+        await polyloop.sleep(0)
+        return greeting + " done"
+
+    async def crashes_before(*, task_status: polyloop.TaskStatus[None]) -> None:
+        raise LookupError("before started")
+
+    async def crashes_after(*, task_status: polyloop.TaskStatus[None]) -> None:
+        task_status.started()
+        raise KeyError("after started")
+
+    async def never_started(*, task_status: polyloop.TaskStatus[None]) -> None:
+        await polyloop.sleep(0)
+
+    with start_blocking_portal(backend) as portal:
+        future, value = portal.start_task(server, "hello")
+        assert value == "hello ready"
+        assert future.result(WAIT) == "hello done"
+        with pytest.raises(LookupError, match="before started"):
+            portal.start_task(crashes_before)
+        future, value = portal.start_task(crashes_after)
+        assert value is None
+        with pytest.raises(KeyError, match="after started"):
+            future.result(WAIT)
+        with pytest.raises(RuntimeError, match=r"without calling task_status\.started"):
+            portal.start_task(never_started)
+        assert portal.call(_add, 1, 2)[0] == 3  # none of it ended the portal
+
+
+@pytest.mark.parametrize("outer", ["asyncio", "twisted", "gevent", "tornado"])
+def test_from_inside_another_loop(outer: str, backend: str) -> None:
+    """A portal started and called from code that a loop runs (blocking that loop while
+    it waits, as from_thread does) does not deadlock."""
+    if outer not in BACKENDS:
+        pytest.skip(f"backend {outer} is not installed here")
+
+    async def main() -> int:
+        with start_blocking_portal(backend) as portal:
+            return int(portal.call(_add, 20, 22)[0])
+
+    assert polyloop.run(main, backend=outer) == 42

@@ -15,6 +15,7 @@ ends (anyio's ``start_blocking_portal``).
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import inspect
 import sys
 import threading
@@ -28,7 +29,7 @@ from ._errors import Cancelled
 from ._futures import Future, Task
 from ._registry import load_backend
 from ._session import Session, in_thread
-from ._taskgroup import TaskGroup
+from ._taskgroup import TaskGroup, TaskStatus
 
 __all__ = ["BlockingPortal", "run", "run_sync", "start_blocking_portal"]
 
@@ -105,10 +106,12 @@ class BlockingPortal:
 
     Made by ``start_blocking_portal``. ``call(fn, *args)`` runs ``fn`` on the loop and
     blocks the calling thread for its result; ``start_task_soon(fn, *args)`` returns a
-    ``concurrent.futures.Future`` at once. Every method may be called from any thread but
-    the portal's own loop thread (``call`` from there raises ``RuntimeError``: it would
-    block the loop it waits for). Once stopped, ``call`` and ``start_task_soon`` raise
-    ``RuntimeError``.
+    ``concurrent.futures.Future`` at once; ``start_task(fn, *args)`` waits until ``fn``
+    reports ready (``TaskGroup.start``'s ``task_status``). Every method may be called
+    from any thread but the portal's own loop thread (``call`` from there raises
+    ``RuntimeError``: it would block the loop it waits for). Once stopped, ``call`` and
+    ``start_task_soon`` raise ``RuntimeError``. ``fn`` runs in a copy of the calling
+    thread's context (its context variables), as in anyio.
     """
 
     def __init__(self) -> None:
@@ -152,27 +155,37 @@ class BlockingPortal:
         return a ``concurrent.futures.Future`` for its outcome at once. ``cancel()`` on
         that future cancels the task. ``RuntimeError`` once the portal is stopped."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._schedule(_call(fn, args, future), name, future)
+        return future
+
+    def _schedule(
+        self, coro: Any, name: str | None, future: concurrent.futures.Future[Any]
+    ) -> None:
+        context = contextvars.copy_context()  # the caller's: the task runs in a copy
         with self._lock:
             if self._stopping or self._session is None:
+                coro.close()
                 raise RuntimeError("this blocking portal is not running")
             session = self._session
             # Under the lock: a start scheduled before stop()'s signal reaches the loop
             # before it (call_soon_threadsafe is FIFO), so its task is waited for.
-            session.call_soon_threadsafe(self._spawn, fn, args, name, future)
-        return future
+            session.call_soon_threadsafe(self._spawn, coro, name, future, context)
 
     def _spawn(
         self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
+        coro: Any,
         name: str | None,
         future: concurrent.futures.Future[Any],
+        context: contextvars.Context,
     ) -> None:
         if future.cancelled():
+            coro.close()
             return
         assert self._group is not None
         try:
-            task = self._group.spawn(_call(fn, args, future), name=name)
+            # A task copies the context it is made in, and names itself and its session
+            # there: the caller's variables come along, polyloop's own are the task's.
+            task = context.run(self._group.spawn, coro, name=name)
         except BaseException as exc:
             _settle(future, exc=exc)
             return
@@ -189,6 +202,53 @@ class BlockingPortal:
                     pass  # the loop has ended, and the task with it
 
         future.add_done_callback(cancelled)
+
+    def start_task(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+    ) -> tuple[concurrent.futures.Future[Any], Any]:
+        """``TaskGroup.start`` from another thread: run ``fn(*args, task_status=...)`` as
+        a task on the portal's loop, wait until it calls ``task_status.started(value)``,
+        and return ``(future, value)``: the future is for the task's outcome. An error
+        before ``started()`` is raised here; so is ``RuntimeError`` if the task ends
+        without calling it."""
+        self._check_caller()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        ready: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._schedule(self._start(fn, args, name, future, ready), None, ready)
+        return future, ready.result()
+
+    async def _start(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        name: str | None,
+        future: concurrent.futures.Future[Any],
+        ready: concurrent.futures.Future[Any],
+    ) -> None:
+        async def run(*, task_status: TaskStatus[Any]) -> None:
+            status = _Forward(task_status)
+            try:
+                result = await fn(*args, task_status=status)
+            except Cancelled:
+                future.cancel()
+                raise
+            except BaseException as exc:
+                _settle(future, exc=exc)
+                if not status.reported:
+                    raise  # before started(): start() raises it, in the caller's thread
+            else:
+                _settle(future, result=result)
+
+        assert self._group is not None
+        try:
+            value = await self._group.start(run, name=name)
+        except BaseException as exc:
+            _settle(ready, exc=exc)
+            _settle(future, exc=exc)
+            if isinstance(exc, Cancelled):
+                raise
+        else:
+            _settle(ready, result=value)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the portal's loop (awaiting it if it is async), and block
@@ -214,8 +274,9 @@ async def _call(
     fn: Callable[..., Any], args: tuple[Any, ...], future: concurrent.futures.Future[Any]
 ) -> None:
     # Every outcome goes to the caller's future, none into the portal's group (one
-    # failing call must not cancel the others). A BaseException that is not an
-    # Exception (KeyboardInterrupt, SystemExit) also ends the portal, as in anyio.
+    # failing call must not cancel the others), a BaseException that is not an Exception
+    # (KeyboardInterrupt, SystemExit) included: the caller gets it, and closing the
+    # portal raises nothing more (anyio's test_raise_baseexception_from_task).
     try:
         result = fn(*args)
         if inspect.isawaitable(result):
@@ -225,10 +286,21 @@ async def _call(
         raise
     except BaseException as exc:
         _settle(future, exc=exc)
-        if not isinstance(exc, Exception):
-            raise
     else:
         _settle(future, result=result)
+
+
+class _Forward(TaskStatus[Any]):
+    """The ``task_status`` a portal's ``start_task`` hands on, noting ``started()``."""
+
+    def __init__(self, inner: TaskStatus[Any]) -> None:
+        super().__init__(None, lambda: None)
+        self._inner = inner
+        self.reported = False
+
+    def started(self, value: Any = None) -> None:
+        self._inner.started(value)
+        self.reported = True
 
 
 def _settle(
