@@ -116,3 +116,14 @@ def test_command_on_the_core_alone(venv: Path) -> None:
         assert out.returncode == 2, out
         assert out.stderr.count("\n") == 1, out.stderr
         assert "pip install 'polyloop[conformance]'" in out.stderr, out.stderr
+
+
+@pytest.mark.slow
+def test_the_kit_names_its_extra_on_the_core_alone(venv: Path) -> None:
+    out = _run(venv / "bin" / "python", "-c", "import polyloop_conformance")
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == (
+        "ImportError: polyloop_conformance needs h11, wsproto, trustme, rich:"
+        " pip install 'polyloop[conformance]'"
+    ), out.stderr
