@@ -42,6 +42,18 @@ def _run(*cmd: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
+def _readme_example(folder: Path, backend: str) -> Path:
+    """The README's ten lines, run on ``backend`` alone (not the loop over all four)."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Ten lines.*?```python\n(.*?)```", readme, flags=re.S)
+    assert block is not None
+    code, loop = block.group(1).split("\n\nfor backend in")
+    assert backend in loop
+    script = folder / "example.py"
+    script.write_text(code + f"\n\nprint(polyloop.run(main, backend={backend!r}))\n")
+    return script
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
@@ -71,6 +83,25 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     yield home
 
 
+@pytest.fixture(scope="module")
+def twisted_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel with the extra ``twisted``. Twisted comes from wherever this machine's
+    pip configuration finds packages (an index, a cache): that is what users do."""
+    home = tmp_path_factory.mktemp("venv-twisted")
+    out = _run(sys.executable, "-m", "venv", home)
+    assert out.returncode == 0, out.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    out = subprocess.run(
+        [str(home / "bin" / "python"), "-m", "pip", "install", "-q",
+         "--find-links", str(wheel.parent), "polyloop[twisted]"],
+        capture_output=True, text=True, timeout=240, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if out.returncode != 0 and "No matching distribution found for twisted" in out.stderr:
+        pytest.skip("Twisted cannot be installed here: no index or cache pip can reach has it")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return home
+
+
 @pytest.mark.slow
 def test_wheel_has_py_typed_and_license(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -89,13 +120,7 @@ def test_no_extras_installs_polyloop_alone(venv: Path) -> None:
 
 @pytest.mark.slow
 def test_readme_example_runs_on_the_core_alone(venv: Path, tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"## Ten lines.*?```python\n(.*?)```", readme, flags=re.S)
-    assert block is not None
-    code, loop = block.group(1).split("\n\nfor backend in")
-    assert "asyncio" in loop
-    script = tmp_path / "example.py"
-    script.write_text(code + '\n\nprint(polyloop.run(main, backend="asyncio"))\n')
+    script = _readme_example(tmp_path, "asyncio")
     out = _run(venv / "bin" / "python", script, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "b'hello from asyncio'\n"
@@ -127,3 +152,15 @@ def test_the_kit_names_its_extra_on_the_core_alone(venv: Path) -> None:
         "ImportError: polyloop_conformance needs h11, wsproto, trustme, rich:"
         " pip install 'polyloop[conformance]'"
     ), out.stderr
+
+
+@pytest.mark.slow
+def test_readme_example_runs_on_twisted_with_its_extra(twisted_venv: Path, tmp_path: Path) -> None:
+    out = _run(twisted_venv / "bin" / "python", "-m", "pip", "list", "--format=freeze")
+    names = {line.split("==")[0].lower() for line in out.stdout.split()}
+    assert {"polyloop", "twisted"} <= names, out.stdout
+    assert not names & {"rich", "h11", "wsproto", "trustme"}, out.stdout  # not the kit
+    script = _readme_example(tmp_path, "twisted")
+    out = _run(twisted_venv / "bin" / "python", script, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "b'hello from twisted'\n"
