@@ -390,3 +390,29 @@ def test_command_line_chooses_backends(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["SKIPPED*backend gevent not selected by --polyloop-backends"])
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--polyloop-backends=,")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_timeout_with_async_fixtures(pytester: pytest.Pytester) -> None:
+    """A test that runs on a fixture's loop (in its thread) still times out, and its
+    fixture's tear-down still runs."""
+    pytester.makepyfile(
+        """
+        import pytest, polyloop
+        TORN_DOWN = []
+
+        @pytest.fixture
+        async def fx(polyloop_backend):
+            yield 1
+            TORN_DOWN.append(polyloop_backend)
+
+        @pytest.mark.polyloop(backends=["twisted", "gevent"], timeout=0.2)
+        async def test_slow(fx):
+            await polyloop.sleep(30)
+
+        def test_torn_down():
+            assert sorted(TORN_DOWN) == ["gevent", "twisted"]
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(["*polyloop test timed out after 0.2 s*"])
