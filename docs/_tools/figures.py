@@ -27,6 +27,9 @@ MONO = "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
 #: fails the script instead of the picture).
 CHAR_W = 0.56
 MONO_CHAR_W = 0.62
+#: Font sizes of a box's title and lines. The figures are ~860 px wide and the docs'
+#: column shows them at about two thirds of that, so these are as large as fits.
+TITLE_SIZE, LINE_SIZE = 16, 13
 
 #: (fill, stroke, text) per kind of box.
 STYLES = {
@@ -124,7 +127,7 @@ def _box(box: Box) -> list[str]:
         f' fill="{fill}" stroke="{stroke}" stroke-width="1.5"{dash}/>'
     ]
     cx = box.x + box.w / 2
-    title_size, line_size = 15, 12
+    title_size, line_size = TITLE_SIZE, LINE_SIZE
     needed = [_text_width(box.title, title_size)]
     needed += [_text_width(line, line_size, box.mono_lines) for line in box.lines]
     if max(needed) > box.w - 12:
@@ -394,7 +397,7 @@ def mixed_mode() -> Figure:
             xs[2] + col_w - xs[0],
             62,
             "One asyncio loop, in a greenlet",
-            ("MixedLoop: a SelectorEventLoop whose selector (HubSelector) waits on the hub",),
+            ("MixedLoop: a SelectorEventLoop whose HubSelector waits on the hub",),
             kind="framework",
         ),
         Box(
