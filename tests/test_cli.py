@@ -131,3 +131,72 @@ def test_serve_on_a_taken_port_is_a_clear_error(serve: Any) -> None:
     assert out.returncode == 2 and "cannot serve on 127.0.0.1" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     s.assert_clean_exit()
+
+
+def test_version() -> None:
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout == f"polyloop {polyloop.__version__}\n", out
+
+
+@pytest.mark.parametrize("option", ["--json", "--html"])
+@pytest.mark.parametrize("where", ["missing-folder/r.out", "."])
+def test_unwritable_report_path_fails_before_the_run(
+    option: str, where: str, tmp_path: Path
+) -> None:
+    path = tmp_path / where
+    out = cli("conformance", "--backend", "asyncio", "--check", "lifecycle", option, str(path))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith(f"polyloop: error: {option} {path}: cannot be written")
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout == ""  # nothing ran
+    assert not (tmp_path / "missing-folder").exists()
+
+
+def test_report_path_check_leaves_nothing_behind(tmp_path: Path) -> None:
+    from polyloop._cli import _check_writable
+
+    _check_writable("--json", str(tmp_path / "r.json"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_backends_prints_the_extra_of_an_unavailable_backend(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rich reads "[twisted]" as markup and drops it unless the text is escaped.
+    from polyloop import _cli
+
+    error = "backend 'twisted' cannot be loaded: No module named 'twisted'"
+    error += " (pip install 'polyloop[twisted]')"
+    fake = [polyloop.BackendInfo("twisted", "polyloop_twisted:TwistedBackend", None, error)]
+    monkeypatch.setattr(_cli, "available_backends", lambda composite=False: fake)
+    monkeypatch.setenv("COLUMNS", "300")
+    assert _cli.main(["backends"]) == 0
+    assert "pip install 'polyloop[twisted]'" in capsys.readouterr().out
+
+
+def test_backends_without_rich_prints_a_plain_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from polyloop import _cli
+
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # import rich.console fails
+    assert _cli.main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(_cli.TITLE + "\n\nname ")
+    for info in polyloop.available_backends(composite=True):
+        assert f"\n{info.name} " in out, out
+
+
+@pytest.mark.parametrize("command", [["conformance"], ["serve", "echo"]])
+def test_without_the_kit_one_line_names_the_extra(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from polyloop import _cli
+
+    monkeypatch.setitem(sys.modules, "wsproto", None)
+    assert _cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"polyloop: error: 'polyloop {command[0]}' needs the conformance kit (wsproto"
+        " missing): pip install 'polyloop[conformance]'\n"
+    )

@@ -60,6 +60,29 @@ def test_every_public_name_is_in_the_api_index() -> None:
         assert f"`polyloop_mixed.{name}`" in index, name
 
 
+def test_api_index_has_from_thread_lowlevel_and_the_fixture() -> None:
+    index = (DOCS / "api.md").read_text()
+    import polyloop.lowlevel
+    import polyloop.pytest_plugin
+
+    for module in (polyloop.from_thread, polyloop.lowlevel, polyloop.pytest_plugin):
+        for name in module.__all__:
+            assert f"`{module.__name__}.{name}`" in index, f"{module.__name__}.{name}"
+
+
+def test_api_index_names_link_to_the_reference() -> None:
+    """Every name in a row of the API index is a link to its reference entry (an
+    autorefs link: ``[`polyloop.X`][polyloop.X]``, which the strict build resolves)."""
+    index = (DOCS / "api.md").read_text()
+    rows = re.findall(r"^\| (.+?) \|", index, flags=re.M)
+    # The plugin's marker, option and ini options are not Python names.
+    plugin_rows = ("`@pytest.mark.polyloop", "`--polyloop-backends", "`polyloop_backends`")
+    names = [r for r in rows if "polyloop" in r and not r.startswith(plugin_rows)]
+    assert len(names) > 100
+    unlinked = [r for r in names if not re.fullmatch(r"\[`([\w.]+)`\]\[\1\]", r)]
+    assert not unlinked, unlinked
+
+
 def test_compat_names_have_docstrings() -> None:
     pytest.importorskip("twisted", reason="polyloop_twisted.compat needs polyloop[twisted]")
     from polyloop_twisted import compat as compat_twisted
@@ -81,6 +104,37 @@ def test_nav_pages_exist() -> None:
         page = path.relative_to(DOCS).as_posix()
         if not page.startswith("_"):
             assert page in listed, f"{page} is not in the mkdocs.yml nav"
+
+
+def test_figures_are_what_their_source_draws(tmp_path: Path) -> None:
+    """docs/img's explanatory figures are drawn by docs/_tools/figures.py: running it
+    again gives the committed files, byte for byte (edit the source, not the SVG)."""
+    out = subprocess.run(
+        [sys.executable, str(DOCS / "_tools" / "figures.py"), str(tmp_path)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    drawn = sorted(tmp_path.glob("*.svg"))
+    assert [p.name for p in drawn] == ["host-mode.svg", "layering.svg", "mixed-mode.svg"]
+    for path in drawn:
+        committed = DOCS / "img" / path.name
+        assert committed.is_file(), f"docs/img/{path.name} is not committed"
+        assert committed.read_text() == path.read_text(), (
+            f"docs/img/{path.name} differs from what docs/_tools/figures.py draws: run it"
+        )
+
+
+def test_figures_are_on_the_pages_read_first() -> None:
+    wanted = {
+        "index.md": ["layering"],
+        "concepts.md": ["layering", "host-mode", "mixed-mode"],
+        "library-authors.md": ["host-mode", "layering"],
+        "mixed.md": ["mixed-mode"],
+    }
+    for page, figures in wanted.items():
+        text = (DOCS / page).read_text()
+        for figure in figures:
+            assert re.search(rf"!\[[^\]]{{40,}}\]\(img/{figure}\.svg\)", text), (page, figure)
 
 
 # --------------------------------------------------------------------------------------
@@ -161,6 +215,15 @@ def test_reference_has_every_public_name(site: Path) -> None:
     names += [f"polyloop_twisted.compat.{n}" for n in compat_twisted.__all__]
     names += [f"polyloop_conformance.{n}" for n in polyloop_conformance.__all__]
     missing = [n for n in names if f'id="{n}"' not in html]
+    assert not missing, missing
+
+
+def test_api_index_links_reach_reference_entries(site: Path) -> None:
+    api = (site / "api" / "index.html").read_text()
+    reference = (site / "reference" / "index.html").read_text()
+    targets = re.findall(r'href="\.\./reference/#([\w.]+)"', api)
+    assert len(targets) > 100
+    missing = [t for t in targets if f'id="{t}"' not in reference]
     assert not missing, missing
 
 

@@ -81,6 +81,41 @@ def test_each_reactor_kind_echoes(reactor: str) -> None:
     assert polyloop.run(echo_round_trip, backend=backend) == b"ping" * 1000
 
 
+@pytest.mark.parametrize("reactor", REACTORS)
+def test_reader_left_on_a_socket_the_library_closed(reactor: str) -> None:
+    """A library closes a socket that still has a reader registered (asyncio's loops and
+    selectors tolerate it): the run ends with its result, and the reactor's disposal
+    neither raises (epoll's KeyError in removeAll) nor logs an error (its EBADF in
+    unregister), nor leaves an fd open."""
+    from twisted.logger import globalLogPublisher
+
+    failures: list[Any] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            failures.append(event)
+
+    async def main() -> str:
+        a, b = socket.socketpair()
+        session = polyloop.current_backend()
+        session.add_reader(a, lambda: None)
+        session.add_writer(b, lambda: None)
+        a.close()  # still watched
+        b.close()
+        await polyloop.sleep(0)
+        return "ended"
+
+    polyloop.run(main, backend=f"twisted:reactor={reactor}")  # warm up caches
+    before = set(os.listdir("/proc/self/fd"))
+    globalLogPublisher.addObserver(observe)
+    try:
+        assert polyloop.run(main, backend=f"twisted:reactor={reactor}") == "ended"
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert failures == [], [str(e.get("log_failure") or e) for e in failures]
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
 def test_reactor_option_from_a_spec_and_bad_values() -> None:
     backend = polyloop.load_backend("twisted:reactor=select")
     assert isinstance(backend, TwistedBackend) and backend.reactor_kind == "select"

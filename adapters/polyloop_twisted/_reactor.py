@@ -14,6 +14,8 @@ Facts measured on Twisted 26.10 that shaped this file (docs/backends/twisted.md)
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import logging
 import time as _time
 from collections.abc import Callable
@@ -35,9 +37,7 @@ def build_reactor(kind: str) -> Any:
         # Its seconds() is the asyncio loop's time(): monotonic already.
         return AsyncioSelectorReactor(asyncio.new_event_loop())
     if kind == "epoll":
-        from twisted.internet.epollreactor import EPollReactor
-
-        reactor: Any = EPollReactor()  # type: ignore[no-untyped-call]
+        reactor: Any = _epoll_reactor_class()()
     elif kind == "poll":
         from twisted.internet.pollreactor import PollReactor
 
@@ -53,6 +53,37 @@ def build_reactor(kind: str) -> Any:
     # clock the contract promises for time(), and its timers follow it.
     reactor.seconds = _time.monotonic
     return reactor
+
+
+@functools.cache
+def _epoll_reactor_class() -> type[Any]:
+    """``EPollReactor``, tolerant of an fd that was closed while still registered.
+
+    A library may close a socket that still has a reader (asyncio's loops and
+    selectors tolerate it). Twisted's ``EPollReactor._remove`` then deletes the fd from
+    ``_selectables``, gets ``EBADF`` from ``epoll.unregister`` and leaves the fd in
+    ``_reads``: the shutdown trigger logs the ``OSError`` and the next ``removeAll``
+    (``disconnectAll`` in ``unbuild_reactor``) raises ``KeyError``. A closed fd has left
+    the epoll set by itself, so here the bookkeeping just forgets it. The poll and select
+    reactors need nothing: poll() has no kernel-side set, select takes objects.
+    """
+    from twisted.internet.epollreactor import EPollReactor
+
+    class _EPollReactor(EPollReactor):
+        def _remove(
+            self, xer: Any, primary: Any, other: Any, selectables: Any, *events: int
+        ) -> None:
+            try:
+                super()._remove(xer, primary, other, selectables, *events)  # type: ignore[no-untyped-call]
+            except OSError as exc:
+                if exc.errno not in (errno.EBADF, errno.ENOENT):
+                    raise
+                fd = xer.fileno()
+                primary.discard(fd)
+                if fd not in other:
+                    selectables.pop(fd, None)
+
+    return _EPollReactor
 
 
 def unbuild_reactor(reactor: Any, close_loop: bool = True) -> None:

@@ -4,8 +4,11 @@ Everything here is callable without pytest::
 
     from polyloop_conformance import CHECKS, run_check
     result = run_check(CHECKS["close.flushes"], MyBackend, "mine")
+
+It needs the extra ``polyloop[conformance]``; without it, importing it says so.
 """
 
+from . import _kit  # noqa: F401  (first: names the extra if the kit is missing)
 from . import apps as apps
 from . import checks as checks
 from ._registry import CHECKS as CHECKS

@@ -61,6 +61,8 @@ SECTIONS = [
     ("polyloop_tornado", "polyloop_tornado", ""),
     ("polyloop_conformance", "polyloop_conformance", "The conformance suite's public API:"
      " see [The conformance suite](conformance.md)."),
+    ("polyloop.pytest_plugin", "polyloop.pytest_plugin", "The pytest plugin's fixture: see"
+     " [The pytest plugin](pytest.md)."),
 ]  # fmt: skip
 
 #: Submodules that get a section of their own instead of an entry in their parent's.

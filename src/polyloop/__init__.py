@@ -79,7 +79,9 @@ from ._sync import Lock as Lock
 from ._sync import LockStatistics as LockStatistics
 from ._sync import Semaphore as Semaphore
 from ._sync import SemaphoreStatistics as SemaphoreStatistics
+from ._taskgroup import TASK_STATUS_IGNORED as TASK_STATUS_IGNORED
 from ._taskgroup import TaskGroup as TaskGroup
+from ._taskgroup import TaskStatus as TaskStatus
 from ._transports import BaseTransport as BaseTransport
 from ._transports import DatagramTransport as DatagramTransport
 from ._transports import Transport as Transport
@@ -87,6 +89,7 @@ from ._transports import Transport as Transport
 __version__ = "0.1.0"
 
 __all__ = [
+    "TASK_STATUS_IGNORED",
     "Backend",
     "BackendInfo",
     "BackendSpec",
@@ -125,6 +128,7 @@ __all__ = [
     "Stream",
     "Task",
     "TaskGroup",
+    "TaskStatus",
     "Transport",
     "WouldBlock",
     "adopt_connection",

@@ -198,6 +198,13 @@ class Backend(abc.ABC):
         native = cls.running_native(soon=True)
         return None if native is None else cls().attach(native)
 
+    @classmethod
+    def release_thread(cls) -> None:
+        """Release what the framework keeps for the calling thread, which is about to end
+        (polyloop calls it in threads it made: a blocking portal's). Look for the
+        framework in ``sys.modules``; never import it. Default: nothing."""
+        return None
+
     # --- the conformance suite's --host mode ---
 
     def run_hosted(self, main: Callable[[], Awaitable[T]]) -> T:

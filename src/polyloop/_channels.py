@@ -12,6 +12,10 @@ Closing: when every send end is closed, receivers drain the buffer and then get
 ``EndOfStream`` (async iteration just ends); when every receive end is closed, senders get
 ``BrokenResourceError`` and the buffer is dropped. Using an end that was closed raises
 ``ClosedResourceError``. ``clone()`` makes another end of the same side.
+
+One thread: both ends belong to the session current when the stream was first used,
+and refuse every operation from another OS thread with ``RuntimeError`` (Rule 3 of
+``_sync.py``); another thread goes through ``polyloop.from_thread``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Generic, TypeVar
 from ._context import current_backend
 from ._errors import BrokenResourceError, Cancelled, ClosedResourceError, EndOfStream, WouldBlock
 from ._futures import Future
+from ._sync import _ident, _OneThread
 
 __all__ = [
     "MemoryObjectReceiveStream",
@@ -48,7 +53,9 @@ class MemoryObjectStreamStatistics:
 
 
 @dataclass(eq=False)
-class _State(Generic[T]):
+class _State(_OneThread, Generic[T]):
+    _kind = "memory object stream"
+
     max_buffer_size: float
     buffer: deque[T] = field(default_factory=deque)
     open_send: int = 0
@@ -129,6 +136,8 @@ class MemoryObjectSendStream(_Closable, Generic[T]):
 
     def send_nowait(self, item: T) -> None:
         """Send now: to a waiting receiver, or into the buffer; else ``WouldBlock``."""
+        if self._state._thread_id != _ident():
+            self._state._check_thread("send_nowait()")
         if self._closed:
             raise ClosedResourceError("this send stream was closed")
         state = self._state
@@ -168,6 +177,8 @@ class MemoryObjectSendStream(_Closable, Generic[T]):
         """Close this end; the last send end closed ends the stream for receivers."""
         if self._closed:
             return
+        if self._state._thread_id != _ident():
+            self._state._check_thread("close()")
         self._closed = True
         state = self._state
         state.open_send -= 1
@@ -192,6 +203,8 @@ class MemoryObjectReceiveStream(_Closable, Generic[T]):
 
     def receive_nowait(self) -> T:
         """An item now; ``WouldBlock`` if there is none, ``EndOfStream`` after the end."""
+        if self._state._thread_id != _ident():
+            self._state._check_thread("receive_nowait()")
         if self._closed:
             raise ClosedResourceError("this receive stream was closed")
         state = self._state
@@ -234,6 +247,8 @@ class MemoryObjectReceiveStream(_Closable, Generic[T]):
         """Close this end; the last receive end closed breaks the stream for senders."""
         if self._closed:
             return
+        if self._state._thread_id != _ident():
+            self._state._check_thread("close()")
         self._closed = True
         state = self._state
         state.open_receive -= 1

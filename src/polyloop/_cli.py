@@ -2,21 +2,65 @@
 
 Rule: bad input ends in one line on stderr and exit code 2, never a traceback; the
 conformance suite lives in ``polyloop_conformance`` and is imported only when asked for.
+
+Rule 2: the core has no third-party dependency. ``backends`` works with the standard
+library alone (``rich`` colours its table when it is installed); ``conformance`` and
+``serve`` need the kit's libraries, the extra ``polyloop[conformance]``, and say so in
+one line when they are missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from typing import Any
 
+from . import __version__
 from ._registry import BackendSpec, available_backends, load_backend
 
 __all__ = ["main"]
 
+#: What ``pip install 'polyloop[conformance]'`` brings; the kit imports each of them.
+KIT_REQUIREMENTS = ("rich", "h11", "wsproto", "trustme")
+
 
 class UsageError(Exception):
     """Bad input on the command line: printed as one line, exit code 2."""
+
+
+def _require_kit(command: str) -> None:
+    """``UsageError`` naming the extra if a library of the conformance kit is missing."""
+    missing = []
+    for name in KIT_REQUIREMENTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise UsageError(
+            f"'polyloop {command}' needs the conformance kit ({', '.join(missing)} missing):"
+            " pip install 'polyloop[conformance]'"
+        )
+
+
+def _check_writable(option: str, path: str | None) -> None:
+    """``UsageError`` now, before the run, if the report could not be written later.
+
+    The file is opened for appending (as root, ``os.access`` says yes to everything,
+    even ``/proc``), and removed again if this made it.
+    """
+    if path is None:
+        return
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot be written ({exc.strerror})") from None
+    if not existed:
+        os.unlink(path)
 
 
 def _check_backend(spec: str) -> str:
@@ -28,25 +72,56 @@ def _check_backend(spec: str) -> str:
     return spec
 
 
-def cmd_backends(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+TITLE = "polyloop backends (entry-point group polyloop.backends)"
 
-    table = Table(title="polyloop backends (entry-point group polyloop.backends)")
-    table.add_column("name")
-    table.add_column("framework")
-    table.add_column("options")
+
+def _backend_rows() -> list[tuple[str, str, str, bool]]:
+    """(name, framework or why not, options, loadable) for each registered backend."""
+    rows = []
     for info in available_backends(composite=True):
         if info.error is None:
             cls = load_backend(info.name).__class__
-            table.add_row(info.name, info.version or "?", ", ".join(cls.options) or "-")
+            rows.append((info.name, info.version or "?", ", ".join(cls.options) or "-", True))
         else:
-            table.add_row(info.name, f"[red]unavailable:[/] {info.error}", "")
+            rows.append((info.name, f"unavailable: {info.error}", "", False))
+    return rows
+
+
+def _plain_table(rows: list[tuple[str, str, str]]) -> str:
+    header = ("name", "framework", "options")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    lines = [TITLE, ""]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    rows = _backend_rows()
+    try:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+    except ImportError:  # the core alone: a plain table
+        print(_plain_table([row[:3] for row in rows]))
+        return 0
+    table = Table(title=TITLE)
+    table.add_column("name")
+    table.add_column("framework")
+    table.add_column("options")
+    for name, framework, options, loadable in rows:
+        # escape(): rich reads "[twisted]" in "pip install 'polyloop[twisted]'" as markup
+        # and drops it; the extra's name must reach the user.
+        framework = escape(framework) if loadable else f"[red]{escape(framework)}[/]"
+        table.add_row(escape(name), framework, escape(options))
     Console().print(table)
     return 0
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
+    _require_kit("conformance")
+    _check_writable("--json", args.json)
+    _check_writable("--html", args.html)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -119,6 +194,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    _require_kit("serve")
     from polyloop_conformance import APPS
     from polyloop_conformance.worker import serve_apps
 
@@ -157,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="polyloop",
         description="Networked code written once, run on asyncio, Twisted, gevent and Tornado.",
     )
+    parser.add_argument("--version", action="version", version=f"polyloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("backends", help="list the installed backends and their frameworks")

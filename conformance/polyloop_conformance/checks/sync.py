@@ -513,6 +513,118 @@ async def check_channel_cancelled_sender_sent_nothing(session: polyloop.Session)
     raise AssertionError(f"a cancelled send delivered {item!r}")
 
 
+def _from_threads(session: polyloop.Session, calls: dict[str, Any]) -> Any:
+    """Run each of ``calls`` (name -> function) in a worker of ``run_in_thread`` (which
+    runs in a copy of the caller's context) and in a plain thread (which knows no
+    session): what each raised, or ``None`` if it raised nothing."""
+
+    async def run() -> dict[str, str]:
+        import threading
+
+        outcomes: dict[str, str] = {}
+
+        def attempt(where: str, name: str, fn: Any) -> None:
+            try:
+                fn()
+            except RuntimeError as exc:
+                outcomes[f"{name} from {where}"] = str(exc)
+            except BaseException as exc:  # any other error is a wrong answer too
+                outcomes[f"{name} from {where}"] = f"not RuntimeError: {exc!r}"
+            else:
+                outcomes[f"{name} from {where}"] = "no error"
+
+        def in_plain_thread(name: str, fn: Any) -> None:
+            thread = threading.Thread(target=attempt, args=("a plain thread", name, fn))
+            thread.start()
+            thread.join()
+
+        for name, fn in calls.items():
+            await session.run_in_thread(attempt, "a run_in_thread worker", name, fn)
+            await session.run_in_thread(in_plain_thread, name, fn)
+        return outcomes
+
+    return run()
+
+
+def _refused(outcomes: dict[str, str]) -> None:
+    rule = (
+        "rule: a primitive used from a thread that is not its session's loop thread raises"
+        " RuntimeError naming polyloop.from_thread"
+    )
+    wrong = {k: v for k, v in outcomes.items() if "polyloop.from_thread" not in v}
+    assert not wrong, f"{rule}; instead: {wrong}"
+
+
+@check("sync")
+async def check_cross_thread_use_refused(session: polyloop.Session) -> None:
+    """Event, Lock, Semaphore, CapacityLimiter and Condition, once used on a session,
+    refuse to be used from another OS thread (a run_in_thread worker, a plain thread):
+    RuntimeError pointing to polyloop.from_thread, and nothing changes. The same
+    calls on the loop's thread then work."""
+    event = polyloop.Event()
+    waiter = session.spawn(event.wait())
+    await _settle(session)
+    lock, sem, limiter = polyloop.Lock(), polyloop.Semaphore(1), polyloop.CapacityLimiter(1)
+    await lock.acquire()
+    await sem.acquire()
+    await limiter.acquire_on_behalf_of("loop")
+    cond = polyloop.Condition()
+    async with cond:
+        cond.notify()
+    outcomes = await _from_threads(session, {
+        "Event.set": event.set,
+        "Lock.release": lock.release,
+        "Lock.acquire_nowait": lock.acquire_nowait,
+        "Semaphore.release": sem.release,
+        "CapacityLimiter.release_on_behalf_of": lambda: limiter.release_on_behalf_of("loop"),
+        "Condition.notify": cond.notify,
+        "Condition.acquire_nowait": cond.acquire_nowait,
+    })  # fmt: skip
+    _refused(outcomes)
+    assert not event.is_set() and not waiter.done(), "a refused set() woke the waiter"
+    assert lock.locked() and sem.value == 0 and limiter.borrowed_tokens == 1
+    event.set()
+    await bounded(session, waiter, WAIT, "Event.set() on the loop's thread woke no one")
+
+    # First used in a run_in_thread worker, which knows its caller's session: refused too.
+    fresh = polyloop.Event()
+
+    def first_use() -> str:
+        try:
+            fresh.set()
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    said = await session.run_in_thread(first_use)
+    assert "polyloop.from_thread" in said, f"first use in a worker thread: {said}"
+    lock.release()
+    sem.release()
+    limiter.release_on_behalf_of("loop")
+
+
+@check("channels")
+async def check_channel_cross_thread_use_refused(session: polyloop.Session) -> None:
+    """A memory object stream, once used on a session, refuses send_nowait,
+    receive_nowait and close from another OS thread: RuntimeError pointing to
+    polyloop.from_thread, and no item is lost or stuck."""
+    send, receive = polyloop.create_memory_object_stream(1)
+    receiver = session.spawn(receive.receive())
+    await _settle(session)
+    outcomes = await _from_threads(session, {
+        "send_nowait": lambda: send.send_nowait("from a thread"),
+        "receive_nowait": receive.receive_nowait,
+        "close": send.close,
+    })  # fmt: skip
+    _refused(outcomes)
+    assert not receiver.done(), "a refused call ended the waiting receiver"
+    send.send_nowait("from the loop")
+    got = await bounded(session, receiver, WAIT, "send_nowait() on the loop woke no one")
+    assert got == "from the loop", got
+    send.close()
+    receive.close()
+
+
 @check("sync", timeout=60)
 async def check_stress_no_permit_or_item_lost(session: polyloop.Session) -> None:
     """200 tasks with random timeouts and cancels on a Semaphore(3) and a queue with 5

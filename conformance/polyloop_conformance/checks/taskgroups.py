@@ -247,3 +247,114 @@ async def check_misuse(session: polyloop.Session) -> None:
             pass
         else:
             raise AssertionError("spawn() of a function, not a coroutine, was accepted")
+
+
+@check("taskgroups")
+async def check_start_returns_the_started_value(session: polyloop.Session) -> None:
+    """await tg.start(fn) returns what fn passed to task_status.started(); the task
+    goes on as a child of the group (the block waits for it); started() twice raises
+    RuntimeError; with TASK_STATUS_IGNORED the same fn runs under start_soon."""
+    seen: list[str] = []
+
+    async def server(
+        port: int, *, task_status: polyloop.TaskStatus[int] = polyloop.TASK_STATUS_IGNORED
+    ) -> None:
+        await session.sleep(0)
+        task_status.started(port + 1)
+        try:
+            task_status.started(port + 2)
+        except RuntimeError:
+            seen.append("second started() refused")
+        await session.sleep(0.001)
+        seen.append(f"served {port}")
+
+    async with polyloop.TaskGroup() as tg:
+        value = await tg.start(server, 41, name="server")
+        assert value == 42, f"start() returned {value!r}, not the value passed to started()"
+        assert "served 41" not in seen, "start() waited for the whole task, not started()"
+        tg.start_soon(server, 7)
+    assert seen.count("second started() refused") == 1, seen
+    assert "served 41" in seen and "served 7" in seen, f"the group did not wait: {seen}"
+
+
+@check("taskgroups")
+async def check_start_error_before_started(session: polyloop.Session) -> None:
+    """An error raised before started() is raised to the caller of start(), as it is
+    (not in a group), and does not cancel the group; a task that returns without
+    calling started() makes start() raise RuntimeError. After started(), an error goes
+    into the group like a spawned child's."""
+    sibling_done: list[str] = []
+
+    async def fails(*, task_status: polyloop.TaskStatus[None]) -> None:
+        await session.sleep(0)
+        raise LookupError("before started")
+
+    async def returns(*, task_status: polyloop.TaskStatus[None]) -> None:
+        await session.sleep(0)
+
+    async def sibling() -> None:
+        await session.sleep(0.001)
+        sibling_done.append("done")
+
+    async with polyloop.TaskGroup() as tg:
+        tg.spawn(sibling())
+        try:
+            await tg.start(fails)
+        except LookupError:
+            pass
+        else:
+            raise AssertionError("an error before started() did not reach start()'s caller")
+        try:
+            await tg.start(returns)
+        except RuntimeError as exc:
+            assert "started" in str(exc), exc
+        else:
+            raise AssertionError("a task that never called started(): start() did not raise")
+    assert sibling_done == ["done"], "an error before started() cancelled the group"
+
+    async def fails_later(*, task_status: polyloop.TaskStatus[None]) -> None:
+        task_status.started()
+        await session.sleep(0)
+        raise KeyError("after started")
+
+    try:
+        async with polyloop.TaskGroup() as tg:
+            await tg.start(fails_later)
+            await session.sleep(60)  # cancelled by the child's error
+    except ExceptionGroup as group:
+        assert [type(e) for e in _leaves(group)] == [KeyError], group
+    else:
+        raise AssertionError("an error after started() did not come out of the group")
+
+
+@check("taskgroups")
+async def check_start_caller_cancelled(session: polyloop.Session) -> None:
+    """Cancelling the caller of start() while it waits cancels the starting task, and
+    start() raises Cancelled only once that task has ended."""
+    seen: list[str] = []
+    waiting = session.create_future()
+
+    async def slow_start(*, task_status: polyloop.TaskStatus[None]) -> None:
+        waiting.set_result(None)
+        try:
+            await session.sleep(60)
+        finally:
+            await session.sleep(0.001)  # clean-up that takes a turn
+            seen.append("starting task ended")
+        task_status.started()
+
+    async def caller(tg: polyloop.TaskGroup) -> None:
+        try:
+            await tg.start(slow_start)
+        except polyloop.Cancelled:
+            seen.append("start() cancelled")
+            raise
+
+    async with polyloop.TaskGroup() as tg:
+        task = tg.spawn(caller(tg))
+        await bounded(session, waiting, WAIT, "the starting task never ran")
+        task.cancel()
+    assert task.cancelled(), "the caller of start() was not cancelled"
+    assert seen == ["starting task ended", "start() cancelled"], (
+        f"rule: cancelling start()'s caller cancels the starting task first; saw {seen}"
+    )
