@@ -144,7 +144,9 @@ class SessionContract(abc.ABC):
     @abc.abstractmethod
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         """``call_soon`` from any thread; wakes the loop (also one blocked in its poll).
-        Calls from one thread run in the order made, in a copy of ``self.context``."""
+        Calls from one thread run in the order made, in a copy of ``self.context``. After
+        the session's end the core raises ``RuntimeError`` before this is reached (and
+        for an error this raises while the session ends)."""
 
     @abc.abstractmethod
     def add_reader(self, fd: Any, fn: Callable[[], object]) -> None:

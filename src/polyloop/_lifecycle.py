@@ -9,6 +9,7 @@ replaced; only what polyloop opened on it goes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ DISPOSE_GRACE = 1.0
 class Resources:
     """What a session opened and has not seen end: its end disposes of these."""
 
-    __slots__ = ("servers", "tasks", "timers", "transports")
+    __slots__ = ("servers", "tasks", "timers", "transports", "waiters")
 
     def __init__(self) -> None:
         #: Tasks spawned and not done.
@@ -52,6 +53,9 @@ class Resources:
         self.transports: set[BaseTransport] = set()
         #: ``call_later`` timers not fired nor cancelled (objects with ``cancel()``).
         self.timers: set[Any] = set()
+        #: Other threads blocked on a call into the session (``polyloop.from_thread``):
+        #: failed when the session ends, so that no thread waits for ever.
+        self.waiters: set[concurrent.futures.Future[Any]] = set()
 
     def track(self, transport: BaseTransport) -> None:
         """For transports: open, from when it is made until ``untrack``."""
@@ -60,6 +64,15 @@ class Resources:
     def untrack(self, transport: BaseTransport) -> None:
         """For transports: ``connection_lost`` has run."""
         self.transports.discard(transport)
+
+    def track_waiter(self, waiter: concurrent.futures.Future[Any]) -> None:
+        """For calls from other threads: ``waiter`` is failed if the session ends first
+        (any thread; ``set.add`` is atomic)."""
+        self.waiters.add(waiter)
+
+    def untrack_waiter(self, waiter: concurrent.futures.Future[Any]) -> None:
+        """The call is over (any thread)."""
+        self.waiters.discard(waiter)
 
     def empty(self, but: Any = None) -> bool:
         """Nothing left open but tasks ``but`` (the task ending the session)."""
@@ -142,6 +155,14 @@ def mark_ended(session: Session, hooks: list[Any]) -> None:
         session.dispose()
     except Exception:
         log.exception("polyloop: %r.dispose() raised", session)
+    for waiter in list(session.resources.waiters):  # a thread blocked in from_thread
+        if not waiter.done():
+            try:
+                waiter.set_exception(
+                    RuntimeError(f"{session!r} ended before the call from another thread ran")
+                )
+            except concurrent.futures.InvalidStateError:
+                pass  # completed meanwhile, in the loop's last callback
     for fn in hooks:
         try:
             fn(session)

@@ -14,6 +14,7 @@ never closes, stops or replaces it, and at its end closes only what polyloop ope
 from __future__ import annotations
 
 import contextvars
+import functools
 import itertools
 import math
 import threading
@@ -104,6 +105,28 @@ def _set_none(fut: Future[Any]) -> None:
         fut.set_result(None)
 
 
+def _ended_refused(impl: Callable[..., None]) -> Callable[..., None]:
+    """A backend's ``call_soon_threadsafe``, with the one behaviour every backend has after
+    its session ended (also while it ends): ``RuntimeError`` naming the ended session --
+    not a closed loop's error, a closed pipe's, nor a call accepted and never run."""
+    if getattr(impl, "_ended_refused", False):
+        return impl
+
+    @functools.wraps(impl)
+    def call_soon_threadsafe(self: Session, fn: Callable[..., object], *args: Any) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} has ended: call_soon_threadsafe refused")
+        try:
+            impl(self, fn, *args)
+        except Exception as exc:
+            if self._closed:
+                raise RuntimeError(f"{self!r} has ended: call_soon_threadsafe refused") from exc
+            raise
+
+    call_soon_threadsafe._ended_refused = True  # type: ignore[attr-defined]
+    return call_soon_threadsafe
+
+
 class Session(SessionContract):
     """One backend bound to one live loop: what ``polyloop.current_backend()`` returns.
 
@@ -115,6 +138,8 @@ class Session(SessionContract):
     def __init_subclass__(cls, *, core_override: bool = False, **kwargs: Any) -> None:
         # core_override: only for the conformance suite's deliberately broken backends.
         super().__init_subclass__(**kwargs)
+        if "call_soon_threadsafe" in vars(cls):
+            cls.call_soon_threadsafe = _ended_refused(vars(cls)["call_soon_threadsafe"])  # type: ignore[method-assign]
         if core_override:
             return
         for name in vars(cls):

@@ -55,6 +55,8 @@ def _target(session: Session | None) -> Session:
 
 
 def _copy_outcome(task: Future[Any], done: concurrent.futures.Future[Any]) -> None:
+    if done.done():
+        return
     if task.cancelled():
         done.set_exception(Cancelled())
         return
@@ -63,6 +65,17 @@ def _copy_outcome(task: Future[Any], done: concurrent.futures.Future[Any]) -> No
         done.set_exception(exc)
     else:
         done.set_result(task.result())
+
+
+def _wait(session: Session, done: concurrent.futures.Future[T], call: Callable[[], None]) -> T:
+    """Schedule ``call`` on ``session``'s loop and block this thread on ``done``, never for
+    ever: the session fails ``done`` (``RuntimeError``) if it ends before ``call`` ran."""
+    session.resources.track_waiter(done)
+    try:
+        session.call_soon_threadsafe(call)  # RuntimeError if the session has ended
+        return done.result()
+    finally:
+        session.resources.untrack_waiter(done)
 
 
 def run(async_fn: Callable[..., Awaitable[T]], *args: Any, session: Session | None = None) -> T:
@@ -75,6 +88,8 @@ def run(async_fn: Callable[..., Awaitable[T]], *args: Any, session: Session | No
         return await async_fn(*args)
 
     def start() -> None:
+        if done.done():
+            return  # the session ended first, and failed it
         try:
             task = target.spawn(call())
         except BaseException as exc:
@@ -82,8 +97,7 @@ def run(async_fn: Callable[..., Awaitable[T]], *args: Any, session: Session | No
             return
         task.add_done_callback(lambda t: _copy_outcome(t, done))
 
-    target.call_soon_threadsafe(start)
-    return done.result()
+    return _wait(target, done, start)
 
 
 def run_sync(fn: Callable[..., T], *args: Any, session: Session | None = None) -> T:
@@ -92,13 +106,16 @@ def run_sync(fn: Callable[..., T], *args: Any, session: Session | None = None) -
     done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def call() -> None:
+        if done.done():
+            return  # the session ended first, and failed it
         try:
-            done.set_result(fn(*args))
+            result = fn(*args)
         except BaseException as exc:
             done.set_exception(exc)
+        else:
+            done.set_result(result)
 
-    target.call_soon_threadsafe(call)
-    return done.result()
+    return _wait(target, done, call)
 
 
 class BlockingPortal:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 import polyloop
 import polyloop.from_thread
@@ -181,3 +184,64 @@ async def check_run_in_thread_context(session: polyloop.Session) -> None:
         f" not {session!r} (rule: fn runs in a copy of the caller's context, where the session"
         " is found)"
     )
+
+
+@check("threads", sync=True, timeout=60)
+def check_end_fails_calls_from_threads(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """Threads calling into a session while it ends are never left blocked: each call
+    completes or fails with RuntimeError naming the ended session, and
+    call_soon_threadsafe after the end raises that RuntimeError -- on every backend."""
+    outcomes: list[str] = []
+    sessions: list[polyloop.Session] = []
+    start_thread, _, allocate_lock = os_threads()  # real OS threads, also when patched
+    finished: list[Any] = []
+
+    def caller(session: polyloop.Session, done: Any) -> None:
+        try:
+            while True:
+                try:
+                    polyloop.from_thread.run_sync(lambda: None, session=session)
+                except RuntimeError as exc:
+                    outcomes.append(str(exc))
+                    return
+                except BaseException as exc:
+                    outcomes.append(f"{type(exc).__name__}: {exc}")
+                    return
+        finally:
+            done.release()
+
+    async def main() -> None:
+        session = polyloop.current_backend()
+        sessions.append(session)
+        for _ in range(20):
+            done = allocate_lock()
+            done.acquire()
+            finished.append(done)
+            start_thread(caller, (session, done))
+        await polyloop.sleep(0.05)  # main returns while the threads are calling
+
+    make_backend().run(main)
+    deadline = time.monotonic() + 5
+    blocked = 0
+    for done in finished:
+        if not done.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            blocked += 1
+    assert not blocked, (
+        f"{blocked} of {len(finished)} threads still blocked in from_thread.run_sync 5 s"
+        " after the session ended (rule: the end of a session fails every pending call"
+        " from another thread)"
+    )
+    wrong = [o for o in outcomes if "ended" not in o]
+    assert not wrong, (
+        f"calls from threads during the end failed with {wrong[:3]} (rule: RuntimeError"
+        " naming the ended session)"
+    )
+    try:
+        sessions[0].call_soon_threadsafe(lambda: None)
+    except RuntimeError as exc:
+        assert "ended" in str(exc), f"call_soon_threadsafe after the end raised {exc!r}"
+    else:
+        raise AssertionError(
+            "call_soon_threadsafe after the session ended was accepted (rule: RuntimeError"
+            " naming the ended session, on every backend)"
+        )
