@@ -54,6 +54,9 @@ __all__ = ["RespClient", "RespProtocol", "exercise", "serve"]
 WRITE_SIZE = 64 * 1024
 #: Reply arrays longer than this are encoded as the client reads them.
 LAZY_ITEMS = 64
+#: After a protocol error: bytes discarded, and seconds waited, for the client's EOF.
+DRAIN_LIMIT = 16 * 1024 * 1024
+LINGER = 5.0
 
 
 class RespProtocol(polyloop.Protocol):
@@ -74,15 +77,26 @@ class RespProtocol(polyloop.Protocol):
         self.eof = False
         #: The rest of a long reply being sent, piece by piece.
         self.reply: Iterator[bytes] | None = None
+        self.draining = False
+        self.drained = 0
+        self.linger: polyloop.Handle | None = None
 
     def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.draining:
+            self.drained += len(data)
+            if self.drained > DRAIN_LIMIT:
+                self.transport.abort()
+            return
         self.parser.feed(data)
         self._run()
 
     def eof_received(self) -> bool:
+        if self.draining:
+            self.transport.close()
+            return True
         # Answer every command read so far, then close (``_run``).
         self.eof = True
         self._run()
@@ -102,6 +116,8 @@ class RespProtocol(polyloop.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.reply = None
+        if self.linger is not None:
+            self.linger.cancel()
 
     def _run(self) -> None:
         """Run commands and write their replies until paused, out of commands, or done."""
@@ -130,8 +146,9 @@ class RespProtocol(polyloop.Protocol):
                     cmd = self.parser.next_command()
                 except ProtocolError as exc:
                     out += encode(ReplyError(f"ERR Protocol error: {exc}"))
-                    self.session.quit = True
-                    break
+                    self.transport.write(out)
+                    self._linger()
+                    return
                 if cmd is NEED_DATA:
                     idle = True
                     break
@@ -148,6 +165,23 @@ class RespProtocol(polyloop.Protocol):
         if out:
             self.transport.write(out)
         if self.session.quit or (self.eof and idle):
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Close after a protocol error in a way the client can read the error.
+
+        Why: closing with unread bytes in the kernel (the rest of an oversized argument
+        the client is still sending) makes it send a reset, and the client may lose the
+        error. So half-close and discard what still comes, until the client's EOF,
+        ``DRAIN_LIMIT`` bytes, or ``LINGER`` seconds; then close (or abort).
+        """
+        self.draining = True
+        self.reply = None
+        self.transport.resume_reading()  # reading was maybe paused: drain it all
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.linger = polyloop.call_later(LINGER, self.transport.abort)
+        else:
             self.transport.close()
 
 
