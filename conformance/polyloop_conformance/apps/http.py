@@ -498,7 +498,8 @@ def _expect(r: Response, status: int, body: bytes | None, count: int, what: str)
 
 
 async def exercise(config: AppConfig, address: tuple[str, int]) -> None:
-    """Keep-alive GET/POST, chunked both ways, pipelining, 404/405, 400, 413, close."""
+    """Keep-alive GET/POST, chunked both ways, pipelining, 404/405, 400, 413, close, and
+    the limits on what a client can ask for."""
     await within(15, _exercise(address), "http exercise")
 
 
@@ -524,6 +525,12 @@ async def _exercise(address: tuple[str, int]) -> None:
         _expect(r, 405, None, 7, "GET /echo")
         assert r.headers.get(b"allow") == b"POST", "405 without Allow: POST"
         _expect(await client.request("POST", "/echo", b""), 200, b"", 8, "empty POST")
+        for i, (target, limit) in enumerate(
+            [(f"/chunked/{MAX_CHUNKS + 1}", MAX_CHUNKS), (f"/bytes/{MAX_BYTES + 1}", MAX_BYTES)]
+        ):
+            r = await client.request("GET", target)
+            _expect(r, 400, None, 9 + i, f"GET {target}")
+            assert b"%d" % limit in r.body, f"GET {target}: the 400 does not name the limit"
     finally:
         await client.aclose()
 

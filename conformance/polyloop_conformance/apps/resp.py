@@ -36,6 +36,7 @@ import polyloop
 
 from ._base import App, AppConfig, Running, register
 from ._resp import (
+    MAX_BULK,
     NEED_DATA,
     CommandParser,
     ProtocolError,
@@ -121,7 +122,7 @@ class RespProtocol(polyloop.Protocol):
 
     def _run(self) -> None:
         """Run commands and write their replies until paused, out of commands, or done."""
-        if self.running:  # a write called pause_writing, and then... never re-enter
+        if self.running or self.draining:  # never re-enter; nothing runs after an error
             return
         self.running = True
         try:
@@ -370,6 +371,9 @@ async def _pipelining_and_inline(c: RespClient) -> None:
     replies = await c.pipeline(cmds)
     want = [x for i in range(300) for x in (OK, i + 1, b"%d" % (i + 1))]
     _eq(replies, want, "300 pipelined SET/INCR/GET triples")
+    keys = [f"p{i}" for i in range(300)]
+    want = [b"%d" % (i + 1) for i in range(300)]
+    _eq(await c.call("MGET", *keys, "nope"), [*want, None], "MGET of 301 keys (sent lazily)")
 
     await c.send_raw(b"PING\r\n")
     _eq(await c.reply(), Simple("PONG"), "inline PING")
@@ -396,6 +400,18 @@ async def _resp3_and_errors(address: tuple[str, int]) -> None:
         _eq(await c.reply(), Simple("PONG"), "the command before a protocol error")
         _eq(await c.reply(), ReplyError("ERR Protocol error: invalid multibulk length"), "*x")
         rest = await within(5, c.stream.receive(), "close after a protocol error")
+        assert rest == b"", f"expected EOF after a protocol error, got {rest[:40]!r}"
+    finally:
+        await c.aclose()
+
+    c = await RespClient.connect(*address)
+    try:
+        # A length over the limit is refused at once, before its bytes are sent.
+        await c.send_raw(b"*2\r\n$3\r\nGET\r\n$%d\r\n" % (MAX_BULK + 1))
+        error = await c.reply()
+        want = f"ERR Protocol error: invalid bulk length {MAX_BULK + 1} (the limit is {MAX_BULK}"
+        assert isinstance(error, ReplyError) and error.message.startswith(want), error
+        rest = await within(5, c.stream.receive(), "close after an oversized bulk length")
         assert rest == b"", f"expected EOF after a protocol error, got {rest[:40]!r}"
     finally:
         await c.aclose()
