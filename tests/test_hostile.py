@@ -1,8 +1,9 @@
 """Hostile clients against ``polyloop serve APP --backend B``, on every backend.
 
 Each test starts the server as a subprocess (``_serve.Served``) and points a real client
-at it (httpx, redis-py, or a plain socket where a client must misbehave: pipeline and
-never read, send a header a byte at a time, hold thousands of idle connections). What
+at it (httpx, redis-py, the websockets library, or a plain socket where a client must
+misbehave: pipeline and never read, send a header a byte at a time, hold thousands of
+idle connections). What
 is checked is what ``docs/running.md`` ("Limits") promises: every size a client can ask
 for is bounded, with an error reply that names the limit; a client that does not read
 holds a bounded amount of the server's memory; a slow client cannot hold a connection
@@ -30,9 +31,14 @@ import httpx
 import pytest
 import redis
 from _serve import Served
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage
+from wsproto.events import Request as WSRequest
 
 import polyloop
-from polyloop_conformance.apps import _resp, http
+from polyloop_conformance.apps import _resp, http, ws
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 
@@ -344,6 +350,56 @@ def test_resp_a_long_command_in_many_reads_does_not_stall_the_server(backend: st
                 assert sock.recv(100) == b":%d\r\n" % n
         finally:
             r.close()
+
+
+# --- ws: a message too big, and a client that sends without reading ---
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ws_a_message_past_the_limit_gets_1009(backend: str) -> None:
+    with (
+        Served("ws", backend) as s,
+        ws_connect(f"ws://{s.host}:{s.port}/", open_timeout=TIMEOUT, max_size=None) as conn,
+    ):
+        conn.send(b"x" * ws.MAX_MESSAGE)
+        assert conn.recv(timeout=TIMEOUT) == b"x" * ws.MAX_MESSAGE
+        conn.send(b"x" * (ws.MAX_MESSAGE + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            conn.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009, closed.value
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ws_a_client_that_sends_without_reading_holds_bounded_memory(backend: str) -> None:
+    """Messages of 512 KiB sent until the kernel takes no more, the echoes never read:
+    the server stops reading while its transport is paused, so it holds a read's worth
+    (a guard: the ws app did this before the limits too)."""
+    client = WSConnection(ConnectionType.CLIENT)
+    with Served("ws", backend) as s, _connect(s.port) as sock:
+        sock.sendall(client.send(WSRequest(host="localhost", target="/")))
+        client.receive_data(sock.recv(65536))
+        assert any(isinstance(e, AcceptConnection) for e in client.events()), "no handshake"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        memory = Memory(s.pid)
+        frame = memoryview(client.send(BytesMessage(data=b"m" * 512 * 1024)))
+        sock.setblocking(False)
+        sent, full = 0, False
+        deadline = time.monotonic() + TIMEOUT
+        while not full and time.monotonic() < deadline:
+            try:
+                sent += sock.send(frame[sent % len(frame) :])
+            except BlockingIOError:
+                settle(s.pid, limit=2)  # the server reads what it will; then once more
+                try:
+                    sent += sock.send(frame[sent % len(frame) :])
+                except BlockingIOError:
+                    full = True
+        grown = memory.grown()
+    assert full, f"{backend}: the server read {sent / MiB:.0f} MiB without its echoes read"
+    assert grown < 16 * MiB, (
+        f"{backend}: {sent / MiB:.1f} MiB sent without reading grew the server by"
+        f" {grown / MiB:.0f} MiB"
+    )
 
 
 # --- http: slow clients, and many idle ones ---
