@@ -16,6 +16,10 @@ Wire protocol (a line is bytes up to ``\\n``, at most ``MAX_LINE`` bytes):
 - a member that leaves: ``* <id> left``; one disconnected for not reading: ``* <id> dropped``
 - ``/stats`` answers the sender only: ``* stats peak=<bytes> dropped=<n> members=<n>``
 - a line over ``MAX_LINE`` gets ``* error line too long``, then the member is closed.
+
+Limits (the server is one that people run): a line of at most ``MAX_LINE`` (8 KiB), and
+at most ``BACKLOG_LIMIT`` (256 KiB) queued for a member that does not read (then it is
+dropped); the peak per member is ``PEAK_BOUND``.
 """
 
 from __future__ import annotations

@@ -10,12 +10,27 @@ Routes: ``GET /`` (a greeting), ``GET /bytes/<n>`` (``n`` patterned bytes),
 ``GET /chunked/<n>`` (``n`` chunks), ``POST /echo`` (the body back; chunked if the
 request was). Every response carries ``x-request-count``: the requests served on this
 connection so far, which shows keep-alive from the outside.
+
+Limits (the server is one that people run, and some clients are hostile):
+
+- ``GET /bytes/<n>``: ``n`` at most ``MAX_BYTES`` (1 MiB); ``GET /chunked/<n>``: ``n``
+  at most ``MAX_CHUNKS`` (1,000,000 chunks, about 19 MB). Past them: ``400`` with a body
+  that names the limit.
+- A request body: at most ``MAX_BODY`` (1 MiB), by length or chunked; ``413`` past it.
+- A request head (request line and headers): at most ``MAX_HEAD`` (16 KiB); ``431``.
+- A request head must be complete within ``HEADER_TIMEOUT`` (10 s) of the connection's
+  start or of the previous response's end; then ``408`` and a close (a plain close if
+  nothing of a new request came: an idle keep-alive connection). The body is not timed.
+- Responses are produced as the client reads them: while the transport is paused
+  (``pause_writing``) the server neither reads nor handles requests nor produces more
+  of a body, so a client that pipelines requests and never reads holds about one
+  ``WRITE_SIZE`` piece and the transport's buffer on the server, whatever it asked for.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +45,16 @@ __all__ = ["HTTPClient", "HTTPServerProtocol", "Response", "exercise", "pattern"
 
 #: The largest request body the server accepts (413 above it).
 MAX_BODY = 1024 * 1024
+#: The largest ``n`` of ``GET /bytes/<n>`` (400 above it).
+MAX_BYTES = 1024 * 1024
+#: The largest ``n`` of ``GET /chunked/<n>`` (400 above it).
+MAX_CHUNKS = 1_000_000
+#: The largest request head, request line and headers together (431 above it).
+MAX_HEAD = 16 * 1024
+#: Seconds a client has to send a complete request head (408 after them).
+HEADER_TIMEOUT = 10.0
+#: Bytes of a response body produced at a time, and only while the transport takes them.
+WRITE_SIZE = 64 * 1024
 #: Bytes a lingering close discards before it gives up and aborts.
 DRAIN_LIMIT = 8 * 1024 * 1024
 #: Seconds a lingering close waits for the client's EOF.
@@ -42,18 +67,72 @@ def pattern(n: int) -> bytes:
     return (block * (n // 256 + 1))[:n]
 
 
+# WRITE_SIZE is a multiple of 256, so every piece of a pattern starts on a period.
+_BLOCK = pattern(WRITE_SIZE)
+
+
+def _pattern_pieces(n: int) -> Iterator[bytes]:
+    """``pattern(n)`` in pieces of at most ``WRITE_SIZE`` bytes, none built ahead."""
+    for start in range(0, n, WRITE_SIZE):
+        yield _BLOCK[: min(WRITE_SIZE, n - start)]
+
+
+def _numbered_chunks(n: int) -> Iterator[bytes]:
+    """The chunked framing of ``chunk 0\\n`` ... ``chunk <n-1>\\n``, one chunk each,
+    batched into writes of about ``WRITE_SIZE`` bytes (the body of ``GET /chunked/<n>``).
+
+    The chunks are framed here, not by h11: h11's chunked writer emits exactly
+    ``%x\\r\\n<data>\\r\\n`` per chunk and keeps no count for a chunked body, so its state
+    is right when it writes the last chunk (``EndOfMessage``); one chunk through
+    ``conn.send`` costs a few microseconds, which made a million chunks take seconds.
+    """
+    batch: list[bytes] = []
+    size = 0
+    for i in range(n):
+        line = b"chunk %d\n" % i
+        piece = b"%x\r\n%s\r\n" % (len(line), line)
+        batch.append(piece)
+        size += len(piece)
+        if size >= WRITE_SIZE:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
+
+
+def _size(digits: bytes, limit: int) -> int | None:
+    """``int(digits)`` if it is a decimal number up to ``limit``, else None (no huge
+    ``int()``: a 16 KiB target of digits is refused before it is converted)."""
+    if not digits.isdigit() or len(digits) > len(str(limit)):
+        return None
+    n = int(digits)
+    return n if n <= limit else None
+
+
 class HTTPServerProtocol(polyloop.Protocol):
-    """One server connection: h11 parses, this class routes and writes."""
+    """One server connection: h11 parses, this class routes and writes.
+
+    Rule: output is made only while the transport takes it. ``pause_writing`` stops
+    reading *and* handling requests *and* producing the current body; ``resume_writing``
+    goes on where it stopped (``_pump``). A request the client pipelined stays unparsed
+    in h11's buffer until the responses before it are out.
+    """
 
     def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
         self.transport = transport
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.count = 0
         self.request: h11.Request | None = None
         self.body = bytearray()
         self.draining = False
         self.drained = 0
         self.linger: polyloop.Handle | None = None
+        self.paused = False
+        self.pumping = False
+        #: The rest of the response being sent: wire bytes, piece by piece.
+        self.producer: Iterator[bytes] | None = None
+        self.head_timer: polyloop.Handle | None = None
+        self._expect_head()
 
     def data_received(self, data: bytes) -> None:
         if self.draining:
@@ -62,58 +141,106 @@ class HTTPServerProtocol(polyloop.Protocol):
                 self.transport.abort()
             return
         self.conn.receive_data(data)
-        self._process()
+        self._pump()
 
     def eof_received(self) -> bool:
         if self.draining:
             self.transport.close()
         else:
             self.conn.receive_data(b"")
-            self._process()
+            self._pump()
         return True  # we close ourselves, once the last response is out
 
     def pause_writing(self) -> None:
-        # A client that pipelines without reading: stop parsing its requests.
+        # A client that pipelines without reading: stop reading its requests, and stop
+        # answering those already read (_pump checks `paused` after every write).
+        self.paused = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.paused = False
         self.transport.resume_reading()
+        self._pump()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self.linger is not None:
-            self.linger.cancel()
+        self.producer = None
+        for handle in (self.linger, self.head_timer):
+            if handle is not None:
+                handle.cancel()
+        self.head_timer = None
 
-    def _process(self) -> None:
-        while not self.draining and not self.transport.is_closing():
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._fail(exc.error_status_hint, f"bad request: {exc}")
-                return
-            if event is h11.NEED_DATA:
-                return
-            if event is h11.PAUSED:
-                if (
-                    self.conn.our_state is h11.MUST_CLOSE
-                    or self.conn.their_state is h11.MUST_CLOSE
-                ):
-                    self.transport.close()
-                    return
-                self.conn.start_next_cycle()
-            elif isinstance(event, h11.Request):
-                self._start(event)
-            elif isinstance(event, h11.Data):
-                self.body += event.data
-                if len(self.body) > MAX_BODY:
-                    self._fail(413, "request body too large")
-            elif isinstance(event, h11.EndOfMessage):
-                self._respond()
+    def _expect_head(self) -> None:
+        """The client owes us a request head: start its clock."""
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        self.head_timer = polyloop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.draining or self.transport.is_closing():
+            return
+        if not self.conn.trailing_data[0]:
+            self.transport.close()  # an idle connection: nothing of a request came
+        else:
+            self._fail(408, f"request head not complete within {HEADER_TIMEOUT:g} s")
+
+    def _pump(self) -> None:
+        """Send what is due and handle what was read, until paused, done or closed."""
+        if self.pumping:  # a write called pause_writing, and then... never re-enter
+            return
+        self.pumping = True
+        try:
+            while not (self.paused or self.draining or self.transport.is_closing()):
+                if self.producer is None:
+                    if not self._step():
+                        return
+                    continue
+                piece = next(self.producer, None)
+                if piece is not None:
+                    self.transport.write(piece)
+                    continue
+                self.producer = None
                 if self.conn.our_state is h11.MUST_CLOSE:  # Connection: close, HTTP/1.0
                     self.transport.close()
-                    return
-            elif isinstance(event, h11.ConnectionClosed):
+        finally:
+            self.pumping = False
+
+    def _step(self) -> bool:
+        """Handle one h11 event; False when there is nothing to do until more bytes."""
+        try:
+            event = self.conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:
+                self._fail(431, f"request head over {MAX_HEAD} bytes (MAX_HEAD)")
+            else:
+                self._fail(exc.error_status_hint, f"bad request: {exc}")
+            return False
+        if event is h11.NEED_DATA:
+            return False
+        if event is h11.PAUSED:
+            if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
                 self.transport.close()
-                return
+                return False
+            self.conn.start_next_cycle()
+            self._expect_head()
+        elif isinstance(event, h11.Request):
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+            self._start(event)
+        elif isinstance(event, h11.Data):
+            self.body += event.data
+            if len(self.body) > MAX_BODY:
+                self._fail(413, f"request body over {MAX_BODY} bytes (MAX_BODY)")
+        elif isinstance(event, h11.EndOfMessage):
+            self._respond()
+            if self.producer is None and self.conn.our_state is h11.MUST_CLOSE:
+                self.transport.close()
+                return False
+        elif isinstance(event, h11.ConnectionClosed):
+            self.transport.close()
+            return False
+        return True
 
     def _start(self, request: h11.Request) -> None:
         self.count += 1
@@ -121,7 +248,7 @@ class HTTPServerProtocol(polyloop.Protocol):
         self.body = bytearray()
         length = dict(request.headers).get(b"content-length")
         if length is not None and int(length) > MAX_BODY:
-            self._fail(413, "request body too large")
+            self._fail(413, f"request body over {MAX_BODY} bytes (MAX_BODY)")
         elif self.conn.they_are_waiting_for_100_continue:
             # curl sends "Expect: 100-continue" for large bodies and waits for this.
             self._send(h11.InformationalResponse(status_code=100, headers=[]))
@@ -143,22 +270,33 @@ class HTTPServerProtocol(polyloop.Protocol):
         if target == b"/" and method == b"GET":
             self._reply(200, b"hello, world\n")
         elif target.startswith(b"/bytes/") and method == b"GET":
-            n = int(target[7:]) if target[7:].isdigit() else -1
-            if 0 <= n <= MAX_BODY:
-                self._reply(200, pattern(n), b"application/octet-stream")
+            digits = target[7:]
+            n = _size(digits, MAX_BYTES)
+            if n is not None:
+                self._reply_sized(200, n, _pattern_pieces(n))
+            elif digits.isdigit():
+                self._reply(400, b"GET /bytes/<n> serves at most %d bytes\n" % MAX_BYTES)
             else:
                 self._reply(404, b"no such size\n")
         elif target.startswith(b"/chunked/") and method == b"GET" and target[9:].isdigit():
-            chunks = [b"chunk %d\n" % i for i in range(int(target[9:]))]
-            self._reply_chunked(200, chunks)
+            n = _size(target[9:], MAX_CHUNKS)
+            if n is None:
+                self._reply(400, b"GET /chunked/<n> serves at most %d chunks\n" % MAX_CHUNKS)
+            else:
+                self._reply_chunked(200, _numbered_chunks(n))
         elif target == b"/echo" and method == b"POST":
             chunked = dict(self.request.headers).get(b"transfer-encoding") == b"chunked"
             body = bytes(self.body)
+            self.body = bytearray()
             if chunked:
                 step = max(1, len(body) // 7 + 1)
-                self._reply_chunked(200, [body[i : i + step] for i in range(0, len(body), step)])
+                self._reply_chunked(
+                    200, (self.conn.send(h11.Data(data=body[i : i + step])) or b""
+                          for i in range(0, len(body), step)),
+                )  # fmt: skip
             else:
-                self._reply(200, body, b"application/octet-stream")
+                pieces = (body[i : i + WRITE_SIZE] for i in range(0, len(body), WRITE_SIZE))
+                self._reply_sized(200, len(body), pieces, b"application/octet-stream")
         elif target in (b"/", b"/echo") or target.startswith((b"/bytes/", b"/chunked/")):
             allow = b"POST" if target == b"/echo" else b"GET"
             self._reply(405, b"method not allowed\n", extra=[(b"allow", allow)])
@@ -176,16 +314,34 @@ class HTTPServerProtocol(polyloop.Protocol):
         self._send(h11.Response(status_code=status, headers=headers), h11.Data(data=body))
         self._send(h11.EndOfMessage())
 
-    def _reply_chunked(self, status: int, chunks: list[bytes]) -> None:
+    def _reply_sized(
+        self,
+        status: int,
+        length: int,
+        pieces: Iterator[bytes],
+        content_type: bytes = b"application/octet-stream",
+    ) -> None:
+        """Send the head now; ``pieces`` (``length`` bytes in all) as the client reads."""
+        headers = self._headers(content_type, [(b"content-length", b"%d" % length)])
+        self._send(h11.Response(status_code=status, headers=headers))
+        self.producer = self._produce(self.conn.send(h11.Data(data=p)) or b"" for p in pieces)
+
+    def _reply_chunked(self, status: int, wire: Iterator[bytes]) -> None:
+        """Send the head now; ``wire`` (framed chunks) as the client reads, then the end."""
         headers = self._headers(b"application/octet-stream", [(b"transfer-encoding", b"chunked")])
-        self._send(
-            h11.Response(status_code=status, headers=headers),
-            *(h11.Data(data=c) for c in chunks if c),
-            h11.EndOfMessage(),
-        )
+        self._send(h11.Response(status_code=status, headers=headers))
+        self.producer = self._produce(wire)
+
+    def _produce(self, wire: Iterable[bytes]) -> Iterator[bytes]:
+        yield from wire
+        yield self.conn.send(h11.EndOfMessage()) or b""
 
     def _fail(self, status: int, text: str) -> None:
         """Answer an error, then close in a way the client can read the answer."""
+        self.producer = None
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             body = text.encode() + b"\n"
             headers = self._headers(
@@ -200,6 +356,7 @@ class HTTPServerProtocol(polyloop.Protocol):
         # reset, and the client may lose our error response. So half-close and discard
         # what still comes, until the client's EOF, DRAIN_LIMIT bytes, or LINGER s.
         self.draining = True
+        self.transport.resume_reading()  # reading was maybe paused: drain it all
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.linger = polyloop.call_later(LINGER, self.transport.abort)
@@ -341,7 +498,8 @@ def _expect(r: Response, status: int, body: bytes | None, count: int, what: str)
 
 
 async def exercise(config: AppConfig, address: tuple[str, int]) -> None:
-    """Keep-alive GET/POST, chunked both ways, pipelining, 404/405, 400, 413, close."""
+    """Keep-alive GET/POST, chunked both ways, pipelining, 404/405, 400, 413, close, and
+    the limits on what a client can ask for."""
     await within(15, _exercise(address), "http exercise")
 
 
@@ -367,6 +525,12 @@ async def _exercise(address: tuple[str, int]) -> None:
         _expect(r, 405, None, 7, "GET /echo")
         assert r.headers.get(b"allow") == b"POST", "405 without Allow: POST"
         _expect(await client.request("POST", "/echo", b""), 200, b"", 8, "empty POST")
+        for i, (target, limit) in enumerate(
+            [(f"/chunked/{MAX_CHUNKS + 1}", MAX_CHUNKS), (f"/bytes/{MAX_BYTES + 1}", MAX_BYTES)]
+        ):
+            r = await client.request("GET", target)
+            _expect(r, 400, None, 9 + i, f"GET {target}")
+            assert b"%d" % limit in r.body, f"GET {target}: the 400 does not name the limit"
     finally:
         await client.aclose()
 

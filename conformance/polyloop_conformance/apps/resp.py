@@ -8,17 +8,35 @@ on connect (HELLO 2/3, CLIENT SETNAME/SETINFO, SELECT 0, COMMAND, QUIT). Inline
 commands work (``redis-cli`` and ``nc`` style), errors carry Redis's wording, and expiry
 runs on the backend's clock (``polyloop.time()``). The exercise checks replies
 byte-for-byte where the wire format matters.
+
+Limits (the server is one that people run, and some clients are hostile), in
+``_resp.py``; past any of the first four the reply is ``-ERR Protocol error: ...``
+naming the limit, and the connection is closed, as Redis does:
+
+- an inline command: at most ``MAX_INLINE`` bytes (64 KiB, Redis's own limit);
+- a multibulk command: at most ``MAX_ARGS`` arguments (1,048,576), each at most
+  ``MAX_BULK`` bytes (8 MiB), and at most ``MAX_COMMAND`` bytes on the wire (32 MiB).
+  A length line that claims more is refused at once, before anything is buffered;
+- the store: at most ``MAX_MEMORY`` bytes (256 MiB; each key counts its length, its
+  value's and 64 bytes); a write past it gets Redis's ``-OOM command not allowed when
+  used memory > 'maxmemory'.`` and the connection stays open;
+- replies are produced as the client reads them: while the transport is paused
+  (``pause_writing``), the server neither reads nor runs the commands it has read, and a
+  long array reply (``MGET``) is encoded element by element; so a client that pipelines
+  GET commands for a large value and never reads holds one reply and the transport's buffer
+  on the server. Commands are parsed incrementally, in time linear in their size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import polyloop
 
 from ._base import App, AppConfig, Running, register
 from ._resp import (
+    MAX_BULK,
     NEED_DATA,
     CommandParser,
     ProtocolError,
@@ -27,45 +45,145 @@ from ._resp import (
     Simple,
     Store,
     encode,
+    encode_pieces,
 )
 from ._util import aclose_within, within
 
 __all__ = ["RespClient", "RespProtocol", "exercise", "serve"]
 
+#: Bytes of replies gathered into one write (and the size of a long reply's pieces).
+WRITE_SIZE = 64 * 1024
+#: Reply arrays longer than this are encoded as the client reads them.
+LAZY_ITEMS = 64
+#: After a protocol error: bytes discarded, and seconds waited, for the client's EOF.
+DRAIN_LIMIT = 16 * 1024 * 1024
+LINGER = 5.0
+
 
 class RespProtocol(polyloop.Protocol):
-    """One server connection: parse commands, run them, write the replies in order."""
+    """One server connection: parse commands, run them, write the replies in order.
+
+    Rule: commands run only while the transport takes writes. ``pause_writing`` stops
+    reading *and* running the commands already read (their replies would pile up in
+    our buffer); ``resume_writing`` runs them, then reads again. A reply array longer
+    than ``LAZY_ITEMS`` is encoded element by element as the client reads it.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.session = store.new_session()
         self.parser = CommandParser()
+        self.paused = False
+        self.running = False
+        self.eof = False
+        #: The rest of a long reply being sent, piece by piece.
+        self.reply: Iterator[bytes] | None = None
+        self.draining = False
+        self.drained = 0
+        self.linger: polyloop.Handle | None = None
 
     def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.draining:
+            self.drained += len(data)
+            if self.drained > DRAIN_LIMIT:
+                self.transport.abort()
+            return
         self.parser.feed(data)
-        out = bytearray()
-        try:
-            while (cmd := self.parser.next_command()) is not NEED_DATA:
-                out += encode(self.store.execute(self.session, cmd), self.session.proto)
-                if self.session.quit:
-                    break
-        except ProtocolError as exc:
-            out += encode(ReplyError(f"ERR Protocol error: {exc}"))
-            self.session.quit = True
-        # One write per read: a pipeline of N commands costs one syscall, not N.
-        self.transport.write(out)
-        if self.session.quit:
+        self._run()
+
+    def eof_received(self) -> bool:
+        if self.draining:
             self.transport.close()
+            return True
+        # Answer every command read so far, then close (``_run``).
+        self.eof = True
+        self._run()
+        return True
 
     def pause_writing(self) -> None:
-        # A client that pipelines without reading: stop reading its commands.
+        # A client that pipelines without reading: stop reading its commands, and stop
+        # running those already read (_run checks `paused` after every write).
+        self.paused = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self.paused = False
+        self._run()
+        if not self.paused:
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.reply = None
+        if self.linger is not None:
+            self.linger.cancel()
+
+    def _run(self) -> None:
+        """Run commands and write their replies until paused, out of commands, or done."""
+        if self.running or self.draining:  # never re-enter; nothing runs after an error
+            return
+        self.running = True
+        try:
+            self._run_commands()
+        finally:
+            self.running = False
+
+    def _run_commands(self) -> None:
+        out = bytearray()
+        idle = False  # every complete command read is answered
+        while not self.paused and not self.transport.is_closing():
+            if self.reply is not None:
+                piece = next(self.reply, None)
+                if piece is None:
+                    self.reply = None
+                    continue
+                out += piece
+            elif self.session.quit:
+                break
+            else:
+                try:
+                    cmd = self.parser.next_command()
+                except ProtocolError as exc:
+                    out += encode(ReplyError(f"ERR Protocol error: {exc}"))
+                    self.transport.write(out)
+                    self._linger()
+                    return
+                if cmd is NEED_DATA:
+                    idle = True
+                    break
+                value = self.store.execute(self.session, cmd)
+                if isinstance(value, list) and len(value) > LAZY_ITEMS:
+                    self.reply = encode_pieces(value, self.session.proto)
+                else:
+                    out += encode(value, self.session.proto)
+            # One write per read when the replies are small: a pipeline of N commands
+            # costs one syscall, not N; a write per WRITE_SIZE bytes when they are not.
+            if len(out) >= WRITE_SIZE:
+                self.transport.write(out)  # may call pause_writing
+                out = bytearray()
+        if out:
+            self.transport.write(out)
+        if self.session.quit or (self.eof and idle):
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Close after a protocol error in a way the client can read the error.
+
+        Why: closing with unread bytes in the kernel (the rest of an oversized argument
+        the client is still sending) makes it send a reset, and the client may lose the
+        error. So half-close and discard what still comes, until the client's EOF,
+        ``DRAIN_LIMIT`` bytes, or ``LINGER`` seconds; then close (or abort).
+        """
+        self.draining = True
+        self.reply = None
+        self.transport.resume_reading()  # reading was maybe paused: drain it all
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.linger = polyloop.call_later(LINGER, self.transport.abort)
+        else:
+            self.transport.close()
 
 
 async def serve(config: AppConfig) -> Running:
@@ -253,6 +371,9 @@ async def _pipelining_and_inline(c: RespClient) -> None:
     replies = await c.pipeline(cmds)
     want = [x for i in range(300) for x in (OK, i + 1, b"%d" % (i + 1))]
     _eq(replies, want, "300 pipelined SET/INCR/GET triples")
+    keys = [f"p{i}" for i in range(300)]
+    want = [b"%d" % (i + 1) for i in range(300)]
+    _eq(await c.call("MGET", *keys, "nope"), [*want, None], "MGET of 301 keys (sent lazily)")
 
     await c.send_raw(b"PING\r\n")
     _eq(await c.reply(), Simple("PONG"), "inline PING")
@@ -279,6 +400,18 @@ async def _resp3_and_errors(address: tuple[str, int]) -> None:
         _eq(await c.reply(), Simple("PONG"), "the command before a protocol error")
         _eq(await c.reply(), ReplyError("ERR Protocol error: invalid multibulk length"), "*x")
         rest = await within(5, c.stream.receive(), "close after a protocol error")
+        assert rest == b"", f"expected EOF after a protocol error, got {rest[:40]!r}"
+    finally:
+        await c.aclose()
+
+    c = await RespClient.connect(*address)
+    try:
+        # A length over the limit is refused at once, before its bytes are sent.
+        await c.send_raw(b"*2\r\n$3\r\nGET\r\n$%d\r\n" % (MAX_BULK + 1))
+        error = await c.reply()
+        want = f"ERR Protocol error: invalid bulk length {MAX_BULK + 1} (the limit is {MAX_BULK}"
+        assert isinstance(error, ReplyError) and error.message.startswith(want), error
+        rest = await within(5, c.stream.receive(), "close after an oversized bulk length")
         assert rest == b"", f"expected EOF after a protocol error, got {rest[:40]!r}"
     finally:
         await c.aclose()

@@ -5,6 +5,14 @@ in both directions (the client sends fragments and a ping between them; the serv
 reassembles, answers the ping at once, and echoes large messages in
 ``ECHO_FRAGMENT``-byte fragments), ping/pong, the close handshake (close frame each
 way, then the server closes TCP), and a 1009 close for a message over ``MAX_MESSAGE``.
+
+Limits (the server is one that people run): a message of at most ``MAX_MESSAGE`` (1 MiB),
+counted as its frames arrive (wsproto hands over a frame's payload as it comes, so a
+frame that claims 2**63 bytes costs nothing until the limit); past it, close code 1009,
+then ``LINGER`` seconds for the client's close frame. The opening handshake's head is
+h11's, at most 16 KiB. No extension (permessage-deflate) is accepted, so what a client
+sends is what it costs. While the transport is paused the server stops reading, so a
+client that sends without reading holds at most one read's worth of echoes.
 """
 
 from __future__ import annotations
