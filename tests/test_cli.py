@@ -57,7 +57,7 @@ def test_conformance_json_records(tmp_path: Path) -> None:
               "--json", str(path))  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     records = json.loads(path.read_text())
-    assert {r["check"] for r in records} >= {"lifecycle.addresses", "app.echo"}
+    assert {r["check"] for r in records} >= {"addresses.extra_info", "app.echo"}
     for r in records:
         assert set(r) == {"check", "backend", "client_backend", "status", "seconds", "detail"}
         assert r["status"] == "pass" and r["backend"] == "asyncio" and r["client_backend"] is None

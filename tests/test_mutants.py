@@ -103,14 +103,14 @@ def test_a_loop_that_never_wakes_is_reported_as_hung_and_the_run_goes_on() -> No
     spec = mutants.MUTANTS["ThreadsafeNoWakeUp"].spec
     started = time.monotonic()
     results = run_backend(
-        spec, ["threads.call_soon_threadsafe", "timers.call_soon_fifo"], lambda r: None, 2.0
+        spec, ["threads.call_soon_threadsafe", "scheduling.call_soon_fifo"], lambda r: None, 2.0
     )
     by_name = {r.check: r for r in results}
     hung = by_name["threads.call_soon_threadsafe"]
     assert hung.status == "fail" and "no wake-up" in hung.detail, hung
     assert hung.detail.startswith("hung:"), hung.detail
     # The watchdog reported it and ended that worker; a fresh one ran the next case.
-    assert by_name["timers.call_soon_fifo"].status == "pass", by_name
+    assert by_name["scheduling.call_soon_fifo"].status == "pass", by_name
     assert time.monotonic() - started < 60
 
 
@@ -137,6 +137,6 @@ def test_an_error_seen_only_in_the_log_fails_the_check() -> None:
     """A protocol callback that raises inside the loop (connection_made called twice)
     shows in the verdict, although the check's own assertions might not see it."""
     spec = mutants.MUTANTS["MadeTwice"].spec
-    (result,) = run_backend(spec, ["lifecycle.callback_order"], lambda r: None, 4.0)
+    (result,) = run_backend(spec, ["protocol.callback_order"], lambda r: None, 4.0)
     assert result.status == "fail", result
     assert "logged" in result.detail and "InvalidStateError" in result.detail, result.detail

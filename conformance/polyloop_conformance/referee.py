@@ -84,7 +84,15 @@ def os_threads() -> tuple[Callable[..., Any], Callable[[], int], Callable[[], An
 
 
 class Failed(AssertionError):
-    """A verdict whose message is complete (the rule, what was expected, what happened)."""
+    """A verdict whose message is complete (what was expected, what happened).
+
+    ``clause``: the id of the contract clause broken, when the check enforces several
+    and knows which one failed; the report then names only that one.
+    """
+
+    def __init__(self, message: str = "", clause: str | None = None) -> None:
+        super().__init__(message)
+        self.clause = clause
 
 
 class _Interrupt(KeyboardInterrupt):
@@ -517,7 +525,7 @@ class Case:
                 )
             elif raised is not error and not isinstance(raised, polyloop.Cancelled):
                 text += f"\n  and run() raised {raised!r} instead of it"
-            raise Failed(self._with_logs(text))
+            raise Failed(self._with_logs(text), getattr(error, "clause", None))
         if self.finished:
             if raised is not None:
                 raise Failed(
@@ -678,7 +686,8 @@ def _judge_run(
                 interrupted = True
             except BaseException as exc:
                 if case.timed_out is None:
-                    raise Failed(case._with_logs(case.describe(exc))) from exc
+                    text = case._with_logs(case.describe(exc))
+                    raise Failed(text, getattr(exc, "clause", None)) from exc
                 interrupted = True
             else:
                 interrupted = False

@@ -89,23 +89,41 @@ def mixed_label(framework: str) -> str:
 
 
 def select_cases(
-    check_patterns: list[str] | None, app_names: list[str] | None, mixed: bool = False
+    check_patterns: list[str] | None,
+    app_names: list[str] | None,
+    mixed: bool = False,
+    tier: int | None = None,
 ) -> list[str]:
     """Case names from ``--check`` globs and ``--app`` names (none given: everything).
-    Checks that need mixed mode are left out unless ``mixed``."""
+    Checks that need mixed mode are left out unless ``mixed``.
+
+    ``tier`` (``--tier``): only the checks of that tier; tier 1 (what a new backend must
+    pass first: the loop contract) has no apps, tier 2 keeps the apps selected. A check
+    pattern that matches nothing of that tier is a ``LookupError``.
+    """
+    if tier is not None and tier not in (1, 2):
+        raise LookupError(f"--tier is 1 or 2, not {tier!r}")
     for name in app_names or []:
         if name not in APPS:
             raise LookupError(f"unknown app {name!r}; known: {', '.join(APPS)}")
-    known = [n for n, c in CHECKS.items() if mixed or not c.mixed_only]
+    if tier == 1 and app_names:
+        raise LookupError("the apps are tier 2: --tier 1 runs the loop contract's checks only")
+    known = [
+        n
+        for n, c in CHECKS.items()
+        if (mixed or not c.mixed_only) and (tier is None or c.tier == tier)
+    ]
+    apps = [] if tier == 1 else [f"app.{a}" for a in APPS]
     if check_patterns is None and app_names is None:
-        return known + [f"app.{a}" for a in APPS]
+        return known + apps
     cases = []
     for pattern in check_patterns or []:
         matched = [
             n for n in known if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".")
         ]
         if not matched:
-            raise LookupError(f"no check matches {pattern!r}")
+            of_tier = f" of tier {tier}" if tier is not None else ""
+            raise LookupError(f"no check{of_tier} matches {pattern!r}")
         cases += [n for n in matched if n not in cases]
     cases += [f"app.{a}" for a in app_names or []]
     return cases

@@ -34,7 +34,15 @@ from typing import Any
 
 import polyloop
 
-from ._registry import CHECKS, CheckResult, app_config, run_app, run_case, run_check
+from ._registry import (
+    CHECKS,
+    CheckResult,
+    app_config,
+    run_app,
+    run_case,
+    run_check,
+    with_rules,
+)
 from .apps import APPS, Running
 from .host import HostBackend
 from .referee import exit_on_hang, os_threads, run_judged
@@ -65,7 +73,8 @@ def _exit_on_hang(
 
     def report(verdict: str) -> None:
         seconds = time.perf_counter() - started
-        emit(CheckResult(case, label, client_backend, "fail", seconds, verdict))
+        detail = with_rules(case, verdict)
+        emit(CheckResult(case, label, client_backend, "fail", seconds, detail))
 
     return exit_on_hang(report)
 

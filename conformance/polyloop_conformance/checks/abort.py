@@ -25,7 +25,7 @@ from ._util import (
 )
 
 
-@check("abort")
+@check("abort", clauses=["transport.abort.local_error"])
 async def check_local_aborted_error(session: polyloop.Session) -> None:
     """abort(): connection_lost(ConnectionAbortedError) later, never from inside abort()."""
     server, srv, cli = await pair(session, client_proto=lambda: ReentrancyProbe(session))
@@ -44,7 +44,7 @@ async def check_local_aborted_error(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("abort")
+@check("abort", clauses=["transport.abort.resets_peer", "transport.reset.not_eof"])
 async def check_peer_reset(session: polyloop.Session) -> None:
     """The peer of an aborted connection sees a reset, not a clean EOF."""
     server, srv, cli = await pair(session)
@@ -62,7 +62,14 @@ async def check_peer_reset(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("abort")
+@check(
+    "abort",
+    clauses=[
+        "transport.abort.resets_peer",
+        "transport.reset.not_eof",
+        "stream.receive.error_after_data",
+    ],
+)
 async def check_peer_stream_reset(session: polyloop.Session) -> None:
     """A peer reading with a Stream gets ConnectionResetError from receive()."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
@@ -84,7 +91,7 @@ async def check_peer_stream_reset(session: polyloop.Session) -> None:
     await listener.aclose()
 
 
-@check("abort")
+@check("abort", clauses=["transport.abort.drops_buffer"])
 async def check_drops_buffer(session: polyloop.Session) -> None:
     """abort() with data buffered drops it: the peer gets fewer bytes, then a reset."""
     server, srv, cli = await pair(session, lambda: PausedReader(session))
@@ -108,7 +115,7 @@ async def check_drops_buffer(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("abort")
+@check("abort", clauses=["transport.abort.drops_buffer"])
 async def check_after_close_buffered(session: polyloop.Session) -> None:
     """abort() after a close() that is still flushing drops the rest: the peer sees a
     reset, connection_lost gets ConnectionAbortedError, once."""
@@ -135,7 +142,7 @@ async def check_after_close_buffered(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("abort")
+@check("abort", clauses=["transport.abort.idempotent"])
 async def check_idempotent(session: polyloop.Session) -> None:
     """abort() twice, abort() after close(), abort() after loss: one connection_lost each."""
     server, srv, cli = await pair(session)
@@ -160,7 +167,7 @@ async def check_idempotent(session: polyloop.Session) -> None:
     await server2.aclose()
 
 
-@check("abort")
+@check("abort", clauses=["transport.write.after_close_noop"])
 async def check_write_after_abort(session: polyloop.Session) -> None:
     """A write after abort() is a silent no-op."""
     server, srv, cli = await pair(session)

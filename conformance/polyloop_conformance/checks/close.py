@@ -54,7 +54,7 @@ async def flushes(session: polyloop.Session, make_pair: MakePair) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.close.flushes"])
 async def check_flushes(session: polyloop.Session) -> None:
     """close() with a large write buffered delivers every byte, then connection_lost(None)."""
     await flushes(session, pair)
@@ -84,14 +84,14 @@ async def is_closing_buffered(session: polyloop.Session, make_pair: MakePair) ->
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.is_closing"])
 async def check_is_closing_buffered(session: polyloop.Session) -> None:
     """is_closing() is True at once after close(), also while buffered data is still
     being flushed, and stays True."""
     await is_closing_buffered(session, pair)
 
 
-@check("close")
+@check("close", clauses=["transport.close.not_reentrant"])
 async def check_lost_not_reentrant(session: polyloop.Session) -> None:
     """close() never calls connection_lost from inside itself; it comes later, with None."""
     server, srv, cli = await pair(session, client_proto=lambda: ReentrancyProbe(session))
@@ -107,7 +107,7 @@ async def check_lost_not_reentrant(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.close.idempotent"])
 async def check_idempotent(session: polyloop.Session) -> None:
     """close() twice, and close() after the connection is lost: connection_lost runs once."""
     server, srv, cli = await pair(session)
@@ -126,7 +126,7 @@ async def check_idempotent(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.is_closing"])
 async def check_is_closing(session: polyloop.Session) -> None:
     """is_closing() is False while open, True at once after close(), and on the peer once lost."""
     server, srv, cli = await pair(session)
@@ -144,7 +144,7 @@ async def check_is_closing(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.write.after_close_noop"])
 async def check_write_after_close(session: polyloop.Session) -> None:
     """A write after close() is a silent no-op: the peer gets only what came before."""
     server, srv, cli = await pair(session)
@@ -184,13 +184,13 @@ async def write_after_close_buffered(session: polyloop.Session, make_pair: MakeP
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.write.after_close_noop"])
 async def check_write_after_close_buffered(session: polyloop.Session) -> None:
     """A write after close() while earlier data is still buffered is dropped, not queued."""
     await write_after_close_buffered(session, pair)
 
 
-@check("close")
+@check("close", clauses=["transport.write.after_close_noop"])
 async def check_write_after_peer_closed(session: polyloop.Session) -> None:
     """Writes after the connection was lost (the peer closed) are silent no-ops."""
     server, srv, cli = await pair(session)
@@ -202,7 +202,7 @@ async def check_write_after_peer_closed(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.close.peer_sees_eof"])
 async def check_peer_sees_eof(session: polyloop.Session) -> None:
     """The peer of a closed transport gets eof_received, then connection_lost(None)."""
     server, srv, cli = await pair(session)

@@ -23,7 +23,7 @@ from ._util import (
 )
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.can_write_eof"])
 async def check_can_write_eof(session: polyloop.Session) -> None:
     """can_write_eof() is True for plain TCP on both ends."""
     server, srv, cli = await pair(session)
@@ -35,7 +35,7 @@ async def check_can_write_eof(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.write_eof.half_close"])
 async def check_peer_eof_and_reply(session: polyloop.Session) -> None:
     """After write_eof the peer gets eof_received, and this side still reads its reply."""
 
@@ -68,7 +68,7 @@ async def check_peer_eof_and_reply(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["protocol.eof_received.return_value"])
 async def check_true_keeps_open(session: polyloop.Session) -> None:
     """eof_received returning True keeps the connection half-open: it can still write."""
     server, srv, cli = await pair(session, lambda: Recorder(session, keep_open_on_eof=True))
@@ -93,7 +93,7 @@ async def check_true_keeps_open(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["protocol.eof_received.return_value"])
 async def check_falsy_closes(session: polyloop.Session) -> None:
     """eof_received returning None/False closes the transport: connection_lost(None) on both."""
     for result in (None, False):
@@ -127,7 +127,7 @@ async def check_falsy_closes(session: polyloop.Session) -> None:
         await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.write_eof.half_close"])
 async def check_write_eof_flushes(session: polyloop.Session) -> None:
     """write_eof with a large write buffered: the peer reads every byte, then EOF."""
     server, srv, cli = await pair(session, lambda: PausedReader(session))
@@ -143,7 +143,7 @@ async def check_write_eof_flushes(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.write_eof.then_write_raises"])
 async def check_write_after_eof(session: polyloop.Session) -> None:
     """write() after write_eof() raises RuntimeError."""
     server, srv, cli = await pair(session, lambda: Recorder(session, keep_open_on_eof=True))
@@ -161,7 +161,7 @@ async def check_write_after_eof(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.abort.resets_peer"])
 async def check_abort_half_open(session: polyloop.Session) -> None:
     """abort() of a connection half-open after the peer's EOF: the peer sees a reset,
     this side's connection_lost gets ConnectionAbortedError."""

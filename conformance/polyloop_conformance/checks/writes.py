@@ -26,7 +26,7 @@ async def _finish(server: polyloop.Server, cli: Recorder, srv: Recorder) -> None
     await server.aclose()
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.in_order"])
 async def check_order(session: polyloop.Session) -> None:
     """Many small writes arrive complete and in order."""
     server, srv, cli = await pair(session)
@@ -47,7 +47,7 @@ def _diff(a: bytes, b: bytes) -> int:
     )
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.in_order"])
 async def check_large_write(session: polyloop.Session) -> None:
     """One 8 MiB write arrives whole (the transport buffers what the kernel won't take)."""
     server, srv, cli = await pair(session)
@@ -65,7 +65,7 @@ async def check_large_write(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.copies"])
 async def check_bytearray_copied(session: polyloop.Session) -> None:
     """write(bytearray) copies or sends before returning: reusing the buffer at once is safe."""
     server, srv, cli = await pair(session)
@@ -111,14 +111,14 @@ async def bytearray_copied_buffered(
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.copies"])
 async def check_bytearray_copied_buffered(session: polyloop.Session) -> None:
     """write(bytearray) while data is buffered (the peer stopped reading) copies it:
     mutating the bytearray after write() returns changes nothing on the wire."""
     await bytearray_copied_buffered(session, pair)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.exact_bytes"])
 async def check_memoryview(session: polyloop.Session) -> None:
     """write(memoryview) sends exactly the view's bytes (a slice of a larger buffer)."""
     server, srv, cli = await pair(session)
@@ -131,7 +131,7 @@ async def check_memoryview(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.exact_bytes"])
 async def check_writelines(session: polyloop.Session) -> None:
     """writelines([...]) writes each item in turn (bytes, bytearray and memoryview mixed)."""
     server, srv, cli = await pair(session)
@@ -144,7 +144,7 @@ async def check_writelines(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.empty"])
 async def check_empty_write(session: polyloop.Session) -> None:
     """An empty write sends nothing and does no harm."""
     server, srv, cli = await pair(session)
@@ -158,7 +158,7 @@ async def check_empty_write(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.in_order"])
 async def check_both_directions(session: polyloop.Session) -> None:
     """Both ends write 1 MiB at once; each receives the other's bytes whole."""
     server, srv, cli = await pair(session)
@@ -172,7 +172,7 @@ async def check_both_directions(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.in_order"])
 async def check_server_side_writes(session: polyloop.Session) -> None:
     """The accepted side writes too (written from inside data_received: an echo)."""
 
@@ -220,7 +220,7 @@ class _CallSoonSpy:
             del session.call_soon
 
 
-@check("writes")
+@check("protocol", clauses=["protocol.data_path.direct"])
 async def check_direct_data_path(session: polyloop.Session) -> None:
     """data_received and eof_received are called by the transport's read path itself,
     not scheduled through call_soon once per chunk."""
