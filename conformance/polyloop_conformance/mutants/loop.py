@@ -594,3 +594,34 @@ class _SwallowsErrorBackend(SelectorsBackend):
 )
 class RunSwallowsError(_SwallowsErrorBackend):
     pass
+
+
+@mutant(
+    "scheduling",
+    "sleep(0) yields to the loop",
+    clauses=["loop.sleep_zero.yields"],
+    checks=["scheduling.sleep_zero_yields", "starttls.protocol_api_upgrade"],
+    expect=["sleep(0)", "the loop is busy, not asleep"],
+)
+class SleepZeroNoYield(SelectorsSession):
+    async def sleep(self, seconds: float) -> None:
+        if seconds == 0:
+            return  # returns at once: a `while ...: await sleep(0)` never lets the loop run
+        await super().sleep(seconds)
+
+
+@mutant(
+    "lifecycle",
+    "run(main) returns main's result: the loop's disposal does not fail",
+    clauses=["run.returns_main_result"],
+    checks=["run.returns_result", "timers.call_later_order"],
+    expect=["OSError: [Errno 9]", "inside an ExceptionGroup"],
+)
+class DisposalErrorGrouped(SelectorsBackend):
+    """A run() that, like a structured-concurrency loop's, reports what went wrong at
+    its end as an ExceptionGroup: the verdict must show the OSError inside it."""
+
+    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        super()._run(body)
+        error = OSError(9, "Bad file descriptor (closing the selector)")
+        raise ExceptionGroup("unhandled errors in the loop's disposal", [error])
