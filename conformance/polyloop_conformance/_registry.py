@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 BackendFactory = Callable[[], polyloop.Backend]
-Status = Literal["pass", "fail", "skip"]
+#: ``not-run``: the case never got a verdict (the run's budget ran out, or the run was
+#: stopped before it); its detail says which.
+Status = Literal["pass", "fail", "skip", "not-run"]
 
 
 class SkipCheck(Exception):

@@ -542,7 +542,23 @@ class Case:
         head = f"not finished after {self.timeout:g} s of wall-clock time"
         session = self.session
         if session is None or not self.started:
-            self.timed_out = f"hung: run() had not started the check's coroutine {head}"
+            self.timed_out = (
+                f"hung: run() had not started the check's coroutine after {self.timeout:g} s"
+                " of wall-clock time"
+            )
+            places = list(dict.fromkeys(self._sample_loop_thread(None) or []))
+            if len(places) > 1:
+                self.timed_out += (
+                    f"; the thread that called run() is busy running Python code ({places[0]}"
+                    f", {places[1]}...): the loop never gets to main's first step"
+                )
+            elif places and _asleep(places[0]):
+                self.timed_out += (
+                    f"; the loop sleeps in its poll at {places[0]}: main's first step"
+                    " (scheduled with call_soon) never ran"
+                )
+            elif places:
+                self.timed_out += f"; the thread that called run() is blocked at {places[0]}"
             return self.timed_out
         answered = self._allocate()
         answered.acquire()
@@ -609,13 +625,21 @@ class Case:
         return self.timed_out
 
     def _sample_loop_thread(self, answered: Any) -> list[str] | None:
-        """Wait up to ``PROBE_WAIT`` for the probe (``answered``), looking at where the
-        loop's thread is every 0.1 s: ``None`` if the probe ran, else the places seen
+        """Wait up to ``PROBE_WAIT`` for the probe (``answered``; ``None``: no probe, just
+        look), looking at where the loop's thread is every 0.1 s: ``None`` if the probe
+        ran, else the places seen
         (``file.py:line function()`` of the innermost Python frame, one per look)."""
         seen: list[str] = []
         deadline = time.monotonic() + PROBE_WAIT
         while True:
-            if answered.acquire(True, min(0.1, max(0.0, deadline - time.monotonic()))):
+            pause = min(0.1, max(0.0, deadline - time.monotonic()))
+            if answered is None:
+                # A real lock's timeout, not time.sleep: after patch_all() that would be
+                # gevent's, in a thread without a hub.
+                never = self._allocate()
+                never.acquire()
+                never.acquire(True, pause)
+            elif answered.acquire(True, pause):
                 return None
             frame = sys._current_frames().get(self._loop_ident)
             if frame is not None:

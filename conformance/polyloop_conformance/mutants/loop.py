@@ -625,3 +625,22 @@ class DisposalErrorGrouped(SelectorsBackend):
         super()._run(body)
         error = OSError(9, "Bad file descriptor (closing the selector)")
         raise ExceptionGroup("unhandled errors in the loop's disposal", [error])
+
+
+@mutant(
+    "scheduling",
+    "call_soon callbacks run (on the next loop iteration)",
+    clauses=["loop.call_soon.fifo"],
+    checks=["scheduling.call_soon_fifo"],
+    expect=["hung", "had not started the check's coroutine"],
+)
+class CallSoonNeverRuns(SelectorsSession):
+    """Every case hangs: not even main's first step runs (the budget tests use it)."""
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        handle = _Handle(fn, args, 0)
+        self.loop.from_threads.append(handle)  # a queue the loop reads only when woken
+        return handle
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        pass  # nothing from other threads either: the loop never wakes
