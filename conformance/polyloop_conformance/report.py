@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._registry import CheckResult
@@ -122,13 +123,19 @@ def print_matrix(results: list[CheckResult], console: Console) -> None:
     for r in problems:
         where = r.backend if r.client_backend is None else f"{r.backend} → {r.client_backend}"
         colour = "red" if r.status == "fail" else "yellow"
-        console.print(f"[{colour}]{r.status.upper()}[/] {r.check} on {where}: {r.detail}")
+        console.print(
+            f"[{colour}]{r.status.upper()}[/] {r.check} on {escape(where)}: {escape(r.detail)}"
+        )
     for r in results:  # recorded as passes so that the matrix stays green, but said loudly
         if r.status == "pass" and r.detail.startswith("KNOWN FAILURE"):
             rest = r.detail.removeprefix("KNOWN FAILURE ")
-            console.print(f"[bold magenta]KNOWN FAILURE[/] {r.check} on {r.backend}: {rest}")
+            console.print(
+                f"[bold magenta]KNOWN FAILURE[/] {r.check} on {escape(r.backend)}: {escape(rest)}"
+            )
         elif r.status == "pass" and r.detail:
-            console.print(f"[bold magenta]NOTE[/] {r.check} on {r.backend}: {r.detail}")
+            console.print(
+                f"[bold magenta]NOTE[/] {r.check} on {escape(r.backend)}: {escape(r.detail)}"
+            )
     n_pass = sum(r.status == "pass" for r in results)
     n_fail = sum(r.status == "fail" for r in results)
     n_skip = sum(r.status == "skip" for r in results)
@@ -142,7 +149,9 @@ def print_matrix(results: list[CheckResult], console: Console) -> None:
             shown = ", ".join(cases[:5]) + (
                 f" and {len(cases) - 5} more" if len(cases) > 5 else ""
             )
-            console.print(f"[bold]NOT RUN[/] {len(cases)} cases ({reason}): {shown}")
+            console.print(
+                f"[bold]NOT RUN[/] {len(cases)} cases ({escape(reason)}): {escape(shown)}"
+            )
     tail = f", {len(not_run)} not run" if not_run else ""
     console.print(f"{n_pass} passed, {n_fail} failed, {n_skip} skipped{tail}")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from polyloop.lowlevel import SocketTransport, aborted
 
+from ..example_backend import _Handle
 from . import mutant
 
 # --- writes ---
@@ -101,6 +102,22 @@ class WriteKeepsReference(SocketTransport):
 class DataThroughCallSoon(SocketTransport):
     def feed_data(self, data: bytes) -> None:
         self._session.call_soon(super().feed_data, data)
+
+
+@mutant(
+    "transports",
+    "the protocol is called directly on the data path (not a loop iteration later)",
+    clauses=["protocol.data_path.direct"],
+    checks=["protocol.direct_data_path"],
+    expect=["one loop iteration after the transport's socket was readable"],
+)
+class DataThroughOwnQueue(SocketTransport):
+    """Each chunk goes through the loop's own ready queue, not ``session.call_soon``: a
+    check that watched ``call_soon`` saw nothing, so only a judge from outside sees it."""
+
+    def _received(self, data: bytes) -> None:
+        loop = self._session.loop  # type: ignore[attr-defined]
+        loop.ready.append(_Handle(super()._received, (data,), 0))
 
 
 # --- close ---
