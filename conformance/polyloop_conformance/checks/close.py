@@ -15,8 +15,11 @@ from typing import Any
 import polyloop
 
 from .._registry import check
+from ..referee import Failed
+from ._reference import ReferenceReader, reference_peer
 from ._util import (
     PausedReader,
+    Recorder,
     ReentrancyProbe,
     compact,
     fill_until_paused,
@@ -58,6 +61,34 @@ async def flushes(session: polyloop.Session, make_pair: MakePair) -> None:
 async def check_flushes(session: polyloop.Session) -> None:
     """close() with a large write buffered delivers every byte, then connection_lost(None)."""
     await flushes(session, pair)
+
+
+@check("close", clauses=["transport.close.flushes"])
+async def check_flushes_to_plain_peer(session: polyloop.Session) -> None:
+    """close() with a large write buffered: a plain socket at the other end reads every
+    byte, then a clean EOF (only the closing end, the backend under test, is judged)."""
+    proto = Recorder(session)
+    transport, peer = await reference_peer(session, lambda: proto)
+    try:
+        total = await fill_until_paused(session, proto)  # the peer does not read yet
+        buffered = transport.get_write_buffer_size()
+        assert buffered > 0, f"nothing was buffered after pause_writing ({total} bytes written)"
+        transport.close()
+        reader = ReferenceReader(peer)
+        ending = await reader.wait(session, f"the {total} bytes written, then EOF")
+    finally:
+        peer.close()
+    if reader.received != total or ending != "eof":
+        end = "a clean EOF" if ending == "eof" else f"{ending} ({reader.error!r})"
+        raise Failed(
+            f"the closing end (the backend under test) broke the rule: the peer, a plain"
+            f" socket of the standard library, read {reader.received} of the {total} bytes"
+            f" written, then {end}; {buffered} bytes were buffered when close() was called,"
+            " and close() must send them all before it closes the socket",
+            clause="transport.close.flushes",
+        )
+    exc = await proto.wait_lost()
+    assert exc is None, f"connection_lost({exc!r}) after a clean close, expected None"
 
 
 async def is_closing_buffered(session: polyloop.Session, make_pair: MakePair) -> None:

@@ -9,9 +9,7 @@ directly (not through ``call_soon`` per chunk).
 
 from __future__ import annotations
 
-import select
 import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +18,7 @@ import polyloop
 
 from .._registry import check
 from ..referee import waiting_for
+from ._reference import plain, reference_peer
 from ._util import PausedReader, Recorder, fill_until_paused, pair, transport_of
 
 
@@ -197,36 +196,6 @@ async def check_server_side_writes(session: polyloop.Session) -> None:
 _ROUNDS = 12
 
 
-def _plain() -> tuple[Any, Any, Any]:
-    """The standard library's ``socket.socket``, ``socket.socketpair`` and
-    ``select.select``, also after gevent's ``patch_all()`` (whose versions would switch
-    to the hub, which a loop callback must not do: ``BlockingSwitchOutError``)."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
-        sock_cls, pair = monkey.get_original("socket", ["socket", "socketpair"])
-        (sel,) = monkey.get_original("select", ["select"])
-        return sock_cls, pair, sel
-    return socket.socket, socket.socketpair, select.select
-
-
-async def _raw_peer(session: polyloop.Session, protocol: Recorder) -> tuple[Any, Any]:
-    """A connection whose other end is a plain blocking socket (the reference), and the
-    transport under test on this end: ``(transport, peer socket)``."""
-    sock_cls = _plain()[0]
-    listener = sock_cls(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        port = listener.getsockname()[1]
-        transport, _ = await session.connect_tcp(lambda: protocol, "127.0.0.1", port)
-        listener.settimeout(5.0)
-        peer, _ = listener.accept()
-    finally:
-        listener.close()
-    peer.settimeout(5.0)
-    return transport, peer
-
-
 @check("protocol", clauses=["protocol.data_path.direct"])
 async def check_direct_data_path(session: polyloop.Session) -> None:
     """data_received and eof_received are called by the transport's read path as the
@@ -257,8 +226,8 @@ async def check_direct_data_path(session: polyloop.Session) -> None:
             return super().eof_received()
 
     proto = Probe(session)
-    transport, peer = await _raw_peer(session, proto)
-    _, socketpair, plain_select = _plain()
+    transport, peer = await reference_peer(session, lambda: proto)
+    _, socketpair, plain_select = plain()
     ref_r, ref_w = socketpair()
     ref_r.setblocking(False)
     sock = transport.get_extra_info("socket")

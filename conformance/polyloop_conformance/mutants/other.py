@@ -367,7 +367,7 @@ class _AbortedNotReported(AsyncioTransport):
     "abort() resets, and reports ConnectionAbortedError (asyncio's does not)",
     clauses=["transport.abort.resets_peer", "transport.abort.local_error"],
     checks=["abort.peer_reset", "abort.local_aborted_error"],
-    expect=["ConnectionResetError", "ConnectionAbortedError"],
+    expect=["instead of a reset (ECONNRESET)", "ConnectionAbortedError"],
 )
 class AsyncioNativeAbort(_AbortedNotReported):
     pass

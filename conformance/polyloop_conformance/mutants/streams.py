@@ -127,8 +127,8 @@ class DataThroughOwnQueue(SocketTransport):
     "transports",
     "close() flushes buffered data first",
     clauses=["transport.close.flushes"],
-    checks=["close.flushes"],
-    expect=["close() must flush"],
+    checks=["close.flushes", "close.flushes_to_plain_peer"],
+    expect=["close() must flush", "the closing end (the backend under test) broke the rule"],
 )
 class CloseDropsBuffer(SocketTransport):
     def close(self) -> None:
@@ -250,13 +250,29 @@ class AbortReportsNone(SocketTransport):
     "abort() resets the connection: the peer sees a reset, not EOF",
     clauses=["transport.abort.resets_peer"],
     checks=["abort.peer_reset"],
-    expect=["abort() resets"],
+    expect=["the aborting end (the backend under test) broke the rule", "a clean EOF (FIN)"],
 )
 class AbortWithoutReset(SocketTransport):
     def abort(self) -> None:
         if self._lost:
             return
         self._drop(aborted())  # no SO_LINGER: the kernel sends a FIN
+
+
+@mutant(
+    "transports",
+    "an incoming reset is reported as an error, never as a clean EOF",
+    clauses=["transport.reset.not_eof"],
+    checks=["abort.reset_reported", "abort.peer_stream_reset"],
+    expect=["the receiving end (the backend under test) broke the rule"],
+)
+class ResetAsEof(SocketTransport):
+    def _fatal(self, exc: BaseException) -> None:
+        if isinstance(exc, ConnectionResetError) and self._reading:
+            self._stop_reading()
+            self._read_eof()  # "the peer went away": reported as a clean EOF
+            return
+        super()._fatal(exc)
 
 
 @mutant(
