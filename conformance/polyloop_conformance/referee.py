@@ -244,11 +244,11 @@ def _operands(frame: Any, source: str) -> str:
             continue
         try:
             value = _safe_lookup(node, frame)
-        except Exception:
+            if callable(value) or isinstance(value, type) or hasattr(value, "__path__"):
+                continue
+            rendered = repr(value)
+        except Exception:  # a value that cannot be shown is left out, never raised
             continue
-        if callable(value) or isinstance(value, type) or hasattr(value, "__path__"):
-            continue
-        rendered = repr(value)
         if re.fullmatch(r"<.* at 0x[0-9a-f]+>", rendered):
             continue  # an object's default repr says nothing
         if len(rendered) > _VALUE_CHARS:
@@ -284,7 +284,7 @@ def _frame_of(exc: BaseException, wanted: traceback.FrameSummary | None) -> Any:
         if (
             wanted is not None
             and code.co_filename == wanted.filename
-            and tb.tb_lineno == (wanted.lineno)
+            and tb.tb_lineno == wanted.lineno
         ):
             found = tb.tb_frame
         tb = tb.tb_next
