@@ -1,4 +1,10 @@
-"""Faults: one behaviour under bad input and failing callbacks, on every backend.
+"""One behaviour under bad input and failing callbacks, on every backend.
+
+The checks here are filed under the layer each judges (``protocol.*_raises``,
+``flow.callbacks_raise``, ``errors.texts``, ``tls.handshake_timeout``,
+``tls.clean_close_is_clean``, ``streams.handler_reset_not_an_error``,
+``session.graceful_shutdown``); this file keeps them together because they share the
+callback-error policy below.
 
 The callback-error policy (docs/errors.md): an exception raised by a protocol's
 ``data_received`` or ``eof_received`` is logged once with its traceback, the connection

@@ -1,5 +1,7 @@
 """What a connection pool needs from a stream: ``abort``, ``is_closing``, ``at_eof``,
 socket options, ``TCP_NODELAY`` on by default, and ``getaddrinfo`` -- on every backend.
+
+Filed as ``streams.abort``, ``streams.idle_sees_eof`` and ``sockets.*``.
 """
 
 from __future__ import annotations
