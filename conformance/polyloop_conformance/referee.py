@@ -296,6 +296,23 @@ def _frame_of(exc: BaseException, wanted: traceback.FrameSummary | None) -> Any:
 _SHAPE_ERRORS = (IndexError, KeyError, AttributeError, ValueError, TypeError, StopIteration)
 
 
+#: A message that is only a value's repr: ``LockStatistics(...)``, ``[...]``, ``<x>``.
+_REPR = re.compile(r"^[\w.]*[(\[{<]")
+
+
+def _condition(source: str) -> str:
+    """The condition of an ``assert`` line (without its message), or ``""``."""
+    import ast
+
+    if not source.startswith("assert"):
+        return ""
+    try:
+        node = ast.parse(source).body[0]
+    except (SyntaxError, IndexError):  # an assert that spans lines: its first line
+        return source.removeprefix("assert").strip().rstrip("(").strip()
+    return ast.unparse(node.test) if isinstance(node, ast.Assert) else ""
+
+
 def describe(exc: BaseException, check: str | None = None) -> str:
     """A failure as a backend author reads it: a sentence, and where in the check.
 
@@ -321,15 +338,16 @@ def describe(exc: BaseException, check: str | None = None) -> str:
     if isinstance(exc, AssertionError):
         failing = ours[-1] if ours else where  # the frame of the assert statement
         source = _frame_line(failing) if failing is not None else ""
-        condition = source.removeprefix("assert").strip() if source.startswith("assert") else ""
-        seen = _operands(_frame_of(exc, failing), source) if condition else ""
+        condition = _condition(source)
+        seen = _operands(_frame_of(exc, failing), condition) if condition else ""
         seen = f" (the check saw {seen})" if seen else ""
         if not text:
             if condition:
                 text = f"the check expected `{condition}`, and it was false{seen}"
             else:
                 text = "the check found the contract broken at an assertion without a message"
-        elif condition and len(text.split()) < 3:
+        elif condition and (len(text.split()) < 3 or _REPR.match(text)):
+            # A message that is only a value (a list, a statistics record) is no sentence.
             text = f"the check expected `{condition}`, and it was false: {text}{seen}"
     elif (
         isinstance(exc, _SHAPE_ERRORS)
