@@ -3,10 +3,11 @@
 Rule: each mutant is **one** plausible bug applied to a working backend -- the worked
 example (``example_backend.SelectorsBackend``, tier 1 only, so the core's transports and
 tasks run on it) or the asyncio backend (through its ``session_class`` and
-``transport_class`` hooks) -- and says which rule it breaks. A suite that cannot tell a
-mutant from a good backend has a gap; a verdict that does not name the broken rule is
-one a backend author cannot act on. So each mutant also lists the checks that must
-catch it and words their messages must contain.
+``transport_class`` hooks) -- and says which rule it breaks, by its clause id
+(``rules.CLAUSES``). A suite that cannot tell a mutant from a good backend has a gap; a
+verdict that does not name the broken rule is one a backend author cannot act on. So
+each mutant also lists the checks that must catch it and words their messages must
+contain, and one of its failures must name its clause.
 
 Each mutant is a backend class, named ``module:Class`` like any third-party backend::
 
