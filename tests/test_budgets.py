@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -66,7 +68,8 @@ def test_a_killed_run_leaves_a_valid_json_of_what_finished(tmp_path: Path) -> No
         f" run_plan(Plan(['asyncio', {HANGS!r}], {cases!r}, jobs=1, case_budget=30.0,"
         f" json_path={str(out)!r}))"
     )
-    proc = subprocess.Popen([sys.executable, "-c", program])
+    # A session of its own: the kill below ends the run and its workers at once.
+    proc = subprocess.Popen([sys.executable, "-c", program], start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         finished: list[dict[str, object]] = []
@@ -77,7 +80,7 @@ def test_a_killed_run_leaves_a_valid_json_of_what_finished(tmp_path: Path) -> No
                 finished = [r for r in records if r["status"] != "not-run"]
         assert len(finished) >= len(cases), "asyncio's cases did not finish in 60 s"
     finally:
-        proc.kill()  # in the middle of the mutant's first (hanging) case
+        os.killpg(proc.pid, signal.SIGKILL)  # in the middle of the mutant's first case
         proc.wait()
     records = json.loads(out.read_text())
     assert len(records) == 2 * len(cases), records
