@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ._registry import CHECKS, CheckResult
+from ._registry import CHECKS, CheckResult, with_rules
 from .apps import APPS
 from .host import host_label, parse_host_label
 from .referee import HUNG_EXIT
@@ -323,10 +323,10 @@ def _collect(
                         detail = f"worker exited with code {code} during this case"
                 if line is None:
                     tail = worker.stderr_tail()
+                    detail = with_rules(case, detail + (f"\n{tail}" if tail else ""))
                     record = CheckResult(
-                        case, backend, client_backend, "fail", time.monotonic() - started,
-                        detail + (f"\n{tail}" if tail else ""),
-                    )  # fmt: skip
+                        case, backend, client_backend, "fail", time.monotonic() - started, detail
+                    )
                     results.append(record)
                     progress(record)
                     left.pop(0)
