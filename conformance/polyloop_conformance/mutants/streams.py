@@ -362,8 +362,8 @@ class EofAlwaysCloses(SocketTransport):
     "transports",
     "write_eof flushes, then half-closes",
     clauses=["transport.write_eof.half_close"],
-    checks=["halfclose.write_eof_flushes"],
-    expect=["write_eof flushes"],
+    checks=["halfclose.write_eof_flushes", "halfclose.write_eof_to_plain_peer"],
+    expect=["write_eof flushes", "the half-closing end (the backend under test) broke"],
 )
 class WriteEofNoFlush(SocketTransport):
     def write_eof(self) -> None:
@@ -585,3 +585,17 @@ class NoNodelay(SocketTransport):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
         super().__init__(session, sock, factory)
+
+
+@mutant(
+    "transports",
+    "a clean close of the peer reaches the protocol as eof_received, then connection_lost(None)",
+    clauses=["transport.close.peer_sees_eof"],
+    checks=["halfclose.eof_from_plain_peer"],
+    expect=["the receiving end (the backend under test) broke the rule"],
+)
+class EofAsReset(SocketTransport):
+    """The peer's FIN taken for an error: no eof_received, connection_lost(an error)."""
+
+    def _read_eof(self) -> None:
+        self._fatal(ConnectionResetError(104, "Connection reset by peer"))
