@@ -24,7 +24,7 @@ from typing import Any
 import polyloop
 
 from .._registry import SkipCheck, check
-from ..referee import waiting_for
+from ..referee import Failed, waiting_for
 from ._util import Accepted, Recorder, compact, pair, transport_of
 
 
@@ -585,6 +585,13 @@ async def check_protocol_accessors(session: polyloop.Session) -> None:
     await server.aclose()
 
 
+def _removal(held: bool, message: str) -> None:
+    """A failure of ``remove_reader``/``remove_writer``, by its clause (the check also
+    enforces ``loop.add_reader.while_ready``, which a timeout in it names)."""
+    if not held:
+        raise Failed(message, clause="loop.remove_reader.never_after")
+
+
 @check(
     "readiness",
     name="callbacks",
@@ -604,8 +611,10 @@ async def check_readiness_callbacks(session: polyloop.Session) -> None:
         session.add_writer(a, lambda: writable.done() or writable.set_result(None))
         with waiting_for("add_writer's callback for a writable socket"):
             await writable
-        assert session.remove_writer(a) is True, "remove_writer() of a watched fd is not True"
-        assert session.remove_writer(a) is False, "remove_writer() of an unwatched fd is not False"
+        _removal(session.remove_writer(a) is True, "remove_writer() of a watched fd is not True")
+        _removal(
+            session.remove_writer(a) is False, "remove_writer() of an unwatched fd is not False"
+        )
         calls = [0]
 
         def on_readable() -> None:
@@ -617,17 +626,19 @@ async def check_readiness_callbacks(session: polyloop.Session) -> None:
         b.send(b"x")
         with waiting_for("add_reader's callback for a readable socket"):
             await readable
-        assert session.remove_reader(a) is True, "remove_reader() of a watched fd is not True"
-        assert session.remove_reader(a) is False, "remove_reader() of an unwatched fd is not False"
+        _removal(session.remove_reader(a) is True, "remove_reader() of a watched fd is not True")
+        _removal(
+            session.remove_reader(a) is False, "remove_reader() of an unwatched fd is not False"
+        )
         seen = calls[0]
         b.send(b"y")
         for _ in range(5):
             await session.sleep(0)
-        assert calls[0] == seen, "the reader callback ran after remove_reader()"
+        _removal(calls[0] == seen, "the reader callback ran after remove_reader()")
         c, d = socket.socketpair()
         try:
             never = session.remove_reader(c)
-            assert never is False, f"remove_reader() of an fd never added returned {never!r}"
+            _removal(never is False, f"remove_reader() of an fd never added returned {never!r}")
         finally:
             c.close()
             d.close()
