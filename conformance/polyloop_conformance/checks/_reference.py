@@ -24,18 +24,38 @@ import polyloop
 
 from ..referee import os_threads, waiting_for
 
-__all__ = ["ReferenceReader", "plain", "reference_peer", "reset"]
+__all__ = ["ReferenceReader", "accept", "plain", "reference_peer", "reset"]
 
 
 def plain() -> tuple[Any, Any, Any]:
     """The standard library's ``socket.socket``, ``socket.socketpair`` and
-    ``select.select``, also after gevent's ``patch_all()``."""
+    ``select.select``, also after gevent's ``patch_all()``.
+
+    After ``patch_all()`` the original class is not enough: its ``accept()`` and the
+    module's ``socketpair()`` are Python code that builds the new sockets with the
+    module's global ``socket``, which is gevent's by then (a gevent socket read from
+    another OS thread fails: "Cannot switch to a different thread"). So the sockets are
+    made from ``_socket``'s and wrapped in the original class (``accept`` below).
+    """
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("socket"):
-        sock_cls, pair = monkey.get_original("socket", ["socket", "socketpair"])
+        import _socket
+
+        (sock_cls,) = monkey.get_original("socket", ["socket"])
         (sel,) = monkey.get_original("select", ["select"])
+
+        def pair() -> tuple[Any, Any]:
+            a, b = _socket.socketpair()
+            return sock_cls(fileno=a.detach()), sock_cls(fileno=b.detach())
+
         return sock_cls, pair, sel
     return socket.socket, socket.socketpair, select.select
+
+
+def accept(listener: Any) -> Any:
+    """``listener.accept()``'s socket, of ``listener``'s own class (see ``plain``)."""
+    fd, _ = listener._accept()
+    return type(listener)(listener.family, listener.type, listener.proto, fileno=fd)
 
 
 async def reference_peer(session: polyloop.Session, factory: Callable[[], Any]) -> tuple[Any, Any]:
@@ -49,7 +69,7 @@ async def reference_peer(session: polyloop.Session, factory: Callable[[], Any]) 
         with waiting_for("connect_tcp to a plain listening socket"):
             transport, _ = await session.connect_tcp(factory, "127.0.0.1", port)
         listener.settimeout(5.0)  # connected already: accept takes it from the backlog
-        peer, _ = listener.accept()
+        peer = accept(listener)
     finally:
         listener.close()
     peer.settimeout(10.0)

@@ -16,7 +16,7 @@ import polyloop
 
 from .._registry import check
 from ..referee import Failed, waiting_for
-from ._reference import ReferenceReader, plain, reference_peer, reset
+from ._reference import ReferenceReader, accept, plain, reference_peer, reset
 from ._util import (
     PausedReader,
     Recorder,
@@ -114,7 +114,7 @@ async def check_peer_stream_reset(session: polyloop.Session) -> None:
         port = listener.getsockname()[1]
         stream = await polyloop.open_tcp_stream("127.0.0.1", port)
         listener.settimeout(5.0)
-        peer, _ = listener.accept()
+        peer = accept(listener)
     finally:
         listener.close()
     try:
