@@ -2,7 +2,7 @@
 
 Rule: a check is a plain function, free of pytest, so a third party can call it on
 their own backend: ``async def check_x(session)`` runs inside ``backend.run``;
-``def check_x(make_backend)`` (``sync=True``) runs around it (lifecycle, cleanliness).
+``def check_x(make_backend)`` (``sync=True``) runs around it (run, cleanliness).
 An async check receives the session it runs in (``polyloop.current_backend()``).
 A check passes by returning and fails by raising; an ``AssertionError``'s message is
 the report's detail. ``SkipCheck`` skips, and its reason is printed in the report.

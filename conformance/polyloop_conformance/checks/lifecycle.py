@@ -679,7 +679,7 @@ async def check_readiness_bad_fd(session: polyloop.Session) -> None:
             raise AssertionError(f"{name}({fd!r}) was accepted (rule: ValueError)")
 
 
-@check("lifecycle", sync=True)
+@check("run", name="ctrl_c_cleans_up", clauses=["run.ctrl_c"], sync=True)
 def check_ctrl_c_cleans_up(make_backend: Callable[[], polyloop.Backend]) -> None:
     """Ctrl-C (SIGINT) while main waits cancels main: its finally runs, the session ends,
     and run() raises KeyboardInterrupt. In host mode Ctrl-C is the application's: polyloop

@@ -315,7 +315,7 @@ async def check_cancel_waits_for_awaited_task(session: polyloop.Session) -> None
     assert events == ["inner cancelled", "inner cleaned up", "outer cancelled"], events
 
 
-@check("scopes")
+@check("scopes", clauses=["task.wait_for"])
 async def check_wait_for_zero(session: polyloop.Session) -> None:
     """wait_for(aw, 0): aw runs up to its first suspension; a result it has by then is
     returned, else TimeoutError -- the same on every backend."""
@@ -340,7 +340,7 @@ async def check_wait_for_zero(session: polyloop.Session) -> None:
         )
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.shield"])
 async def check_shield_holds_until_it_ends(session: polyloop.Session) -> None:
     """A cancellation that one shield held back is delivered after it, at the next await
     outside any shield -- never inside the next shield entered right after."""

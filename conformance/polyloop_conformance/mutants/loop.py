@@ -603,7 +603,7 @@ class RunSwallowsError(_SwallowsErrorBackend):
     checks=["scheduling.sleep_zero_yields", "starttls.protocol_api_upgrade"],
     expect=["sleep(0)", "the loop is busy, not asleep"],
 )
-class SleepZeroNoYield(SelectorsSession):
+class SleepZeroNoYield(SelectorsSession, core_override=True):
     async def sleep(self, seconds: float) -> None:
         if seconds == 0:
             return  # returns at once: a `while ...: await sleep(0)` never lets the loop run
@@ -621,8 +621,8 @@ class DisposalErrorGrouped(SelectorsBackend):
     """A run() that, like a structured-concurrency loop's, reports what went wrong at
     its end as an ExceptionGroup: the verdict must show the OSError inside it."""
 
-    def _run(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
-        super()._run(body)
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        super().own_loop(body)
         error = OSError(9, "Bad file descriptor (closing the selector)")
         raise ExceptionGroup("unhandled errors in the loop's disposal", [error])
 

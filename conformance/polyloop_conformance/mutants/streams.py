@@ -115,9 +115,9 @@ class DataThroughOwnQueue(SocketTransport):
     """Each chunk goes through the loop's own ready queue, not ``session.call_soon``: a
     check that watched ``call_soon`` saw nothing, so only a judge from outside sees it."""
 
-    def _received(self, data: bytes) -> None:
+    def feed_data(self, data: bytes) -> None:
         loop = self._session.loop  # type: ignore[attr-defined]
-        loop.ready.append(_Handle(super()._received, (data,), 0))
+        loop.ready.append(_Handle(super().feed_data, (data,), 0))
 
 
 # --- close ---
@@ -267,12 +267,12 @@ class AbortWithoutReset(SocketTransport):
     expect=["the receiving end (the backend under test) broke the rule"],
 )
 class ResetAsEof(SocketTransport):
-    def _fatal(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         if isinstance(exc, ConnectionResetError) and self._reading:
-            self._stop_reading()
-            self._read_eof()  # "the peer went away": reported as a clean EOF
+            self.stop_reader()
+            self.feed_eof()  # "the peer went away": reported as a clean EOF
             return
-        super()._fatal(exc)
+        super().fail(exc)
 
 
 @mutant(
@@ -597,5 +597,5 @@ class NoNodelay(SocketTransport):
 class EofAsReset(SocketTransport):
     """The peer's FIN taken for an error: no eof_received, connection_lost(an error)."""
 
-    def _read_eof(self) -> None:
-        self._fatal(ConnectionResetError(104, "Connection reset by peer"))
+    def feed_eof(self) -> None:
+        self.fail(ConnectionResetError(104, "Connection reset by peer"))

@@ -113,6 +113,12 @@ _ALL = [
         "A call_later still pending when run() returns never fires afterwards.",
     ),
     Clause(
+        "run.ctrl_c",
+        1,
+        "Ctrl-C (SIGINT) while main waits cancels main: its finally runs, the session "
+        "ends, and run() raises KeyboardInterrupt.",
+    ),
+    Clause(
         "session.current_everywhere",
         1,
         "polyloop.current_backend() is the running session in coroutines, tasks and "
@@ -328,6 +334,29 @@ _ALL = [
         2,
         "A server protocol factory or connection_made that raises is logged, that "
         "connection dropped, and the server goes on.",
+    ),
+    Clause(
+        "adopt.connection",
+        2,
+        "adopt_connection(factory, sock) makes a connected socket a transport like "
+        "connect_tcp's: connection_made before it returns, TLS on either side.",
+    ),
+    Clause(
+        "adopt.listening",
+        2,
+        "listen_sockets(factory, socks) serves sockets the caller bound like listen_tcp's; "
+        "close() closes them.",
+    ),
+    Clause(
+        "adopt.udp",
+        2,
+        "adopt_udp(factory, sock) makes a bound UDP socket an endpoint like open_udp's.",
+    ),
+    Clause(
+        "adopt.bad_sockets",
+        2,
+        "What is not a socket raises TypeError, a closed or wrong-type socket ValueError, "
+        "an unconnected stream socket OSError, the same on every backend.",
     ),
     Clause(
         "connect.refused",
