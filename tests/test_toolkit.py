@@ -208,7 +208,7 @@ BROKEN: list[tuple[str, Callable[[pytest.MonkeyPatch], None], dict[str, list[str
      {"starttls.handshake_right_after_the_command": ["start_tls", "ClientHello",
                                                      "bytes already received"]}),
     ("no-at-eof", lambda m: m.setattr(_streams.Stream, "at_eof", lambda self: False),
-     {"pools.idle_stream_sees_eof": ["at_eof()", "peer closed"]}),
+     {"streams.idle_sees_eof": ["at_eof()", "peer closed"]}),
 ]  # fmt: skip
 
 
