@@ -97,18 +97,8 @@ class KnownFailure:
     reason: str
 
 
-_TORNADO_DATA_PATH = (
-    "Tornado's transport is fed by IOStream.read_into futures: the bytes read in one"
-    " iteration reach data_received from the future's done-callback, an asyncio call_soon"
-    " later (fix in adapters/polyloop_tornado/_transport.py: deliver from the read_from_fd"
-    " hook _Stream already overrides). In mixed mode the check passes."
-)
-
 #: Rules that first-party backends break today (see each reason for where to fix it).
-KNOWN_FAILURES: list[KnownFailure] = [
-    KnownFailure("protocol.direct_data_path", pattern, _TORNADO_DATA_PATH)
-    for pattern in ("tornado", "tornado:*", "tornado@host*")
-]
+KNOWN_FAILURES: list[KnownFailure] = []
 
 
 def known_failure(check: str, backend_label: str) -> KnownFailure | None:
