@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+import time
 
 import pytest
 from _serve import Script, Served
@@ -257,3 +259,47 @@ def test_fds_timers_tasks_return_to_baseline_after_a_wave_with_resets(backend: s
     names = ("fds", "tasks", "timers", "transports")
     grown = {n: (b, a) for n, b, a in zip(names, before, after, strict=True) if a > b}
     assert not grown, f"{backend}: after {WAVE_CLIENT} connections: {grown} (before, after)"
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("backend", ["mixed"])
+def test_serve_winds_down_gracefully_in_mixed_mode(backend: str, signame: str) -> None:
+    """The same grace with ``--backend mixed`` (docs/errors.md promises it there too)."""
+    test_serve_winds_down_gracefully(backend, signame)
+
+
+@pytest.mark.parametrize("first", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("backend", [*INSTALLED, "mixed"])
+def test_a_second_signal_cuts_the_grace_short(backend: str, first: str) -> None:
+    """``polyloop serve --grace 30`` with a connection held open: the first signal starts
+    the grace, a second one (of either kind) ends it; the held client then reads EOF (a
+    clean close, as at the grace's end) and the server exits 0, long before 30 s."""
+    import signal
+
+    second = {"SIGTERM": "SIGINT", "SIGINT": "SIGTERM"}[first]
+    with Served("echo-stream", backend, "--grace", "30") as server:
+        held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with held:
+            held.sendall(b"before")
+            assert held.recv(100) == b"before"
+            server.proc.send_signal(getattr(signal, first))
+            # The server stops accepting once it has seen the first signal.
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+                except ConnectionRefusedError:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError(f"still accepting after {first}: {server.errors()}")
+            assert server.proc.poll() is None, "the server exited before its grace"
+            server.proc.send_signal(getattr(signal, second))
+            try:
+                server.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"the second signal ({second}) did not end --grace 30 within 5 s"
+                ) from None
+            held.settimeout(5)
+            assert held.recv(100) == b"", "the held client read data, not EOF"
+        assert server.proc.returncode == 0, (server.proc.returncode, server.errors())
