@@ -713,3 +713,52 @@ def check_ctrl_c_cleans_up(make_backend: Callable[[], polyloop.Backend]) -> None
         f"after Ctrl-C, the session did not end (saw {seen}): rule: run() disposes of"
         " everything before it raises"
     )
+
+
+@check("lifecycle", sync=True)
+def check_system_exit_in_callback(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """A call_later callback that raises SystemExit(3) (sys.exit(3)) while main waits:
+    main is cancelled and cleans up, the session ends, and run() raises that SystemExit(3)
+    -- as asyncio does, not logged and swallowed by the framework's loop. (This main
+    swallows its cancellation and returns: run() raises the SystemExit all the same.)"""
+    backend = make_backend()
+    if getattr(backend, "hosted", False):
+        raise SkipCheck(
+            "in host mode the loop is the application's, and so is what a SystemExit in a"
+            " callback does (Twisted's own reactor logs it and goes on)"
+        )
+    seen: list[str] = []
+
+    def exit_3() -> None:
+        raise SystemExit(3)
+
+    async def main() -> None:
+        polyloop.current_backend().on_close(lambda _: seen.append("session ended"))
+        try:
+            polyloop.call_later(0.01, exit_3)
+            await polyloop.sleep(5)
+            seen.append("sleep(5) returned")
+        except polyloop.Cancelled:
+            seen.append("cancelled")
+        finally:
+            seen.append("finally")
+
+    try:
+        backend.run(main)
+    except SystemExit as exc:
+        assert exc.code == 3, f"run() raised SystemExit({exc.code!r}), not the callback's (3)"
+    except BaseException as exc:
+        raise AssertionError(
+            f"run() raised {type(exc).__name__}: {exc!r} (saw {seen}), not the SystemExit(3)"
+            " of a call_later callback (rule: it leaves run() as itself)"
+        ) from exc
+    else:
+        raise AssertionError(
+            f"run() returned after a call_later callback raised SystemExit(3) (saw {seen}):"
+            " rule: it leaves run() as itself, after the session's clean-up"
+        )
+    assert seen == ["cancelled", "finally", "session ended"], (
+        f"after SystemExit(3) in a callback, saw {seen}: rule: main is cancelled at once"
+        " (its finally runs, sleep(5) never returns), and the session ends before run()"
+        " raises"
+    )
