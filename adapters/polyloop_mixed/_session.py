@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import selectors
 import weakref
 from collections.abc import Callable, Coroutine
@@ -225,12 +226,48 @@ class MixedLoop(asyncio.SelectorEventLoop):
         return handle
 
 
+def _reraise(exc: BaseException) -> None:
+    raise exc
+
+
+@functools.cache
+def _reactor_class() -> type:
+    """``AsyncioSelectorReactor``, whose timed calls let a SystemExit or KeyboardInterrupt
+    out, as asyncio's callbacks do.
+
+    Twisted's ``runUntilCurrent`` logs and swallows every exception of a timed call,
+    ``BaseException`` included, so ``sys.exit()`` in a native ``reactor.callLater`` (and
+    ``callFromThread``, which goes through ``callLater`` on this reactor) would not end
+    the run, where it does in an asyncio, Tornado or gevent timer. Each callable is
+    wrapped: one more Python frame per timed call. The wrapper raises the exception
+    again from a plain asyncio callback, which ``run_forever`` lets out, and
+    ``Mixed.run_loop`` takes it from there. Native Twisted I/O callbacks (a protocol's
+    ``dataReceived``) keep Twisted's policy: logged, the connection dropped.
+    """
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    class MixedReactor(AsyncioSelectorReactor):
+        def callLater(self, delay: float, callable: Any, *args: Any, **kw: Any) -> Any:
+            loop = self._asyncioEventloop
+
+            @functools.wraps(callable)
+            def call(*a: Any, **k: Any) -> Any:
+                try:
+                    return callable(*a, **k)
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    loop.call_soon(_reraise, exc)
+                    return None
+
+            return super().callLater(delay, call, *args, **kw)  # type: ignore[no-untyped-call]
+
+    return MixedReactor
+
+
 class Mixed:
     """One thread's machinery and its four sessions (``start``, then ``stop``)."""
 
     def __init__(self) -> None:
         from tornado.platform.asyncio import AsyncIOLoop
-        from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
         self.hub = gevent.get_hub()
         if getcurrent() is self.hub:
@@ -239,7 +276,7 @@ class Mixed:
             )
         self.loop = MixedLoop()
         self.ioloop = AsyncIOLoop(asyncio_loop=self.loop, make_current=False)
-        self.reactor = AsyncioSelectorReactor(self.loop)
+        self.reactor = _reactor_class()(self.loop)
         self.sessions: dict[str, Session] = {}
         self._runner: gevent.Greenlet | None = None
         #: The first SystemExit or KeyboardInterrupt a callback raised (see run_loop).

@@ -715,18 +715,11 @@ def check_ctrl_c_cleans_up(make_backend: Callable[[], polyloop.Backend]) -> None
     )
 
 
-@check("lifecycle", sync=True)
-def check_system_exit_in_callback(make_backend: Callable[[], polyloop.Backend]) -> None:
-    """A call_later callback that raises SystemExit(3) (sys.exit(3)) while main waits:
-    main is cancelled and cleans up, the session ends, and run() raises that SystemExit(3)
-    -- as asyncio does, not logged and swallowed by the framework's loop. (This main
-    swallows its cancellation and returns: run() raises the SystemExit all the same.)"""
+def _exit_3(make_backend: Callable[[], polyloop.Backend], how: str) -> str | None:
+    """Run a main whose callback, scheduled the way ``how`` names, raises SystemExit(3);
+    None if run() raised it after main's clean-up and the session's end, else what went
+    wrong. (This main swallows its cancellation and returns: run() raises all the same.)"""
     backend = make_backend()
-    if getattr(backend, "hosted", False):
-        raise SkipCheck(
-            "in host mode the loop is the application's, and so is what a SystemExit in a"
-            " callback does (Twisted's own reactor logs it and goes on)"
-        )
     seen: list[str] = []
 
     def exit_3() -> None:
@@ -735,7 +728,7 @@ def check_system_exit_in_callback(make_backend: Callable[[], polyloop.Backend]) 
     async def main() -> None:
         polyloop.current_backend().on_close(lambda _: seen.append("session ended"))
         try:
-            polyloop.call_later(0.01, exit_3)
+            _SCHEDULERS[how](exit_3)
             await polyloop.sleep(5)
             seen.append("sleep(5) returned")
         except polyloop.Cancelled:
@@ -746,19 +739,72 @@ def check_system_exit_in_callback(make_backend: Callable[[], polyloop.Backend]) 
     try:
         backend.run(main)
     except SystemExit as exc:
-        assert exc.code == 3, f"run() raised SystemExit({exc.code!r}), not the callback's (3)"
+        if exc.code != 3:
+            return f"run() raised SystemExit({exc.code!r}), not the callback's (3)"
     except BaseException as exc:
-        raise AssertionError(
-            f"run() raised {type(exc).__name__}: {exc!r} (saw {seen}), not the SystemExit(3)"
-            " of a call_later callback (rule: it leaves run() as itself)"
-        ) from exc
+        return f"run() raised {type(exc).__name__}: {exc!r} (saw {seen}), not SystemExit(3)"
     else:
-        raise AssertionError(
-            f"run() returned after a call_later callback raised SystemExit(3) (saw {seen}):"
-            " rule: it leaves run() as itself, after the session's clean-up"
+        return f"run() returned (saw {seen})"
+    if seen != ["cancelled", "finally", "session ended"]:
+        return (
+            f"saw {seen}, where main is cancelled at once (its finally runs, sleep(5) never"
+            " returns) and the session ends before run() raises"
         )
-    assert seen == ["cancelled", "finally", "session ended"], (
-        f"after SystemExit(3) in a callback, saw {seen}: rule: main is cancelled at once"
-        " (its finally runs, sleep(5) never returns), and the session ends before run()"
-        " raises"
+    return None
+
+
+def _mixed_native(name: str) -> Any:
+    import polyloop_mixed
+
+    return polyloop_mixed.session(name).native
+
+
+def _gevent_later(fn: Callable[[], None]) -> None:
+    import gevent
+
+    gevent.spawn_later(0.01, fn)
+
+
+_SCHEDULERS: dict[str, Callable[[Callable[[], None]], object]] = {
+    "polyloop.call_later": lambda fn: polyloop.call_later(0.01, fn),
+    "asyncio's loop.call_later": lambda fn: _mixed_native("asyncio").call_later(0.01, fn),
+    "Tornado's IOLoop.call_later": lambda fn: _mixed_native("tornado").call_later(0.01, fn),
+    "Twisted's reactor.callLater": lambda fn: _mixed_native("twisted").callLater(0.01, fn),
+    "gevent.spawn_later": _gevent_later,
+}
+
+
+@check("lifecycle", sync=True)
+def check_system_exit_in_callback(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """A call_later callback that raises SystemExit(3) (sys.exit(3)) while main waits:
+    main is cancelled and cleans up, the session ends, and run() raises that SystemExit(3)
+    -- as asyncio does, not logged and swallowed by the framework's loop."""
+    backend = make_backend()
+    if getattr(backend, "hosted", False):
+        raise SkipCheck(
+            "in host mode the loop is the application's, and so is what a SystemExit in a"
+            " callback does (Twisted's own reactor logs it and goes on)"
+        )
+    wrong = _exit_3(lambda: backend, "polyloop.call_later")
+    assert wrong is None, (
+        f"a call_later callback raised SystemExit(3): {wrong}. Rule: it leaves run() as"
+        " itself, after main's clean-up and the session's end"
+    )
+
+
+@check("lifecycle", sync=True, mixed_only=True)
+def check_system_exit_in_native_callback(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """In mixed mode, a SystemExit(3) raised in a timer of each framework's own API
+    (asyncio's call_later, Tornado's IOLoop.call_later, Twisted's reactor.callLater,
+    gevent.spawn_later) leaves run() as itself, after main's clean-up, whichever session
+    main runs on."""
+    wrong = []
+    for how in list(_SCHEDULERS)[1:]:
+        why = _exit_3(make_backend, how)
+        if why is not None:
+            wrong.append(f"{how}: {why}")
+    assert not wrong, (
+        "a SystemExit(3) raised in a native timer in mixed mode: "
+        + "; ".join(wrong)
+        + ". Rule: it leaves run() as itself, after main's clean-up and the session's end"
     )
