@@ -303,3 +303,61 @@ def test_a_second_signal_cuts_the_grace_short(backend: str, first: str) -> None:
             held.settimeout(5)
             assert held.recv(100) == b"", "the held client read data, not EOF"
         assert server.proc.returncode == 0, (server.proc.returncode, server.errors())
+
+
+FD_LIMIT = 64  # the server's RLIMIT_NOFILE: a few dozen connections exhaust it
+HOLD = 2.5  # seconds the clients hold every descriptor the server could have
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+MIXED = [f"mixed:session={name}" for name in ("asyncio", "tornado", "twisted", "gevent")]
+
+
+@pytest.mark.parametrize("backend", [*INSTALLED, *MIXED])
+def test_out_of_descriptors_pauses_accepting(backend: str) -> None:
+    """``polyloop serve echo`` under ``RLIMIT_NOFILE`` 64, with 150 clients connecting:
+    accept() fails with EMFILE, and the server pauses accepting for a while and logs one
+    line per pause (asyncio's rule: 1 s), on every backend -- no traceback per failed
+    accept(), no loop spinning on a listening socket that stays readable (it used no more
+    than a third of the CPU time that passed). When the clients go, it serves again."""
+    boot = (
+        "import resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({FD_LIMIT}, {FD_LIMIT})); "
+        "from polyloop._cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    with Served("echo", backend, command=[sys.executable, "-c", boot]) as server:
+        address = ("127.0.0.1", server.port)
+        clients = []
+        try:
+            before = _cpu_seconds(server.pid)
+            for _ in range(150):
+                try:
+                    clients.append(socket.create_connection(address, timeout=2))
+                except OSError:
+                    break  # the backlog is full: enough
+            time.sleep(HOLD)  # every descriptor taken, more clients queued
+            used = _cpu_seconds(server.pid) - before
+            server.stderr.seek(0)
+            logged = server.stderr.read().decode(errors="replace")
+        finally:
+            for client in clients:
+                client.close()
+        assert len(clients) > FD_LIMIT, f"only {len(clients)} clients connected"
+        pauses = logged.count("out of system resource")
+        assert 1 <= pauses <= 2 * HOLD + 2, (
+            f"{pauses} 'accept() out of system resource' lines in {HOLD} s of EMFILE (rule:"
+            f" one per pause of 1 s); stderr ends: {logged[-1500:]}"
+        )
+        assert used < HOLD / 3, (
+            f"the server used {used:.2f} s of CPU in {HOLD} s out of descriptors: it spins"
+        )
+        # Descriptors are back: the server accepts again (after its pause).
+        with socket.create_connection(address, timeout=10) as again:
+            again.sendall(b"again")
+            assert again.recv(100) == b"again"
+        assert server.proc.poll() is None, server.errors()

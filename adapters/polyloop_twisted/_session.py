@@ -27,7 +27,7 @@ from . import _reactor
 from ._backend import TwistedBackend
 from ._deferreds import DeferredWait, future_of, start, suspend
 from ._errors import map_errors, translate
-from ._transport import BridgeFactory, Listening, UnixPort
+from ._transport import BridgeFactory, Listening, TCPPort, UnixPort
 
 __all__ = ["TwistedSession", "borrow_reactor", "own_reactor"]
 
@@ -308,7 +308,11 @@ class TwistedSession(Session):
                     port.backlog = backlog
                     port.startListening()
                 else:
-                    port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, bridges)
+                    # adoptStreamPort, with our port class (see _PausingAccept).
+                    port = TCPPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                        self.reactor, sock.fileno(), sock.family, bridges
+                    )
+                    port.startListening()
         finally:
             sock.close()  # the port listens on a duplicate of its fd
         return Listening(self, port)
