@@ -90,8 +90,11 @@ class TLSProtocol(Protocol):
     def _handshake_timed_out(self) -> None:
         self._timer = None
         if self._handshaking:
+            # Closed, not aborted: the dropped peer reads EOF, as with asyncio's and
+            # Tornado's own TLS (one rule on every backend, docs/tls.md). Only the first
+            # flight of the handshake can be queued, which the socket takes at once.
             self._fail_handshake(
-                TimeoutError(f"TLS handshake not done within {self._timeout:g} s")
+                TimeoutError(f"TLS handshake not done within {self._timeout:g} s"), close=True
             )
 
     def data_received(self, data: bytes) -> None:
@@ -176,7 +179,7 @@ class TLSProtocol(Protocol):
             self._timer.cancel()
             self._timer = None
 
-    def _fail_handshake(self, exc: BaseException) -> None:
+    def _fail_handshake(self, exc: BaseException, close: bool = False) -> None:
         self._handshaking = False
         self._stop_timer()
         if not self.handshake_done.done():
@@ -188,7 +191,10 @@ class TLSProtocol(Protocol):
                 except BaseException:
                     pass
         if self._raw is not None and not self._lost:
-            self._raw.abort()
+            if close:
+                self._raw.close()
+            else:
+                self._raw.abort()
 
     def _read(self) -> None:
         chunks: list[bytes] = []
