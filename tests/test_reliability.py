@@ -361,3 +361,37 @@ def test_out_of_descriptors_pauses_accepting(backend: str) -> None:
             again.sendall(b"again")
             assert again.recv(100) == b"again"
         assert server.proc.poll() is None, server.errors()
+
+
+EXIT_SCRIPT = """
+import sys, polyloop
+print("ready", flush=True)
+
+def exit_3():
+    sys.exit(3)
+
+async def main():
+    polyloop.current_backend().on_close(lambda _: print("session ended", flush=True))
+    try:
+        polyloop.call_later(0.01, exit_3)
+        await polyloop.sleep(10)
+        print("sleep returned", flush=True)
+    finally:
+        print("finally", flush=True)
+
+polyloop.run(main, backend=sys.argv[1])
+print("run returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", [*INSTALLED, *MIXED])
+def test_sys_exit_in_a_callback_is_the_exit_code(backend: str) -> None:
+    """``sys.exit(3)`` in a ``call_later`` callback: main is cancelled and cleans up, the
+    session ends, and ``polyloop.run`` raises that SystemExit -- the process exits 3, as
+    with asyncio (Twisted's reactor used to log it and go on: exit 0 after 10 s)."""
+    with Script(EXIT_SCRIPT, backend) as proc:
+        proc.wait(30)
+        assert proc.stdout is not None and proc.stderr is not None
+        lines = proc.stdout.read().split()
+        assert proc.returncode == 3, (proc.returncode, lines, proc.stderr.read()[-2000:])
+        assert " ".join(lines) == "finally session ended", lines

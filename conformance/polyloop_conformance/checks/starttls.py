@@ -162,7 +162,7 @@ async def check_bad_certificate(session: polyloop.Session) -> None:
 async def check_handshake_timeout(session: polyloop.Session) -> None:
     """A start_tls whose peer never answers fails with TimeoutError after
     ssl_handshake_timeout, and the connection is closed: the peer reads EOF (the rule of
-    every handshake deadline, faults.tls_handshake_timeout)."""
+    every handshake deadline, tls.handshake_timeout)."""
     tls = material()
     listener, server, client = await _plain_pair(session)
     start = time.monotonic()

@@ -425,7 +425,7 @@ async def _cut(session: polyloop.Session, mid_record: bool) -> Recorder:
         await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["tls.close_between_records"])
 async def check_close_without_close_notify_is_eof(session: polyloop.Session) -> None:
     """A peer that closes its socket without close_notify, after a whole record: the
     reader gets every byte, then EOF and connection_lost(None), as asyncio reports it --
@@ -439,7 +439,7 @@ async def check_close_without_close_notify_is_eof(session: polyloop.Session) -> 
     )
 
 
-@check("tls")
+@check("tls", clauses=["tls.truncated_record"])
 async def check_truncated_record_is_an_error(session: polyloop.Session) -> None:
     """A peer that closes its socket in the middle of a TLS record (without
     close_notify): the data was truncated, and the reader is told --
