@@ -302,6 +302,8 @@ class Mixed:
                 self.loop.run_forever()
                 return
             except (SystemExit, KeyboardInterrupt) as exc:
+                if self.escaped is not None:
+                    raise  # a second one (Ctrl-C on a clean-up that hangs): out at once
                 self.escape(exc)
 
     def on_loop(self, fn: Callable[[], T]) -> T:

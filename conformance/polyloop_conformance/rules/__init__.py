@@ -602,7 +602,7 @@ _ALL = [
         "tls.close_between_records",
         2,
         "A TLS peer that closes without close_notify after a whole record: the reader "
-        "gets every byte, then EOF and connection_lost(None).",
+        "gets every byte, then a clean end, connection_lost(None).",
     ),
     Clause(
         "tls.truncated_record",
