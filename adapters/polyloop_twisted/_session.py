@@ -51,8 +51,10 @@ def own_reactor(backend: TwistedBackend, body: Callable[[Session], Coroutine[Any
     def on_escape(exc: BaseException) -> None:
         # What asyncio.run does with a SystemExit from a callback: main is cancelled and
         # cleans up (the session ends), then run() raises it.
-        if not escaped:
-            escaped.append(exc)
+        if escaped:  # a second one (Ctrl-C on a clean-up that hangs): out at once
+            reactor.crash()
+            return
+        escaped.append(exc)
         if main and not main[0].done():
             main[0].cancel()
         elif not main:
