@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+import time
 
 import pytest
 from _serve import Script, Served
@@ -257,3 +259,139 @@ def test_fds_timers_tasks_return_to_baseline_after_a_wave_with_resets(backend: s
     names = ("fds", "tasks", "timers", "transports")
     grown = {n: (b, a) for n, b, a in zip(names, before, after, strict=True) if a > b}
     assert not grown, f"{backend}: after {WAVE_CLIENT} connections: {grown} (before, after)"
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("backend", ["mixed"])
+def test_serve_winds_down_gracefully_in_mixed_mode(backend: str, signame: str) -> None:
+    """The same grace with ``--backend mixed`` (docs/errors.md promises it there too)."""
+    test_serve_winds_down_gracefully(backend, signame)
+
+
+@pytest.mark.parametrize("first", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("backend", [*INSTALLED, "mixed"])
+def test_a_second_signal_cuts_the_grace_short(backend: str, first: str) -> None:
+    """``polyloop serve --grace 30`` with a connection held open: the first signal starts
+    the grace, a second one (of either kind) ends it; the held client then reads EOF (a
+    clean close, as at the grace's end) and the server exits 0, long before 30 s."""
+    import signal
+
+    second = {"SIGTERM": "SIGINT", "SIGINT": "SIGTERM"}[first]
+    with Served("echo-stream", backend, "--grace", "30") as server:
+        held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with held:
+            held.sendall(b"before")
+            assert held.recv(100) == b"before"
+            server.proc.send_signal(getattr(signal, first))
+            # The server stops accepting once it has seen the first signal.
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+                except ConnectionRefusedError:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError(f"still accepting after {first}: {server.errors()}")
+            assert server.proc.poll() is None, "the server exited before its grace"
+            server.proc.send_signal(getattr(signal, second))
+            try:
+                server.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"the second signal ({second}) did not end --grace 30 within 5 s"
+                ) from None
+            held.settimeout(5)
+            assert held.recv(100) == b"", "the held client read data, not EOF"
+        assert server.proc.returncode == 0, (server.proc.returncode, server.errors())
+
+
+FD_LIMIT = 64  # the server's RLIMIT_NOFILE: a few dozen connections exhaust it
+HOLD = 2.5  # seconds the clients hold every descriptor the server could have
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+MIXED = [f"mixed:session={name}" for name in ("asyncio", "tornado", "twisted", "gevent")]
+
+
+@pytest.mark.parametrize("backend", [*INSTALLED, *MIXED])
+def test_out_of_descriptors_pauses_accepting(backend: str) -> None:
+    """``polyloop serve echo`` under ``RLIMIT_NOFILE`` 64, with 150 clients connecting:
+    accept() fails with EMFILE, and the server pauses accepting for a while and logs one
+    line per pause (asyncio's rule: 1 s), on every backend -- no traceback per failed
+    accept(), no loop spinning on a listening socket that stays readable (it used no more
+    than a third of the CPU time that passed). When the clients go, it serves again."""
+    boot = (
+        "import resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({FD_LIMIT}, {FD_LIMIT})); "
+        "from polyloop._cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    with Served("echo", backend, command=[sys.executable, "-c", boot]) as server:
+        address = ("127.0.0.1", server.port)
+        clients = []
+        try:
+            before = _cpu_seconds(server.pid)
+            for _ in range(150):
+                try:
+                    clients.append(socket.create_connection(address, timeout=2))
+                except OSError:
+                    break  # the backlog is full: enough
+            time.sleep(HOLD)  # every descriptor taken, more clients queued
+            used = _cpu_seconds(server.pid) - before
+            server.stderr.seek(0)
+            logged = server.stderr.read().decode(errors="replace")
+        finally:
+            for client in clients:
+                client.close()
+        assert len(clients) > FD_LIMIT, f"only {len(clients)} clients connected"
+        pauses = logged.count("out of system resource")
+        assert 1 <= pauses <= 2 * HOLD + 2, (
+            f"{pauses} 'accept() out of system resource' lines in {HOLD} s of EMFILE (rule:"
+            f" one per pause of 1 s); stderr ends: {logged[-1500:]}"
+        )
+        assert used < HOLD / 3, (
+            f"the server used {used:.2f} s of CPU in {HOLD} s out of descriptors: it spins"
+        )
+        # Descriptors are back: the server accepts again (after its pause).
+        with socket.create_connection(address, timeout=10) as again:
+            again.sendall(b"again")
+            assert again.recv(100) == b"again"
+        assert server.proc.poll() is None, server.errors()
+
+
+EXIT_SCRIPT = """
+import sys, polyloop
+print("ready", flush=True)
+
+def exit_3():
+    sys.exit(3)
+
+async def main():
+    polyloop.current_backend().on_close(lambda _: print("session ended", flush=True))
+    try:
+        polyloop.call_later(0.01, exit_3)
+        await polyloop.sleep(10)
+        print("sleep returned", flush=True)
+    finally:
+        print("finally", flush=True)
+
+polyloop.run(main, backend=sys.argv[1])
+print("run returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", [*INSTALLED, *MIXED])
+def test_sys_exit_in_a_callback_is_the_exit_code(backend: str) -> None:
+    """``sys.exit(3)`` in a ``call_later`` callback: main is cancelled and cleans up, the
+    session ends, and ``polyloop.run`` raises that SystemExit -- the process exits 3, as
+    with asyncio (Twisted's reactor used to log it and go on: exit 0 after 10 s)."""
+    with Script(EXIT_SCRIPT, backend) as proc:
+        proc.wait(30)
+        assert proc.stdout is not None and proc.stderr is not None
+        lines = proc.stdout.read().split()
+        assert proc.returncode == 3, (proc.returncode, lines, proc.stderr.read()[-2000:])
+        assert " ".join(lines) == "finally session ended", lines

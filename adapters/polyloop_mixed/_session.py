@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import selectors
 import weakref
 from collections.abc import Callable, Coroutine
@@ -225,12 +226,48 @@ class MixedLoop(asyncio.SelectorEventLoop):
         return handle
 
 
+def _reraise(exc: BaseException) -> None:
+    raise exc
+
+
+@functools.cache
+def _reactor_class() -> type:
+    """``AsyncioSelectorReactor``, whose timed calls let a SystemExit or KeyboardInterrupt
+    out, as asyncio's callbacks do.
+
+    Twisted's ``runUntilCurrent`` logs and swallows every exception of a timed call,
+    ``BaseException`` included, so ``sys.exit()`` in a native ``reactor.callLater`` (and
+    ``callFromThread``, which goes through ``callLater`` on this reactor) would not end
+    the run, where it does in an asyncio, Tornado or gevent timer. Each callable is
+    wrapped: one more Python frame per timed call. The wrapper raises the exception
+    again from a plain asyncio callback, which ``run_forever`` lets out, and
+    ``Mixed.run_loop`` takes it from there. Native Twisted I/O callbacks (a protocol's
+    ``dataReceived``) keep Twisted's policy: logged, the connection dropped.
+    """
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    class MixedReactor(AsyncioSelectorReactor):
+        def callLater(self, delay: float, callable: Any, *args: Any, **kw: Any) -> Any:
+            loop = self._asyncioEventloop
+
+            @functools.wraps(callable)
+            def call(*a: Any, **k: Any) -> Any:
+                try:
+                    return callable(*a, **k)
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    loop.call_soon(_reraise, exc)
+                    return None
+
+            return super().callLater(delay, call, *args, **kw)  # type: ignore[no-untyped-call]
+
+    return MixedReactor
+
+
 class Mixed:
     """One thread's machinery and its four sessions (``start``, then ``stop``)."""
 
     def __init__(self) -> None:
         from tornado.platform.asyncio import AsyncIOLoop
-        from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
         self.hub = gevent.get_hub()
         if getcurrent() is self.hub:
@@ -239,9 +276,35 @@ class Mixed:
             )
         self.loop = MixedLoop()
         self.ioloop = AsyncIOLoop(asyncio_loop=self.loop, make_current=False)
-        self.reactor = AsyncioSelectorReactor(self.loop)
+        self.reactor = _reactor_class()(self.loop)
         self.sessions: dict[str, Session] = {}
         self._runner: gevent.Greenlet | None = None
+        #: The first SystemExit or KeyboardInterrupt a callback raised (see run_loop).
+        self.escaped: BaseException | None = None
+        #: Called with it, on the loop's greenlet (own_mixed: cancel main).
+        self.on_escape: Callable[[BaseException], None] = lambda exc: None
+
+    def escape(self, exc: BaseException) -> None:
+        """Record ``exc`` (the first one wins) and pass it to ``on_escape``."""
+        if self.escaped is None:
+            self.escaped = exc
+        self.on_escape(exc)
+
+    def run_loop(self) -> None:
+        """The loop's greenlet: ``run_forever`` until ``stop``. A SystemExit or
+        KeyboardInterrupt from a callback leaves ``run_forever`` (asyncio lets them
+        through); left to itself it would end this greenlet, and gevent would throw it
+        into the main greenlet with the sessions still open. So it is recorded here and
+        the loop runs on, as ``asyncio.run`` runs the loop again to cancel main and let it
+        clean up; ``own_mixed`` raises it once main has ended."""
+        while True:
+            try:
+                self.loop.run_forever()
+                return
+            except (SystemExit, KeyboardInterrupt) as exc:
+                if self.escaped is not None:
+                    raise  # a second one (Ctrl-C on a clean-up that hangs): out at once
+                self.escape(exc)
 
     def on_loop(self, fn: Callable[[], T]) -> T:
         """Call ``fn()`` in the loop's greenlet and wait for its result here."""
@@ -261,7 +324,7 @@ class Mixed:
         """Run the loop in its greenlet, start the reactor on it, attach the sessions."""
         ready = Event()
         self.loop.call_soon(ready.set)
-        self._runner = gevent.spawn(self.loop.run_forever)
+        self._runner = gevent.spawn(self.run_loop)
         ready.wait()
         self.on_loop(lambda: self.reactor.startRunning(installSignalHandlers=False))
         self.on_loop(self._attach)
@@ -441,7 +504,21 @@ def own_mixed(backend: MixedBackend, body: Callable[[Session], Coroutine[Any, An
         done = Event()
         task = mixed.on_loop(lambda: main.context.run(main.spawn, whole()))
         task.add_done_callback(lambda t: done.set())
-        done.wait()
+
+        def cancel_main(exc: BaseException) -> None:
+            task.cancel()
+
+        mixed.on_escape = cancel_main
+        while not done.is_set():
+            try:
+                done.wait()
+            except (SystemExit, KeyboardInterrupt) as exc:
+                # Raised by a callback on gevent's hub (a gevent session's timer, a
+                # greenlet): gevent throws it into this, the main greenlet.
+                mixed.escaped = mixed.escaped or exc
+                mixed.loop.call_soon_threadsafe(task.cancel)
+        if mixed.escaped is not None:
+            raise mixed.escaped
         return task.result()
     finally:
         mixed.stop()

@@ -31,6 +31,7 @@ from tornado.tcpserver import TCPServer
 
 import polyloop
 from polyloop.lowlevel import (
+    ACCEPT_RESOURCE_ERRORS,
     HANDSHAKE_TIMEOUT,
     AsyncioTask,
     Callback,
@@ -40,6 +41,7 @@ from polyloop.lowlevel import (
     from_asyncio_future,
     in_asyncio_executor,
     map_exceptions,
+    pause_accepting,
     set_nodelay,
 )
 
@@ -270,6 +272,10 @@ class TornadoSession(Session):
             stream.close()
 
 
+#: Connections taken per readable event of a listening socket (the core's number).
+ACCEPTS_PER_EVENT = 64
+
+
 class _Listener(TCPServer):
     """``TCPServer`` on one listening socket, handing each connection to the session."""
 
@@ -287,6 +293,55 @@ class _Listener(TCPServer):
         self._factory = factory
         self._ssl = ssl
         self._timeout = handshake_timeout
+
+    def add_sockets(self, sockets: Any) -> None:
+        """``TCPServer.add_sockets`` with our accept handler instead of Tornado's
+        ``netutil.add_accept_handler``, whose ``accept()`` errors other than
+        ``BlockingIOError`` escape into the IOLoop: out of descriptors, asyncio's handler
+        logged a traceback per call, with the socket still watched (5,700 a second).
+        Ours pauses accepting instead, the core's rule (``pause_accepting``)."""
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = self._watch(sock)
+
+    def _watch(self, sock: socket.socket) -> Callable[[], None]:
+        """Accept on ``sock`` from the IOLoop; returns what stops it (``TCPServer.stop``)."""
+        ioloop = self._session.ioloop
+        state: dict[str, Any] = {"removed": False, "paused": None}
+
+        def resume() -> None:
+            state["paused"] = None
+            if not state["removed"]:
+                ioloop.add_handler(sock, accept, IOLoop.READ)
+
+        def accept(fd: Any, events: int) -> None:
+            for _ in range(ACCEPTS_PER_EVENT):
+                if state["removed"]:
+                    return
+                try:
+                    connection, address = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                        continue  # the client gave up before we took it
+                    if exc.errno in ACCEPT_RESOURCE_ERRORS:
+                        ioloop.remove_handler(sock)
+                        state["paused"] = pause_accepting(self._session, sock, exc, resume)
+                        return
+                    log.error("polyloop: accept() failed on %r", sock, exc_info=exc)
+                    return
+                self._handle_connection(connection, address)
+
+        def remove() -> None:
+            state["removed"] = True
+            if state["paused"] is not None:
+                state["paused"].cancel()
+            else:
+                ioloop.remove_handler(sock)
+
+        ioloop.add_handler(sock, accept, IOLoop.READ)
+        return remove
 
     def handle_stream(self, stream: Any, address: Any) -> None:
         # The IOStream TCPServer made has not touched the IOLoop yet: take its socket.

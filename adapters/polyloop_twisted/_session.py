@@ -27,7 +27,7 @@ from . import _reactor
 from ._backend import TwistedBackend
 from ._deferreds import DeferredWait, future_of, start, suspend
 from ._errors import map_errors, translate
-from ._transport import BridgeFactory, Listening, UnixPort
+from ._transport import BridgeFactory, Listening, TCPPort, UnixPort
 
 __all__ = ["TwistedSession", "borrow_reactor", "own_reactor"]
 
@@ -41,17 +41,35 @@ def own_reactor(backend: TwistedBackend, body: Callable[[Session], Coroutine[Any
     reactor = _reactor.build_reactor(backend.reactor_kind)
     session = TwistedSession(backend, reactor, owned=True)
     main: list[polyloop.Task[T]] = []
+    escaped: list[BaseException] = []
 
     def start_main() -> None:
         task = session.spawn(body(session))
         task.add_done_callback(lambda _: reactor.stop())
         main.append(task)
 
+    def on_escape(exc: BaseException) -> None:
+        # What asyncio.run does with a SystemExit from a callback: main is cancelled and
+        # cleans up (the session ends), then run() raises it.
+        if escaped:  # a second one (Ctrl-C on a clean-up that hangs): out at once
+            reactor.crash()
+            return
+        escaped.append(exc)
+        if main and not main[0].done():
+            main[0].cancel()
+        elif not main:
+            reactor.stop()
+
+    session.on_escape = on_escape
     reactor.callWhenRunning(start_main)
     try:
         session.context.run(_reactor.run_reactor, reactor)
     finally:
         _reactor.unbuild_reactor(reactor)
+    if escaped:
+        if main and not main[0].done():
+            session.driver.kill(main[0])
+        raise escaped[0]
     if not main or not main[0].done():
         if main:
             session.driver.kill(main[0])  # close the coroutine: no "never awaited"
@@ -80,11 +98,8 @@ class _Timer:
             self._call.cancel()
 
 
-def _run_logged(fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        log.exception("polyloop: exception in callback %r", fn)
+def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 def _call(fn: Callable[..., T], *args: Any) -> T:
@@ -109,12 +124,39 @@ class TwistedSession(Session):
         # session.context (a copy: a nested entry must not find it entered already).
         direct = owned and self._loop is None
         self._enter: Callable[..., Any] = _call if direct else self._in_context
-        self._logged = self._bind(_run_logged)
+        self._logged = self._bind(self._run_logged)
+        #: Where a SystemExit or KeyboardInterrupt raised by a callback goes: set by
+        #: own_reactor (cancel main, and run() raises it at the end); see escape().
+        self.on_escape: Callable[[BaseException], None] | None = None
         self._drain_bound = self._bind(self._drain)
         self._ready: deque[Callback] = deque()
         self._drain_scheduled = False
         self._watches: dict[int, _reactor.Watch] = {}
         self._trigger: Any = None
+
+    def _run_logged(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("polyloop: exception in callback %r", fn)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            self.escape(exc)
+
+    def escape(self, exc: BaseException) -> None:
+        """A ``SystemExit`` or ``KeyboardInterrupt`` raised by a callback leaves ``run()``
+        as itself, as on asyncio. Twisted's reactor would log it and go on (its
+        ``runUntilCurrent`` and ``doRead`` catch ``BaseException``), so it never goes
+        back to the reactor: an owned reactor cancels main and ``own_reactor`` raises it
+        once the session has ended; a reactor on an asyncio loop (mixed mode, a borrowed
+        ``AsyncioSelectorReactor``) gets it raised from a plain asyncio callback, which
+        asyncio lets out of ``run_forever``; a borrowed posix reactor is the
+        application's, and gets it back (its own policy: Twisted logs it)."""
+        if self.on_escape is not None:
+            self.on_escape(exc)
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon(_reraise, exc)
+        else:
+            raise exc
 
     def _in_context(self, fn: Callable[..., T], *args: Any) -> T:
         return self.context.copy().run(fn, *args)
@@ -170,7 +212,7 @@ class TwistedSession(Session):
         self._drain_scheduled = False
         ready = self._ready
         for _ in range(len(ready)):  # what is added meanwhile runs next iteration
-            _run_logged(ready.popleft(), ())
+            self._run_logged(ready.popleft(), ())
         if ready and not self._drain_scheduled:
             self._drain_scheduled = True
             self.reactor.callLater(0, self._drain_bound)
@@ -183,7 +225,7 @@ class TwistedSession(Session):
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         # The other thread's context knows no session: always enter ours.
-        self.reactor.callFromThread(self._in_context, _run_logged, fn, args)
+        self.reactor.callFromThread(self._in_context, self._run_logged, fn, args)
 
     def _set_watch(self, fd: Any, reading: bool, fn: Callable[[], object] | None) -> bool:
         fd = fd_of(fd)
@@ -268,7 +310,11 @@ class TwistedSession(Session):
                     port.backlog = backlog
                     port.startListening()
                 else:
-                    port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, bridges)
+                    # adoptStreamPort, with our port class (see _PausingAccept).
+                    port = TCPPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                        self.reactor, sock.fileno(), sock.family, bridges
+                    )
+                    port.startListening()
         finally:
             sock.close()  # the port listens on a duplicate of its fd
         return Listening(self, port)

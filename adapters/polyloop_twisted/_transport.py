@@ -43,7 +43,9 @@ What Twisted does differently, and is fixed here:
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,12 +56,14 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 
 import polyloop
 from polyloop.lowlevel import (
+    ACCEPT_RESOURCE_ERRORS,
     DEFAULT_HIGH_WATER,
     READ_SIZE,
     aborted,
     call_logged,
     check_buffer_limits,
     check_bytes,
+    pause_accepting,
     set_nodelay,
     write_after_eof,
 )
@@ -392,7 +396,88 @@ class BridgeFactory(protocol.Factory):
         return TwistedTransport(self.session, self.factory, self.failed)
 
 
-class UnixPort(unix.Port):
+#: Connections taken per readable event of a listening port (the core's number).
+ACCEPTS_PER_EVENT = 64
+
+
+class _PausingAccept:
+    """``doRead`` of a listening port that pauses accepting when ``accept()`` runs out of
+    a resource (the core's rule, ``pause_accepting``), for ``tcp.Port`` and ``unix.Port``.
+
+    Twisted's own (``tcp._accept``) meets EMFILE by releasing a descriptor it keeps in
+    reserve, accepting every queued client with it and closing them at once -- clients
+    dropped, and logged only to Twisted's log -- and ENFILE, ENOBUFS and ENOMEM by
+    returning, with the port still watched: the reactor calls it again at once. Here,
+    as on every backend: stop reading, log one line, read again a second later; queued
+    clients wait in the backlog.
+    """
+
+    socket: Any
+    factory: Any
+    reactor: Any
+    sessionno: int
+    transport: Any
+    connected: bool
+    disconnecting: bool
+    _paused: Any = None
+
+    if TYPE_CHECKING:  # tcp.Port's and unix.Port's (never defined here: the MRO)
+
+        def _buildAddr(self, address: Any) -> Any: ...
+
+        def startReading(self) -> None: ...
+
+        def stopReading(self) -> None: ...
+
+    def doRead(self) -> None:
+        for _ in range(ACCEPTS_PER_EVENT):
+            if not self.connected or self.disconnecting:
+                return
+            try:
+                skt, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # the client gave up before we took it
+                if exc.errno in ACCEPT_RESOURCE_ERRORS:
+                    self.stopReading()
+                    self._paused = pause_accepting(
+                        self.factory.session, self.socket, exc, self._resume
+                    )
+                    return
+                log.error("polyloop: accept() failed on %r", self.socket, exc_info=exc)
+                return
+            if isinstance(addr, tuple) and len(addr) == 4:  # IPv6: with its scope id
+                host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+                addr = (host[0], *addr[1:])
+            proto = self.factory.buildProtocol(self._buildAddr(addr))
+            if proto is None:
+                skt.close()
+                continue
+            s, self.sessionno = self.sessionno, self.sessionno + 1
+            proto.makeConnection(self.transport(skt, proto, addr, self, s, self.reactor))
+
+    def _resume(self) -> None:
+        self._paused = None
+        if self.connected and not self.disconnecting:
+            self.startReading()
+
+    def _unpause(self) -> None:
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
+
+
+class TCPPort(_PausingAccept, tcp.Port):  # type: ignore[misc]
+    """A TCP listening port that pauses accepting when out of descriptors."""
+
+    def connectionLost(self, reason: Any) -> None:
+        self._unpause()
+        tcp.Port.connectionLost(self, reason)  # type: ignore[no-untyped-call]
+
+
+class UnixPort(_PausingAccept, unix.Port):  # type: ignore[misc]
     """A Unix listening port that leaves its socket file alone (the core's ``Server``
     removes it, at once, on ``close()``).
 
@@ -402,6 +487,7 @@ class UnixPort(unix.Port):
     """
 
     def connectionLost(self, reason: Any) -> None:
+        self._unpause()
         tcp.Port.connectionLost(self, reason)  # type: ignore[no-untyped-call]
 
 

@@ -187,7 +187,20 @@ class SelectorsBackend(polyloop.Backend):
             # Run the loop in the session's context: every callback then sees the
             # session, also those of readiness events (a protocol's connection_made).
             task = session.context.run(session.spawn, body(session))
-            session.context.run(loop.run_until, task.done)
+            escaped: BaseException | None = None
+            while not task.done():
+                try:
+                    session.context.run(loop.run_until, task.done)
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    # From a callback (sys.exit() in a timer): as asyncio.run, cancel main,
+                    # let it clean up and the session end, then raise it. A second one
+                    # (a second Ctrl-C on a clean-up that hangs) goes out at once.
+                    if escaped is not None:
+                        raise
+                    escaped = exc
+                    task.cancel()
+            if escaped is not None:
+                raise escaped
             return task.result()
         finally:
             loop.close()

@@ -204,7 +204,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     _require_kit("serve")
     from polyloop_conformance import APPS
-    from polyloop_conformance.worker import serve_apps
+    from polyloop_conformance.serving import serve_apps
 
     if args.app not in APPS:
         raise UsageError(f"unknown app {args.app!r}; known: {', '.join(APPS)}")
@@ -313,7 +313,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grace", type=float, default=5.0, metavar="SECONDS",
         help="on SIGINT/SIGTERM: stop accepting, let open connections end for this long,"
-        " then close them cleanly (FIN, not RST) and exit 0 (default 5)",
+        " then close them cleanly (FIN, not RST) and exit 0 (default 5); a second signal"
+        " ends the grace at once",
     )  # fmt: skip
     p.set_defaults(fn=cmd_serve)
     return parser

@@ -77,6 +77,8 @@ class TLSProtocol(Protocol):
         self._eof_written = False
         self._lost = False
         self._peer_closed = False  # the peer's close_notify came
+        self._record_head = bytearray()  # the incoming record's header, while incomplete
+        self._record_left = 0  # bytes of the incoming record's body still to come
         self._upgrade_told = False  # a failed start_tls's protocol got connection_lost
 
     # --- raw side ---
@@ -90,22 +92,60 @@ class TLSProtocol(Protocol):
     def _handshake_timed_out(self) -> None:
         self._timer = None
         if self._handshaking:
+            # Closed, not aborted: the dropped peer reads EOF, as with asyncio's and
+            # Tornado's own TLS (one rule on every backend, docs/tls.md). Only the first
+            # flight of the handshake can be queued, which the socket takes at once.
             self._fail_handshake(
-                TimeoutError(f"TLS handshake not done within {self._timeout:g} s")
+                TimeoutError(f"TLS handshake not done within {self._timeout:g} s"), close=True
             )
 
     def data_received(self, data: bytes) -> None:
         self._incoming.write(data)
+        self._count_records(data)
         if self._handshaking:
             self._handshake()
         else:
             self._read()
 
+    def _count_records(self, data: bytes) -> None:
+        """Follow the record boundaries of what comes in: a TLS record is a 5-byte
+        header (type, version, a 2-byte length) and that many bytes. The ``ssl`` module
+        cannot say whether an EOF came between records or inside one (OpenSSL 3 reports
+        UNEXPECTED_EOF for both), so this layer keeps count. A few operations per
+        record of up to 16 KiB."""
+        i, n = 0, len(data)
+        while i < n:
+            if self._record_left:
+                step = min(self._record_left, n - i)
+                self._record_left -= step
+                i += step
+                continue
+            need = 5 - len(self._record_head)
+            self._record_head += data[i : i + need]
+            i += need
+            if len(self._record_head) == 5:
+                self._record_left = int.from_bytes(self._record_head[3:5], "big")
+                self._record_head.clear()
+
+    def _mid_record(self) -> bool:
+        return bool(self._record_head) or self._record_left > 0
+
     def eof_received(self) -> bool | None:
         if self._handshaking:
             self._fail_handshake(ConnectionResetError("connection closed during TLS handshake"))
+        elif self._app_started and self._mid_record():
+            # The rule of docs/tls.md: the peer's socket closed in the middle of a record,
+            # so what it sent was cut short -- never a clean end.
+            self._abort_with(
+                ssl.SSLEOFError(
+                    ssl.SSL_ERROR_EOF,
+                    "EOF in the middle of a TLS record: the connection was cut, its data"
+                    " truncated",
+                )
+            )
         elif self._app_started:
-            # The peer closed without close_notify. We treat it as EOF, as asyncio does.
+            # The peer closed without close_notify, between records: EOF, as asyncio
+            # reports it; protocols that delimit their messages see a cut one themselves.
             self.app_protocol.eof_received()
         return False
 
@@ -176,7 +216,7 @@ class TLSProtocol(Protocol):
             self._timer.cancel()
             self._timer = None
 
-    def _fail_handshake(self, exc: BaseException) -> None:
+    def _fail_handshake(self, exc: BaseException, close: bool = False) -> None:
         self._handshaking = False
         self._stop_timer()
         if not self.handshake_done.done():
@@ -188,7 +228,10 @@ class TLSProtocol(Protocol):
                 except BaseException:
                     pass
         if self._raw is not None and not self._lost:
-            self._raw.abort()
+            if close:
+                self._raw.close()
+            else:
+                self._raw.abort()
 
     def _read(self) -> None:
         chunks: list[bytes] = []

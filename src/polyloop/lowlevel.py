@@ -30,9 +30,12 @@ from ._sockets import fd_of as fd_of
 from ._sockets import oserror as oserror
 from ._sockets import set_nodelay as set_nodelay
 from ._sockets import set_reset_on_close as set_reset_on_close
+from ._sockettransport import ACCEPT_RESOURCE_ERRORS as ACCEPT_RESOURCE_ERRORS
+from ._sockettransport import ACCEPT_RETRY_DELAY as ACCEPT_RETRY_DELAY
 from ._sockettransport import SocketAcceptor as SocketAcceptor
 from ._sockettransport import SocketDatagramTransport as SocketDatagramTransport
 from ._sockettransport import SocketTransport as SocketTransport
+from ._sockettransport import pause_accepting as pause_accepting
 from ._sockettransport import socket_extra as socket_extra
 from ._tasks import AsyncioTask as AsyncioTask
 from ._tasks import CoroutineTask as CoroutineTask
@@ -48,6 +51,8 @@ from ._transports import datagram_address as datagram_address
 from ._transports import drain_datagrams as drain_datagrams
 
 __all__ = [
+    "ACCEPT_RESOURCE_ERRORS",
+    "ACCEPT_RETRY_DELAY",
     "DEFAULT_HIGH_WATER",
     "HANDSHAKE_TIMEOUT",
     "LINGER_RST",
@@ -83,6 +88,7 @@ __all__ = [
     "lazy_attributes",
     "map_exceptions",
     "oserror",
+    "pause_accepting",
     "set_current",
     "set_nodelay",
     "set_reset_on_close",

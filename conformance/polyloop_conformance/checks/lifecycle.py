@@ -24,7 +24,7 @@ from typing import Any
 import polyloop
 
 from .._registry import SkipCheck, check
-from ..referee import Failed, waiting_for
+from ..referee import Failed, expect_logged, waiting_for
 from ._util import Accepted, Recorder, compact, pair, transport_of
 
 
@@ -733,4 +733,138 @@ def check_ctrl_c_cleans_up(make_backend: Callable[[], polyloop.Backend]) -> None
     assert "session ended" in seen, (
         f"after Ctrl-C, the session did not end (saw {seen}): rule: run() disposes of"
         " everything before it raises"
+    )
+
+
+def _interrupt(make_backend: Callable[[], polyloop.Backend], how: str) -> str | None:
+    """Run a main whose callback, scheduled the way ``how`` names, raises
+    KeyboardInterrupt; None if run() raised it after main's clean-up and the session's
+    end, else what went wrong.
+
+    KeyboardInterrupt, not SystemExit: the referee judges every run() of a check, and
+    lets through only a KeyboardInterrupt that ends a cancelled main (Ctrl-C's shape);
+    the backends treat both alike (one ``except (SystemExit, KeyboardInterrupt)`` each),
+    and ``tests/test_reliability.py::test_sys_exit_in_a_callback_is_the_exit_code`` runs
+    ``sys.exit(3)`` in a timer in a real process on every backend."""
+    backend = make_backend()
+    seen: list[str] = []
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        polyloop.current_backend().on_close(lambda _: seen.append("session ended"))
+        try:
+            _SCHEDULERS[how](interrupt)
+            await polyloop.sleep(5)
+            seen.append("sleep(5) returned")
+        finally:
+            seen.append("finally")
+
+    try:
+        backend.run(main)
+    except KeyboardInterrupt:
+        pass
+    except BaseException as exc:
+        return f"run() raised {type(exc).__name__}: {exc!r} (saw {seen}), not KeyboardInterrupt"
+    else:
+        return f"run() returned (saw {seen})"
+    if seen != ["finally", "session ended"]:
+        return (
+            f"saw {seen}, where main is cancelled at once (its finally runs, sleep(5) never"
+            " returns) and the session ends before run() raises"
+        )
+    return None
+
+
+def _mixed_native(name: str) -> Any:
+    import polyloop_mixed
+
+    return polyloop_mixed.session(name).native
+
+
+def _gevent_later(fn: Callable[[], None]) -> None:
+    import gevent
+
+    gevent.spawn_later(0.01, fn)
+
+
+_SCHEDULERS: dict[str, Callable[[Callable[[], None]], object]] = {
+    "polyloop.call_later": lambda fn: polyloop.call_later(0.01, fn),
+    "asyncio's loop.call_later": lambda fn: _mixed_native("asyncio").call_later(0.01, fn),
+    "Tornado's IOLoop.call_later": lambda fn: _mixed_native("tornado").call_later(0.01, fn),
+    "Twisted's reactor.callLater": lambda fn: _mixed_native("twisted").callLater(0.01, fn),
+    "gevent.spawn_later": _gevent_later,
+}
+
+
+def _interrupt_hosted(backend: polyloop.Backend) -> None:
+    """Host mode: the loop is the application's, and so is what a KeyboardInterrupt
+    raised in one of its callbacks does (``asyncio.run`` raises it, Twisted's reactor
+    logs it and goes on). polyloop's part: never to swallow it -- it reaches the
+    application's runner, which raises or logs it."""
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        session = polyloop.current_backend()
+        try:
+            polyloop.call_later(0.01, interrupt)
+            await polyloop.sleep(0.5)
+        finally:
+            await session.aclose()
+
+    # The framework's own runner, directly (``Backend.run_hosted``): the referee judges a
+    # run by polyloop's rules, and an application's runner need not cancel main first.
+    raised = False
+    with expect_logged() as logged:
+        try:
+            backend.backend.run_hosted(main)  # type: ignore[attr-defined]
+        except KeyboardInterrupt:
+            raised = True
+    assert raised or any("KeyboardInterrupt" in m for m in logged), (
+        f"in host mode, a call_later callback's KeyboardInterrupt was neither raised by the"
+        f" application's runner nor logged by it ({logged}): polyloop swallowed it (rule:"
+        " it reaches the application's runner)"
+    )
+
+
+@check("run", name="system_exit_in_callback", clauses=["run.callback_exit"], sync=True)
+def check_system_exit_in_callback(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """A call_later callback that raises KeyboardInterrupt (or SystemExit) while main
+    waits: main is cancelled and cleans up, the session ends, and run() raises it -- as
+    asyncio does, not logged and swallowed by the framework's loop."""
+    backend = make_backend()
+    if getattr(backend, "hosted", False):
+        _interrupt_hosted(backend)
+        return
+    wrong = _interrupt(lambda: backend, "polyloop.call_later")
+    assert wrong is None, (
+        f"a call_later callback raised KeyboardInterrupt: {wrong}. Rule: it leaves run() as"
+        " itself, after main's clean-up and the session's end"
+    )
+
+
+@check(
+    "run",
+    name="system_exit_in_native_callback",
+    clauses=["run.callback_exit"],
+    sync=True,
+    mixed_only=True,
+)
+def check_system_exit_in_native_callback(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """In mixed mode, a KeyboardInterrupt raised in a timer of each framework's own API
+    (asyncio's call_later, Tornado's IOLoop.call_later, Twisted's reactor.callLater,
+    gevent.spawn_later) leaves run() as itself, after main's clean-up, whichever session
+    main runs on."""
+    wrong = []
+    for how in list(_SCHEDULERS)[1:]:
+        why = _interrupt(make_backend, how)
+        if why is not None:
+            wrong.append(f"{how}: {why}")
+    assert not wrong, (
+        "a KeyboardInterrupt raised in a native timer in mixed mode: "
+        + "; ".join(wrong)
+        + ". Rule: it leaves run() as itself, after main's clean-up and the session's end"
     )

@@ -19,7 +19,7 @@ import polyloop
 from .._registry import check
 from ..tls import material
 from . import close, flow, writes
-from ._util import Accepted, Recorder, compact, pair, transport_of, write_quietly
+from ._util import Accepted, Recorder, bounded, compact, pair, transport_of, write_quietly
 
 
 def _contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -356,3 +356,108 @@ async def check_write_after_close(session: polyloop.Session) -> None:
     )
     await cli.wait_lost()
     await server.aclose()
+
+
+class _Greeter(Recorder):
+    """A server protocol that sends one byte at once: the client reads it after the TLS
+    1.3 session tickets, so that closing its socket then sends a FIN, not a reset."""
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        transport.write(b"!")
+
+
+def _cut_client(port: int, client_ssl: ssl.SSLContext, mid_record: bool) -> None:
+    """A blocking TLS client, by hand (``ssl.MemoryBIO`` over a plain socket), in a
+    thread: handshake, read the server's greeting, send one 1,000-byte record -- whole,
+    or all but its last 10 bytes -- and shut its socket down (a FIN) without
+    close_notify; then read until the server closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_ssl.wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+        def more() -> None:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            assert data, "the TLS server closed during the hand-made client's handshake"
+            incoming.write(data)
+
+        for _ in range(50):
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                more()
+        greeting = b""
+        for _ in range(50):  # the server's byte comes after its session tickets
+            try:
+                greeting = tls.read(10)
+                break
+            except ssl.SSLWantReadError:
+                more()
+        assert greeting == b"!", f"the hand-made TLS client read {greeting!r}, not b'!'"
+        sock.sendall(outgoing.read())
+        tls.write(b"x" * 1000)
+        record = outgoing.read()
+        sock.sendall(record[:-10] if mid_record else record)
+        sock.shutdown(socket.SHUT_WR)  # a FIN, and no close_notify
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass  # the server may reset: the check looks at what the server saw
+
+
+async def _cut(session: polyloop.Session, mid_record: bool) -> Recorder:
+    """A TLS server and a ``_cut_client``; the server's protocol once its connection is
+    lost."""
+    server_ssl, client_ssl = _contexts()
+    accepted = Accepted(session, lambda: _Greeter(session))
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0, ssl=server_ssl)
+    try:
+        await session.run_in_thread(_cut_client, server.port, client_ssl, mid_record)
+        srv = await accepted.get(0)
+        await bounded(session, srv.lost, 10, "the server's connection_lost after the cut")
+        return srv
+    finally:
+        await server.aclose()
+
+
+@check("tls", clauses=["tls.close_between_records"])
+async def check_close_without_close_notify_is_eof(session: polyloop.Session) -> None:
+    """A peer that closes its socket without close_notify, after a whole record: the
+    reader gets every byte, then a clean end, connection_lost(None), as asyncio reports it --
+    a protocol that delimits its own messages (HTTP/1.1, RESP, WebSocket) sees a cut
+    message itself, and many servers close this way (docs/tls.md)."""
+    srv = await _cut(session, mid_record=False)
+    assert bytes(srv.data) == b"x" * 1000, f"the server read {len(srv.data)} of 1000 bytes"
+    # eof_received first on every backend but uvloop, whose TLS goes straight to
+    # connection_lost(None): a clean end all the same (a Stream reads b"").
+    assert srv.lost_exc is None, (
+        f"a close without close_notify at a record boundary gave {srv.events} and"
+        f" connection_lost({srv.lost_exc!r}): rule: a clean end, connection_lost(None)"
+    )
+
+
+@check("tls", clauses=["tls.truncated_record"])
+async def check_truncated_record_is_an_error(session: polyloop.Session) -> None:
+    """A peer that closes its socket in the middle of a TLS record (without
+    close_notify): the data was truncated, and the reader is told --
+    connection_lost(ssl.SSLEOFError), no EOF -- wherever polyloop's TLS layer runs the
+    connection (docs/tls.md). asyncio's and Tornado's own TLS read records inside OpenSSL
+    and cannot tell it from a close between records: there, no byte of the cut record
+    reaches the reader, and it sees the end (EOF)."""
+    srv = await _cut(session, mid_record=True)
+    assert not srv.data, (
+        f"{len(srv.data)} bytes of a TLS record cut short reached the reader (rule: a"
+        " record is delivered whole or not at all)"
+    )
+    assert "lost" in srv.events, f"the reader of a cut record saw {srv.events}, not its end"
+    if isinstance(srv.transport, polyloop.lowlevel.TLSTransport):
+        assert isinstance(srv.lost_exc, ssl.SSLEOFError) and "eof" not in srv.events, (
+            f"a close in the middle of a TLS record gave {srv.events} and"
+            f" connection_lost({srv.lost_exc!r}): rule: connection_lost(ssl.SSLEOFError),"
+            " no EOF -- a truncation must not read as a clean close"
+        )

@@ -119,6 +119,12 @@ _ALL = [
         "ends, and run() raises KeyboardInterrupt.",
     ),
     Clause(
+        "run.callback_exit",
+        1,
+        "SystemExit or KeyboardInterrupt raised in a callback, whatever scheduled it, "
+        "cancels main: it cleans up, the session ends, and run() raises that exception.",
+    ),
+    Clause(
         "session.current_everywhere",
         1,
         "polyloop.current_backend() is the running session in coroutines, tasks and "
@@ -590,7 +596,19 @@ _ALL = [
         "tls.handshake_timeout",
         2,
         "A TLS handshake that does not finish fails after the handshake timeout: "
-        "TimeoutError for start_tls, a dropped client for a server.",
+        "TimeoutError for start_tls, and the connection is closed: the peer reads EOF.",
+    ),
+    Clause(
+        "tls.close_between_records",
+        2,
+        "A TLS peer that closes without close_notify after a whole record: the reader "
+        "gets every byte, then a clean end, connection_lost(None).",
+    ),
+    Clause(
+        "tls.truncated_record",
+        2,
+        "A TLS connection cut in the middle of a record: no byte of that record reaches "
+        "the reader; on polyloop's TLS layer, connection_lost(ssl.SSLEOFError), no EOF.",
     ),
     Clause(
         "tls.clean_close",
