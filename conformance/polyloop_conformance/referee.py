@@ -874,7 +874,9 @@ class JudgedBackend:
             raise
         except BaseException as exc:
             error = seen.get("error")
-            interrupted = isinstance(exc, KeyboardInterrupt) and isinstance(
+            # Ctrl-C, or a SystemExit/KeyboardInterrupt a callback raised: main was
+            # cancelled to clean up, and run() raises the exception (Backend.run).
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) and isinstance(
                 error, polyloop.Cancelled
             )
             if "error" in seen and exc is not error and not isinstance(exc, polyloop.Cancelled):

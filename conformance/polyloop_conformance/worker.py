@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from ._registry import (
 from .apps import APPS, Running
 from .host import HostBackend
 from .referee import exit_on_hang, os_threads, run_judged
+from .serving import serve_apps
 
 _emitting = os_threads()[2]()  # the watchdog thread may emit too
 
@@ -100,52 +100,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             limit = _limit(chk.timeout, args)
             emit(run_check(chk, make, args.label, timeout=limit, on_hang=on_hang))
     return 0
-
-
-class _Stop:
-    """SIGINT/SIGTERM, seen by every backend: the handler sets a flag that a polling
-    coroutine reads. A signal handler runs only when the main thread runs Python code,
-    and a hub or reactor blocked in C may not give it the chance until a timer fires,
-    so a short poll is the one wake-up path that works the same on all four."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-    async def wait(self) -> None:
-        while not self.requested:
-            await polyloop.sleep(0.1)
-
-
-async def serve_apps(
-    names: list[str],
-    host: str,
-    port: int,
-    tls_dir: str | None,
-    announce: Callable[[str, Running], None],
-    grace: float = 5.0,
-) -> None:
-    """Start each app's server, announce its address, serve until SIGINT/SIGTERM; then
-    wind down gracefully (``Session.shutdown(grace)``): stop accepting, give the open
-    connections ``grace`` seconds to end, close the rest cleanly (the peer reads EOF)."""
-    stop = _Stop()
-    running: list[Running] = []
-    try:
-        for name in names:
-            app = APPS[name]
-            config = app_config(app, tls_dir)
-            config.host, config.port = host, (port if len(names) == 1 else 0)
-            running.append(await app.serve(config))
-            announce(name, running[-1])
-        await stop.wait()
-        await polyloop.current_backend().shutdown(grace)
-    finally:
-        for server in running:
-            await server.aclose()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
