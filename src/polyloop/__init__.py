@@ -33,8 +33,10 @@ from ._frontend import adopt_udp as adopt_udp
 from ._frontend import call_later as call_later
 from ._frontend import call_soon as call_soon
 from ._frontend import call_soon_threadsafe as call_soon_threadsafe
+from ._frontend import connect_read_pipe as connect_read_pipe
 from ._frontend import connect_tcp as connect_tcp
 from ._frontend import connect_unix as connect_unix
+from ._frontend import connect_write_pipe as connect_write_pipe
 from ._frontend import create_future as create_future
 from ._frontend import getaddrinfo as getaddrinfo
 from ._frontend import getsockopt as getsockopt
@@ -48,6 +50,8 @@ from ._frontend import setsockopt as setsockopt
 from ._frontend import sleep as sleep
 from ._frontend import spawn as spawn
 from ._frontend import start_tls as start_tls
+from ._frontend import subprocess_exec as subprocess_exec
+from ._frontend import subprocess_shell as subprocess_shell
 from ._frontend import time as time
 from ._frontend import wait_for as wait_for
 from ._futures import Future as Future
@@ -58,6 +62,8 @@ from ._listener import open_tcp_listener as open_tcp_listener
 from ._listener import open_tcp_stream as open_tcp_stream
 from ._listener import open_unix_listener as open_unix_listener
 from ._listener import open_unix_stream as open_unix_stream
+from ._pipes import ReadTransport as ReadTransport
+from ._pipes import WriteTransport as WriteTransport
 from ._protocols import BaseProtocol as BaseProtocol
 from ._protocols import DatagramProtocol as DatagramProtocol
 from ._protocols import Protocol as Protocol
@@ -69,6 +75,8 @@ from ._registry import load_backend as load_backend
 from ._server import Server as Server
 from ._session import Session as Session
 from ._streams import Stream as Stream
+from ._subprocess import SubprocessProtocol as SubprocessProtocol
+from ._subprocess import SubprocessTransport as SubprocessTransport
 from ._sync import CapacityLimiter as CapacityLimiter
 from ._sync import CapacityLimiterStatistics as CapacityLimiterStatistics
 from ._sync import Condition as Condition
@@ -121,16 +129,20 @@ __all__ = [
     "MemoryObjectSendStream",
     "MemoryObjectStreamStatistics",
     "Protocol",
+    "ReadTransport",
     "Semaphore",
     "SemaphoreStatistics",
     "Server",
     "Session",
     "Stream",
+    "SubprocessProtocol",
+    "SubprocessTransport",
     "Task",
     "TaskGroup",
     "TaskStatus",
     "Transport",
     "WouldBlock",
+    "WriteTransport",
     "adopt_connection",
     "adopt_udp",
     "available_backends",
@@ -138,8 +150,10 @@ __all__ = [
     "call_later",
     "call_soon",
     "call_soon_threadsafe",
+    "connect_read_pipe",
     "connect_tcp",
     "connect_unix",
+    "connect_write_pipe",
     "create_future",
     "create_memory_object_stream",
     "current_backend",
@@ -168,6 +182,8 @@ __all__ = [
     "sleep",
     "spawn",
     "start_tls",
+    "subprocess_exec",
+    "subprocess_shell",
     "time",
     "wait_for",
 ]
