@@ -64,6 +64,9 @@ from ._listener import open_unix_listener as open_unix_listener
 from ._listener import open_unix_stream as open_unix_stream
 from ._pipes import ReadTransport as ReadTransport
 from ._pipes import WriteTransport as WriteTransport
+from ._process import Process as Process
+from ._process import open_process as open_process
+from ._process import run_process as run_process
 from ._protocols import BaseProtocol as BaseProtocol
 from ._protocols import DatagramProtocol as DatagramProtocol
 from ._protocols import Protocol as Protocol
@@ -128,6 +131,7 @@ __all__ = [
     "MemoryObjectReceiveStream",
     "MemoryObjectSendStream",
     "MemoryObjectStreamStatistics",
+    "Process",
     "Protocol",
     "ReadTransport",
     "Semaphore",
@@ -171,6 +175,7 @@ __all__ = [
     "lowlevel",
     "move_on_after",
     "move_on_at",
+    "open_process",
     "open_tcp_listener",
     "open_tcp_stream",
     "open_udp",
@@ -178,6 +183,7 @@ __all__ = [
     "open_unix_stream",
     "run",
     "run_in_thread",
+    "run_process",
     "setsockopt",
     "sleep",
     "spawn",
