@@ -135,7 +135,12 @@ class Process:
         exited = self._protocol.exited
         if not exited.done():
             waiter: Future[None] = self._protocol.session.create_future()
-            exited.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+
+            def wake(_: Future[int]) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            exited.add_done_callback(wake)
             await waiter
 
     def send_signal(self, signum: int) -> None:
