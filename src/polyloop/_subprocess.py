@@ -32,7 +32,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -115,12 +114,12 @@ class SubprocessTransport(BaseTransport):
 
 
 def popen_class() -> type[subprocess.Popen[bytes]]:
-    """``subprocess.Popen`` as the stdlib has it, also after gevent's ``patch_all()``
-    (whose ``Popen`` reaps its children on the hub with a ``SIGCHLD`` watcher: the core's
-    reaper would then find them gone)."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("subprocess"):
-        return monkey.get_original("subprocess", "Popen")  # type: ignore[no-any-return]
+    """``subprocess.Popen`` as the process has it. After gevent's ``patch_all()`` that is
+    gevent's, whose children are reaped on the hub by a ``SIGCHLD`` watcher (the stdlib's
+    own class is no way out: ``patch_all`` replaced the module globals it runs on, such as
+    ``_fork_exec``); the core's reaper still works there, because the patched
+    ``os.waitpid`` answers from gevent's record, and a pidfd is readable once the child
+    exits, reaped or not."""
     return subprocess.Popen
 
 
@@ -134,6 +133,9 @@ class _ChildWatch:
         self.on_exit: Callable[[int], object] | None = on_exit
         self.pidfd: int | None = None
         self.done = False
+        #: The ``subprocess.Popen`` of the child, if any: ``reap_now`` sets its
+        #: ``returncode`` (else its ``__del__`` warns that the child "is still running").
+        self.popen: Any = None
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
             try:
@@ -198,9 +200,11 @@ class _ChildWatch:
         except ProcessLookupError:
             pass
         try:
-            os.waitpid(self.pid, 0)
+            _, status = os.waitpid(self.pid, 0)
         except ChildProcessError:
-            pass  # the waiter thread got it
+            status = -1  # the waiter thread got it
+        if self.popen is not None and self.popen.returncode is None:
+            self.popen.returncode = _returncode(status) if status != -1 else -signal.SIGKILL
 
 
 def _returncode(status: int) -> int:
@@ -295,6 +299,7 @@ class CoreSubprocessTransport(SubprocessTransport):
             raise
         session.resources.track(self)
         self._watch = watch_child(session, self._pid, self._process_exited)
+        self._watch.popen = proc
         self._protocol.connection_made(self)
         pending, self._pending = self._pending, None
         for cb, args in pending or ():
