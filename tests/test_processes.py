@@ -6,7 +6,9 @@ thread and restores the handler it replaced."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 
 import pytest
 
@@ -119,3 +121,87 @@ def test_run_process_errors(backend: str) -> None:
             await polyloop.subprocess_exec(polyloop.SubprocessProtocol, "true", text=True)
 
     polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_signal_receiver(backend: str) -> None:
+    """Signals sent to this process arrive in order, on the loop's thread, while the block
+    runs; the handler installed before is back afterwards, and a signal sent then goes to
+    it."""
+    seen_before: list[int] = []
+
+    def before(signum: int, frame: object) -> None:
+        seen_before.append(signum)
+
+    async def main() -> list[tuple[int, int]]:
+        got: list[tuple[int, int]] = []
+        loop_thread = threading.get_native_id()
+        with polyloop.open_signal_receiver(signal.SIGUSR1, signal.SIGUSR2) as received:
+            assert signal.getsignal(signal.SIGUSR1) is not before
+            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGUSR2)
+            async for signum in received:
+                got.append((signum, threading.get_native_id()))
+                assert isinstance(signum, signal.Signals)
+                if len(got) == 2:
+                    break
+            assert threading.get_native_id() == loop_thread
+        return [(s, t == loop_thread) for s, t in got]
+
+    old1 = signal.signal(signal.SIGUSR1, before)
+    old2 = signal.getsignal(signal.SIGUSR2)
+    try:
+        got = polyloop.run(main, backend=backend)
+        assert got == [(signal.SIGUSR1, True), (signal.SIGUSR2, True)]
+        assert signal.getsignal(signal.SIGUSR1) is before
+        assert signal.getsignal(signal.SIGUSR2) is old2
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert seen_before == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, old1)
+
+
+def test_signal_receiver_refuses() -> None:
+    """Bad signals are refused before any handler is replaced; another thread is refused."""
+
+    async def main() -> None:
+        for bad, error in ((signal.SIGKILL, ValueError), (0, ValueError), ("HUP", TypeError)):
+            with pytest.raises(error):
+                with polyloop.open_signal_receiver(signal.SIGUSR1, bad):  # type: ignore[arg-type]
+                    pass
+            assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+    polyloop.run(main)
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            polyloop.run(main_in_thread)
+        except BaseException as exc:
+            errors.append(exc)
+
+    async def main_in_thread() -> None:
+        with polyloop.open_signal_receiver(signal.SIGUSR1):
+            pass
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError), errors
+
+
+def test_signal_receiver_and_processes_in_host_mode() -> None:
+    """On a loop the application runs (asyncio.run): a signal arrives, a child runs."""
+    import asyncio
+
+    async def main() -> tuple[int, bytes]:
+        with polyloop.open_signal_receiver(signal.SIGUSR1) as received:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            async for signum in received:
+                break
+        result = await polyloop.run_process(["cat"], input=b"hosted")
+        await polyloop.current_backend().aclose()
+        return signum, result.stdout
+
+    assert asyncio.run(main()) == (signal.SIGUSR1, b"hosted")
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL

@@ -77,6 +77,7 @@ from ._registry import available_backends as available_backends
 from ._registry import load_backend as load_backend
 from ._server import Server as Server
 from ._session import Session as Session
+from ._signals import open_signal_receiver as open_signal_receiver
 from ._streams import Stream as Stream
 from ._subprocess import SubprocessProtocol as SubprocessProtocol
 from ._subprocess import SubprocessTransport as SubprocessTransport
@@ -176,6 +177,7 @@ __all__ = [
     "move_on_after",
     "move_on_at",
     "open_process",
+    "open_signal_receiver",
     "open_tcp_listener",
     "open_tcp_stream",
     "open_udp",
