@@ -197,8 +197,7 @@ def test_signal_receiver_and_processes_in_host_mode() -> None:
     async def main() -> tuple[int, bytes]:
         with polyloop.open_signal_receiver(signal.SIGUSR1) as received:
             os.kill(os.getpid(), signal.SIGUSR1)
-            async for signum in received:
-                break
+            signum = await received.__anext__()
         result = await polyloop.run_process(["cat"], input=b"hosted")
         await polyloop.current_backend().aclose()
         return signum, result.stdout
