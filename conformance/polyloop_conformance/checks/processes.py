@@ -7,7 +7,8 @@ Covers exit codes and ``-signum`` for a child killed by a signal; the order of t
 EOF on stdin reaching the child; 10 MB through ``cat`` with flow control and nothing
 lost; a cancelled ``wait()`` killing and reaping the child; ``FileNotFoundError`` for a
 missing program; a child that closes its stdout early; ``env`` and ``cwd``; no zombie
-and no fd left behind; and the pipe transports on their own.
+and no fd left behind; the pipe transports on their own (category ``pipes``); and
+``open_signal_receiver`` (category ``signals``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import polyloop
@@ -390,7 +392,7 @@ class PipeEnd(polyloop.Protocol):
             self.lost.set_result(None)
 
 
-@check("processes")
+@check("pipes", name="pipe_transports")
 async def check_pipes(session: polyloop.Session) -> None:
     """connect_read_pipe/connect_write_pipe on os.pipe(): data, flow control, write_eof
     reaching the reader as eof_received then connection_lost(None), both fds closed."""
@@ -435,3 +437,35 @@ async def check_pipes(session: polyloop.Session) -> None:
         pass
     else:
         raise AssertionError("connect_read_pipe on a closed fd did not raise ValueError")
+
+
+@check("signals")
+async def check_signal_receiver(session: polyloop.Session) -> None:
+    """open_signal_receiver: a signal sent to the process arrives once, as signal.Signals,
+    on the loop's thread; the handler installed before is back after the block. Off the
+    main thread it raises RuntimeError (Python runs handlers only there)."""
+    main_thread = threading.get_native_id() == threading.main_thread().native_id
+    previous = signal.getsignal(signal.SIGUSR2)
+    if not main_thread:
+        try:
+            with polyloop.open_signal_receiver(signal.SIGUSR2):
+                pass
+        except RuntimeError:
+            return
+        raise AssertionError("open_signal_receiver off the main thread did not raise")
+    got: list[tuple[int, int]] = []
+    with polyloop.open_signal_receiver(signal.SIGUSR2) as received:
+        assert signal.getsignal(signal.SIGUSR2) is not previous, "no handler was installed"
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+        async def first() -> None:
+            async for signum in received:
+                got.append((signum, threading.get_native_id()))
+                return
+
+        await bounded(session, first(), 10, "SIGUSR2 sent to the process never arrived")
+    assert got[0][0] is signal.SIGUSR2, f"received {got[0][0]!r}, not signal.SIGUSR2"
+    assert got[0][1] == session.thread_id, "the signal was received off the loop's thread"
+    assert signal.getsignal(signal.SIGUSR2) is previous, (
+        "the handler installed before open_signal_receiver is not back after the block"
+    )
