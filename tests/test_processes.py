@@ -119,6 +119,10 @@ def test_run_process_errors(backend: str) -> None:
             await polyloop.open_process([])
         with pytest.raises(ValueError, match="text"):
             await polyloop.subprocess_exec(polyloop.SubprocessProtocol, "true", text=True)
+        with pytest.raises(ValueError, match="shell"):
+            await polyloop.subprocess_exec(polyloop.SubprocessProtocol, "true", shell=True)
+        with pytest.raises(TypeError, match="program"):
+            await polyloop.subprocess_exec(polyloop.SubprocessProtocol, 42)  # type: ignore[arg-type]
 
     polyloop.run(main, backend=backend)
 

@@ -436,6 +436,8 @@ async def spawn_core(
 
 
 def _check_popen_kwargs(kwargs: dict[str, Any]) -> None:
+    if "shell" in kwargs:
+        raise ValueError("shell is set by the call: subprocess_exec or subprocess_shell")
     for name in ("universal_newlines", "text", "encoding", "errors"):
         if kwargs.get(name):
             raise ValueError(f"{name} must be false: the pipes carry bytes")
