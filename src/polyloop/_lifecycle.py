@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _errors
 from ._context import unregister_host
 from ._futures import current_task
-from ._subprocess import reap_now
+from ._reaper import reap_now
 from ._transports import BaseTransport
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class Resources:
         #: Other threads blocked on a call into the session (``polyloop.from_thread``):
         #: failed when the session ends, so that no thread waits for ever.
         self.waiters: set[concurrent.futures.Future[Any]] = set()
-        #: Child processes not yet reaped (``polyloop._subprocess.watch_child``): killed
+        #: Child processes not yet reaped (``polyloop._reaper.watch_child``): killed
         #: and reaped at the end, so that no zombie outlives the session.
         self.children: set[Any] = set()
 

@@ -24,6 +24,7 @@ from ._lifecycle import end_with_asyncio_loop as end_with_asyncio_loop
 from ._pipes import PipeReadTransport as PipeReadTransport
 from ._pipes import PipeWriteTransport as PipeWriteTransport
 from ._plugins import lazy_attributes as lazy_attributes
+from ._reaper import watch_child as watch_child
 from ._session import Session as Session
 from ._sockets import LINGER_RST as LINGER_RST
 from ._sockets import MAX_DATAGRAM as MAX_DATAGRAM
@@ -37,7 +38,6 @@ from ._sockettransport import SocketDatagramTransport as SocketDatagramTransport
 from ._sockettransport import SocketTransport as SocketTransport
 from ._sockettransport import socket_extra as socket_extra
 from ._subprocess import CoreSubprocessTransport as CoreSubprocessTransport
-from ._subprocess import watch_child as watch_child
 from ._tasks import AsyncioTask as AsyncioTask
 from ._tasks import CoroutineTask as CoroutineTask
 from ._tasks import TaskDriver as TaskDriver
