@@ -36,8 +36,9 @@ def test_check_passes_on_asyncio(name: str) -> None:
 def test_catalogue_covers_every_category() -> None:
     categories = {c.category for c in pc.CHECKS.values()}
     assert categories >= {
-        "lifecycle", "errors", "writes", "close", "halfclose", "abort", "flow", "timers",
-        "threads", "tls", "cleanliness", "streams", "udp", "unix", "tasks",
+        "run", "session", "scheduling", "timers", "readiness", "threads", "protocol",
+        "addresses", "listen", "errors", "writes", "close", "halfclose", "abort", "flow",
+        "tls", "cleanliness", "streams", "udp", "unix", "tasks",
     }  # fmt: skip
     for chk in pc.CHECKS.values():
         assert chk.doc and chk.doc != chk.name.split(".")[1], f"{chk.name} has no docstring"
@@ -111,7 +112,7 @@ class _InlineThreads(AsyncioSession):
             _transport_with(_AbortIsClose),
             ["abort.local_aborted_error", "abort.peer_reset", "abort.drops_buffer"],
         ),
-        (_backend_with(_ReversedCallSoon), ["timers.call_soon_fifo"]),
+        (_backend_with(_ReversedCallSoon), ["scheduling.call_soon_fifo"]),
         (_backend_with(_InlineThreads), ["threads.run_in_thread_result"]),
     ],
     ids=["write-after-close", "abort-is-close", "call-soon-lifo", "inline-threads"],
@@ -123,7 +124,7 @@ def test_checks_catch_broken_backend(
         result = _run(name, make)
         assert result.status == "fail", f"{name} did not notice the broken backend"
         assert result.detail, f"{name} failed without saying why"
-    assert _run("lifecycle.current_backend", make).status == "pass"  # broken, not useless
+    assert _run("session.current_backend", make).status == "pass"  # broken, not useless
 
 
 # A backend that disposes of nothing leaves sockets for the garbage collector, which

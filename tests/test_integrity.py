@@ -189,3 +189,92 @@ def test_256_mib_through_the_proxy_app(backend: str) -> None:
         assert ended == ["EOF"], f"the stream ended by {ended[0]!r} after {received[0]} bytes"
         assert received[0] == total, f"{received[0]} of {total} bytes came back"
         assert got.hexdigest() == sent.hexdigest(), "the bytes came back changed"
+
+
+# --- mixed mode: two frameworks, one connection, both ends scheduled by hypothesis ---
+
+FRAMEWORKS = ("asyncio", "tornado", "twisted", "gevent")
+
+
+async def _mixed_exchange(
+    server_fw: str, client_fw: str, ops: list[tuple[str, int]], ender: str
+) -> None:
+    """The server on one framework's session, the client on another's: both ends write
+    chunks, pause and resume their reading, then one half-closes (or closes) first and
+    the other answers; every byte arrives in order, then the EOF, then nothing."""
+    import polyloop_mixed
+
+    server_session = polyloop_mixed.session(server_fw)
+    client_session = polyloop_mixed.session(client_fw)
+    rng = random.Random(hash((server_fw, client_fw, len(ops))) & 0xFFFF)
+    sent = {"client": bytearray(), "server": bytearray()}
+    accepted: list[_Receiver] = []
+
+    def factory() -> _Receiver:
+        accepted.append(_Receiver(server_session, [], 1 << 62))
+        return accepted[-1]
+
+    server = await server_session.listen_tcp(factory, "127.0.0.1", 0)
+    client_t, client = await client_session.connect_tcp(
+        lambda: _Receiver(client_session, [], 1 << 62), "127.0.0.1", server.port
+    )
+    for _ in range(500):
+        if accepted:
+            break
+        await polyloop.sleep(0.001)
+    assert accepted, "the server never accepted the connection"
+    ends = {"client": (client_t, client), "server": (accepted[0].transport, accepted[0])}
+    for op, n in ops:
+        side = "client" if n % 2 else "server"
+        transport, receiver = ends[side]
+        if op == "write":
+            chunk = rng.randbytes(n)
+            transport.write(chunk)
+            sent[side] += chunk
+        elif op == "pause":
+            receiver.transport.pause_reading()
+        elif op == "resume":
+            receiver.transport.resume_reading()
+        else:
+            await polyloop.sleep(n / 100_000)
+    for _, receiver in ends.values():
+        receiver.transport.resume_reading()
+    first, second = ("client", "server") if ender == "client" else ("server", "client")
+    ends[first][0].write_eof()
+    other = ends[second][1]
+    at = await polyloop.wait_for(other.ended, 10)
+    assert bytes(other.data) == bytes(sent[first]), (
+        f"{second} got {len(other.data)} of the {len(sent[first])} bytes {first} sent, or"
+        " in another order"
+    )
+    assert at == len(sent[first]) and other.eof, "the EOF did not follow the data"
+    ends[second][0].write(b"bye")
+    sent[second] += b"bye"
+    ends[second][0].close()
+    mine = ends[first][1]
+    await polyloop.wait_for(mine.ended, 10)  # the EOF of the close (it half-closed first)
+    assert bytes(mine.data) == bytes(sent[second]), (
+        f"{first} got {len(mine.data)} of the {len(sent[second])} bytes {second} sent"
+    )
+    assert not other.late and not mine.late, "bytes arrived after the EOF"
+    ends[first][0].close()
+    await server.aclose()
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    server_fw=st.sampled_from(FRAMEWORKS),
+    client_fw=st.sampled_from(FRAMEWORKS),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["write", "write", "pause", "resume", "sleep"]),
+            st.integers(1, 300_000),
+        ),
+        max_size=16,
+    ),
+    ender=st.sampled_from(["client", "server"]),
+)
+def test_mixed_mode_schedules_of_writes_eof_pause_and_close(
+    server_fw: str, client_fw: str, ops: list[tuple[str, int]], ender: str
+) -> None:
+    polyloop.run(_mixed_exchange, server_fw, client_fw, ops, ender, backend="mixed")

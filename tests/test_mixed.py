@@ -418,7 +418,7 @@ def test_the_first_case_of_a_process_watches_twisteds_log_too() -> None:
     and passed inside the whole catalogue)."""
     proc = subprocess.run(
         [sys.executable, "-m", "polyloop", "conformance", "--mixed",
-         "--check", "faults.data_received_raises"],
+         "--check", "protocol.data_received_raises"],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -103,14 +103,14 @@ def test_a_loop_that_never_wakes_is_reported_as_hung_and_the_run_goes_on() -> No
     spec = mutants.MUTANTS["ThreadsafeNoWakeUp"].spec
     started = time.monotonic()
     results = run_backend(
-        spec, ["threads.call_soon_threadsafe", "timers.call_soon_fifo"], lambda r: None, 2.0
+        spec, ["threads.call_soon_threadsafe", "scheduling.call_soon_fifo"], lambda r: None, 2.0
     )
     by_name = {r.check: r for r in results}
     hung = by_name["threads.call_soon_threadsafe"]
     assert hung.status == "fail" and "no wake-up" in hung.detail, hung
     assert hung.detail.startswith("hung:"), hung.detail
     # The watchdog reported it and ended that worker; a fresh one ran the next case.
-    assert by_name["timers.call_soon_fifo"].status == "pass", by_name
+    assert by_name["scheduling.call_soon_fifo"].status == "pass", by_name
     assert time.monotonic() - started < 60
 
 
@@ -137,6 +137,48 @@ def test_an_error_seen_only_in_the_log_fails_the_check() -> None:
     """A protocol callback that raises inside the loop (connection_made called twice)
     shows in the verdict, although the check's own assertions might not see it."""
     spec = mutants.MUTANTS["MadeTwice"].spec
-    (result,) = run_backend(spec, ["lifecycle.callback_order"], lambda r: None, 4.0)
+    (result,) = run_backend(spec, ["protocol.callback_order"], lambda r: None, 4.0)
     assert result.status == "fail", result
     assert "logged" in result.detail and "InvalidStateError" in result.detail, result.detail
+
+
+# --- verdicts that do not depend on the backend under test ---
+
+
+def test_a_late_data_path_fails_by_its_clause_id() -> None:
+    """A transport that delivers each chunk a loop iteration late through the loop's own
+    queue (not session.call_soon, which the old check watched) fails the data-path rule,
+    judged from outside by what a plain socket sent and when the protocol saw it."""
+    spec = mutants.MUTANTS["DataThroughOwnQueue"].spec
+    (result,) = run_backend(spec, ["protocol.direct_data_path"], lambda r: None, 10.0)
+    assert result.status == "fail", result
+    assert "one loop iteration after the transport's socket was readable" in result.detail
+    assert "\n  rule [protocol.data_path.direct]: " in result.detail, result.detail
+
+
+def test_two_end_rules_name_the_end_at_fault() -> None:
+    """A backend that never sends resets and one that reports resets as EOF fail with
+    messages naming different ends: the other end is a plain socket, not the backend."""
+    checks = ["abort.peer_reset", "abort.reset_reported", "abort.peer_stream_reset"]
+    never_resets = run_backend(
+        mutants.MUTANTS["AbortWithoutReset"].spec, checks, lambda r: None, 10.0
+    )
+    resets_as_eof = run_backend(mutants.MUTANTS["ResetAsEof"].spec, checks, lambda r: None, 10.0)
+    sender = [r for r in never_resets if r.status == "fail"]
+    receiver = [r for r in resets_as_eof if r.status == "fail"]
+    assert [r.check for r in sender] == ["abort.peer_reset"], never_resets
+    assert {r.check for r in receiver} == {"abort.reset_reported", "abort.peer_stream_reset"}
+    for r in sender:
+        assert "the aborting end (the backend under test)" in r.detail, r.detail
+        assert "receiving end" not in r.detail and "[transport.abort.resets_peer]" in r.detail
+    for r in receiver:
+        assert "the receiving end (the backend under test)" in r.detail, r.detail
+        assert "aborting end" not in r.detail and "[transport.reset.not_eof]" in r.detail
+
+
+def test_every_mutant_failure_names_a_clause(outcomes: dict[str, list[pc.CheckResult]]) -> None:
+    """The referee prints the clause with every failure of a check."""
+    for name, results in outcomes.items():
+        for r in results:
+            if r.status == "fail" and not r.check.startswith("app."):
+                assert "\n  rule [" in r.detail, (name, r.check, r.detail)

@@ -116,3 +116,32 @@ def test_importing_the_adapters_imports_no_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["asyncio", "[]"], out.stdout
+
+
+def test_the_backend_page_matches_the_contract_signatures() -> None:
+    """Where docs/writing-a-backend.md spells a hook's call (``name(a, b)``), the
+    arguments are the code's, in order; the tier-1 table lists exactly the abstract
+    methods."""
+    import inspect
+
+    page = (Path(__file__).parent.parent / "docs" / "writing-a-backend.md").read_text()
+    wrong = []
+    for name, value in vars(SessionContract).items():
+        if name.startswith("_") or not inspect.isfunction(value):
+            continue
+        params = [
+            ("*" if p.kind is p.VAR_POSITIONAL else "") + p.name
+            for p in inspect.signature(value).parameters.values()
+            if p.name != "self" and p.kind is not p.KEYWORD_ONLY
+        ]
+        for spelled in re.findall(rf"`(?:async )?{name}\(([^)`]*)\)", page):
+            args = [a.strip().split("=")[0].strip() for a in spelled.split(",") if a.strip()]
+            if args != params:
+                page_args, code_args = ", ".join(args), ", ".join(params)
+                wrong.append(f"{name}({page_args}) on the page, ({code_args}) in code")
+    assert not wrong, "\n".join(wrong)
+    tier1 = page[page.index("## Tier 1: required") : page.index("## Owning a loop")]
+    listed = set(re.findall(r"^\| `(\w+)\(", tier1, flags=re.M))
+    listed |= set(re.findall(r"/ `(\w+)\(", tier1))
+    abstract = set(SessionContract.__abstractmethods__)
+    assert listed == abstract, f"tier-1 table {sorted(listed)} vs abstract {sorted(abstract)}"

@@ -17,7 +17,7 @@ import pytest
 
 import polyloop
 import polyloop_conformance as pc
-from polyloop import _channels, _streams, _sync
+from polyloop import _channels, _primitives, _streams, _sync
 
 #: The case's time limit here: above the checks' own bounds (5 s, ``bounded``), so that a
 #: broken primitive that leaves its check waiting gets the check's verdict, which names
@@ -59,7 +59,7 @@ class _SemaphoreUnbounded(polyloop.Semaphore):
     """Bug: max_value is not enforced."""
 
     def release(self) -> None:
-        if not _sync._hand(self._waiters):
+        if not _primitives.hand(self._waiters):
             self._value += 1
 
 
@@ -85,7 +85,7 @@ class _EventWakesOne(polyloop.Event):
 
     def set(self) -> None:
         self._set = True
-        _sync._hand(self._waiters)
+        _primitives.hand(self._waiters)
 
 
 class _ConditionNoHandover(polyloop.Condition):
@@ -208,7 +208,7 @@ BROKEN: list[tuple[str, Callable[[pytest.MonkeyPatch], None], dict[str, list[str
      {"starttls.handshake_right_after_the_command": ["start_tls", "ClientHello",
                                                      "bytes already received"]}),
     ("no-at-eof", lambda m: m.setattr(_streams.Stream, "at_eof", lambda self: False),
-     {"pools.idle_stream_sees_eof": ["at_eof()", "peer closed"]}),
+     {"streams.idle_sees_eof": ["at_eof()", "peer closed"]}),
 ]  # fmt: skip
 
 

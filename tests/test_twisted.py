@@ -321,7 +321,7 @@ LEAK_SCRIPT = textwrap.dedent(
     make = lambda: polyloop.load_backend(sys.argv[1])
     # Warm-up: Twisted's tcp module reserves one fd (/dev/null) per *process*, on first
     # use, to survive EMFILE; that is not per run, so it is counted out.
-    pc.run_check(pc.CHECKS["lifecycle.callback_order"], make, "twisted")
+    pc.run_check(pc.CHECKS["protocol.callback_order"], make, "twisted")
     gc.collect()
     before, threads = fds(), threading.active_count()
     checks = [c for c in pc.CHECKS.values() if not c.mixed_only]  # bridges: --mixed

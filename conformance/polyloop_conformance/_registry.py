@@ -2,7 +2,7 @@
 
 Rule: a check is a plain function, free of pytest, so a third party can call it on
 their own backend: ``async def check_x(session)`` runs inside ``backend.run``;
-``def check_x(make_backend)`` (``sync=True``) runs around it (lifecycle, cleanliness).
+``def check_x(make_backend)`` (``sync=True``) runs around it (run, cleanliness).
 An async check receives the session it runs in (``polyloop.current_backend()``).
 A check passes by returning and fails by raising; an ``AssertionError``'s message is
 the report's detail. ``SkipCheck`` skips, and its reason is printed in the report.
@@ -13,7 +13,7 @@ outcome noted outside the backend under test, so a backend cannot fake a pass.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -28,10 +28,13 @@ __all__ = [
     "SkipCheck",
     "check",
     "run_check",
+    "with_rules",
 ]
 
 BackendFactory = Callable[[], polyloop.Backend]
-Status = Literal["pass", "fail", "skip"]
+#: ``not-run``: the case never got a verdict (the run's budget ran out, or the run was
+#: stopped before it); its detail says which.
+Status = Literal["pass", "fail", "skip", "not-run"]
 
 
 class SkipCheck(Exception):
@@ -50,6 +53,15 @@ class Check:
     timeout: float
     #: Only in mixed mode (``--mixed``): it needs the four frameworks in one thread.
     mixed_only: bool = False
+    #: The ids of the contract clauses it enforces (``rules.CLAUSES``).
+    clauses: tuple[str, ...] = ()
+
+    @property
+    def tier(self) -> int:
+        """1 if it enforces a tier-1 clause (what a new backend must pass first), else 2."""
+        from .rules import CLAUSES
+
+        return min((CLAUSES[c].tier for c in self.clauses), default=2)
 
 
 @dataclass
@@ -102,21 +114,31 @@ def known_failure(check: str, backend_label: str) -> KnownFailure | None:
 def check(
     category: str,
     *,
+    clauses: Iterable[str],
     name: str | None = None,
     timeout: float = 20.0,
     sync: bool = False,
     mixed_only: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a check under ``category.name`` (name defaults to the function's);
-    ``mixed_only``: run only in mixed mode (``--mixed``)."""
+    """Register a check under ``category.name`` (name defaults to the function's).
+
+    ``clauses``: the ids of the contract clauses it enforces (``rules.CLAUSES``), at
+    least one; an unknown id is a ``LookupError`` here. ``mixed_only``: run only in
+    mixed mode (``--mixed``).
+    """
+    from .rules import check_ids
+
+    ids = check_ids(clauses)
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         short = name or fn.__name__.removeprefix("check_")
         full = f"{category}.{short}"
         if full in CHECKS:
             raise ValueError(f"check {full!r} registered twice")
+        if not ids:
+            raise ValueError(f"check {full!r} names no contract clause (clauses=[...])")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else short
-        CHECKS[full] = Check(full, category, fn, doc, sync, timeout, mixed_only)
+        CHECKS[full] = Check(full, category, fn, doc, sync, timeout, mixed_only, ids)
         return fn
 
     return register
@@ -132,6 +154,7 @@ def run_case(
     from .referee import describe
 
     start = time.perf_counter()
+    failure: BaseException | None = None
     try:
         body()
     except SkipCheck as exc:
@@ -140,9 +163,11 @@ def run_case(
     except BaseException as exc:  # a check's failure is data here
         if isinstance(exc, KeyboardInterrupt) and type(exc) is KeyboardInterrupt:
             raise
-        status, detail = "fail", describe(exc, label)
+        status, detail, failure = "fail", describe(exc, label), exc
     else:
         status, detail = "pass", ""
+    if status == "fail":
+        detail = with_rules(label, detail, getattr(failure, "clause", None))
     known = known_failure(label, backend_label) if client_backend is None else None
     if known is not None and status == "fail":
         status, detail = "pass", f"KNOWN FAILURE ({known.reason}): {detail}"
@@ -151,6 +176,20 @@ def run_case(
     return CheckResult(
         label, backend_label, client_backend, status, time.perf_counter() - start, detail
     )
+
+
+def with_rules(case: str, detail: str, clause: str | None = None) -> str:
+    """A failure's ``detail`` followed by the clause(s) the case enforces, each as
+    ``rule [id]: sentence`` (``clause``: only that one, the check said which it broke).
+    Apps and unknown cases have no clause: the detail is returned as it is."""
+    from .rules import CLAUSES
+
+    chk = CHECKS.get(case)
+    ids = (clause,) if clause in CLAUSES else (chk.clauses if chk is not None else ())
+    if not ids or "\n  rule [" in detail:
+        return detail
+    rules = "".join(f"\n  rule [{i}]: {CLAUSES[i].sentence}" for i in ids)
+    return detail + rules
 
 
 def run_check(

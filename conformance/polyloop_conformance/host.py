@@ -19,7 +19,7 @@ the harness only checks that it found the right kind, borrowed, and ends it with
 
 A backend without ``run_hosted`` fails every ``--host`` case with one message that says
 so. ``HostBackend`` quacks like a ``polyloop.Backend`` for the checks (``run``, ``name``),
-so every check and app runs unchanged, the synchronous ones (lifecycle, cleanliness)
+so every check and app runs unchanged, the synchronous ones (run, cleanliness)
 included: their ``run(main)`` becomes one hosted application run.
 """
 

@@ -35,6 +35,7 @@ import contextlib
 import linecache
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -50,6 +51,7 @@ __all__ = [
     "Failed",
     "describe",
     "expect_logged",
+    "leaves",
     "os_threads",
     "settle",
     "waiting_for",
@@ -84,7 +86,15 @@ def os_threads() -> tuple[Callable[..., Any], Callable[[], int], Callable[[], An
 
 
 class Failed(AssertionError):
-    """A verdict whose message is complete (the rule, what was expected, what happened)."""
+    """A verdict whose message is complete (what was expected, what happened).
+
+    ``clause``: the id of the contract clause broken, when the check enforces several
+    and knows which one failed; the report then names only that one.
+    """
+
+    def __init__(self, message: str = "", clause: str | None = None) -> None:
+        super().__init__(message)
+        self.clause = clause
 
 
 class _Interrupt(KeyboardInterrupt):
@@ -171,15 +181,150 @@ def _frame_line(frame: traceback.FrameSummary) -> str:
     return line
 
 
-def describe(exc: BaseException, check: str | None = None) -> str:
-    """A failure as a backend author reads it: the message, and where in the check.
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``: itself, or for an exception group every leaf of it
+    (nested groups flattened), in order."""
+    if isinstance(exc, BaseExceptionGroup):
+        found: list[BaseException] = []
+        for inner in exc.exceptions:
+            found += leaves(inner)
+        return found
+    return [exc]
 
-    An ``AssertionError`` without a message shows the failing ``assert`` line; any
-    other exception shows its type. The location is the innermost frame of the conformance
-    package (the check or its helper), never the runner's.
+
+def _cause_of(exc: BaseException) -> tuple[BaseException, str]:
+    """The exception that says what went wrong, and a note on where it was found.
+
+    A backend whose ``run()`` wraps what went wrong in an ``ExceptionGroup`` (a task
+    group around main) must not hide it: the verdict describes the leaf, and the first
+    leaf that is not a cancellation (a cancellation is the consequence, not the cause).
     """
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc, ""
+    found = leaves(exc)
+    if not found:
+        return exc, ""
+    causes = [e for e in found if not isinstance(e, polyloop.Cancelled)] or found
+    cause = causes[0]
+    kind = type(exc).__name__
+    kind = f"an {kind}" if kind[0] in "AEIOU" else f"a {kind}"
+    if len(found) == 1:
+        note = f" (inside {kind})"
+    else:
+        others = ", ".join(type(e).__name__ for e in found if e is not cause)
+        note = f" (1 of {len(found)} exceptions inside {kind}; the others: {others})"
+    return cause, note
+
+
+#: What a frame's source line shows of a value, at most.
+_VALUE_CHARS = 120
+
+
+def _operands(frame: Any, source: str) -> str:
+    """The values of the plain names and attributes in ``source`` (an ``assert`` or the
+    line that raised), read from the failing frame's locals: what the check saw. Only
+    names and ``a.b`` chains are read, never calls, so nothing runs again."""
+    import ast
+
+    if frame is None or not source:
+        return ""
+    text = source.removeprefix("assert ").strip().removesuffix(":")
+    for prefix in ("return ", "elif ", "if ", "while ", "await "):
+        text = text.removeprefix(prefix)
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return ""
+    shown: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Name, ast.Attribute)):
+            continue
+        expr = ast.unparse(node)
+        if expr in shown or len(shown) >= 4:
+            continue
+        try:
+            value = _safe_lookup(node, frame)
+            if callable(value) or isinstance(value, type) or hasattr(value, "__path__"):
+                continue
+            rendered = repr(value)
+        except Exception:  # a value that cannot be shown is left out, never raised
+            continue
+        if re.fullmatch(r"<.* at 0x[0-9a-f]+>", rendered):
+            continue  # an object's default repr says nothing
+        if len(rendered) > _VALUE_CHARS:
+            rendered = rendered[: _VALUE_CHARS - 3] + "..."
+        shown[expr] = rendered
+    return ", ".join(f"{k} = {v}" for k, v in shown.items())
+
+
+def _safe_lookup(node: Any, frame: Any) -> Any:
+    import ast
+
+    if isinstance(node, ast.Name):
+        if node.id in frame.f_locals:
+            return frame.f_locals[node.id]
+        if node.id in frame.f_globals:
+            return frame.f_globals[node.id]
+        raise LookupError(node.id)
+    if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
+        base = _safe_lookup(node.value, frame)
+        value = getattr(type(base), node.attr, None)
+        if isinstance(value, property) or callable(value):
+            raise LookupError(node.attr)  # a property runs code: not read
+        return base.__dict__[node.attr] if hasattr(base, "__dict__") else getattr(base, node.attr)
+    raise LookupError(type(node).__name__)
+
+
+def _frame_of(exc: BaseException, wanted: traceback.FrameSummary | None) -> Any:
+    """The live frame of ``wanted`` in ``exc``'s traceback (for its locals)."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if (
+            wanted is not None
+            and code.co_filename == wanted.filename
+            and tb.tb_lineno == wanted.lineno
+        ):
+            found = tb.tb_frame
+        tb = tb.tb_next
+    return found
+
+
+#: Exceptions that, raised by the check's own code, mean "what the backend delivered did
+#: not have the shape the contract promises" (an element missing, a key absent...).
+_SHAPE_ERRORS = (IndexError, KeyError, AttributeError, ValueError, TypeError, StopIteration)
+
+
+#: A message that is only a value's repr: ``LockStatistics(...)``, ``[...]``, ``<x>``.
+_REPR = re.compile(r"^[\w.]*[(\[{<]")
+
+
+def _condition(source: str) -> str:
+    """The condition of an ``assert`` line (without its message), or ``""``."""
+    import ast
+
+    if not source.startswith("assert"):
+        return ""
+    try:
+        node = ast.parse(source).body[0]
+    except (SyntaxError, IndexError):  # an assert that spans lines: its first line
+        return source.removeprefix("assert").strip().rstrip("(").strip()
+    return ast.unparse(node.test) if isinstance(node, ast.Assert) else ""
+
+
+def describe(exc: BaseException, check: str | None = None) -> str:
+    """A failure as a backend author reads it: a sentence, and where in the check.
+
+    An exception group is unwrapped (its first leaf that is not a cancellation is the
+    cause). An ``assert`` without a message becomes a sentence that shows the condition
+    and the values the check saw; an ``IndexError``/``KeyError``/... raised by the
+    check's own code says what it could not find. The location is the innermost frame
+    of the conformance package (the check or its helper), never the runner's.
+    """
+    exc, note = _cause_of(exc)
     if isinstance(exc, Failed):
-        return str(exc)
+        return str(exc) + note
     tb = traceback.extract_tb(exc.__traceback__)
     ours = [f for f in tb if _in_check(f.filename)]
     if not ours:
@@ -188,21 +333,45 @@ def describe(exc: BaseException, check: str | None = None) -> str:
     own = [f for f in ours if not f.filename.endswith("_util.py")]
     where = own[-1] if own else (ours[-1] if ours else (tb[-1] if tb else None))
     helper = ours[-1] if ours and own and ours[-1] is not own[-1] else None
+    inner = tb[-1] if tb else None
     text = str(exc)
     if isinstance(exc, AssertionError):
         failing = ours[-1] if ours else where  # the frame of the assert statement
         source = _frame_line(failing) if failing is not None else ""
+        condition = _condition(source)
+        seen = _operands(_frame_of(exc, failing), condition) if condition else ""
+        seen = f" (the check saw {seen})" if seen else ""
         if not text:
-            text = f"`{source}` failed" if source else "an assertion failed"
-        elif source.startswith("assert") and len(text.split()) < 3:
-            text = f"`{source}` failed: {text}"
+            if condition:
+                text = f"the check expected `{condition}`, and it was false{seen}"
+            else:
+                text = "the check found the contract broken at an assertion without a message"
+        elif condition and (len(text.split()) < 3 or _REPR.match(text)):
+            # A message that is only a value (a list, a statistics record) is no sentence.
+            text = f"the check expected `{condition}`, and it was false: {text}{seen}"
+    elif (
+        isinstance(exc, _SHAPE_ERRORS)
+        and inner is not None
+        and _in_check(inner.filename)
+        and not isinstance(exc, polyloop.Cancelled)
+    ):
+        # Raised by the check's own code, not by the backend: what the backend gave it
+        # did not have the shape the contract promises.
+        source = _frame_line(inner)
+        seen = _operands(_frame_of(exc, inner), source)
+        seen = f"; the check saw {seen}" if seen else ""
+        reason = f" ({text})" if text else ""
+        text = (
+            f"what the backend delivered did not have the shape the check expected: "
+            f"`{source}` raised {type(exc).__name__}{reason}{seen}"
+        )
     else:
         text = f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} raised"
+    text += note
     if where is not None:
         at = f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}"
         if helper is not None:
             at += f" via {helper.filename.rsplit('/', 1)[-1]}:{helper.lineno} {helper.name}()"
-        inner = tb[-1] if tb else None
         if inner is not None and inner is not where and not _in_check(inner.filename):
             # Raised by the backend (or the core) under the check's call: say where.
             at += f", raised in {inner.filename.rsplit('/', 1)[-1]}:{inner.lineno} {inner.name}()"
@@ -284,6 +453,8 @@ class Case:
         self._start_thread = start
         self._allocate = allocate
         self._main_ident = self._ident()
+        #: The thread that runs the loop under test (where the check's coroutine runs).
+        self._loop_ident = self._main_ident
         self._handler = _LogCapture(self)
         self._twisted: Any = None
         self._old_signal: Any = None
@@ -389,7 +560,23 @@ class Case:
         head = f"not finished after {self.timeout:g} s of wall-clock time"
         session = self.session
         if session is None or not self.started:
-            self.timed_out = f"hung: run() had not started the check's coroutine {head}"
+            self.timed_out = (
+                f"hung: run() had not started the check's coroutine after {self.timeout:g} s"
+                " of wall-clock time"
+            )
+            places = list(dict.fromkeys(self._sample_loop_thread(None) or []))
+            if len(places) > 1:
+                self.timed_out += (
+                    f"; the thread that called run() is busy running Python code ({places[0]}"
+                    f", {places[1]}...): the loop never gets to main's first step"
+                )
+            elif places and _asleep(places[0]):
+                self.timed_out += (
+                    f"; the loop sleeps in its poll at {places[0]}: main's first step"
+                    " (scheduled with call_soon) never ran"
+                )
+            elif places:
+                self.timed_out += f"; the thread that called run() is blocked at {places[0]}"
             return self.timed_out
         answered = self._allocate()
         answered.acquire()
@@ -417,15 +604,69 @@ class Case:
                 f" raised {type(exc).__name__}: {exc}"
             )
             return self.timed_out
-        if answered.acquire(True, PROBE_WAIT):
-            pass  # the probe wrote the verdict
+        seen = self._sample_loop_thread(answered)
+        if seen is None:
+            return self.timed_out  # the probe ran, and wrote the verdict
+        unanswered = (
+            f"hung: {head}{waiting}; and a call_soon_threadsafe from the referee's thread"
+            f" did not run within {PROBE_WAIT:g} s"
+        )
+        places = list(dict.fromkeys(seen))
+        shown = ", ".join(places[:3]) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
+        if len(places) > 1:
+            # Python code ran all the while: not a loop asleep without a wake-up, but a
+            # loop that never gets back to its poll and its queue's far end.
+            self.timed_out = (
+                f"{unanswered}: the loop is busy, not asleep -- its thread ran Python code"
+                f" throughout ({len(seen)} samples in {len(places)} places: {shown}) and"
+                " never reached the callback. A loop that never polls starves what other"
+                " threads schedule: a ready queue run newest-first (call_soon is FIFO), a"
+                " sleep(0) that does not yield to the loop, or a callback that reschedules"
+                " itself at once"
+            )
+        elif places and _asleep(places[0]):
+            self.timed_out = (
+                f"{unanswered}: no wake-up (the loop sleeps in its poll at {places[0]};"
+                " call_soon_threadsafe must wake a loop that waits in its poll)"
+            )
+        elif places:
+            self.timed_out = (
+                f"{unanswered}: the loop's thread is blocked at {places[0]} the whole time"
+                " (a callback, or the loop itself, waits in a call that does not return;"
+                " nothing may block the loop's thread)"
+            )
         else:
             self.timed_out = (
-                f"hung: {head}{waiting}; and a call_soon_threadsafe from the referee's thread"
-                f" did not run within {PROBE_WAIT:g} s: no wake-up (the loop is blocked or"
-                " stopped; call_soon_threadsafe must wake a loop that waits in its poll)"
+                f"{unanswered}: no wake-up (the loop is blocked or stopped;"
+                " call_soon_threadsafe must wake a loop that waits in its poll)"
             )
         return self.timed_out
+
+    def _sample_loop_thread(self, answered: Any) -> list[str] | None:
+        """Wait up to ``PROBE_WAIT`` for the probe (``answered``; ``None``: no probe, just
+        look), looking at where the loop's thread is every 0.1 s: ``None`` if the probe
+        ran, else the places seen
+        (``file.py:line function()`` of the innermost Python frame, one per look)."""
+        seen: list[str] = []
+        deadline = time.monotonic() + PROBE_WAIT
+        while True:
+            pause = min(0.1, max(0.0, deadline - time.monotonic()))
+            if answered is None:
+                # A real lock's timeout, not time.sleep: after patch_all() that would be
+                # gevent's, in a thread without a hub.
+                never = self._allocate()
+                never.acquire()
+                never.acquire(True, pause)
+            elif answered.acquire(True, pause):
+                return None
+            frame = sys._current_frames().get(self._loop_ident)
+            if frame is not None:
+                code = frame.f_code
+                name = code.co_filename.replace("\\", "/").rsplit("/", 1)[-1]
+                seen.append(f"{name}:{frame.f_lineno} {code.co_name}()")
+            del frame
+            if time.monotonic() >= deadline:
+                return seen
 
     def _not_unwound(self) -> str:
         if self.timed_out and self.timed_out.startswith("timed out"):
@@ -455,6 +696,7 @@ class Case:
             self._watch_twisted_log()
         self.session = session
         self.task = _running_task()
+        self._loop_ident = self._ident()
         self.started = True
 
     def main(self, fn: Callable[[polyloop.Session], Awaitable[Any]]) -> Callable[[], Any]:
@@ -515,9 +757,13 @@ class Case:
                     "\n  and run() returned normally: the backend lost the exception the"
                     " check raised (a failed task's exception must reach whoever awaits it)"
                 )
-            elif raised is not error and not isinstance(raised, polyloop.Cancelled):
-                text += f"\n  and run() raised {raised!r} instead of it"
-            raise Failed(self._with_logs(text))
+            elif (
+                raised is not error
+                and not isinstance(raised, polyloop.Cancelled)
+                and error not in leaves(raised)
+            ):
+                text += f"\n  and run() raised {describe(raised)} instead of it"
+            raise Failed(self._with_logs(text), getattr(error, "clause", None))
         if self.finished:
             if raised is not None:
                 raise Failed(
@@ -557,6 +803,20 @@ class Case:
             text = f"run() raised before the check started: {describe(raised)}"
             raise Failed(self._with_logs(text))
         raise Failed(f"run() returned {returned!r} without ever starting the check's coroutine")
+
+
+#: Where a loop waits for I/O: the innermost Python frame of a loop asleep in its poll
+#: (selectors' select, Twisted's doPoll/doSelect/doKEvent, gevent's hub).
+_POLLS = frozenset(
+    {"select", "poll", "_poll", "epoll", "control", "doPoll", "doSelect", "doKEvent",
+     "doIteration", "wait", "switch", "run"}
+)  # fmt: skip
+
+
+def _asleep(place: str) -> bool:
+    """Whether ``file.py:line function()`` is a loop waiting in its poll."""
+    where, _, function = place.partition(" ")
+    return function.removesuffix("()") in _POLLS or where.startswith("selectors.py")
 
 
 def _running_task() -> Any:
@@ -620,9 +880,24 @@ class JudgedBackend:
             if "error" in seen and exc is not error and not isinstance(exc, polyloop.Cancelled):
                 if interrupted:  # Ctrl-C cancelled main, and run() says so (Backend.run)
                     raise
+                if error in leaves(exc):
+                    raise Failed(
+                        f"run() raised {type(exc).__name__} around main's {error!r}: run must"
+                        " propagate main's exception unchanged, not wrapped"
+                    ) from exc
                 raise Failed(
-                    f"run() raised {exc!r}, but main raised {error!r}: run must propagate"
-                    " main's exception unchanged"
+                    f"run() raised {describe(exc)}, but main raised {error!r}: run must"
+                    " propagate main's exception unchanged"
+                ) from exc
+            if "value" in seen:
+                raise Failed(
+                    f"main returned {seen['value']!r}, but run() then raised {describe(exc)}"
+                    " (the end of the session, or the loop's disposal, failed; rule: run(main)"
+                    " returns what main returns)"
+                ) from exc
+            if seen.get("started") and "error" not in seen:
+                raise Failed(
+                    f"run() raised {describe(exc)} while main was still suspended at an await"
                 ) from exc
             raise
         if "error" in seen:
@@ -678,7 +953,8 @@ def _judge_run(
                 interrupted = True
             except BaseException as exc:
                 if case.timed_out is None:
-                    raise Failed(case._with_logs(case.describe(exc))) from exc
+                    text = case._with_logs(case.describe(exc))
+                    raise Failed(text, getattr(exc, "clause", None)) from exc
                 interrupted = True
             else:
                 interrupted = False

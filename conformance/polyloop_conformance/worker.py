@@ -12,9 +12,10 @@ one JSON record per line; everything else goes to stderr.
     worker mixed-cross --backend mixed:session=Y --server-label X@mixed --app NAME...
                                                     server on X, client on Y, one thread
 
-``run`` and ``exercise`` take ``--timeout S`` (every case's time limit, instead of its
-own). Each case is judged by the referee (``referee.py``): a watchdog thread on the wall
-clock; a case it cannot stop is reported by the watchdog, and the worker then exits with
+``run``, ``exercise`` and ``mixed-cross`` take ``--timeout S`` (every case's time limit,
+instead of its own) and ``--case-budget S`` (a cap on each case's limit). Each case is
+judged by the referee (``referee.py``): a watchdog thread on the wall clock; a case it
+cannot stop is reported by the watchdog, and the worker then exits with
 ``referee.HUNG_EXIT``, so that the parent starts a fresh one for the rest.
 
 Each takes ``--host``: the code under test then starts from inside a loop that the
@@ -34,7 +35,15 @@ from typing import Any
 
 import polyloop
 
-from ._registry import CHECKS, CheckResult, app_config, run_app, run_case, run_check
+from ._registry import (
+    CHECKS,
+    CheckResult,
+    app_config,
+    run_app,
+    run_case,
+    run_check,
+    with_rules,
+)
 from .apps import APPS, Running
 from .host import HostBackend
 from .referee import exit_on_hang, os_threads, run_judged
@@ -65,9 +74,17 @@ def _exit_on_hang(
 
     def report(verdict: str) -> None:
         seconds = time.perf_counter() - started
-        emit(CheckResult(case, label, client_backend, "fail", seconds, verdict))
+        detail = with_rules(case, verdict)
+        emit(CheckResult(case, label, client_backend, "fail", seconds, detail))
 
     return exit_on_hang(report)
+
+
+def _limit(own: float, args: argparse.Namespace) -> float:
+    """A case's time limit: ``--timeout`` or its own, capped by ``--case-budget``."""
+    limit = own if args.timeout is None else args.timeout
+    budget = getattr(args, "case_budget", None)
+    return limit if budget is None else min(limit, budget)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -75,9 +92,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in args.case:
         on_hang = _exit_on_hang(name, args.label)
         if name.startswith("app."):
-            emit(run_app(APPS[name[4:]], make, args.label, timeout=args.timeout, on_hang=on_hang))
+            app = APPS[name[4:]]
+            limit = _limit(app.timeout, args)
+            emit(run_app(app, make, args.label, timeout=limit, on_hang=on_hang))
         else:
-            emit(run_check(CHECKS[name], make, args.label, timeout=args.timeout, on_hang=on_hang))
+            chk = CHECKS[name]
+            limit = _limit(chk.timeout, args)
+            emit(run_check(chk, make, args.label, timeout=limit, on_hang=on_hang))
     return 0
 
 
@@ -150,7 +171,7 @@ def cmd_exercise(args: argparse.Namespace) -> int:
             await app.exercise(app_config(app, args.tls_dir), addr)
 
         def body(client: Any = client, case: str = case, app: Any = app) -> None:
-            limit = app.timeout if args.timeout is None else args.timeout
+            limit = _limit(app.timeout, args)
             on_hang = _exit_on_hang(case, args.server_label, args.label)
             run_judged(case, make, client, limit, on_hang=on_hang)
 
@@ -189,7 +210,7 @@ def cmd_mixed_cross(args: argparse.Namespace) -> int:
                 await server_session.spawn(running.aclose())
 
         def body(both: Any = both, case: str = case, app: Any = app) -> None:
-            limit = app.timeout if args.timeout is None else args.timeout
+            limit = _limit(app.timeout, args)
             on_hang = _exit_on_hang(case, args.server_label, args.label)
             run_judged(case, make, both, limit, on_hang=on_hang)
 
@@ -206,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--case", action="append", default=[])
     p.add_argument("--host", action="store_true")
     p.add_argument("--timeout", type=float)
+    p.add_argument("--case-budget", type=float)
     p = sub.add_parser("serve")
     p.add_argument("--backend", required=True)
     p.add_argument("--label")
@@ -220,12 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-dir")
     p.add_argument("--host", action="store_true")
     p.add_argument("--timeout", type=float)
+    p.add_argument("--case-budget", type=float)
     p = sub.add_parser("mixed-cross")
     p.add_argument("--backend", required=True)
     p.add_argument("--label")
     p.add_argument("--server-label", required=True)
     p.add_argument("--app", action="append", default=[])
     p.add_argument("--timeout", type=float)
+    p.add_argument("--case-budget", type=float)
     args = parser.parse_args(argv)
     args.label = getattr(args, "label", None) or args.backend
     started = time.monotonic()

@@ -57,6 +57,8 @@ from ._frontend import wait_for as wait_for
 from ._futures import Future as Future
 from ._futures import Task as Task
 from ._futures import current_task as current_task
+from ._limiter import CapacityLimiter as CapacityLimiter
+from ._limiter import CapacityLimiterStatistics as CapacityLimiterStatistics
 from ._listener import Listener as Listener
 from ._listener import open_tcp_listener as open_tcp_listener
 from ._listener import open_tcp_stream as open_tcp_stream
@@ -81,8 +83,6 @@ from ._signals import open_signal_receiver as open_signal_receiver
 from ._streams import Stream as Stream
 from ._subprocess import SubprocessProtocol as SubprocessProtocol
 from ._subprocess import SubprocessTransport as SubprocessTransport
-from ._sync import CapacityLimiter as CapacityLimiter
-from ._sync import CapacityLimiterStatistics as CapacityLimiterStatistics
 from ._sync import Condition as Condition
 from ._sync import ConditionStatistics as ConditionStatistics
 from ._sync import Event as Event

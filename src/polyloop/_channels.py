@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 from ._context import current_backend
 from ._errors import BrokenResourceError, Cancelled, ClosedResourceError, EndOfStream, WouldBlock
 from ._futures import Future
-from ._sync import _ident, _OneThread
+from ._primitives import OneThread, thread_ident
 
 __all__ = [
     "MemoryObjectReceiveStream",
@@ -53,7 +53,7 @@ class MemoryObjectStreamStatistics:
 
 
 @dataclass(eq=False)
-class _State(_OneThread, Generic[T]):
+class _State(OneThread, Generic[T]):
     _kind = "memory object stream"
 
     max_buffer_size: float
@@ -136,7 +136,7 @@ class MemoryObjectSendStream(_Closable, Generic[T]):
 
     def send_nowait(self, item: T) -> None:
         """Send now: to a waiting receiver, or into the buffer; else ``WouldBlock``."""
-        if self._state._thread_id != _ident():
+        if self._state._thread_id != thread_ident():
             self._state._check_thread("send_nowait()")
         if self._closed:
             raise ClosedResourceError("this send stream was closed")
@@ -177,7 +177,7 @@ class MemoryObjectSendStream(_Closable, Generic[T]):
         """Close this end; the last send end closed ends the stream for receivers."""
         if self._closed:
             return
-        if self._state._thread_id != _ident():
+        if self._state._thread_id != thread_ident():
             self._state._check_thread("close()")
         self._closed = True
         state = self._state
@@ -203,7 +203,7 @@ class MemoryObjectReceiveStream(_Closable, Generic[T]):
 
     def receive_nowait(self) -> T:
         """An item now; ``WouldBlock`` if there is none, ``EndOfStream`` after the end."""
-        if self._state._thread_id != _ident():
+        if self._state._thread_id != thread_ident():
             self._state._check_thread("receive_nowait()")
         if self._closed:
             raise ClosedResourceError("this receive stream was closed")
@@ -247,7 +247,7 @@ class MemoryObjectReceiveStream(_Closable, Generic[T]):
         """Close this end; the last receive end closed breaks the stream for senders."""
         if self._closed:
             return
-        if self._state._thread_id != _ident():
+        if self._state._thread_id != thread_ident():
             self._state._check_thread("close()")
         self._closed = True
         state = self._state

@@ -126,12 +126,19 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from polyloop_conformance import report
+    from polyloop_conformance.rules import list_catalogue
     from polyloop_conformance.runner import Plan, run_plan, select_cases
 
+    if args.list:
+        list_catalogue(args.tier)
+        return 0
     try:
-        cases = select_cases(args.check, args.app, mixed=args.mixed)
+        cases = select_cases(args.check, args.app, mixed=args.mixed, tier=args.tier)
     except LookupError as exc:
         raise UsageError(str(exc)) from None
+    for flag, value in (("--budget", args.budget), ("--case-budget", args.case_budget)):
+        if value is not None and not 0 < value < float("inf"):
+            raise UsageError(f"{flag} must be a number of seconds > 0, got {value}")
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
     if args.mixed and args.host:
@@ -157,7 +164,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         cross_apps = [c[4:] for c in cases if c.startswith("app.")]
         if not cross_apps:
             raise UsageError("--cross needs at least one app (see --app)")
-    plan = Plan(backends, cases, cross_apps, jobs=args.jobs, host=args.host, mixed=args.mixed)
+    plan = Plan(
+        backends, cases, cross_apps, jobs=args.jobs, host=args.host, mixed=args.mixed,
+        case_budget=args.case_budget, run_budget=args.budget,
+        json_path=args.json, html_path=args.html,
+    )  # fmt: skip
     n_pairs = len(plan.cross_labels()) ** 2 * len(cross_apps)
     total = len(plan.labels()) * len(cases) + n_pairs
     out = Console()
@@ -187,10 +198,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if args.html:
         report.write_html(results, args.html)
         out.print(f"wrote {args.html}")
-    bad = [
-        r for r in results if r.status == "fail" or (r.status == "skip" and not args.allow_skip)
-    ]
-    return 1 if bad or not results else 0
+    return report.exit_code(results, args.allow_skip)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -273,6 +281,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
     p.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")
     p.add_argument("--allow-skip", action="store_true", help="exit 0 even if some case skipped")
+    p.add_argument(
+        "--tier", type=int, choices=(1, 2),
+        help="only the checks of this tier (1: the loop contract a new backend must pass"
+        " first; 2: the rest, with the apps)",
+    )  # fmt: skip
+    p.add_argument(
+        "--list", action="store_true",
+        help="print every check with the contract clauses it enforces, then every clause"
+        " (with --tier: that tier's), and exit",
+    )  # fmt: skip
+    p.add_argument(
+        "--case-budget", type=float, metavar="SECONDS",
+        help="cap every case's time limit at this many seconds",
+    )  # fmt: skip
+    p.add_argument(
+        "--budget", type=float, metavar="SECONDS",
+        help="the whole run's budget: once spent, the workers are stopped and the cases"
+        " left are recorded as not run (--json/--html are written as cases finish)",
+    )  # fmt: skip
     p.set_defaults(fn=cmd_conformance)
 
     p = sub.add_parser(

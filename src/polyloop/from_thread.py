@@ -280,8 +280,13 @@ class BlockingPortal:
         waits for the loop's thread to end; idempotent."""
         with self._lock:
             first, self._stopping = not self._stopping, True
-            if first and self._session is not None and self._stop is not None:
-                self._session.call_soon_threadsafe(_resolve, self._stop, cancel_remaining)
+            session = self._session
+            if first and session is not None and self._stop is not None:
+                try:
+                    session.call_soon_threadsafe(_resolve, self._stop, cancel_remaining)
+                except RuntimeError:
+                    if not session.closed:
+                        raise  # else the loop has ended already: nothing left to stop
         thread = self._thread
         if thread is not None and threading.get_ident() != thread.ident:
             thread.join()

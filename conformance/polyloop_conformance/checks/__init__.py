@@ -1,4 +1,5 @@
-"""The behaviour checks, by category (Twisted's ReactorBuilder categories).
+"""The behaviour checks, by category: each category is named for the contract layer it
+judges, and each check names the clauses it enforces (``polyloop_conformance.rules``).
 
 Importing this package registers every check in ``polyloop_conformance.CHECKS``.
 """

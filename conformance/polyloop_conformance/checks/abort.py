@@ -1,6 +1,8 @@
 """Abort: ``Transport.abort`` drops the buffer, resets the peer, reports an error later.
 
-Covers the peer seeing ``ConnectionResetError`` (protocol and stream), the local
+Covers the peer seeing a reset and a reset reaching the protocol or the stream as
+``ConnectionResetError`` -- each judged with the other end on a plain socket
+(``_reference.py``), so that the verdict names the end that broke the rule -- the local
 ``connection_lost(ConnectionAbortedError)`` never from inside ``abort()``, buffered data
 being dropped (also by an ``abort()`` after a ``close()`` that is still flushing),
 ``is_closing``, and ``abort()`` being a no-op twice or once the connection is lost.
@@ -8,10 +10,13 @@ being dropped (also by an ``abort()`` after a ``close()`` that is still flushing
 
 from __future__ import annotations
 
+import socket
+
 import polyloop
 
 from .._registry import check
-from ..referee import waiting_for
+from ..referee import Failed, waiting_for
+from ._reference import ReferenceReader, accept, plain, reference_peer, reset
 from ._util import (
     PausedReader,
     Recorder,
@@ -25,7 +30,7 @@ from ._util import (
 )
 
 
-@check("abort")
+@check("abort", clauses=["transport.abort.local_error"])
 async def check_local_aborted_error(session: polyloop.Session) -> None:
     """abort(): connection_lost(ConnectionAbortedError) later, never from inside abort()."""
     server, srv, cli = await pair(session, client_proto=lambda: ReentrancyProbe(session))
@@ -44,47 +49,98 @@ async def check_local_aborted_error(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("abort")
+#: How the rules of two ends name them in a verdict.
+ABORTING_END = "the aborting end (the backend under test)"
+RECEIVING_END = "the receiving end (the backend under test)"
+REFERENCE = "a plain socket of the standard library"
+
+
+@check("abort", clauses=["transport.abort.resets_peer"])
 async def check_peer_reset(session: polyloop.Session) -> None:
-    """The peer of an aborted connection sees a reset, not a clean EOF."""
-    server, srv, cli = await pair(session)
-    transport_of(cli).write(b"some data")
-    await srv.wait_bytes(9)
-    transport_of(cli).abort()
-    exc = await srv.wait_lost()
-    assert isinstance(exc, ConnectionResetError), (
-        f"the peer of an aborted connection got connection_lost({exc!r}), events"
-        f" {compact(srv.events)}; expected a ConnectionResetError (rule: abort() resets)"
-    )
-    assert "eof" not in srv.events, (
-        f"the peer of an aborted connection saw a clean EOF: {compact(srv.events)}"
-    )
-    await server.aclose()
-
-
-@check("abort")
-async def check_peer_stream_reset(session: polyloop.Session) -> None:
-    """A peer reading with a Stream gets ConnectionResetError from receive()."""
-    listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
-    t, _ = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", listener.port)
-    stream = await listener.accept()
-    t.write(b"x")
-    assert await stream.receive() == b"x"
-    t.abort()
+    """The peer of an aborted connection sees a reset, not a clean EOF (the peer is a
+    plain socket: only the aborting end, the backend under test, is judged)."""
+    transport, peer = await reference_peer(session, lambda: Recorder(session))
     try:
-        with waiting_for("receive() after the peer's abort"):
-            data = await stream.receive()
-    except ConnectionResetError:
-        pass
-    else:
-        raise AssertionError(
-            f"receive() after the peer's abort returned {data!r}, not ConnectionResetError"
+        transport.write(b"some data")
+        reader = ReferenceReader(peer, limit=9)
+        await reader.wait(session, "the 9 bytes written before abort()")
+        transport.abort()
+        reader = ReferenceReader(peer)
+        ending = await reader.wait(session, "the end of the connection after abort()")
+    finally:
+        peer.close()
+    if ending != "reset":
+        seen = "a clean EOF (FIN)" if ending == "eof" else f"{ending} ({reader.error!r})"
+        raise Failed(
+            f"{ABORTING_END} broke the rule: after its abort() the peer, {REFERENCE}, read"
+            f" {seen} instead of a reset (ECONNRESET); abort() must reset the connection"
+            " (close the socket with SO_LINGER set to 0)",
+            clause="transport.abort.resets_peer",
         )
-    await stream.aclose()
-    await listener.aclose()
 
 
-@check("abort")
+@check("abort", clauses=["transport.reset.not_eof"])
+async def check_reset_reported(session: polyloop.Session) -> None:
+    """A reset from the peer reaches the protocol as connection_lost(ConnectionResetError),
+    never as eof_received (the peer is a plain socket that resets: only the receiving end,
+    the backend under test, is judged)."""
+    proto = Recorder(session)
+    _, peer = await reference_peer(session, lambda: proto)
+    try:
+        peer.sendall(b"some data")
+        await proto.wait_bytes(9)
+    finally:
+        reset(peer)
+    exc = await proto.wait_lost()
+    if "eof" in proto.events or not isinstance(exc, ConnectionResetError):
+        told = "eof_received, " if "eof" in proto.events else ""
+        raise Failed(
+            f"{RECEIVING_END} broke the rule: the peer, {REFERENCE}, reset the connection"
+            f" (SO_LINGER 0, then close), and the protocol got {told}connection_lost({exc!r})"
+            f" (events {compact(proto.events)}); a reset must reach it as"
+            " connection_lost(ConnectionResetError), never as a clean EOF",
+            clause="transport.reset.not_eof",
+        )
+
+
+@check("abort", clauses=["transport.reset.not_eof", "stream.receive.error_after_data"])
+async def check_peer_stream_reset(session: polyloop.Session) -> None:
+    """A Stream whose peer resets gets the data sent before, then ConnectionResetError
+    from receive() (the peer is a plain socket that resets)."""
+    listener = plain()[0](socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        stream = await polyloop.open_tcp_stream("127.0.0.1", port)
+        listener.settimeout(5.0)
+        peer = accept(listener)
+    finally:
+        listener.close()
+    try:
+        peer.sendall(b"x")
+        with waiting_for("the byte the peer sent before its reset"):
+            first = await stream.receive()
+        assert first == b"x", f"receive() gave {first!r}, not the b'x' the peer sent"
+        reset(peer)
+        try:
+            with waiting_for("receive() after the peer's reset"):
+                data = await stream.receive()
+        except ConnectionResetError:
+            pass
+        else:
+            raise Failed(
+                f"{RECEIVING_END} broke the rule: the peer, {REFERENCE}, reset the"
+                f" connection, and receive() returned {data!r} instead of raising"
+                " ConnectionResetError (b'' means a clean EOF, which a reset is not)",
+                clause="transport.reset.not_eof",
+            )
+    finally:
+        peer.close()
+        await stream.aclose()
+
+
+@check("abort", clauses=["transport.abort.drops_buffer"])
 async def check_drops_buffer(session: polyloop.Session) -> None:
     """abort() with data buffered drops it: the peer gets fewer bytes, then a reset."""
     server, srv, cli = await pair(session, lambda: PausedReader(session))
@@ -108,7 +164,7 @@ async def check_drops_buffer(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("abort")
+@check("abort", clauses=["transport.abort.drops_buffer"])
 async def check_after_close_buffered(session: polyloop.Session) -> None:
     """abort() after a close() that is still flushing drops the rest: the peer sees a
     reset, connection_lost gets ConnectionAbortedError, once."""
@@ -135,7 +191,7 @@ async def check_after_close_buffered(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("abort")
+@check("abort", clauses=["transport.abort.idempotent"])
 async def check_idempotent(session: polyloop.Session) -> None:
     """abort() twice, abort() after close(), abort() after loss: one connection_lost each."""
     server, srv, cli = await pair(session)
@@ -160,7 +216,7 @@ async def check_idempotent(session: polyloop.Session) -> None:
     await server2.aclose()
 
 
-@check("abort")
+@check("abort", clauses=["transport.write.after_close_noop"])
 async def check_write_after_abort(session: polyloop.Session) -> None:
     """A write after abort() is a silent no-op."""
     server, srv, cli = await pair(session)

@@ -47,7 +47,7 @@ async def _connected_socket(session: polyloop.Session, port: int) -> socket.sock
     return sock
 
 
-@check("adoption")
+@check("adoption", clauses=["adopt.connection"])
 async def check_connected_socket(session: polyloop.Session) -> None:
     """adopt_connection(factory, sock): a connected client socket becomes a transport,
     connection_made before it returns, data both ways."""
@@ -72,7 +72,7 @@ async def check_connected_socket(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("adoption")
+@check("adoption", clauses=["adopt.connection"])
 async def check_tls_both_sides(session: polyloop.Session) -> None:
     """adopt_connection with ssl: an accepted socket (server_side=True) and a connected
     one (server_hostname) handshake, then talk."""
@@ -108,7 +108,7 @@ async def check_tls_both_sides(session: polyloop.Session) -> None:
     await client.wait_lost()
 
 
-@check("adoption")
+@check("adoption", clauses=["adopt.listening"])
 async def check_listening_sockets(session: polyloop.Session) -> None:
     """listen_sockets(factory, [sock]): a socket the caller bound is served like
     listen_tcp's; close() closes it."""
@@ -137,7 +137,7 @@ class _Datagrams(polyloop.DatagramProtocol):
             self.got.set_result((data, addr))
 
 
-@check("adoption")
+@check("adoption", clauses=["adopt.udp"])
 async def check_udp_socket(session: polyloop.Session) -> None:
     """adopt_udp(factory, sock): a bound UDP socket receives and sends like open_udp's."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -161,7 +161,7 @@ async def check_udp_socket(session: polyloop.Session) -> None:
         peer.close()
 
 
-@check("adoption")
+@check("adoption", clauses=["adopt.bad_sockets"])
 async def check_bad_sockets(session: polyloop.Session) -> None:
     """What is not a socket (TypeError), a closed or wrong-type socket (ValueError), an
     unconnected stream socket (OSError) are refused the same way on every backend."""

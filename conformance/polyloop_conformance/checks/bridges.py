@@ -611,7 +611,9 @@ def _register(category_name: str, make: Callable[[], Source], doc: str) -> None:
     slug = slug.replace("__", "_").replace("from__", "from_")
     bridge_check.__name__ = bridge_check.__qualname__ = f"check_{slug}"
     bridge_check.__doc__ = doc
-    check("bridges", name=slug, timeout=60, mixed_only=True)(bridge_check)
+    check("bridges", name=slug, clauses=["mixed.bridges"], timeout=60, mixed_only=True)(
+        bridge_check
+    )
 
 
 for _cls in (

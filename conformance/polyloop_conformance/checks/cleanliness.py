@@ -140,7 +140,7 @@ def _need_proc() -> None:
         raise SkipCheck("no /proc/self/fd on this platform to count open fds")
 
 
-@check("cleanliness", sync=True, timeout=30)
+@check("cleanliness", clauses=["run.disposes_everything"], sync=True, timeout=30)
 def check_no_fd_leak(make_backend: Factory) -> None:
     """A run that leaves servers, connections, TLS, UDP and streams open leaks no fd."""
     _need_proc()
@@ -151,7 +151,7 @@ def check_no_fd_leak(make_backend: Factory) -> None:
     assert after == before, f"{after - before} fd(s) leaked by one run ({before} -> {after})"
 
 
-@check("cleanliness", sync=True, timeout=30)
+@check("cleanliness", clauses=["run.disposes_everything"], sync=True, timeout=30)
 def check_no_fd_leak_on_error(make_backend: Factory) -> None:
     """When main raises with everything open, run still disposes of it: no fd leaks."""
     _need_proc()
@@ -162,7 +162,7 @@ def check_no_fd_leak_on_error(make_backend: Factory) -> None:
     assert after == before, f"{after - before} fd(s) leaked by a failing run ({before} -> {after})"
 
 
-@check("cleanliness", sync=True, timeout=30)
+@check("cleanliness", clauses=["run.disposes_everything"], sync=True, timeout=30)
 def check_no_thread_leak(make_backend: Factory) -> None:
     """After run returns, no thread it started (worker pool included) is left alive."""
     _run_scenario(make_backend)
@@ -172,7 +172,7 @@ def check_no_thread_leak(make_backend: Factory) -> None:
     assert not extra, f"threads left running after run(): {[t.name for t in extra]}"
 
 
-@check("cleanliness", sync=True, timeout=30)
+@check("cleanliness", clauses=["run.end_cancels_tasks"], sync=True, timeout=30)
 def check_tasks_cancelled(make_backend: Factory) -> None:
     """A task still waiting when main returns is cancelled, its cleanup run, before run returns."""
     out = _run_scenario(make_backend)
@@ -183,7 +183,7 @@ def check_tasks_cancelled(make_backend: Factory) -> None:
     )
 
 
-@check("cleanliness", sync=True, timeout=30)
+@check("cleanliness", clauses=["run.end_loses_connections"], sync=True, timeout=30)
 def check_connections_lost(make_backend: Factory) -> None:
     """Every connection left open gets connection_lost, exactly once, before run returns."""
     out = _run_scenario(make_backend)
@@ -195,7 +195,7 @@ def check_connections_lost(make_backend: Factory) -> None:
     )
 
 
-@check("cleanliness", sync=True, timeout=30)
+@check("cleanliness", clauses=["run.pending_timers_never_fire"], sync=True, timeout=30)
 def check_timer_never_fires(make_backend: Factory) -> None:
     """A call_later still pending when run returns never fires afterwards."""
     out = _run_scenario(make_backend)
@@ -206,7 +206,7 @@ def check_timer_never_fires(make_backend: Factory) -> None:
     )
 
 
-@check("cleanliness", sync=True, timeout=30)
+@check("cleanliness", clauses=["run.disposes_everything"], sync=True, timeout=30)
 def check_no_resource_warnings(make_backend: Factory) -> None:
     """A run that leaves everything open emits no ResourceWarning (nothing unclosed)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -218,7 +218,7 @@ def check_no_resource_warnings(make_backend: Factory) -> None:
     assert not found, f"{len(found)} ResourceWarning(s), first: {found[0].message}"
 
 
-@check("cleanliness", sync=True, timeout=30)
+@check("cleanliness", clauses=["run.nothing_global_stays"], sync=True, timeout=30)
 def check_current_backend_restored(make_backend: Factory) -> None:
     """After a run (also a failed one) current_backend() outside run raises RuntimeError."""
 
@@ -238,7 +238,7 @@ def check_current_backend_restored(make_backend: Factory) -> None:
     assert (after is None) == (before is None), f"before the run {before!r}, after {after!r}"
 
 
-@check("cleanliness", sync=True, timeout=30)
+@check("cleanliness", clauses=["run.end_order"], sync=True, timeout=30)
 def check_end_order(make_backend: Factory) -> None:
     """The end of a run goes in order: leftover tasks are cancelled while their
     connections are still open, then servers close, then connections are aborted, then

@@ -15,8 +15,11 @@ from typing import Any
 import polyloop
 
 from .._registry import check
+from ..referee import Failed
+from ._reference import ReferenceReader, reference_peer
 from ._util import (
     PausedReader,
+    Recorder,
     ReentrancyProbe,
     compact,
     fill_until_paused,
@@ -54,10 +57,38 @@ async def flushes(session: polyloop.Session, make_pair: MakePair) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.close.flushes"])
 async def check_flushes(session: polyloop.Session) -> None:
     """close() with a large write buffered delivers every byte, then connection_lost(None)."""
     await flushes(session, pair)
+
+
+@check("close", clauses=["transport.close.flushes"])
+async def check_flushes_to_plain_peer(session: polyloop.Session) -> None:
+    """close() with a large write buffered: a plain socket at the other end reads every
+    byte, then a clean EOF (only the closing end, the backend under test, is judged)."""
+    proto = Recorder(session)
+    transport, peer = await reference_peer(session, lambda: proto)
+    try:
+        total = await fill_until_paused(session, proto)  # the peer does not read yet
+        buffered = transport.get_write_buffer_size()
+        assert buffered > 0, f"nothing was buffered after pause_writing ({total} bytes written)"
+        transport.close()
+        reader = ReferenceReader(peer)
+        ending = await reader.wait(session, f"the {total} bytes written, then EOF")
+    finally:
+        peer.close()
+    if reader.received != total or ending != "eof":
+        end = "a clean EOF" if ending == "eof" else f"{ending} ({reader.error!r})"
+        raise Failed(
+            f"the closing end (the backend under test) broke the rule: the peer, a plain"
+            f" socket of the standard library, read {reader.received} of the {total} bytes"
+            f" written, then {end}; {buffered} bytes were buffered when close() was called,"
+            " and close() must send them all before it closes the socket",
+            clause="transport.close.flushes",
+        )
+    exc = await proto.wait_lost()
+    assert exc is None, f"connection_lost({exc!r}) after a clean close, expected None"
 
 
 async def is_closing_buffered(session: polyloop.Session, make_pair: MakePair) -> None:
@@ -84,14 +115,14 @@ async def is_closing_buffered(session: polyloop.Session, make_pair: MakePair) ->
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.is_closing"])
 async def check_is_closing_buffered(session: polyloop.Session) -> None:
     """is_closing() is True at once after close(), also while buffered data is still
     being flushed, and stays True."""
     await is_closing_buffered(session, pair)
 
 
-@check("close")
+@check("close", clauses=["transport.close.not_reentrant"])
 async def check_lost_not_reentrant(session: polyloop.Session) -> None:
     """close() never calls connection_lost from inside itself; it comes later, with None."""
     server, srv, cli = await pair(session, client_proto=lambda: ReentrancyProbe(session))
@@ -107,7 +138,7 @@ async def check_lost_not_reentrant(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.close.idempotent"])
 async def check_idempotent(session: polyloop.Session) -> None:
     """close() twice, and close() after the connection is lost: connection_lost runs once."""
     server, srv, cli = await pair(session)
@@ -126,7 +157,7 @@ async def check_idempotent(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.is_closing"])
 async def check_is_closing(session: polyloop.Session) -> None:
     """is_closing() is False while open, True at once after close(), and on the peer once lost."""
     server, srv, cli = await pair(session)
@@ -144,7 +175,7 @@ async def check_is_closing(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.write.after_close_noop"])
 async def check_write_after_close(session: polyloop.Session) -> None:
     """A write after close() is a silent no-op: the peer gets only what came before."""
     server, srv, cli = await pair(session)
@@ -184,13 +215,13 @@ async def write_after_close_buffered(session: polyloop.Session, make_pair: MakeP
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.write.after_close_noop"])
 async def check_write_after_close_buffered(session: polyloop.Session) -> None:
     """A write after close() while earlier data is still buffered is dropped, not queued."""
     await write_after_close_buffered(session, pair)
 
 
-@check("close")
+@check("close", clauses=["transport.write.after_close_noop"])
 async def check_write_after_peer_closed(session: polyloop.Session) -> None:
     """Writes after the connection was lost (the peer closed) are silent no-ops."""
     server, srv, cli = await pair(session)
@@ -202,7 +233,7 @@ async def check_write_after_peer_closed(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("close")
+@check("close", clauses=["transport.close.peer_sees_eof"])
 async def check_peer_sees_eof(session: polyloop.Session) -> None:
     """The peer of a closed transport gets eof_received, then connection_lost(None)."""
     server, srv, cli = await pair(session)

@@ -41,7 +41,7 @@ def _names(kind: type[BaseException] | tuple[type[BaseException], ...]) -> str:
     return " or ".join(k.__name__ for k in kinds)
 
 
-@check("errors")
+@check("errors", clauses=["connect.refused"])
 async def check_connect_refused(session: polyloop.Session) -> None:
     """connect_tcp to a port nobody listens on raises ConnectionRefusedError."""
     made: list[Recorder] = []
@@ -60,7 +60,7 @@ async def check_connect_refused(session: polyloop.Session) -> None:
     )
 
 
-@check("errors")
+@check("errors", clauses=["connect.refused"])
 async def check_connect_refused_by_name(session: polyloop.Session) -> None:
     """connect_tcp("localhost", port) refused on every address raises ConnectionRefusedError."""
     sock, port = refusing_port()
@@ -73,7 +73,7 @@ async def check_connect_refused_by_name(session: polyloop.Session) -> None:
         sock.close()
 
 
-@check("errors")
+@check("errors", clauses=["listen.address_in_use"])
 async def check_address_in_use(session: polyloop.Session) -> None:
     """listen_tcp on a taken address raises OSError with errno EADDRINUSE."""
     server = await session.listen_tcp(lambda: Recorder(session), "127.0.0.1", 0)
@@ -86,7 +86,7 @@ async def check_address_in_use(session: polyloop.Session) -> None:
         await server.aclose()
 
 
-@check("errors")
+@check("errors", clauses=["arguments.validated"])
 async def check_bad_port(session: polyloop.Session) -> None:
     """A port out of range is ValueError; a port of the wrong type is TypeError."""
     rec = lambda: Recorder(session)  # noqa: E731
@@ -99,7 +99,7 @@ async def check_bad_port(session: polyloop.Session) -> None:
     await _raises(TypeError, session.connect_tcp(rec, "127.0.0.1", True))
 
 
-@check("errors")
+@check("errors", clauses=["arguments.validated"])
 async def check_bad_host_and_factory(session: polyloop.Session) -> None:
     """A non-str host, an empty host, a non-callable factory or a non-SSLContext ssl fail."""
     rec = lambda: Recorder(session)  # noqa: E731
@@ -117,7 +117,7 @@ async def check_bad_host_and_factory(session: polyloop.Session) -> None:
     await _raises(TypeError, session.open_udp(polyloop.DatagramProtocol, ["127.0.0.1", 0]))  # type: ignore[arg-type]
 
 
-@check("errors")
+@check("errors", clauses=["transport.write.bytes_only"])
 async def check_write_str(session: polyloop.Session) -> None:
     """transport.write(str) (or int, or a list) raises TypeError; the connection stays usable."""
     server, srv, cli = await pair(session)
@@ -153,7 +153,7 @@ async def _dropped(session: polyloop.Session, port: int) -> None:
     await client.wait_lost()
 
 
-@check("errors")
+@check("errors", clauses=["connect.connection_made_error"])
 async def check_client_connection_made_raises(session: polyloop.Session) -> None:
     """A client protocol whose connection_made raises: connect_tcp raises that same
     exception, the connection is aborted (the server side sees it end) and its
@@ -206,7 +206,7 @@ async def check_client_connection_made_raises(session: polyloop.Session) -> None
     await server.aclose()
 
 
-@check("errors")
+@check("errors", clauses=["listen.factory_error_dropped"])
 async def check_server_factory_raises(session: polyloop.Session) -> None:
     """A server protocol factory that raises: the error is logged, that connection is
     dropped (the client sees it end), and the server accepts the next one."""
@@ -248,7 +248,7 @@ async def check_server_factory_raises(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("errors")
+@check("errors", clauses=["listen.factory_error_dropped"])
 async def check_server_connection_made_raises(session: polyloop.Session) -> None:
     """A server protocol whose connection_made raises: logged, that connection
     aborted (the client sees it end, its connection_lost runs once), the server goes on."""

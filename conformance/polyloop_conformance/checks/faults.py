@@ -1,4 +1,10 @@
-"""Faults: one behaviour under bad input and failing callbacks, on every backend.
+"""One behaviour under bad input and failing callbacks, on every backend.
+
+The checks here are filed under the layer each judges (``protocol.*_raises``,
+``flow.callbacks_raise``, ``errors.texts``, ``tls.handshake_timeout``,
+``tls.clean_close_is_clean``, ``streams.handler_reset_not_an_error``,
+``session.graceful_shutdown``); this file keeps them together because they share the
+callback-error policy below.
 
 The callback-error policy (docs/errors.md): an exception raised by a protocol's
 ``data_received`` or ``eof_received`` is logged once with its traceback, the connection
@@ -93,21 +99,21 @@ async def _callback_raises(session: polyloop.Session, where: str) -> _RaisesIn:
     return srv
 
 
-@check("faults")
+@check("protocol", clauses=["protocol.callback_error.aborts"])
 async def check_data_received_raises(session: polyloop.Session) -> None:
     """data_received raising: logged, the connection aborted, connection_lost(exc) with
     that exception, once."""
     await _callback_raises(session, "data_received")
 
 
-@check("faults")
+@check("protocol", clauses=["protocol.callback_error.aborts"])
 async def check_eof_received_raises(session: polyloop.Session) -> None:
     """eof_received raising: logged, the connection aborted, connection_lost(exc) with
     that exception, once."""
     await _callback_raises(session, "eof_received")
 
 
-@check("faults")
+@check("flow", name="callbacks_raise", clauses=["protocol.flow_callback_error"])
 async def check_flow_callbacks_raise(session: polyloop.Session) -> None:
     """pause_writing/resume_writing raising: logged; write() does not raise it; the
     connection goes on and every byte arrives."""
@@ -135,7 +141,7 @@ async def check_flow_callbacks_raise(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("faults")
+@check("tls", name="handshake_timeout", clauses=["tls.handshake_timeout"])
 async def check_tls_handshake_timeout(session: polyloop.Session) -> None:
     """A TLS server drops a client that connects and never sends its ClientHello, after
     ssl_handshake_timeout; the protocol is never made."""
@@ -166,7 +172,7 @@ async def check_tls_handshake_timeout(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("faults")
+@check("tls", name="clean_close_is_clean", clauses=["tls.clean_close"])
 async def check_tls_clean_close_is_clean(session: polyloop.Session) -> None:
     """A TLS client that closes cleanly (close_notify, then FIN): the server's
     connection_lost gets None, not BrokenPipeError."""
@@ -191,7 +197,7 @@ async def check_tls_clean_close_is_clean(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("faults")
+@check("streams", clauses=["listener.serve"])
 async def check_handler_reset_not_an_error(session: polyloop.Session) -> None:
     """A stream handler whose peer resets ends quietly: no ERROR record is logged."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
@@ -220,7 +226,7 @@ async def check_handler_reset_not_an_error(session: polyloop.Session) -> None:
     await serving
 
 
-@check("faults")
+@check("session", clauses=["session.graceful_shutdown"])
 async def check_graceful_shutdown(session: polyloop.Session) -> None:
     """Session.shutdown(grace): servers stop accepting; open connections are closed
     cleanly once the grace runs out (the peer reads EOF, not a reset)."""
@@ -254,7 +260,7 @@ async def check_graceful_shutdown(session: polyloop.Session) -> None:
     assert refused, "a connection was accepted after shutdown()"
 
 
-@check("faults")
+@check("errors", name="texts", clauses=["errors.same_everywhere"])
 async def check_error_texts(session: polyloop.Session) -> None:
     """The same type, errno and text on every backend: refused, aborted, address in use,
     write after write_eof, bad arguments (the table of docs/errors.md)."""

@@ -70,13 +70,13 @@ async def pause_resume_writing(session: polyloop.Session, make_pair: Callable[..
     await server.aclose()
 
 
-@check("flow")
+@check("flow", clauses=["transport.flow.pause_writing"])
 async def check_pause_resume_writing(session: polyloop.Session) -> None:
     """A peer that stops reading makes the writer pause; when it reads again, resume."""
     await pause_resume_writing(session, pair)
 
 
-@check("flow")
+@check("flow", clauses=["transport.flow.buffer_size"])
 async def check_buffer_size_grows(session: polyloop.Session) -> None:
     """get_write_buffer_size() is 0 when idle and grows with writes a stalled peer can't take."""
     server, srv, cli = await pair(session, lambda: PausedReader(session))
@@ -106,7 +106,7 @@ async def check_buffer_size_grows(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("flow")
+@check("flow", clauses=["transport.flow.limits_validated"])
 async def check_set_write_buffer_limits_validation(session: polyloop.Session) -> None:
     """set_write_buffer_limits: ValueError unless 0 <= low <= high; valid marks accepted."""
     server, srv, cli = await pair(session)
@@ -128,7 +128,7 @@ async def check_set_write_buffer_limits_validation(session: polyloop.Session) ->
     await server.aclose()
 
 
-@check("flow")
+@check("flow", clauses=["transport.flow.pause_writing"])
 async def check_custom_high_mark(session: polyloop.Session) -> None:
     """With set_write_buffer_limits(high=1 MiB) pause_writing comes only past 1 MiB buffered."""
     server, srv, cli = await pair(session, lambda: PausedReader(session))
@@ -149,7 +149,7 @@ async def check_custom_high_mark(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("flow")
+@check("flow", clauses=["transport.pause_reading"])
 async def check_pause_reading(session: polyloop.Session) -> None:
     """pause_reading stops data_received until resume_reading; is_reading() follows."""
     await pause_reading(session, pair)
@@ -188,7 +188,7 @@ async def pause_reading(session: polyloop.Session, make_pair: Callable[..., Any]
     await server.aclose()
 
 
-@check("flow")
+@check("flow", clauses=["transport.pause_reading"])
 async def check_is_reading_closing(session: polyloop.Session) -> None:
     """is_reading() is False once close() was called; resume_reading() then changes nothing."""
     server, srv, cli = await pair(session)
@@ -206,7 +206,7 @@ async def check_is_reading_closing(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("flow")
+@check("flow", clauses=["transport.pause_reading.pushes_back"])
 async def check_paused_reading_pushes_back(session: polyloop.Session) -> None:
     """pause_reading in the middle of a transfer: the kernel pushes back, the writer pauses."""
     server, srv, cli = await pair(session)
@@ -226,7 +226,7 @@ async def check_paused_reading_pushes_back(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("flow")
+@check("flow", clauses=["transport.pause_reading"])
 async def check_read_pause_survives_data(session: polyloop.Session) -> None:
     """pause_reading called inside data_received holds: no further data_received calls."""
 

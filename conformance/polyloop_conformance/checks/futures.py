@@ -18,7 +18,7 @@ from .._registry import check
 from ..referee import expect_logged, waiting_for
 
 
-@check("futures")
+@check("futures", clauses=["future.outcome"])
 async def check_set_exception_rules(session: polyloop.Session) -> None:
     """set_exception(SomeError) instantiates the class; StopIteration is a TypeError."""
     fut = session.create_future()
@@ -38,7 +38,7 @@ async def check_set_exception_rules(session: polyloop.Session) -> None:
     other.cancel()
 
 
-@check("futures")
+@check("futures", clauses=["future.cancel"])
 async def check_cancel_return_value(session: polyloop.Session) -> None:
     """Future.cancel() is True on a pending future, False once done (result kept)."""
     fut = session.create_future()
@@ -52,7 +52,7 @@ async def check_cancel_return_value(session: polyloop.Session) -> None:
     )
 
 
-@check("futures")
+@check("futures", clauses=["task.unretrieved_error_logged"])
 async def check_unretrieved_exception_logged(session: polyloop.Session) -> None:
     """A future whose exception nobody retrieves is logged when it is garbage; one
     whose exception was retrieved is not."""
@@ -75,7 +75,7 @@ async def check_unretrieved_exception_logged(session: polyloop.Session) -> None:
     )
 
 
-@check("futures")
+@check("futures", clauses=["task.api"])
 async def check_task_outcome_is_its_coroutine(session: polyloop.Session) -> None:
     """A task refuses set_result/set_exception (RuntimeError); get_coro() is None once
     it is done; get_name() is the name given to spawn."""
@@ -102,7 +102,7 @@ async def check_task_outcome_is_its_coroutine(session: polyloop.Session) -> None
     assert task.get_coro() is None, f"get_coro() of a finished task is {task.get_coro()!r}"
 
 
-@check("futures")
+@check("futures", clauses=["task.cancelling_counts"])
 async def check_cancelling_counts(session: polyloop.Session) -> None:
     """cancelling() counts cancel requests not undone by uncancel(); a task that catches
     Cancelled and returns has its result."""
@@ -131,7 +131,7 @@ async def check_cancelling_counts(session: polyloop.Session) -> None:
     assert left == 1, f"uncancel() after two cancel() calls returned {left}, not 1"
 
 
-@check("futures")
+@check("futures", clauses=["task.cancel"])
 async def check_task_cancels_itself(session: polyloop.Session) -> None:
     """A task that calls cancel() on itself gets Cancelled at its next await."""
     steps: list[str] = []

@@ -8,9 +8,13 @@ after ``write_eof`` raising ``RuntimeError``, and ``abort()`` of a half-open con
 
 from __future__ import annotations
 
+import socket
+
 import polyloop
 
 from .._registry import check
+from ..referee import Failed
+from ._reference import ReferenceReader, reference_peer
 from ._util import (
     PausedReader,
     Recorder,
@@ -23,7 +27,7 @@ from ._util import (
 )
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.can_write_eof"])
 async def check_can_write_eof(session: polyloop.Session) -> None:
     """can_write_eof() is True for plain TCP on both ends."""
     server, srv, cli = await pair(session)
@@ -35,7 +39,7 @@ async def check_can_write_eof(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.write_eof.half_close"])
 async def check_peer_eof_and_reply(session: polyloop.Session) -> None:
     """After write_eof the peer gets eof_received, and this side still reads its reply."""
 
@@ -68,7 +72,7 @@ async def check_peer_eof_and_reply(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["protocol.eof_received.return_value"])
 async def check_true_keeps_open(session: polyloop.Session) -> None:
     """eof_received returning True keeps the connection half-open: it can still write."""
     server, srv, cli = await pair(session, lambda: Recorder(session, keep_open_on_eof=True))
@@ -93,7 +97,7 @@ async def check_true_keeps_open(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["protocol.eof_received.return_value"])
 async def check_falsy_closes(session: polyloop.Session) -> None:
     """eof_received returning None/False closes the transport: connection_lost(None) on both."""
     for result in (None, False):
@@ -127,7 +131,7 @@ async def check_falsy_closes(session: polyloop.Session) -> None:
         await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.write_eof.half_close"])
 async def check_write_eof_flushes(session: polyloop.Session) -> None:
     """write_eof with a large write buffered: the peer reads every byte, then EOF."""
     server, srv, cli = await pair(session, lambda: PausedReader(session))
@@ -143,7 +147,7 @@ async def check_write_eof_flushes(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.write_eof.then_write_raises"])
 async def check_write_after_eof(session: polyloop.Session) -> None:
     """write() after write_eof() raises RuntimeError."""
     server, srv, cli = await pair(session, lambda: Recorder(session, keep_open_on_eof=True))
@@ -161,7 +165,7 @@ async def check_write_after_eof(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("halfclose")
+@check("halfclose", clauses=["transport.abort.resets_peer"])
 async def check_abort_half_open(session: polyloop.Session) -> None:
     """abort() of a connection half-open after the peer's EOF: the peer sees a reset,
     this side's connection_lost gets ConnectionAbortedError."""
@@ -179,3 +183,67 @@ async def check_abort_half_open(session: polyloop.Session) -> None:
         " not a ConnectionResetError"
     )
     await server.aclose()
+
+
+@check("halfclose", clauses=["transport.write_eof.half_close"])
+async def check_write_eof_to_plain_peer(session: polyloop.Session) -> None:
+    """write_eof() with a large write buffered: a plain socket at the other end reads
+    every byte, then EOF, and its reply still reaches this side (only the half-closing
+    end, the backend under test, is judged)."""
+    proto = Recorder(session)
+    transport, peer = await reference_peer(session, lambda: proto)
+    try:
+        total = await fill_until_paused(session, proto)  # the peer does not read yet
+        buffered = transport.get_write_buffer_size()
+        assert buffered > 0, f"nothing was buffered after pause_writing ({total} bytes written)"
+        transport.write_eof()
+        reader = ReferenceReader(peer)
+        ending = await reader.wait(session, f"the {total} bytes written, then EOF")
+        if reader.received != total or ending != "eof":
+            end = "EOF" if ending == "eof" else f"{ending} ({reader.error!r})"
+            raise Failed(
+                f"the half-closing end (the backend under test) broke the rule: after"
+                f" writing {total} bytes ({buffered} still buffered) and write_eof(), the"
+                f" peer, a plain socket of the standard library, read {reader.received}"
+                f" bytes, then {end}; write_eof() must send everything written before it,"
+                " then the EOF",
+                clause="transport.write_eof.half_close",
+            )
+        peer.sendall(b"reply after your EOF")
+        peer.shutdown(socket.SHUT_WR)
+        await proto.wait_eof()
+        got = bytes(proto.data)
+        if got != b"reply after your EOF":
+            raise Failed(
+                f"the half-closing end (the backend under test) broke the rule: after its"
+                f" write_eof() it read {got!r} of the peer's b'reply after your EOF' (rule:"
+                " this side still reads after write_eof)",
+                clause="transport.write_eof.half_close",
+            )
+    finally:
+        peer.close()
+        transport.close()
+
+
+@check("halfclose", clauses=["transport.close.peer_sees_eof"])
+async def check_eof_from_plain_peer(session: polyloop.Session) -> None:
+    """A plain socket that sends data, then closes cleanly: the protocol gets the data,
+    eof_received, then connection_lost(None) (only the receiving end, the backend under
+    test, is judged)."""
+    proto = Recorder(session)
+    _, peer = await reference_peer(session, lambda: proto)
+    try:
+        peer.sendall(b"last words")
+    finally:
+        peer.close()  # a FIN after the data: a clean close
+    exc = await proto.wait_lost()
+    events = compact(proto.events)
+    if bytes(proto.data) != b"last words" or "eof" not in proto.events or exc is not None:
+        raise Failed(
+            f"the receiving end (the backend under test) broke the rule: the peer, a plain"
+            f" socket of the standard library, sent b'last words' and closed cleanly (FIN);"
+            f" the protocol got {bytes(proto.data)!r}, events {events}, connection_lost"
+            f"({exc!r}); a clean close must reach it as the data, eof_received, then"
+            " connection_lost(None)",
+            clause="transport.close.peer_sees_eof",
+        )

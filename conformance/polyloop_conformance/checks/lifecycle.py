@@ -1,4 +1,10 @@
-"""Lifecycle and addresses: run, the current backend, callback order, extra info, servers.
+"""The run, the session, readiness, protocol callbacks, addresses and listeners.
+
+This file registers checks of several categories, each named for the layer it judges:
+``run`` and ``session`` (tier 1: what ``Backend.run`` and the session promise),
+``readiness`` (tier 1: ``add_reader``/``remove_reader``), ``timers.time_monotonic``,
+``protocol`` (callback order, an unmodified asyncio protocol, set_protocol),
+``addresses`` (extra info) and ``listen`` (servers and their addresses).
 
 Covers ``Backend.run`` (result, exception, two runs), ``current_backend()`` in coroutines
 and protocol callbacks, ``connection_made``/``connection_lost`` once each, an unmodified
@@ -18,11 +24,11 @@ from typing import Any
 import polyloop
 
 from .._registry import SkipCheck, check
-from ..referee import waiting_for
+from ..referee import Failed, waiting_for
 from ._util import Accepted, Recorder, compact, pair, transport_of
 
 
-@check("lifecycle")
+@check("session", clauses=["session.current_everywhere"])
 async def check_current_backend(session: polyloop.Session) -> None:
     """current_backend() is the running backend, in coroutines and spawned tasks."""
     found = polyloop.current_backend()
@@ -35,7 +41,7 @@ async def check_current_backend(session: polyloop.Session) -> None:
     assert found is session, f"current_backend() in a spawned task is {found!r}, not {session!r}"
 
 
-@check("lifecycle")
+@check("protocol", clauses=["protocol.order"])
 async def check_callback_order(session: polyloop.Session) -> None:
     """connection_made first, data, eof, connection_lost(None) last, once each."""
     server, srv, cli = await pair(session)
@@ -58,7 +64,7 @@ async def check_callback_order(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("lifecycle")
+@check("addresses", name="extra_info", clauses=["transport.extra_info"])
 async def check_addresses(session: polyloop.Session) -> None:
     """peername/sockname/socket/backend extra info agree on both ends."""
     server, srv, cli = await pair(session)
@@ -85,7 +91,7 @@ async def check_addresses(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("lifecycle")
+@check("addresses", clauses=["transport.extra_info"])
 async def check_extra_info_socket(session: polyloop.Session) -> None:
     """get_extra_info("socket") is the connection's socket (or None), on both ends."""
     server, srv, cli = await pair(session)
@@ -101,7 +107,7 @@ async def check_extra_info_socket(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("lifecycle")
+@check("listen", clauses=["listen.port_zero"])
 async def check_server_addresses(session: polyloop.Session) -> None:
     """listen_tcp on port 0 picks a port; Server.addresses and .port report it."""
     server = await session.listen_tcp(lambda: Recorder(session), "127.0.0.1", 0)
@@ -118,7 +124,7 @@ async def check_server_addresses(session: polyloop.Session) -> None:
     assert server.addresses == addrs, f"addresses changed after close: {server.addresses!r}"
 
 
-@check("lifecycle")
+@check("listen", name="all_interfaces", clauses=["listen.all_interfaces"])
 async def check_listen_all_interfaces(session: polyloop.Session) -> None:
     """listen_tcp(host=None) listens on all interfaces: 127.0.0.1 can connect."""
     accepted = Accepted(session)
@@ -137,7 +143,7 @@ async def check_listen_all_interfaces(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("lifecycle")
+@check("listen", clauses=["listen.ipv6"])
 async def check_ipv6(session: polyloop.Session) -> None:
     """listen_tcp/connect_tcp on ::1: addresses are IPv6 tuples, data flows."""
     import socket
@@ -167,7 +173,7 @@ async def check_ipv6(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("lifecycle")
+@check("listen", clauses=["listen.close_keeps_connections"])
 async def check_server_close_keeps_connections(session: polyloop.Session) -> None:
     """Server.close() stops accepting (connect refused) and leaves open connections alone."""
     server, srv, cli = await pair(session)
@@ -191,7 +197,7 @@ async def check_server_close_keeps_connections(session: polyloop.Session) -> Non
     await srv.wait_lost()
 
 
-@check("lifecycle")
+@check("protocol", clauses=["protocol.order"])
 async def check_made_once_lost_once(session: polyloop.Session) -> None:
     """Each of many connections: connection_made exactly once first, connection_lost once last."""
     accepted = Accepted(session)
@@ -225,7 +231,7 @@ def _current() -> object:
         return exc
 
 
-@check("lifecycle")
+@check("session", clauses=["session.current_everywhere"])
 async def check_current_backend_in_callbacks(session: polyloop.Session) -> None:
     """polyloop.current_backend() is this backend inside every protocol callback."""
     seen: list[tuple[str, object]] = []
@@ -262,7 +268,7 @@ async def check_current_backend_in_callbacks(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("lifecycle")
+@check("protocol", clauses=["protocol.asyncio_compatible"])
 async def check_asyncio_protocol(session: polyloop.Session) -> None:
     """An unmodified asyncio.Protocol subclass works as a polyloop protocol, both ends."""
     import asyncio
@@ -302,7 +308,7 @@ async def check_asyncio_protocol(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("lifecycle")
+@check("timers", clauses=["loop.time.monotonic"])
 async def check_time_monotonic(session: polyloop.Session) -> None:
     """backend.time() never goes back, and advances across a sleep."""
     samples = [session.time()]
@@ -323,7 +329,7 @@ def _main_returning(value: object) -> Any:
     return main
 
 
-@check("lifecycle", sync=True)
+@check("run", name="returns_result", clauses=["run.returns_main_result"], sync=True)
 def check_run_returns_result(make_backend: Callable[[], polyloop.Backend]) -> None:
     """run(main, *args) passes the args and returns main's result."""
     backend = make_backend()
@@ -333,7 +339,7 @@ def check_run_returns_result(make_backend: Callable[[], polyloop.Backend]) -> No
     assert result == want, f"run(main, 1, 'two') returned {result!r}, expected {want!r}"
 
 
-@check("lifecycle", sync=True)
+@check("run", name="propagates_exception", clauses=["run.propagates_main_exception"], sync=True)
 def check_run_propagates_exception(make_backend: Callable[[], polyloop.Backend]) -> None:
     """An exception raised by main propagates out of run unchanged (the same object)."""
 
@@ -358,7 +364,7 @@ def check_run_propagates_exception(make_backend: Callable[[], polyloop.Backend])
         raise AssertionError("run returned although main raised")
 
 
-@check("lifecycle", sync=True)
+@check("run", name="twice", clauses=["run.fresh_each_time"], sync=True)
 def check_run_twice(make_backend: Callable[[], polyloop.Backend]) -> None:
     """Two runs in a row (fresh backend each) both work, with networking in each."""
 
@@ -375,7 +381,7 @@ def check_run_twice(make_backend: Callable[[], polyloop.Backend]) -> None:
         assert make_backend().run(main) == b"again", f"run #{i + 1}"
 
 
-@check("lifecycle", sync=True)
+@check("run", clauses=["run.nothing_global_stays"], sync=True)
 def check_no_backend_outside_run(make_backend: Callable[[], polyloop.Backend]) -> None:
     """After run returns, its session is never current again (nothing global stays)."""
 
@@ -397,7 +403,7 @@ def check_no_backend_outside_run(make_backend: Callable[[], polyloop.Backend]) -
     assert (after is None) == (before is None), f"before the run {before!r}, after {after!r}"
 
 
-@check("lifecycle", sync=True)
+@check("session", name="ends_with_run", clauses=["session.ends_with_run"], sync=True)
 def check_session_ends_with_run(make_backend: Callable[[], polyloop.Backend]) -> None:
     """The session's on_close hooks run once, when its run ends (also what it left open)."""
     seen: list[polyloop.Session] = []
@@ -419,7 +425,7 @@ def check_session_ends_with_run(make_backend: Callable[[], polyloop.Backend]) ->
     assert late == [session], "on_close on an ended session did not run at once"
 
 
-@check("lifecycle", sync=True)
+@check("session", name="new_per_run", clauses=["run.fresh_each_time"], sync=True)
 def check_new_session_per_run(make_backend: Callable[[], polyloop.Backend]) -> None:
     """Each run gets a session of its own, also with one backend instance run twice."""
     backend = make_backend()
@@ -438,7 +444,7 @@ def check_new_session_per_run(make_backend: Callable[[], polyloop.Backend]) -> N
     assert first.closed and second.closed, (first, second)
 
 
-@check("lifecycle")
+@check("session", clauses=["session.current_everywhere"])
 async def check_one_session_everywhere(session: polyloop.Session) -> None:
     """Every task and callback of a run sees the same session, which says what it is."""
     found: list[polyloop.Session] = []
@@ -461,7 +467,7 @@ async def check_one_session_everywhere(session: polyloop.Session) -> None:
     assert isinstance(session, polyloop.Session), f"the session is a {type(session)}"
 
 
-@check("lifecycle")
+@check("run", name="nested_refused", clauses=["run.nested_refused"])
 async def check_run_nested_refused(session: polyloop.Session) -> None:
     """run() called inside a running loop raises RuntimeError (it would block that loop)."""
     ran: list[str] = []
@@ -483,7 +489,7 @@ async def check_run_nested_refused(session: polyloop.Session) -> None:
     assert ran == [], "a nested run() ran main inside the running loop"
 
 
-@check("lifecycle", sync=True)
+@check("run", name="needs_a_function", clauses=["run.needs_a_function"], sync=True)
 def check_run_needs_a_function(make_backend: Callable[[], polyloop.Backend]) -> None:
     """run(main(arg)) -- a coroutine object instead of a function -- is a TypeError."""
 
@@ -501,7 +507,7 @@ def check_run_needs_a_function(make_backend: Callable[[], polyloop.Backend]) -> 
         coro.close()
 
 
-@check("lifecycle")
+@check("session", clauses=["session.aclose_owned_refused"])
 async def check_aclose_owned_refused(session: polyloop.Session) -> None:
     """aclose() of a session that run() owns raises RuntimeError (it ends with run)."""
     if not session.owned:
@@ -515,7 +521,7 @@ async def check_aclose_owned_refused(session: polyloop.Session) -> None:
     assert not session.closed, f"a refused aclose() closed {session!r}"
 
 
-@check("lifecycle")
+@check("listen", name="every_address", clauses=["listen.every_address"])
 async def check_listen_every_address(session: polyloop.Session) -> None:
     """listen_tcp("localhost", 0) binds every address localhost resolves to, on one port."""
     import socket
@@ -556,7 +562,7 @@ def _bindable(host: str) -> bool:
     return True
 
 
-@check("lifecycle")
+@check("protocol", name="accessors", clauses=["transport.set_protocol"])
 async def check_protocol_accessors(session: polyloop.Session) -> None:
     """get_protocol() is the protocol; after set_protocol(new) the data goes to new,
     whose connection_made is not called."""
@@ -579,7 +585,18 @@ async def check_protocol_accessors(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("lifecycle")
+def _removal(held: bool, message: str) -> None:
+    """A failure of ``remove_reader``/``remove_writer``, by its clause (the check also
+    enforces ``loop.add_reader.while_ready``, which a timeout in it names)."""
+    if not held:
+        raise Failed(message, clause="loop.remove_reader.never_after")
+
+
+@check(
+    "readiness",
+    name="callbacks",
+    clauses=["loop.add_reader.while_ready", "loop.remove_reader.never_after"],
+)
 async def check_readiness_callbacks(session: polyloop.Session) -> None:
     """add_reader/add_writer call fn while the fd is ready, until removed;
     remove_reader/remove_writer return whether it was watched."""
@@ -594,8 +611,10 @@ async def check_readiness_callbacks(session: polyloop.Session) -> None:
         session.add_writer(a, lambda: writable.done() or writable.set_result(None))
         with waiting_for("add_writer's callback for a writable socket"):
             await writable
-        assert session.remove_writer(a) is True, "remove_writer() of a watched fd is not True"
-        assert session.remove_writer(a) is False, "remove_writer() of an unwatched fd is not False"
+        _removal(session.remove_writer(a) is True, "remove_writer() of a watched fd is not True")
+        _removal(
+            session.remove_writer(a) is False, "remove_writer() of an unwatched fd is not False"
+        )
         calls = [0]
 
         def on_readable() -> None:
@@ -607,17 +626,19 @@ async def check_readiness_callbacks(session: polyloop.Session) -> None:
         b.send(b"x")
         with waiting_for("add_reader's callback for a readable socket"):
             await readable
-        assert session.remove_reader(a) is True, "remove_reader() of a watched fd is not True"
-        assert session.remove_reader(a) is False, "remove_reader() of an unwatched fd is not False"
+        _removal(session.remove_reader(a) is True, "remove_reader() of a watched fd is not True")
+        _removal(
+            session.remove_reader(a) is False, "remove_reader() of an unwatched fd is not False"
+        )
         seen = calls[0]
         b.send(b"y")
         for _ in range(5):
             await session.sleep(0)
-        assert calls[0] == seen, "the reader callback ran after remove_reader()"
+        _removal(calls[0] == seen, "the reader callback ran after remove_reader()")
         c, d = socket.socketpair()
         try:
             never = session.remove_reader(c)
-            assert never is False, f"remove_reader() of an fd never added returned {never!r}"
+            _removal(never is False, f"remove_reader() of an fd never added returned {never!r}")
         finally:
             c.close()
             d.close()
@@ -628,7 +649,7 @@ async def check_readiness_callbacks(session: polyloop.Session) -> None:
         b.close()
 
 
-@check("lifecycle")
+@check("readiness", name="bad_fd", clauses=["loop.add_reader.bad_fd"])
 async def check_readiness_bad_fd(session: polyloop.Session) -> None:
     """add_reader/add_writer/remove_reader/remove_writer refuse what is not an fd (a str,
     None, a float, a negative int, a closed socket) with ValueError, as asyncio's
@@ -658,7 +679,7 @@ async def check_readiness_bad_fd(session: polyloop.Session) -> None:
             raise AssertionError(f"{name}({fd!r}) was accepted (rule: ValueError)")
 
 
-@check("lifecycle", sync=True)
+@check("run", name="ctrl_c_cleans_up", clauses=["run.ctrl_c"], sync=True)
 def check_ctrl_c_cleans_up(make_backend: Callable[[], polyloop.Backend]) -> None:
     """Ctrl-C (SIGINT) while main waits cancels main: its finally runs, the session ends,
     and run() raises KeyboardInterrupt. In host mode Ctrl-C is the application's: polyloop

@@ -1,5 +1,7 @@
 """What a connection pool needs from a stream: ``abort``, ``is_closing``, ``at_eof``,
 socket options, ``TCP_NODELAY`` on by default, and ``getaddrinfo`` -- on every backend.
+
+Filed as ``streams.abort``, ``streams.idle_sees_eof`` and ``sockets.*``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ async def _pair(
     return listener, server, client
 
 
-@check("pools")
+@check("streams", name="abort", clauses=["stream.abort"])
 async def check_stream_abort(session: polyloop.Session) -> None:
     """Stream.abort(): the peer reads ConnectionResetError; is_closing() is True at once."""
     listener, server, client = await _pair(session)
@@ -52,7 +54,7 @@ async def check_stream_abort(session: polyloop.Session) -> None:
     await listener.aclose()
 
 
-@check("pools")
+@check("streams", name="idle_sees_eof", clauses=["stream.at_eof"])
 async def check_idle_stream_sees_eof(session: polyloop.Session) -> None:
     """A pooled stream whose peer closed tells so without a read: at_eof() becomes True
     (is_closing() stays False until this side closes)."""
@@ -73,7 +75,7 @@ async def check_idle_stream_sees_eof(session: polyloop.Session) -> None:
     await listener.aclose()
 
 
-@check("pools")
+@check("sockets", clauses=["sockets.nodelay"])
 async def check_nodelay_by_default(session: polyloop.Session) -> None:
     """TCP_NODELAY is on for connected and accepted TCP sockets, as asyncio sets it."""
     listener, server, client = await _pair(session)
@@ -85,7 +87,7 @@ async def check_nodelay_by_default(session: polyloop.Session) -> None:
     await listener.aclose()
 
 
-@check("pools")
+@check("sockets", name="options", clauses=["sockets.options"])
 async def check_socket_options(session: polyloop.Session) -> None:
     """polyloop.setsockopt/getsockopt reach the socket of a stream, plain and TLS."""
     for tls in (False, True):
@@ -98,7 +100,7 @@ async def check_socket_options(session: polyloop.Session) -> None:
         await listener.aclose()
 
 
-@check("pools")
+@check("sockets", clauses=["sockets.getaddrinfo"])
 async def check_getaddrinfo(session: polyloop.Session) -> None:
     """polyloop.getaddrinfo resolves a numeric host at once and a name without blocking
     the loop, with the socket module's tuples."""

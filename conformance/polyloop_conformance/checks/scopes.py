@@ -21,7 +21,7 @@ import polyloop
 from .._registry import check
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.deadline"])
 async def check_move_on_after(session: polyloop.Session) -> None:
     """move_on_after stops the block at its await; the code after the block runs."""
     reached: list[str] = []
@@ -35,7 +35,7 @@ async def check_move_on_after(session: polyloop.Session) -> None:
     assert not quick.cancelled_caught and not quick.cancel_called, quick
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.deadline"])
 async def check_fail_after(session: polyloop.Session) -> None:
     """fail_after raises TimeoutError out of the block; not when the block is quick."""
     try:
@@ -51,7 +51,7 @@ async def check_fail_after(session: polyloop.Session) -> None:
         await session.sleep(0)
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.deadline"])
 async def check_one_deadline_for_several_awaits(session: polyloop.Session) -> None:
     """A scope's deadline is shared by every await inside it, not restarted by each."""
     done: list[int] = []
@@ -63,7 +63,7 @@ async def check_one_deadline_for_several_awaits(session: polyloop.Session) -> No
     assert len(done) < 5, f"{len(done)} sleeps of 20 ms completed inside a 50 ms scope"
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.nesting"])
 async def check_nesting(session: polyloop.Session) -> None:
     """An inner scope's expiry is caught by the inner scope; an outer one's passes
     through the inner scope and is caught by the outer."""
@@ -79,7 +79,7 @@ async def check_nesting(session: polyloop.Session) -> None:
     assert outer.cancelled_caught and not inner.cancelled_caught, (inner, outer)
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.nesting"])
 async def check_both_expire(session: polyloop.Session) -> None:
     """When an inner and an outer scope are both cancelled, the outer one catches it."""
     with polyloop.CancelScope() as outer:
@@ -90,7 +90,7 @@ async def check_both_expire(session: polyloop.Session) -> None:
     assert outer.cancelled_caught and not inner.cancelled_caught, (inner, outer)
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.shield"])
 async def check_shield(session: polyloop.Session) -> None:
     """A shielded scope holds back an outer cancellation until it exits; the code
     inside completes, and the Cancelled comes at the next await after it."""
@@ -111,7 +111,7 @@ async def check_shield(session: polyloop.Session) -> None:
     )
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.shield"])
 async def check_shield_holds_task_cancel(session: polyloop.Session) -> None:
     """Task.cancel() of a task inside a shielded scope waits for the scope to exit."""
     events: list[str] = []
@@ -136,7 +136,7 @@ async def check_shield_holds_task_cancel(session: polyloop.Session) -> None:
     assert events == ["shielded work done"], events
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.cancel"])
 async def check_cancel_from_another_task(session: polyloop.Session) -> None:
     """scope.cancel() from another task stops the scope's own task, not the caller."""
     scope = polyloop.CancelScope()
@@ -156,7 +156,7 @@ async def check_cancel_from_another_task(session: polyloop.Session) -> None:
     await session.sleep(0)  # the canceller itself was not cancelled
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.cancel"])
 async def check_cancelled_before_entering(session: polyloop.Session) -> None:
     """A scope cancelled before it is entered cancels its first await; code before the
     first await runs."""
@@ -169,7 +169,7 @@ async def check_cancelled_before_entering(session: polyloop.Session) -> None:
     assert ran == ["before the await"] and scope.cancelled_caught
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.cancel"])
 async def check_no_stray_cancellation(session: polyloop.Session) -> None:
     """A scope cancelled and exited before any await inside it leaves no Cancelled for
     the awaits after it."""
@@ -182,7 +182,7 @@ async def check_no_stray_cancellation(session: polyloop.Session) -> None:
     await session.sleep(0)
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.deadline"])
 async def check_deadline_moves(session: polyloop.Session) -> None:
     """Moving a scope's deadline while inside it applies at once; current_effective_
     deadline() is the nearest active deadline, hidden by a shield."""
@@ -197,7 +197,7 @@ async def check_deadline_moves(session: polyloop.Session) -> None:
     assert scope.cancelled_caught
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.nesting"])
 async def check_exit_order_misuse(session: polyloop.Session) -> None:
     """Exiting scopes in the wrong order raises RuntimeError."""
     outer = polyloop.CancelScope()
@@ -214,7 +214,7 @@ async def check_exit_order_misuse(session: polyloop.Session) -> None:
     outer.__exit__(None, None, None)
 
 
-@check("scopes")
+@check("scopes", clauses=["task.wait_for"])
 async def check_wait_for_any_awaitable(session: polyloop.Session) -> None:
     """wait_for takes any awaitable (coroutine, future, task); bad timeouts raise before
     anything runs, and close the coroutine (no "never awaited" warning)."""
@@ -247,7 +247,7 @@ async def _value(value: str) -> str:
     return value
 
 
-@check("scopes")
+@check("scopes", clauses=["task.wait_for"])
 async def check_wait_for_delivers_late_cancellation(session: polyloop.Session) -> None:
     """A cancellation of the caller that arrives while wait_for's coroutine unwinds from
     its timeout is delivered: the task ends cancelled, not with TimeoutError or a value."""
@@ -281,7 +281,7 @@ async def check_wait_for_delivers_late_cancellation(session: polyloop.Session) -
     )
 
 
-@check("scopes")
+@check("scopes", clauses=["task.awaits_inner_cleanup"])
 async def check_cancel_waits_for_awaited_task(session: polyloop.Session) -> None:
     """Cancelling a task that awaits another task cancels the inner one and waits for its
     clean-up, once, before the outer sees Cancelled."""
@@ -315,7 +315,7 @@ async def check_cancel_waits_for_awaited_task(session: polyloop.Session) -> None
     assert events == ["inner cancelled", "inner cleaned up", "outer cancelled"], events
 
 
-@check("scopes")
+@check("scopes", clauses=["task.wait_for"])
 async def check_wait_for_zero(session: polyloop.Session) -> None:
     """wait_for(aw, 0): aw runs up to its first suspension; a result it has by then is
     returned, else TimeoutError -- the same on every backend."""
@@ -340,7 +340,7 @@ async def check_wait_for_zero(session: polyloop.Session) -> None:
         )
 
 
-@check("scopes")
+@check("scopes", clauses=["scope.shield"])
 async def check_shield_holds_until_it_ends(session: polyloop.Session) -> None:
     """A cancellation that one shield held back is delivered after it, at the next await
     outside any shield -- never inside the next shield entered right after."""

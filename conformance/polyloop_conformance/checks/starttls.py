@@ -35,7 +35,7 @@ async def _plain_pair(
     return listener, server, client
 
 
-@check("starttls")
+@check("starttls", clauses=["tls.start_tls"])
 async def check_stream_upgrade(session: polyloop.Session) -> None:
     """A plain command, then both ends upgrade; the bytes after go over TLS and the
     peer's certificate is there."""
@@ -60,7 +60,7 @@ async def check_stream_upgrade(session: polyloop.Session) -> None:
     await listener.aclose()
 
 
-@check("starttls")
+@check("starttls", clauses=["tls.start_tls"])
 async def check_handshake_right_after_the_command(session: polyloop.Session) -> None:
     """A client that starts TLS right after its command: the server, reading only the
     command line, finds the ClientHello buffered behind it and must feed it on."""
@@ -91,7 +91,7 @@ async def check_handshake_right_after_the_command(session: polyloop.Session) -> 
     await listener.aclose()
 
 
-@check("starttls")
+@check("starttls", clauses=["tls.start_tls"])
 async def check_protocol_api_upgrade(session: polyloop.Session) -> None:
     """polyloop.start_tls on a Transport: the same protocol object goes on receiving,
     now over TLS, and connection_made is not called a second time."""
@@ -129,7 +129,7 @@ async def check_protocol_api_upgrade(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("starttls")
+@check("starttls", clauses=["tls.verification"])
 async def check_bad_certificate(session: polyloop.Session) -> None:
     """start_tls against a certificate that does not verify raises
     ssl.SSLCertVerificationError, and the connection is aborted."""
@@ -158,7 +158,7 @@ async def check_bad_certificate(session: polyloop.Session) -> None:
     await listener.aclose()
 
 
-@check("starttls")
+@check("starttls", clauses=["tls.handshake_timeout"])
 async def check_handshake_timeout(session: polyloop.Session) -> None:
     """A start_tls whose peer never answers fails with TimeoutError after
     ssl_handshake_timeout, and the connection is aborted."""

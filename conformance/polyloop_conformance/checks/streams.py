@@ -44,7 +44,7 @@ async def _close_all(listener: polyloop.Listener, *streams: polyloop.Stream) -> 
     await listener.aclose()
 
 
-@check("streams")
+@check("streams", clauses=["stream.receive.eof_iff_empty"])
 async def check_receive_eof(session: polyloop.Session) -> None:
     """receive() returns data (never b"") until EOF, then b"" every time after."""
     listener, client, server = await _connected(session)
@@ -64,7 +64,7 @@ async def check_receive_eof(session: polyloop.Session) -> None:
     await _close_all(listener, client, server)
 
 
-@check("streams")
+@check("streams", clauses=["stream.send_eof"])
 async def check_send_eof_half_open(session: polyloop.Session) -> None:
     """After send_eof() the peer reads EOF, and this side can still receive its reply."""
     listener, client, server = await _connected(session)
@@ -83,7 +83,7 @@ async def check_send_eof_half_open(session: polyloop.Session) -> None:
     await _close_all(listener, client)
 
 
-@check("streams")
+@check("streams", clauses=["stream.receive_exactly"])
 async def check_receive_exactly(session: polyloop.Session) -> None:
     """receive_exactly(n) returns n bytes across writes; IncompleteReadError if EOF first."""
     listener, client, server = await _connected(session)
@@ -102,7 +102,7 @@ async def check_receive_exactly(session: polyloop.Session) -> None:
     await _close_all(listener, client, server)
 
 
-@check("streams")
+@check("streams", clauses=["stream.receive_until"])
 async def check_receive_until(session: polyloop.Session) -> None:
     """receive_until(delim) returns up to and including it, across chunk boundaries."""
     listener, client, server = await _connected(session)
@@ -119,7 +119,7 @@ async def check_receive_until(session: polyloop.Session) -> None:
     await _close_all(listener, client, server)
 
 
-@check("streams")
+@check("streams", clauses=["stream.receive_until"])
 async def check_receive_until_limit(session: polyloop.Session) -> None:
     """receive_until: LimitOverrunError past max_bytes, and the data stays buffered."""
     listener, client, server = await _connected(session)
@@ -133,7 +133,7 @@ async def check_receive_until_limit(session: polyloop.Session) -> None:
     await _close_all(listener, client, server)
 
 
-@check("streams")
+@check("streams", clauses=["stream.busy"])
 async def check_busy_receive(session: polyloop.Session) -> None:
     """A second concurrent receive raises BusyResourceError; the first still gets the data."""
     listener, client, server = await _connected(session)
@@ -147,7 +147,7 @@ async def check_busy_receive(session: polyloop.Session) -> None:
     await _close_all(listener, client, server)
 
 
-@check("streams")
+@check("streams", clauses=["stream.busy", "stream.send.flow_control"])
 async def check_send_waits_and_busy(session: polyloop.Session) -> None:
     """send() waits while the peer doesn't read; a second concurrent send is BusyResourceError."""
     listener, client, server = await _connected(session)
@@ -164,7 +164,7 @@ async def check_send_waits_and_busy(session: polyloop.Session) -> None:
     await _close_all(listener, client, server)
 
 
-@check("streams")
+@check("streams", clauses=["stream.closed"])
 async def check_closed_resource(session: polyloop.Session) -> None:
     """After aclose(): receive/send/send_eof raise ClosedResourceError; aclose is idempotent."""
     listener, client, server = await _connected(session)
@@ -179,7 +179,7 @@ async def check_closed_resource(session: polyloop.Session) -> None:
     await _close_all(listener, server)
 
 
-@check("streams")
+@check("streams", clauses=["stream.receive.error_after_data"])
 async def check_reset_errors(session: polyloop.Session) -> None:
     """After the peer aborts: buffered data first, then receive raises ConnectionResetError."""
     listener, client, server = await _connected(session)
@@ -193,7 +193,7 @@ async def check_reset_errors(session: polyloop.Session) -> None:
     await _close_all(listener, server)
 
 
-@check("streams")
+@check("streams", clauses=["stream.send.after_peer_closed"])
 async def check_send_after_peer_closed(session: polyloop.Session) -> None:
     """Sending on after the peer closed: send() fails with BrokenPipeError or a ConnectionError."""
     listener, client, server = await _connected(session)
@@ -212,7 +212,7 @@ async def check_send_after_peer_closed(session: polyloop.Session) -> None:
     await _close_all(listener, client)
 
 
-@check("streams")
+@check("streams", clauses=["transport.extra_info"])
 async def check_extra_info(session: polyloop.Session) -> None:
     """Stream.get_extra_info passes through to the transport (peername, sockname, backend)."""
     listener, client, server = await _connected(session)
@@ -228,7 +228,7 @@ async def check_extra_info(session: polyloop.Session) -> None:
     await _close_all(listener, client, server)
 
 
-@check("streams")
+@check("streams", clauses=["listener.serve"])
 async def check_serve(session: polyloop.Session) -> None:
     """serve(handler): one task per connection, concurrently; the stream closes on return."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
@@ -264,7 +264,7 @@ async def check_serve(session: polyloop.Session) -> None:
     await serving
 
 
-@check("streams")
+@check("streams", clauses=["listener.serve"])
 async def check_serve_handler_error(session: polyloop.Session) -> None:
     """A handler that raises: its stream is aborted (peer sees a reset) and the error logged."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
@@ -298,7 +298,7 @@ async def check_serve_handler_error(session: polyloop.Session) -> None:
     assert errors, f"the handler's error was not logged (records: {records})"
 
 
-@check("streams")
+@check("streams", clauses=["listener.close"])
 async def check_serve_cancel(session: polyloop.Session) -> None:
     """Cancelling serve() closes the listener and cancels the running handlers."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0)
@@ -336,7 +336,7 @@ async def check_serve_cancel(session: polyloop.Session) -> None:
     await client.aclose()
 
 
-@check("streams")
+@check("streams", clauses=["listener.close"])
 async def check_listener_aclose(session: polyloop.Session) -> None:
     """Listener.aclose(): serve() returns, accept() raises ClosedResourceError, streams live on."""
     listener, client, server = await _connected(session)
@@ -356,7 +356,7 @@ async def check_listener_aclose(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("streams")
+@check("streams", clauses=["transport.pause_reading.pushes_back"])
 async def check_backpressure_to_peer(session: polyloop.Session) -> None:
     """A stream nobody reads stops reading its socket: the sending peer's transport pauses."""
     listener = await polyloop.open_tcp_listener("127.0.0.1", 0, limit=64 * 1024)
@@ -376,7 +376,7 @@ async def check_backpressure_to_peer(session: polyloop.Session) -> None:
     await listener.aclose()
 
 
-@check("streams")
+@check("streams", clauses=["stream.aclose.flushes"])
 async def check_aclose_flushes(session: polyloop.Session) -> None:
     """aclose() right after a send() the peer has not read yet flushes it: the peer
     reads every byte, then EOF."""
@@ -396,7 +396,7 @@ async def check_aclose_flushes(session: polyloop.Session) -> None:
     await _close_all(listener, server)
 
 
-@check("streams")
+@check("streams", clauses=["stream.aclose.cancelled_aborts"])
 async def check_aclose_cancelled_aborts(session: polyloop.Session) -> None:
     """aclose() cancelled while it waits for the flush aborts the connection: the peer
     sees a reset, not a clean EOF."""

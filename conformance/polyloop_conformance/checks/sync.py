@@ -57,7 +57,7 @@ async def _outcome(task: polyloop.Task[Any]) -> str:
     return "ok"
 
 
-@check("sync")
+@check("sync", clauses=["sync.event"])
 async def check_event(session: polyloop.Session) -> None:
     """Event.set() wakes every waiter; wait() after set() returns at once."""
     event = polyloop.Event()
@@ -89,7 +89,7 @@ async def check_event(session: polyloop.Session) -> None:
     )  # fmt: skip
 
 
-@check("sync")
+@check("sync", clauses=["sync.event"])
 async def check_event_wait_cancelled(session: polyloop.Session) -> None:
     """A cancelled Event.wait() leaves the event's waiters; the others still wake."""
     event = polyloop.Event()
@@ -103,7 +103,7 @@ async def check_event_wait_cancelled(session: polyloop.Session) -> None:
     assert await _outcome(kept) == "ok"
 
 
-@check("sync")
+@check("sync", clauses=["sync.lock"])
 async def check_lock_fifo(session: polyloop.Session) -> None:
     """Lock: one holder at a time, waiters served in arrival order."""
     lock = polyloop.Lock()
@@ -134,7 +134,7 @@ async def check_lock_fifo(session: polyloop.Session) -> None:
     assert not lock.locked()
 
 
-@check("sync")
+@check("sync", clauses=["sync.lock"])
 async def check_lock_misuse(session: polyloop.Session) -> None:
     """Lock: acquire_nowait raises WouldBlock when held; release() unheld and a second
     acquire by the holder raise RuntimeError."""
@@ -163,7 +163,7 @@ async def check_lock_misuse(session: polyloop.Session) -> None:
     assert not lock.locked(), "a failed reentrant acquire left the lock held"
 
 
-@check("sync")
+@check("sync", clauses=["sync.handoff_not_lost"])
 async def check_lock_cancel_after_handoff(session: polyloop.Session) -> None:
     """A waiter cancelled after release() handed it the lock passes it on: not lost."""
     lock = polyloop.Lock()
@@ -189,7 +189,7 @@ async def check_lock_cancel_after_handoff(session: polyloop.Session) -> None:
     assert not lock.locked(), "the lock is still held after everyone left"
 
 
-@check("sync")
+@check("sync", clauses=["sync.semaphore"])
 async def check_semaphore(session: polyloop.Session) -> None:
     """Semaphore: value counts free permits, waiters served in order, max_value enforced,
     acquire_nowait raises WouldBlock when none is free."""
@@ -233,7 +233,7 @@ async def check_semaphore(session: polyloop.Session) -> None:
         )
 
 
-@check("sync")
+@check("sync", clauses=["sync.handoff_not_lost"])
 async def check_semaphore_cancel_after_handoff(session: polyloop.Session) -> None:
     """A Semaphore waiter cancelled after a permit was handed to it passes it on."""
     sem = polyloop.Semaphore(1)
@@ -255,7 +255,7 @@ async def check_semaphore_cancel_after_handoff(session: polyloop.Session) -> Non
     assert sem.value == 1, f"value {sem.value}, not 1: a permit was lost or made up ({rule})"
 
 
-@check("sync")
+@check("sync", clauses=["sync.semaphore"])
 async def check_capacity_limiter(session: polyloop.Session) -> None:
     """CapacityLimiter: one token per borrower, at most total_tokens at once; raising
     total_tokens lets waiters in; releasing a token one does not hold is an error."""
@@ -301,7 +301,7 @@ async def check_capacity_limiter(session: polyloop.Session) -> None:
     assert await session.spawn(task_borrows()) == 1, "acquire() in a task took no token"
 
 
-@check("sync")
+@check("sync", clauses=["sync.condition"])
 async def check_condition(session: polyloop.Session) -> None:
     """Condition: wait() releases the lock and takes it back; notify(n) wakes n waiters
     in order; notify_all() the rest; wait_for() loops on a predicate."""
@@ -348,7 +348,7 @@ async def check_condition(session: polyloop.Session) -> None:
         raise AssertionError("wait() without the lock did not raise RuntimeError")
 
 
-@check("sync")
+@check("sync", clauses=["sync.handoff_not_lost"])
 async def check_condition_notify_handover_on_cancel(session: polyloop.Session) -> None:
     """A Condition waiter notified and then cancelled hands the notification on."""
     cond = polyloop.Condition()
@@ -376,7 +376,7 @@ async def check_condition_notify_handover_on_cancel(session: polyloop.Session) -
     assert not cond.locked()
 
 
-@check("channels")
+@check("channels", clauses=["channel.order"])
 async def check_channel_order(session: polyloop.Session) -> None:
     """A memory object stream delivers every item once, in order; send waits while the
     buffer is full; statistics count the buffer and the waiters."""
@@ -404,7 +404,7 @@ async def check_channel_order(session: polyloop.Session) -> None:
         raise AssertionError("receive_nowait() with nothing sent did not raise WouldBlock")
 
 
-@check("channels")
+@check("channels", clauses=["channel.order"])
 async def check_channel_unbuffered(session: polyloop.Session) -> None:
     """With no buffer a send waits for a receiver, and the item goes straight to it."""
     send, receive = polyloop.create_memory_object_stream(0)
@@ -419,7 +419,7 @@ async def check_channel_unbuffered(session: polyloop.Session) -> None:
     assert await receiver == "direct"
 
 
-@check("channels")
+@check("channels", clauses=["channel.close"])
 async def check_channel_close_send(session: polyloop.Session) -> None:
     """Closing every send end: receivers drain the buffer, then get EndOfStream; async
     iteration ends; a waiting receiver wakes with EndOfStream."""
@@ -457,7 +457,7 @@ async def _until(receive: polyloop.MemoryObjectReceiveStream[Any], n: int) -> An
             return
 
 
-@check("channels")
+@check("channels", clauses=["channel.close"])
 async def check_channel_close_receive(session: polyloop.Session) -> None:
     """Closing every receive end: waiting and later senders get BrokenResourceError."""
     send, receive = polyloop.create_memory_object_stream(0)
@@ -479,7 +479,7 @@ async def check_channel_close_receive(session: polyloop.Session) -> None:
         raise AssertionError("receive on a closed end did not raise ClosedResourceError")
 
 
-@check("channels")
+@check("channels", clauses=["sync.handoff_not_lost"])
 async def check_channel_cancelled_receiver_loses_nothing(session: polyloop.Session) -> None:
     """An item handed to a receiver that is cancelled before it resumes is not lost."""
     send, receive = polyloop.create_memory_object_stream(0)
@@ -498,7 +498,7 @@ async def check_channel_cancelled_receiver_loses_nothing(session: polyloop.Sessi
     assert item == "precious", f"receive_nowait() gave {item!r}, not 'precious' ({rule})"
 
 
-@check("channels")
+@check("channels", clauses=["channel.cancelled_send"])
 async def check_channel_cancelled_sender_sent_nothing(session: polyloop.Session) -> None:
     """A send cancelled while it waits (nobody took the item) sends nothing."""
     send, receive = polyloop.create_memory_object_stream(0)
@@ -555,7 +555,7 @@ def _refused(outcomes: dict[str, str]) -> None:
     assert not wrong, f"{rule}; instead: {wrong}"
 
 
-@check("sync")
+@check("sync", clauses=["sync.one_thread"])
 async def check_cross_thread_use_refused(session: polyloop.Session) -> None:
     """Event, Lock, Semaphore, CapacityLimiter and Condition, once used on a session,
     refuse to be used from another OS thread (a run_in_thread worker, a plain thread):
@@ -603,7 +603,7 @@ async def check_cross_thread_use_refused(session: polyloop.Session) -> None:
     limiter.release_on_behalf_of("loop")
 
 
-@check("channels")
+@check("channels", clauses=["sync.one_thread"])
 async def check_channel_cross_thread_use_refused(session: polyloop.Session) -> None:
     """A memory object stream, once used on a session, refuses send_nowait,
     receive_nowait and close from another OS thread: RuntimeError pointing to
@@ -625,7 +625,7 @@ async def check_channel_cross_thread_use_refused(session: polyloop.Session) -> N
     receive.close()
 
 
-@check("sync", timeout=60)
+@check("sync", clauses=["sync.handoff_not_lost"], timeout=60)
 async def check_stress_no_permit_or_item_lost(session: polyloop.Session) -> None:
     """200 tasks with random timeouts and cancels on a Semaphore(3) and a queue with 5
     consumers: never more than 3 holders, no permit lost, every item received once."""

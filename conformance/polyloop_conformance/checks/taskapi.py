@@ -16,7 +16,7 @@ from ..referee import expect_logged
 from ._util import bounded
 
 
-@check("taskapi")
+@check("taskapi", clauses=["task.api"])
 async def check_current_task(session: polyloop.Session) -> None:
     """current_task() is the running polyloop task inside it, with its name."""
 
@@ -33,7 +33,7 @@ async def check_current_task(session: polyloop.Session) -> None:
     assert seen == [None], f"current_task() in a plain callback is {seen[0]!r}, not None"
 
 
-@check("taskapi")
+@check("taskapi", clauses=["future.done_callbacks"])
 async def check_done_callbacks(session: polyloop.Session) -> None:
     """add_done_callback(fn) calls fn(future) soon after it is done, never inside
     set_result; soon too if it is done already; remove_done_callback forgets it."""
@@ -68,7 +68,7 @@ async def check_done_callbacks(session: polyloop.Session) -> None:
     assert gone == [], "a removed callback ran"
 
 
-@check("taskapi")
+@check("taskapi", clauses=["future.outcome"])
 async def check_outcome_accessors(session: polyloop.Session) -> None:
     """exception()/result(): InvalidStateError while pending, the error or None when
     done, Cancelled when cancelled; set_result on a done future raises InvalidStateError."""
@@ -111,7 +111,7 @@ class _Capture(logging.Handler):
         self.records.append(record)
 
 
-@check("taskapi")
+@check("taskapi", clauses=["task.unretrieved_error_logged"])
 async def check_unawaited_error_logged(session: polyloop.Session) -> None:
     """A spawned task that fails and that nobody awaits is logged once, with its
     traceback, on the "polyloop" logger."""
@@ -136,7 +136,7 @@ async def check_unawaited_error_logged(session: polyloop.Session) -> None:
     assert mine[0].exc_info is not None and mine[0].exc_info[2] is not None, "no traceback"
 
 
-@check("taskapi")
+@check("taskapi", clauses=["task.api"])
 async def check_spawn_checks_its_argument(session: polyloop.Session) -> None:
     """spawn() of anything but a coroutine (a number, a function, a future) raises
     TypeError at once, on every backend."""

@@ -21,7 +21,7 @@ from ._util import bounded
 WAIT = 5.0
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.waits"])
 async def check_waits_for_every_child(session: polyloop.Session) -> None:
     """The async with block ends only once every child has ended, with its result."""
     done: list[int] = []
@@ -38,7 +38,7 @@ async def check_waits_for_every_child(session: polyloop.Session) -> None:
     assert [t.result() for t in tasks] == list(range(5))
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.errors"])
 async def check_child_error_cancels_the_rest(session: polyloop.Session) -> None:
     """A failing child cancels its siblings and the block's code; the error comes out
     in an ExceptionGroup."""
@@ -98,7 +98,7 @@ async def check_child_error_cancels_the_rest(session: polyloop.Session) -> None:
     assert sorted(seen) == ["block cancelled", "sibling cancelled"], f"{seen} ({rule})"
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.errors"])
 async def check_every_error_grouped(session: polyloop.Session) -> None:
     """Children failing at once all appear in the ExceptionGroup."""
 
@@ -118,7 +118,7 @@ async def check_every_error_grouped(session: polyloop.Session) -> None:
     assert sorted(map(repr, got)) == sorted(map(repr, errors)), got
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.errors"])
 async def check_block_error_cancels_children(session: polyloop.Session) -> None:
     """An error raised by the block's own code cancels the children and is grouped."""
     seen: list[str] = []
@@ -143,7 +143,7 @@ async def check_block_error_cancels_children(session: polyloop.Session) -> None:
     assert len(got) == 1 and isinstance(got[0], ArithmeticError), got
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.cancel"])
 async def check_cancelling_the_host_cancels_children(session: polyloop.Session) -> None:
     """Cancelling the task that runs the block cancels every child, waits for their
     clean-up, and the task then ends cancelled."""
@@ -177,7 +177,7 @@ async def check_cancelling_the_host_cancels_children(session: polyloop.Session) 
     assert seen == ["child cleaned up", "child cleaned up"], seen
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.cancel"])
 async def check_group_cancel(session: polyloop.Session) -> None:
     """tg.cancel() cancels the children and the block's code; the block ends quietly."""
     async with polyloop.TaskGroup() as tg:
@@ -187,7 +187,7 @@ async def check_group_cancel(session: polyloop.Session) -> None:
     assert child.cancelled(), "tg.cancel() did not cancel the child"
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.errors"])
 async def check_nested_groups(session: polyloop.Session) -> None:
     """An error in an inner group cancels the outer group's other children too."""
     seen: list[str] = []
@@ -228,7 +228,7 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
     return out
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.misuse"])
 async def check_misuse(session: polyloop.Session) -> None:
     """spawn() on a group that has ended raises RuntimeError (the coroutine is closed,
     so no "never awaited" warning); spawn() of a non-coroutine raises TypeError."""
@@ -249,7 +249,7 @@ async def check_misuse(session: polyloop.Session) -> None:
             raise AssertionError("spawn() of a function, not a coroutine, was accepted")
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.start"])
 async def check_start_returns_the_started_value(session: polyloop.Session) -> None:
     """await tg.start(fn) returns what fn passed to task_status.started(); the task
     goes on as a child of the group (the block waits for it); started() twice raises
@@ -277,7 +277,7 @@ async def check_start_returns_the_started_value(session: polyloop.Session) -> No
     assert "served 41" in seen and "served 7" in seen, f"the group did not wait: {seen}"
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.start"])
 async def check_start_error_before_started(session: polyloop.Session) -> None:
     """An error raised before started() is raised to the caller of start(), as it is
     (not in a group), and does not cancel the group; a task that returns without
@@ -327,7 +327,7 @@ async def check_start_error_before_started(session: polyloop.Session) -> None:
         raise AssertionError("an error after started() did not come out of the group")
 
 
-@check("taskgroups")
+@check("taskgroups", clauses=["taskgroup.start"])
 async def check_start_caller_cancelled(session: polyloop.Session) -> None:
     """Cancelling the caller of start() while it waits cancels the starting task, and
     start() raises Cancelled only once that task has ended."""

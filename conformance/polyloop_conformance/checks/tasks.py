@@ -18,7 +18,7 @@ from .._registry import check
 from ..referee import waiting_for
 
 
-@check("tasks")
+@check("tasks", clauses=["task.outcome"])
 async def check_spawn_result(session: polyloop.Session) -> None:
     """spawn(coro) runs it concurrently; awaiting the task gives its result."""
     steps: list[str] = []
@@ -41,7 +41,7 @@ async def check_spawn_result(session: polyloop.Session) -> None:
     )
 
 
-@check("tasks")
+@check("tasks", clauses=["task.outcome"])
 async def check_spawn_exception(session: polyloop.Session) -> None:
     """A spawned task that raises: awaiting it raises the same exception object."""
     err = LookupError("from the child")
@@ -64,7 +64,7 @@ async def check_spawn_exception(session: polyloop.Session) -> None:
     assert task.exception() is err, f"task.exception() is {task.exception()!r}"
 
 
-@check("tasks")
+@check("tasks", clauses=["task.cancel"])
 async def check_cancel_at_await(session: polyloop.Session) -> None:
     """task.cancel() raises polyloop.Cancelled at the task's await; finally blocks run."""
     seen: list[str] = []
@@ -105,7 +105,7 @@ async def check_cancel_at_await(session: polyloop.Session) -> None:
     assert task.done() and task.cancelled(), f"after its cancellation the task is {task!r}"
 
 
-@check("tasks")
+@check("tasks", clauses=["task.cancel"])
 async def check_cancel_sleeping(session: polyloop.Session) -> None:
     """Cancelling a task in sleep() wakes it at once with polyloop.Cancelled."""
     caught: list[BaseException] = []
@@ -133,7 +133,7 @@ async def check_cancel_sleeping(session: polyloop.Session) -> None:
     assert took < 5, f"cancelling a task in sleep(60) took {took:.2f} s to take effect"
 
 
-@check("tasks")
+@check("tasks", clauses=["task.cancel"])
 async def check_cancel_before_start(session: polyloop.Session) -> None:
     """A task cancelled right after spawn never completes normally; awaiting raises Cancelled."""
     ran: list[str] = []
@@ -154,7 +154,7 @@ async def check_cancel_before_start(session: polyloop.Session) -> None:
     assert ran == [], f"a task cancelled right after spawn() ran to completion: {ran}"
 
 
-@check("tasks")
+@check("tasks", clauses=["task.cancel_caught"])
 async def check_cancel_done_task(session: polyloop.Session) -> None:
     """cancel() on a finished task returns False and keeps its result."""
 
@@ -169,7 +169,7 @@ async def check_cancel_done_task(session: polyloop.Session) -> None:
     assert task.result() == "result", f"cancel() on a finished task changed it: {task!r}"
 
 
-@check("tasks")
+@check("tasks", clauses=["task.cancel_caught"])
 async def check_cancel_swallowed(session: polyloop.Session) -> None:
     """A task may catch Cancelled and return a value: awaiting it gives that value."""
     started = session.create_future()
@@ -193,7 +193,7 @@ async def check_cancel_swallowed(session: polyloop.Session) -> None:
     )
 
 
-@check("tasks")
+@check("tasks", clauses=["task.wait_for"])
 async def check_wait_for_result(session: polyloop.Session) -> None:
     """polyloop.wait_for returns the result of a coroutine that finishes in time."""
 
@@ -213,7 +213,7 @@ async def check_wait_for_result(session: polyloop.Session) -> None:
     assert got == "in time", f"wait_for returned {got!r}, not the coroutine's 'in time'"
 
 
-@check("tasks")
+@check("tasks", clauses=["task.wait_for"])
 async def check_wait_for_timeout(session: polyloop.Session) -> None:
     """polyloop.wait_for raises TimeoutError and the slow coroutine sees Cancelled."""
     seen: list[Any] = []
@@ -241,7 +241,7 @@ async def check_wait_for_timeout(session: polyloop.Session) -> None:
     assert took < 30, "wait_for waited for the coroutine instead"
 
 
-@check("tasks")
+@check("tasks", clauses=["task.outcome"])
 async def check_many_tasks(session: polyloop.Session) -> None:
     """500 concurrent tasks all complete, each with its own result."""
 

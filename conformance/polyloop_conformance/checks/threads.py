@@ -25,7 +25,7 @@ from ..referee import os_threads, waiting_for
 start_os_thread, os_thread_ident, os_lock = os_threads()
 
 
-@check("threads")
+@check("threads", clauses=["loop.call_soon_threadsafe.wakes"])
 async def check_call_soon_threadsafe(session: polyloop.Session) -> None:
     """call_soon_threadsafe from an OS thread wakes the loop; fn runs on the loop's thread."""
     loop_thread = os_thread_ident()
@@ -54,7 +54,7 @@ async def check_call_soon_threadsafe(session: polyloop.Session) -> None:
     )
 
 
-@check("threads")
+@check("threads", clauses=["loop.call_soon_threadsafe.order"])
 async def check_call_soon_threadsafe_many(session: polyloop.Session) -> None:
     """8 threads x 50 call_soon_threadsafe each: every call runs, each thread's in order."""
     done = session.create_future()
@@ -82,7 +82,7 @@ async def check_call_soon_threadsafe_many(session: polyloop.Session) -> None:
         )
 
 
-@check("threads")
+@check("threads", clauses=["threads.run_in_thread.outcome"])
 async def check_run_in_thread_result(session: polyloop.Session) -> None:
     """run_in_thread(fn, *args) runs fn in another thread and returns its result."""
     loop_thread = os_thread_ident()
@@ -98,7 +98,7 @@ async def check_run_in_thread_result(session: polyloop.Session) -> None:
     assert got == 6, f"polyloop.run_in_thread(sum, [1, 2, 3]) returned {got!r}"
 
 
-@check("threads")
+@check("threads", clauses=["threads.run_in_thread.outcome"])
 async def check_run_in_thread_exception(session: polyloop.Session) -> None:
     """run_in_thread re-raises fn's exception (the same object) in the caller."""
     err = ZeroDivisionError("in the worker")
@@ -115,7 +115,7 @@ async def check_run_in_thread_exception(session: polyloop.Session) -> None:
         raise AssertionError(f"run_in_thread returned {got!r} although fn raised")
 
 
-@check("threads")
+@check("threads", clauses=["threads.run_in_thread.concurrent"])
 async def check_run_in_thread_concurrent(session: polyloop.Session) -> None:
     """Several run_in_thread calls run at once (they meet at a barrier) and the loop runs."""
     barrier = threading.Barrier(3, timeout=10)
@@ -135,7 +135,7 @@ async def check_run_in_thread_concurrent(session: polyloop.Session) -> None:
     assert results == [0, 1, 2], f"3 concurrent run_in_thread calls gave {results}"
 
 
-@check("threads")
+@check("threads", clauses=["loop.call_soon_threadsafe.wakes"])
 async def check_thread_wakes_future(session: polyloop.Session) -> None:
     """A thread that finishes via call_soon_threadsafe(fut.set_result) wakes an awaiting task."""
     fut = session.create_future()
@@ -156,7 +156,7 @@ async def check_thread_wakes_future(session: polyloop.Session) -> None:
 _var: contextvars.ContextVar[str] = contextvars.ContextVar("polyloop_conformance_thread")
 
 
-@check("threads")
+@check("threads", clauses=["threads.run_in_thread.context"])
 async def check_run_in_thread_context(session: polyloop.Session) -> None:
     """run_in_thread runs fn in a copy of the caller's context: it sees the caller's
     context variables, and polyloop.from_thread.run_sync reaches the session there."""
@@ -186,7 +186,7 @@ async def check_run_in_thread_context(session: polyloop.Session) -> None:
     )
 
 
-@check("threads", sync=True, timeout=60)
+@check("threads", sync=True, timeout=60, clauses=["threads.end_fails_waiters"])
 def check_end_fails_calls_from_threads(make_backend: Callable[[], polyloop.Backend]) -> None:
     """Threads calling into a session while it ends are never left blocked: each call
     completes or fails with RuntimeError naming the ended session, and

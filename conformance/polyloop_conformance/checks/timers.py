@@ -29,7 +29,7 @@ EPS = 0.002
 _probe: contextvars.ContextVar[str] = contextvars.ContextVar("polyloop_conformance_probe")
 
 
-@check("timers")
+@check("scheduling", clauses=["loop.call_soon.fifo"])
 async def check_call_soon_fifo(session: polyloop.Session) -> None:
     """call_soon callbacks run in the order they were scheduled, with their arguments."""
     order: list[int] = []
@@ -51,7 +51,7 @@ async def check_call_soon_fifo(session: polyloop.Session) -> None:
         )
 
 
-@check("timers")
+@check("scheduling", clauses=["loop.call_soon.never_inline"])
 async def check_call_soon_not_inline(session: polyloop.Session) -> None:
     """call_soon never runs the callback before it returns."""
     ran: list[int] = []
@@ -64,7 +64,7 @@ async def check_call_soon_not_inline(session: polyloop.Session) -> None:
     assert ran == [1], f"after the loop ran, the first call_soon callback had run {ran}"
 
 
-@check("timers")
+@check("scheduling", clauses=["loop.call_soon.cancel"])
 async def check_call_soon_cancel(session: polyloop.Session) -> None:
     """A call_soon handle cancelled before the loop gets to it never runs."""
     ran: list[str] = []
@@ -78,7 +78,7 @@ async def check_call_soon_cancel(session: polyloop.Session) -> None:
     assert ran == [], "a call_soon handle cancelled before it ran still ran"
 
 
-@check("timers")
+@check("timers", clauses=["loop.call_later.deadline_order"])
 async def check_call_later_order(session: polyloop.Session) -> None:
     """call_later callbacks fire in deadline order, not scheduling order."""
     order: list[float] = []
@@ -94,7 +94,7 @@ async def check_call_later_order(session: polyloop.Session) -> None:
     )
 
 
-@check("timers")
+@check("timers", clauses=["loop.call_later.not_early"])
 async def check_call_later_delay(session: polyloop.Session) -> None:
     """call_later(d, fn) runs fn no sooner than d seconds later, by backend.time()
     and by the wall clock."""
@@ -120,7 +120,7 @@ async def check_call_later_delay(session: polyloop.Session) -> None:
     )
 
 
-@check("timers")
+@check("timers", clauses=["loop.call_later.cancel"])
 async def check_call_later_cancel(session: polyloop.Session) -> None:
     """A cancelled call_later never fires (checked after a later timer has fired)."""
     ran: list[str] = []
@@ -140,7 +140,7 @@ async def check_call_later_cancel(session: polyloop.Session) -> None:
     h1.cancel()  # cancelling again, or after the fact, is harmless
 
 
-@check("timers")
+@check("timers", clauses=["loop.call_later.arguments"])
 async def check_call_later_arguments(session: polyloop.Session) -> None:
     """call_later: a negative delay runs as soon as possible, inf never; NaN is
     ValueError and a non-number TypeError."""
@@ -169,7 +169,7 @@ async def check_call_later_arguments(session: polyloop.Session) -> None:
         raise AssertionError(f"call_later({bad!r}, ...) was accepted, not {kind.__name__}")
 
 
-@check("timers")
+@check("scheduling", clauses=["loop.sleep_zero.yields"])
 async def check_sleep_zero_yields(session: polyloop.Session) -> None:
     """sleep(0) yields to the loop: a callback scheduled just before it has run after it."""
     ran: list[int] = []
@@ -179,7 +179,7 @@ async def check_sleep_zero_yields(session: polyloop.Session) -> None:
     assert ran == [1], "sleep(0) returned before the loop ran a call_soon made just before it"
 
 
-@check("timers")
+@check("timers", clauses=["loop.call_later.not_early"])
 async def check_sleep_duration(session: polyloop.Session) -> None:
     """sleep(d) (and polyloop.sleep) returns no sooner than d seconds later, by
     backend.time() and by the wall clock."""
@@ -204,7 +204,7 @@ async def check_sleep_duration(session: polyloop.Session) -> None:
         )
 
 
-@check("timers")
+@check("timers", clauses=["loop.call_later.arguments"])
 async def check_sleep_arguments(session: polyloop.Session) -> None:
     """sleep: a negative or NaN delay is ValueError, a non-number TypeError; sleep(inf)
     waits until cancelled (it has not returned after loop turns and 10 ms)."""
@@ -235,7 +235,7 @@ async def check_sleep_arguments(session: polyloop.Session) -> None:
         raise AssertionError("a cancelled sleep(inf) returned normally instead of Cancelled")
 
 
-@check("timers")
+@check("scheduling", clauses=["loop.callback.context"])
 async def check_callback_context(session: polyloop.Session) -> None:
     """call_soon and call_later callbacks run in a copy of the caller's context: they
     see its variables, and what they set stays theirs."""
@@ -266,7 +266,7 @@ async def check_callback_context(session: polyloop.Session) -> None:
         _probe.reset(token)
 
 
-@check("timers")
+@check("scheduling", clauses=["loop.callback.error_logged"])
 async def check_callback_error_logged(session: polyloop.Session) -> None:
     """An exception raised by a call_soon/call_later callback is logged, and the loop
     goes on running the next callbacks."""
@@ -296,7 +296,7 @@ async def check_callback_error_logged(session: polyloop.Session) -> None:
     )
 
 
-@check("timers")
+@check("futures", name="result", clauses=["future.outcome"])
 async def check_future_result(session: polyloop.Session) -> None:
     """create_future: set_result wakes the awaiter; done()/result() agree."""
     fut = session.create_future()
@@ -311,7 +311,7 @@ async def check_future_result(session: polyloop.Session) -> None:
     )
 
 
-@check("timers")
+@check("futures", name="exception", clauses=["future.outcome"])
 async def check_future_exception(session: polyloop.Session) -> None:
     """create_future: set_exception raises that exception (the same object) at the await."""
     fut = session.create_future()
@@ -328,7 +328,7 @@ async def check_future_exception(session: polyloop.Session) -> None:
         )
 
 
-@check("timers")
+@check("futures", name="cancel", clauses=["future.cancel"])
 async def check_future_cancel(session: polyloop.Session) -> None:
     """A cancelled future raises polyloop.Cancelled when awaited; cancelled() is True."""
     fut = session.create_future()

@@ -49,44 +49,44 @@ async def _tls_pair(
     return server, srv, cli
 
 
-@check("tls")
+@check("tls", clauses=["transport.close.flushes"])
 async def check_close_flushes(session: polyloop.Session) -> None:
     """close() over TLS with a large write buffered delivers every byte, then
     connection_lost(None), never from inside close()."""
     await close.flushes(session, _tls_pair)
 
 
-@check("tls")
+@check("tls", clauses=["transport.is_closing"])
 async def check_is_closing_buffered(session: polyloop.Session) -> None:
     """Over TLS, is_closing() is True at once after close(), while the buffer flushes."""
     await close.is_closing_buffered(session, _tls_pair)
 
 
-@check("tls")
+@check("tls", clauses=["transport.write.after_close_noop"])
 async def check_write_after_close_buffered(session: polyloop.Session) -> None:
     """Over TLS, a write after close() while data is still buffered is dropped."""
     await close.write_after_close_buffered(session, _tls_pair)
 
 
-@check("tls")
+@check("tls", clauses=["transport.write.copies"])
 async def check_bytearray_copied_buffered(session: polyloop.Session) -> None:
     """Over TLS, a bytearray written while data is buffered is copied by write()."""
     await writes.bytearray_copied_buffered(session, _tls_pair)
 
 
-@check("tls")
+@check("tls", clauses=["transport.flow.pause_writing"])
 async def check_pause_resume_writing(session: polyloop.Session) -> None:
     """Over TLS, a peer that stops reading pauses the writer; reading again resumes it."""
     await flow.pause_resume_writing(session, _tls_pair)
 
 
-@check("tls")
+@check("tls", clauses=["transport.pause_reading"])
 async def check_pause_reading(session: polyloop.Session) -> None:
     """Over TLS, pause_reading stops data_received until resume_reading."""
     await flow.pause_reading(session, _tls_pair)
 
 
-@check("tls")
+@check("tls", clauses=["protocol.eof_received.return_value"])
 async def check_eof_received_true_ignored(session: polyloop.Session) -> None:
     """A TLS protocol whose eof_received returns True is closed anyway when the peer
     closes (TLS cannot be half-open): connection_lost(None)."""
@@ -101,7 +101,7 @@ async def check_eof_received_true_ignored(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["transport.close.peer_sees_eof", "tls.round_trip"])
 async def check_round_trip(session: polyloop.Session) -> None:
     """A verified TLS connection carries data both ways and closes cleanly."""
     server, srv, cli = await _tls_pair(session)
@@ -118,7 +118,7 @@ async def check_round_trip(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["tls.round_trip"])
 async def check_streams(session: polyloop.Session) -> None:
     """open_tcp_stream/open_tcp_listener with ssl: an echo over verified TLS."""
     server_ssl, client_ssl = _contexts()
@@ -140,7 +140,7 @@ async def check_streams(session: polyloop.Session) -> None:
     await serving
 
 
-@check("tls")
+@check("tls", clauses=["tls.verification"])
 async def check_wrong_ca(session: polyloop.Session) -> None:
     """A server certificate from an unknown CA: connect_tcp raises SSLCertVerificationError."""
     import trustme
@@ -172,7 +172,7 @@ async def check_wrong_ca(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["tls.verification"])
 async def check_wrong_hostname(session: polyloop.Session) -> None:
     """A certificate for localhost, checked against another name: SSLCertVerificationError."""
     server_ssl, client_ssl = _contexts()
@@ -190,7 +190,7 @@ async def check_wrong_hostname(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["tls.failed_handshake_hidden"])
 async def check_failed_handshake_hidden(session: polyloop.Session) -> None:
     """A server whose client fails verification never calls its protocol's connection_made."""
     import trustme
@@ -233,7 +233,7 @@ async def check_failed_handshake_hidden(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["tls.extra_info"])
 async def check_extra_info(session: polyloop.Session) -> None:
     """TLS transports give ssl_object (SSLObject/SSLSocket) and the peer's peercert."""
     server, srv, cli = await _tls_pair(session)
@@ -254,7 +254,7 @@ async def check_extra_info(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["transport.close.peer_sees_eof"])
 async def check_close_notify_eof(session: polyloop.Session) -> None:
     """close() on one side: the other reads the data, then EOF and connection_lost(None)."""
     server, srv, cli = await _tls_pair(session)
@@ -270,7 +270,7 @@ async def check_close_notify_eof(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["stream.receive.eof_iff_empty"])
 async def check_stream_eof(session: polyloop.Session) -> None:
     """Over TLS, Stream.receive() returns b"" once the peer closes."""
     server_ssl, client_ssl = _contexts()
@@ -289,7 +289,7 @@ async def check_stream_eof(session: polyloop.Session) -> None:
     await listener.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["transport.can_write_eof"])
 async def check_cannot_write_eof(session: polyloop.Session) -> None:
     """can_write_eof() is False for TLS, on both ends."""
     server, srv, cli = await _tls_pair(session)
@@ -301,7 +301,7 @@ async def check_cannot_write_eof(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["transport.write.in_order"])
 async def check_large_transfer(session: polyloop.Session) -> None:
     """4 MiB each way over TLS, written at once: everything arrives, intact and in order."""
     server, srv, cli = await _tls_pair(session)
@@ -318,7 +318,7 @@ async def check_large_transfer(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["transport.abort.local_error"])
 async def check_abort(session: polyloop.Session) -> None:
     """abort() on TLS: local connection_lost gets an exception; the peer's connection ends."""
     server, srv, cli = await _tls_pair(session)
@@ -335,7 +335,7 @@ async def check_abort(session: polyloop.Session) -> None:
     await server.aclose()
 
 
-@check("tls")
+@check("tls", clauses=["transport.write.bytes_only", "transport.write.after_close_noop"])
 async def check_write_after_close(session: polyloop.Session) -> None:
     """A write after close() on TLS is a silent no-op; write(str) raises TypeError."""
     server, srv, cli = await _tls_pair(session)

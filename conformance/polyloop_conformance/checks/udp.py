@@ -98,7 +98,7 @@ async def _close(*pairs: tuple[polyloop.DatagramTransport, DatagramRecorder]) ->
         await proto.wait_lost()
 
 
-@check("udp")
+@check("udp", clauses=["datagram.sendto"])
 async def check_round_trip(session: polyloop.Session) -> None:
     """sendto(data, addr) arrives as one datagram with the sender's address; replies work."""
     ta, a, addr_a = await _endpoint(session)
@@ -122,7 +122,7 @@ async def check_round_trip(session: polyloop.Session) -> None:
     await _close((ta, a), (tb, b))
 
 
-@check("udp")
+@check("udp", clauses=["datagram.connected"])
 async def check_connected(session: polyloop.Session) -> None:
     """open_udp(remote_addr=...): sendto(data) without an address goes to the remote."""
     tb, b, addr_b = await _endpoint(session)
@@ -138,7 +138,7 @@ async def check_connected(session: polyloop.Session) -> None:
     await _close((tb, b), (tc, c))
 
 
-@check("udp")
+@check("udp", clauses=["datagram.sendto"])
 async def check_large_datagrams(session: polyloop.Session) -> None:
     """Datagrams of 60 KB and 65,507 bytes (the IPv4 maximum) arrive whole."""
     ta, a, _ = await _endpoint(session)
@@ -157,7 +157,7 @@ async def check_large_datagrams(session: polyloop.Session) -> None:
     await _close((ta, a), (tb, b))
 
 
-@check("udp")
+@check("udp", clauses=["datagram.sendto"])
 async def check_boundaries(session: polyloop.Session) -> None:
     """Each sendto is one datagram_received: message boundaries are kept."""
     ta, a, _ = await _endpoint(session)
@@ -174,7 +174,7 @@ async def check_boundaries(session: polyloop.Session) -> None:
     await _close((ta, a), (tb, b))
 
 
-@check("udp")
+@check("udp", clauses=["datagram.sendto.bytes_only"])
 async def check_sendto_str(session: polyloop.Session) -> None:
     """sendto(str) raises TypeError (also after close)."""
     ta, a, addr_a = await _endpoint(session)
@@ -188,7 +188,7 @@ async def check_sendto_str(session: polyloop.Session) -> None:
     await _close((ta, a))
 
 
-@check("udp")
+@check("udp", clauses=["datagram.close"])
 async def check_sendto_after_close(session: polyloop.Session) -> None:
     """sendto after close() is a silent no-op; nothing arrives."""
     ta, a, _ = await _endpoint(session)
@@ -207,7 +207,7 @@ async def check_sendto_after_close(session: polyloop.Session) -> None:
     await _close((tb, b), (tc, c))
 
 
-@check("udp")
+@check("udp", clauses=["datagram.close"])
 async def check_close(session: polyloop.Session) -> None:
     """close(): is_closing() at once, connection_lost(None) later and once; close twice is ok."""
     ta, a, _ = await _endpoint(session)
@@ -226,7 +226,7 @@ async def check_close(session: polyloop.Session) -> None:
     )
 
 
-@check("udp")
+@check("udp", clauses=["transport.abort.local_error"])
 async def check_abort(session: polyloop.Session) -> None:
     """abort() on UDP: connection_lost(ConnectionAbortedError) later, once, never from
     inside abort(); a second abort is a no-op."""
@@ -246,7 +246,7 @@ async def check_abort(session: polyloop.Session) -> None:
     assert a.events.count("lost") == 1, f"UDP callbacks after two abort() calls: {a.events}"
 
 
-@check("udp")
+@check("udp", clauses=["datagram.connected"])
 async def check_sendto_address_rules(session: polyloop.Session) -> None:
     """sendto without an address on an unconnected endpoint, or to another address on a
     connected one, raises ValueError; the connected remote's own address is accepted."""
@@ -269,7 +269,7 @@ async def check_sendto_address_rules(session: polyloop.Session) -> None:
     await _close((ta, a), (tb, b), (tc, c))
 
 
-@check("udp")
+@check("udp", clauses=["datagram.error_received"])
 async def check_error_received(session: polyloop.Session) -> None:
     """A connected endpoint sending to a closed port gets error_received (port unreachable)."""
     import socket

@@ -37,7 +37,7 @@ async def _unix_pair(
     return server, await accepted.get(), cli
 
 
-@check("unix")
+@check("unix", clauses=["unix.round_trip"])
 async def check_round_trip(session: polyloop.Session) -> None:
     """Data both ways over a Unix socket; Server.addresses is [path]; close cleans up."""
     _need_unix()
@@ -63,7 +63,7 @@ async def check_round_trip(session: polyloop.Session) -> None:
         await server.aclose()
 
 
-@check("unix")
+@check("unix", clauses=["transport.extra_info"])
 async def check_transport_rules(session: polyloop.Session) -> None:
     """On a Unix socket: the extra info (sockname/peername, socket, backend), is_closing
     at once after close(), a write after close() a silent no-op."""
@@ -95,7 +95,7 @@ async def check_transport_rules(session: polyloop.Session) -> None:
         await server.aclose()
 
 
-@check("unix")
+@check("unix", clauses=["listen.unix_file_removed"])
 async def check_socket_file_removed(session: polyloop.Session) -> None:
     """Server.close() removes the socket file; the path can be listened on again."""
     _need_unix()
@@ -109,7 +109,7 @@ async def check_socket_file_removed(session: polyloop.Session) -> None:
         await again.aclose()
 
 
-@check("unix")
+@check("unix", clauses=["connect.missing_path"])
 async def check_missing_path(session: polyloop.Session) -> None:
     """connect_unix to a path that does not exist raises FileNotFoundError."""
     _need_unix()
@@ -128,7 +128,7 @@ async def check_missing_path(session: polyloop.Session) -> None:
             raise AssertionError("connect_unix to a missing path did not raise FileNotFoundError")
 
 
-@check("unix")
+@check("unix", clauses=["connect.refused"])
 async def check_refused(session: polyloop.Session) -> None:
     """connect_unix to a socket file nobody listens on raises ConnectionRefusedError."""
     _need_unix()
@@ -153,7 +153,7 @@ async def check_refused(session: polyloop.Session) -> None:
             sock.close()
 
 
-@check("unix")
+@check("unix", clauses=["listen.address_in_use"])
 async def check_address_in_use(session: polyloop.Session) -> None:
     """listen_unix on a live server's path: EADDRINUSE; on a stale socket file: it listens."""
     _need_unix()
@@ -180,7 +180,7 @@ async def check_address_in_use(session: polyloop.Session) -> None:
         await server.aclose()
 
 
-@check("unix")
+@check("unix", clauses=["transport.abort.local_error", "transport.write_eof.half_close"])
 async def check_half_close_and_abort(session: polyloop.Session) -> None:
     """write_eof over a Unix socket reaches the peer as EOF; abort gives ConnectionAbortedError."""
     _need_unix()
@@ -214,7 +214,7 @@ async def check_half_close_and_abort(session: polyloop.Session) -> None:
         await server.aclose()
 
 
-@check("unix")
+@check("unix", clauses=["unix.round_trip", "stream.receive.eof_iff_empty"])
 async def check_streams(session: polyloop.Session) -> None:
     """open_unix_listener/open_unix_stream: an exchange and EOF."""
     _need_unix()
@@ -234,7 +234,7 @@ async def check_streams(session: polyloop.Session) -> None:
         assert not os.path.exists(path), "the socket file is still there after aclose()"
 
 
-@check("unix")
+@check("unix", clauses=["unix.round_trip"])
 async def check_tls(session: polyloop.Session) -> None:
     """TLS over a Unix socket (server_hostname given) round-trips."""
     _need_unix()

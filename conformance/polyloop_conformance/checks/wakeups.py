@@ -179,7 +179,7 @@ def _armer(m: Machinery, what: str) -> Callable[[Call], Call]:
     return arm
 
 
-@check("wakeups", timeout=120, mixed_only=True)
+@check("wakeups", clauses=["mixed.wakeups"], timeout=120, mixed_only=True)
 async def check_wakeups_are_immediate(session: polyloop.Session) -> None:
     """Every framework's wake-up, issued from every framework, runs at once: none waits
     for a timer (the only one pending is DEADLINE seconds away)."""

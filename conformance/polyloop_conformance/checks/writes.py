@@ -9,14 +9,16 @@ directly (not through ``call_soon`` per chunk).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 import polyloop
 
 from .._registry import check
 from ..referee import waiting_for
+from ._reference import plain, reference_peer
 from ._util import PausedReader, Recorder, fill_until_paused, pair, transport_of
 
 
@@ -26,7 +28,7 @@ async def _finish(server: polyloop.Server, cli: Recorder, srv: Recorder) -> None
     await server.aclose()
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.in_order"])
 async def check_order(session: polyloop.Session) -> None:
     """Many small writes arrive complete and in order."""
     server, srv, cli = await pair(session)
@@ -47,7 +49,7 @@ def _diff(a: bytes, b: bytes) -> int:
     )
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.in_order"])
 async def check_large_write(session: polyloop.Session) -> None:
     """One 8 MiB write arrives whole (the transport buffers what the kernel won't take)."""
     server, srv, cli = await pair(session)
@@ -65,7 +67,7 @@ async def check_large_write(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.copies"])
 async def check_bytearray_copied(session: polyloop.Session) -> None:
     """write(bytearray) copies or sends before returning: reusing the buffer at once is safe."""
     server, srv, cli = await pair(session)
@@ -111,14 +113,14 @@ async def bytearray_copied_buffered(
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.copies"])
 async def check_bytearray_copied_buffered(session: polyloop.Session) -> None:
     """write(bytearray) while data is buffered (the peer stopped reading) copies it:
     mutating the bytearray after write() returns changes nothing on the wire."""
     await bytearray_copied_buffered(session, pair)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.exact_bytes"])
 async def check_memoryview(session: polyloop.Session) -> None:
     """write(memoryview) sends exactly the view's bytes (a slice of a larger buffer)."""
     server, srv, cli = await pair(session)
@@ -131,7 +133,7 @@ async def check_memoryview(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.exact_bytes"])
 async def check_writelines(session: polyloop.Session) -> None:
     """writelines([...]) writes each item in turn (bytes, bytearray and memoryview mixed)."""
     server, srv, cli = await pair(session)
@@ -144,7 +146,7 @@ async def check_writelines(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.empty"])
 async def check_empty_write(session: polyloop.Session) -> None:
     """An empty write sends nothing and does no harm."""
     server, srv, cli = await pair(session)
@@ -158,7 +160,7 @@ async def check_empty_write(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.in_order"])
 async def check_both_directions(session: polyloop.Session) -> None:
     """Both ends write 1 MiB at once; each receives the other's bytes whole."""
     server, srv, cli = await pair(session)
@@ -172,7 +174,7 @@ async def check_both_directions(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-@check("writes")
+@check("writes", clauses=["transport.write.in_order"])
 async def check_server_side_writes(session: polyloop.Session) -> None:
     """The accepted side writes too (written from inside data_received: an echo)."""
 
@@ -190,65 +192,101 @@ async def check_server_side_writes(session: polyloop.Session) -> None:
     await _finish(server, cli, srv)
 
 
-class _CallSoonSpy:
-    """Notes whether code runs inside a callback scheduled with ``session.call_soon``."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.scheduled = 0
-
-    @contextmanager
-    def installed(self, session: polyloop.Session) -> Iterator[None]:
-        original = session.call_soon
-
-        def call_soon(fn: Callable[..., object], *args: Any) -> polyloop.Handle:
-            self.scheduled += 1
-
-            def run(*a: Any) -> None:
-                self.depth += 1
-                try:
-                    fn(*a)
-                finally:
-                    self.depth -= 1
-
-            return original(run, *args)
-
-        session.call_soon = call_soon  # type: ignore[method-assign]
-        try:
-            yield
-        finally:
-            del session.call_soon
+#: Rounds of the data-path check: each one chunk (the last one EOF), judged on its own.
+_ROUNDS = 12
 
 
-@check("writes")
+@check("protocol", clauses=["protocol.data_path.direct"])
 async def check_direct_data_path(session: polyloop.Session) -> None:
-    """data_received and eof_received are called by the transport's read path itself,
-    not scheduled through call_soon once per chunk."""
-    spy = _CallSoonSpy()
-    inside: list[str] = []
+    """data_received and eof_received are called by the transport's read path as the
+    bytes arrive, not scheduled to run a loop iteration later.
+
+    Judged from outside, by what a plain socket delivered and when the protocol saw it.
+    In each round, one loop callback makes two sockets readable before the loop polls
+    again: a reference socketpair watched with ``add_reader`` (first), and the transport's
+    socket (a chunk from the plain peer; EOF in the last round). The reference reader
+    then schedules a marker with ``call_soon``. Both readiness callbacks run in the poll
+    after that callback, so a transport that calls the protocol from its read path has
+    done so before the marker, which runs an iteration later; one that queues each chunk
+    for the next iteration -- through ``call_soon``, its own loop's queue or a future's
+    done-callback -- runs it after the marker (the reference fd is made readable first,
+    so a poll that reports fds in the order they became ready runs its reader first).
+    """
+    order: list[str] = []
+    got = bytearray()
 
     class Probe(Recorder):
         def data_received(self, data: bytes) -> None:
-            inside.append("data_received" if spy.depth else "direct")
+            order.append("data")
+            got.extend(data)
             super().data_received(data)
 
         def eof_received(self) -> bool:
-            inside.append("eof_received" if spy.depth else "direct")
+            order.append("eof")
             return super().eof_received()
 
-    server, srv, cli = await pair(session, lambda: Probe(session))
-    with spy.installed(session):
-        for i in range(20):
-            transport_of(cli).write(b"chunk %02d;" % i)
-            with waiting_for(f"chunk #{i + 1} on the server side"):
-                await srv.wait_bytes(9 * (i + 1))
-        transport_of(cli).write_eof()
-        await srv.wait_eof()
-    scheduled = [name for name in inside if name != "direct"]
-    assert not scheduled, (
-        f"{len(scheduled)} of {len(inside)} protocol calls on the data path ran inside a"
-        f" session.call_soon callback ({sorted(set(scheduled))}): the transport schedules"
-        " each chunk through call_soon instead of calling the protocol from its read path"
-        " (rule: the protocol's methods are called directly on the data path)"
+    proto = Probe(session)
+    transport, peer = await reference_peer(session, lambda: proto)
+    _, socketpair, plain_select = plain()
+    ref_r, ref_w = socketpair()
+    ref_r.setblocking(False)
+    sock = transport.get_extra_info("socket")
+    fd = sock.fileno() if sock is not None else None
+
+    def on_ref() -> None:
+        try:
+            ref_r.recv(16)
+        except BlockingIOError:
+            return
+        order.append("ref")
+        session.call_soon(order.append, "marker")
+
+    session.add_reader(ref_r, on_ref)
+    late: list[str] = []
+    try:
+        for i in range(_ROUNDS):
+            eof = i == _ROUNDS - 1
+            order.clear()
+            sent = b"" if eof else b"chunk %02d" % i
+
+            def kick(sent: bytes = sent, eof: bool = eof) -> None:
+                # Inside one callback: the loop cannot poll until both are readable.
+                ref_w.send(b"r")
+                if eof:
+                    peer.shutdown(socket.SHUT_WR)
+                else:
+                    peer.sendall(sent)
+                watched = [ref_r] + ([fd] if fd is not None else [])
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:
+                    ready, _, _ = plain_select(watched, [], [], 0.1)
+                    if len(ready) == len(watched):
+                        break
+
+            what = "eof" if eof else "data"
+            session.call_soon(kick)
+            with waiting_for(
+                lambda i=i, what=what: f"round {i + 1}: {what} and the marker (so far {order})"
+            ):
+                while what not in order or "marker" not in order:
+                    await session.sleep(0.001)
+            if order.index(what) > order.index("marker"):
+                late.append(f"round {i + 1}: {order}")
+        if not late:
+            assert bytes(got) == b"".join(b"chunk %02d" % i for i in range(_ROUNDS - 1)), (
+                f"the protocol got {bytes(got)!r}, not the chunks the peer sent"
+            )
+    finally:
+        session.remove_reader(ref_r)
+        ref_r.close()
+        ref_w.close()
+        peer.close()
+        transport.abort()
+    assert not late, (
+        f"in {len(late)} of {_ROUNDS} rounds the protocol saw the bytes one loop iteration"
+        " after the transport's socket was readable: a marker the loop scheduled in the same"
+        " poll (from a reference add_reader) ran first ("
+        + "; ".join(late[:3])
+        + "). The transport queues each chunk (call_soon, its own loop's queue, a future's"
+        " done-callback) instead of calling the protocol from its read path"
     )
-    await _finish(server, cli, srv)

@@ -3,10 +3,11 @@
 Rule: each mutant is **one** plausible bug applied to a working backend -- the worked
 example (``example_backend.SelectorsBackend``, tier 1 only, so the core's transports and
 tasks run on it) or the asyncio backend (through its ``session_class`` and
-``transport_class`` hooks) -- and says which rule it breaks. A suite that cannot tell a
-mutant from a good backend has a gap; a verdict that does not name the broken rule is
-one a backend author cannot act on. So each mutant also lists the checks that must
-catch it and words their messages must contain.
+``transport_class`` hooks) -- and says which rule it breaks, by its clause id
+(``rules.CLAUSES``). A suite that cannot tell a mutant from a good backend has a gap; a
+verdict that does not name the broken rule is one a backend author cannot act on. So
+each mutant also lists the checks that must catch it and words their messages must
+contain, and one of its failures must name its clause.
 
 Each mutant is a backend class, named ``module:Class`` like any third-party backend::
 
@@ -54,6 +55,9 @@ class Mutant:
     checks: tuple[str, ...]
     #: Words (case-insensitive) each of which some failure's detail must contain.
     expect: tuple[str, ...]
+    #: The ids of the contract clauses it breaks (``rules.CLAUSES``); some failure must
+    #: name one of them (``[clause.id]``).
+    clauses: tuple[str, ...] = ()
 
 
 MUTANTS: dict[str, Mutant] = {}
@@ -63,16 +67,30 @@ _BARE = re.compile(r"[\w.]+(:\s*\S{0,20})?")
 
 
 def mutant(
-    layer: str, rule: str, *, checks: Iterable[str], expect: Iterable[str]
+    layer: str,
+    rule: str,
+    *,
+    clauses: Iterable[str],
+    checks: Iterable[str],
+    expect: Iterable[str],
 ) -> Callable[[type[Any]], type[polyloop.Backend]]:
     """Register the decorated class as a mutant; returns the backend class.
+
+    ``clauses``: the contract clauses it breaks, by id (at least one); ``checks``: the
+    checks that must catch it; ``expect``: words their failures must contain.
 
     The class may be a backend, a session (selectors or asyncio), a transport (the core's
     ``SocketTransport``/``SocketDatagramTransport``, or the asyncio adapter's), a
     ``CoroutineTask`` or a ``Future``: it is wrapped in the smallest backend that uses it.
     """
 
+    from ..rules import check_ids
+
+    ids = check_ids(clauses)
+
     def register(cls: type[Any]) -> type[polyloop.Backend]:
+        if not ids:
+            raise ValueError(f"mutant {cls.__name__!r} names no contract clause (clauses=[...])")
         backend = _backend_for(cls)
         backend.__name__ = backend.__qualname__ = cls.__name__
         backend.__module__ = cls.__module__
@@ -81,7 +99,7 @@ def mutant(
         if name in MUTANTS:
             raise ValueError(f"mutant {name!r} registered twice")
         MUTANTS[name] = Mutant(
-            name, layer, rule, f"{cls.__module__}:{name}", tuple(checks), tuple(expect)
+            name, layer, rule, f"{cls.__module__}:{name}", tuple(checks), tuple(expect), ids
         )
         return backend
 
@@ -152,7 +170,8 @@ def verdict(mutant: Mutant, results: list[CheckResult]) -> tuple[bool, list[str]
     """Whether ``results`` kill ``mutant`` as required, and what is missing if not.
 
     Killed: at least one case failed, each expected word is in some failure's detail,
-    and no failure's detail is bare (empty, ``None``, or a bare exception name).
+    some failure names one of the mutant's clauses (``[clause.id]``), and no failure's
+    detail is bare (empty, ``None``, or a bare exception name).
     """
     failed = [r for r in results if r.status == "fail"]
     problems = []
@@ -162,6 +181,9 @@ def verdict(mutant: Mutant, results: list[CheckResult]) -> tuple[bool, list[str]
     for word in mutant.expect:
         if word.lower() not in text:
             problems.append(f"no failure says {word!r}")
+    if failed and mutant.clauses and not any(f"[{c}]" in text for c in mutant.clauses):
+        named = ", ".join(mutant.clauses)
+        problems.append(f"no failure names the broken clause ({named})")
     own = select_own(mutant, failed)
     for r in own:
         if is_bare(r.detail):
@@ -248,7 +270,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"         ! {problem}", flush=True)
         if failed:
             first = next((r for r in failed if r.check in m.checks), failed[0])
-            print(f"         {first.check}: {first.detail.splitlines()[0][:300]}", flush=True)
+            lines = first.detail.splitlines()
+            print(f"         {first.check}: {lines[0][:300]}", flush=True)
+            for line in lines[1:]:
+                if line.strip().startswith("rule ["):
+                    print(f"           {line.strip()[:300]}", flush=True)
 
     results = run_mutants(
         args.names or None, full=args.full, timeout=args.timeout, jobs=args.jobs, progress=show

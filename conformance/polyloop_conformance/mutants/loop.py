@@ -35,7 +35,8 @@ class _Uncancellable(_Handle):
 @mutant(
     "scheduling",
     "call_soon callbacks run in FIFO order",
-    checks=["timers.call_soon_fifo"],
+    clauses=["loop.call_soon.fifo"],
+    checks=["scheduling.call_soon_fifo"],
     expect=["FIFO"],
 )
 class CallSoonLifo(SelectorsSession):
@@ -48,7 +49,8 @@ class CallSoonLifo(SelectorsSession):
 @mutant(
     "scheduling",
     "call_soon never runs the callback before it returns",
-    checks=["timers.call_soon_not_inline"],
+    clauses=["loop.call_soon.never_inline"],
+    checks=["scheduling.call_soon_not_inline"],
     expect=["before returning"],
 )
 class CallSoonInline(SelectorsSession):
@@ -61,7 +63,8 @@ class CallSoonInline(SelectorsSession):
 @mutant(
     "scheduling",
     "a cancelled call_soon handle never runs",
-    checks=["timers.call_soon_cancel"],
+    clauses=["loop.call_soon.cancel"],
+    checks=["scheduling.call_soon_cancel"],
     expect=["cancelled before it ran still ran"],
 )
 class CallSoonCancelIgnored(SelectorsSession):
@@ -74,6 +77,7 @@ class CallSoonCancelIgnored(SelectorsSession):
 @mutant(
     "timers",
     "call_later(d) runs no sooner than d seconds later",
+    clauses=["loop.call_later.not_early"],
     checks=["timers.call_later_delay", "timers.sleep_duration"],
     expect=["timers fire early"],
 )
@@ -87,6 +91,7 @@ class CallLaterAtOnce(SelectorsSession):
 @mutant(
     "timers",
     "call_later(d) runs no sooner than d seconds later (a unit slip: ds)",
+    clauses=["loop.call_later.not_early"],
     checks=["timers.call_later_delay", "tasks.wait_for_timeout"],
     expect=["timers fire early"],
 )
@@ -100,6 +105,7 @@ class CallLaterTenthOfTheDelay(SelectorsSession):
 @mutant(
     "timers",
     "call_later callbacks fire in deadline order",
+    clauses=["loop.call_later.deadline_order"],
     checks=["timers.call_later_order"],
     expect=["deadline order"],
 )
@@ -121,6 +127,7 @@ class CallLaterFifo(SelectorsSession):
 @mutant(
     "timers",
     "a cancelled call_later never fires",
+    clauses=["loop.call_later.cancel"],
     checks=["timers.call_later_cancel"],
     expect=["never fires"],
 )
@@ -136,7 +143,8 @@ class CallLaterCancelIgnored(SelectorsSession):
 @mutant(
     "timers",
     "time() is a monotonic clock",
-    checks=["lifecycle.time_monotonic"],
+    clauses=["loop.time.monotonic"],
+    checks=["timers.time_monotonic"],
     expect=["time() went back"],
 )
 class TimeGoesBack(SelectorsSession):
@@ -150,6 +158,7 @@ class TimeGoesBack(SelectorsSession):
 @mutant(
     "timers",
     "time() is the clock, in seconds, that call_later uses",
+    clauses=["loop.call_later.not_early"],
     checks=["timers.call_later_delay"],
     expect=["time() is not the monotonic clock"],
 )
@@ -164,6 +173,7 @@ class TimeRunsFast(SelectorsSession):
 @mutant(
     "threads",
     "call_soon_threadsafe wakes the loop",
+    clauses=["loop.call_soon_threadsafe.wakes"],
     checks=["threads.call_soon_threadsafe"],
     expect=["no wake-up"],
 )
@@ -177,6 +187,7 @@ class ThreadsafeNoWakeUp(SelectorsSession):
 @mutant(
     "threads",
     "each thread's call_soon_threadsafe calls run in the order it made them",
+    clauses=["loop.call_soon_threadsafe.order"],
     checks=["threads.call_soon_threadsafe_many"],
     expect=["in the order it made them"],
 )
@@ -191,6 +202,7 @@ class ThreadsafeLifo(SelectorsSession):
 @mutant(
     "context",
     "call_soon_threadsafe callbacks run in a copy of the session's context",
+    clauses=["loop.call_soon_threadsafe.wakes"],
     checks=["threads.call_soon_threadsafe"],
     expect=["copy of the session's context"],
 )
@@ -204,6 +216,7 @@ class ThreadsafeInCallersContext(SelectorsSession):
 @mutant(
     "threads",
     "run_in_thread runs fn in another thread",
+    clauses=["threads.run_in_thread.outcome"],
     checks=["threads.run_in_thread_result"],
     expect=["on the loop's thread"],
 )
@@ -215,6 +228,7 @@ class RunInThreadInline(SelectorsSession):
 @mutant(
     "threads",
     "run_in_thread raises fn's exception in the caller",
+    clauses=["threads.run_in_thread.outcome"],
     checks=["threads.run_in_thread_exception"],
     expect=["although fn raised"],
 )
@@ -232,6 +246,7 @@ class RunInThreadLosesError(SelectorsSession):
 @mutant(
     "context",
     "run_in_thread runs fn in a copy of the caller's context",
+    clauses=["threads.run_in_thread.context"],
     checks=["threads.run_in_thread_context"],
     expect=["copy of the caller's context"],
 )
@@ -249,6 +264,7 @@ _leaked_pools: list[concurrent.futures.ThreadPoolExecutor] = []
 @mutant(
     "shutdown",
     "no thread started by a run outlives it",
+    clauses=["run.disposes_everything"],
     checks=["cleanliness.no_thread_leak"],
     expect=["threads left running after run()"],
 )
@@ -270,7 +286,8 @@ class RunInThreadLeaksPool(SelectorsSession):
 @mutant(
     "context",
     "callbacks run in a copy of the caller's context",
-    checks=["timers.callback_context"],
+    clauses=["loop.callback.context"],
+    checks=["scheduling.callback_context"],
     expect=["copy of the caller's context"],
 )
 class CallbacksInLoopContext(SelectorsSession):
@@ -303,7 +320,8 @@ class _OutsideContextBackend(SelectorsBackend):
 @mutant(
     "context",
     "an owned loop runs in session.context: protocol callbacks find the session",
-    checks=["lifecycle.current_backend_in_callbacks"],
+    clauses=["session.current_everywhere"],
+    checks=["session.current_backend_in_callbacks"],
     expect=["current_backend() was wrong"],
 )
 class LoopOutsideContext(_OutsideContextBackend):
@@ -316,7 +334,8 @@ class LoopOutsideContext(_OutsideContextBackend):
 @mutant(
     "readiness",
     "remove_reader/remove_writer return whether the fd was watched",
-    checks=["lifecycle.readiness_callbacks"],
+    clauses=["loop.remove_reader.never_after"],
+    checks=["readiness.callbacks"],
     expect=["of a watched fd is not True"],
 )
 class RemoveReturnsNone(SelectorsSession):
@@ -332,7 +351,8 @@ class RemoveReturnsNone(SelectorsSession):
 @mutant(
     "readiness",
     "add_reader refuses what is not an fd with ValueError",
-    checks=["lifecycle.readiness_bad_fd"],
+    clauses=["loop.add_reader.bad_fd"],
+    checks=["readiness.bad_fd"],
     expect=["add_reader('x') raised AttributeError"],
 )
 class UncheckedFd(SelectorsSession):
@@ -375,7 +395,8 @@ class _StaleBackend(SelectorsBackend):
 @mutant(
     "readiness",
     "a reader removed by remove_reader is not called any more",
-    checks=["lifecycle.readiness_callbacks"],
+    clauses=["loop.remove_reader.never_after"],
+    checks=["readiness.callbacks"],
     expect=["ran after remove_reader()"],
 )
 class ReaderRunsAfterRemove(_StaleBackend):
@@ -399,7 +420,8 @@ class _RaisingHandle(_Handle):
 @mutant(
     "scheduling",
     "an exception in a callback is logged and the loop goes on",
-    checks=["timers.callback_error_logged"],
+    clauses=["loop.callback.error_logged"],
+    checks=["scheduling.callback_error_logged"],
     expect=["deliberate callback failure"],
 )
 class CallbackErrorStopsLoop(SelectorsSession):
@@ -412,7 +434,8 @@ class CallbackErrorStopsLoop(SelectorsSession):
 @mutant(
     "scheduling",
     "an exception in a callback is logged",
-    checks=["timers.callback_error_logged"],
+    clauses=["loop.callback.error_logged"],
+    checks=["scheduling.callback_error_logged"],
     expect=["were logged"],
 )
 class CallbackErrorSilent(SelectorsSession):
@@ -443,6 +466,7 @@ class CallbackErrorSilent(SelectorsSession):
 @mutant(
     "shutdown",
     "the end of a run closes servers and connections (no fd outlives run)",
+    clauses=["run.disposes_everything"],
     checks=["cleanliness.no_fd_leak", "cleanliness.connections_lost"],
     expect=["fd(s) leaked", "connection_lost"],
 )
@@ -454,6 +478,7 @@ class EndDisposesNothing(SelectorsSession, core_override=True):
 @mutant(
     "shutdown",
     "the end of a run cancels the tasks left running",
+    clauses=["run.end_cancels_tasks"],
     checks=["cleanliness.tasks_cancelled"],
     expect=["cancels leftover tasks"],
 )
@@ -466,7 +491,8 @@ class EndLeavesTasks(SelectorsSession, core_override=True):
 @mutant(
     "shutdown",
     "the end of a session runs its on_close hooks",
-    checks=["lifecycle.session_ends_with_run"],
+    clauses=["session.ends_with_run"],
+    checks=["session.ends_with_run"],
     expect=["on_close hooks ran 0 times"],
 )
 class EndSkipsHooks(SelectorsSession, core_override=True):
@@ -478,6 +504,7 @@ class EndSkipsHooks(SelectorsSession, core_override=True):
 @mutant(
     "shutdown",
     "on_close hooks run last, after the connections are gone",
+    clauses=["run.end_order"],
     checks=["cleanliness.end_order"],
     expect=["on_close hooks ran"],
 )
@@ -492,6 +519,7 @@ class EndHooksFirst(SelectorsSession, core_override=True):
 @mutant(
     "shutdown",
     "the end of a run cancels tasks before it aborts connections",
+    clauses=["run.end_order"],
     checks=["cleanliness.end_order"],
     expect=["tasks are cancelled first"],
 )
@@ -523,6 +551,7 @@ class _LeakyBackend(SelectorsBackend):
 @mutant(
     "shutdown",
     "run disposes of its loop: no fd outlives run",
+    clauses=["run.disposes_everything"],
     checks=["cleanliness.no_fd_leak"],
     expect=["fd(s) leaked by one run"],
 )
@@ -539,7 +568,8 @@ class _DropsResultBackend(SelectorsBackend):
 @mutant(
     "lifecycle",
     "run(main) returns what main returns",
-    checks=["lifecycle.run_returns_result"],
+    clauses=["run.returns_main_result"],
+    checks=["run.returns_result"],
     expect=["returns what main returns"],
 )
 class RunDropsResult(_DropsResultBackend):
@@ -558,8 +588,59 @@ class _SwallowsErrorBackend(SelectorsBackend):
 @mutant(
     "lifecycle",
     "an exception main raises propagates out of run",
-    checks=["lifecycle.run_propagates_exception"],
+    clauses=["run.propagates_main_exception"],
+    checks=["run.propagates_exception"],
     expect=["lost main's exception"],
 )
 class RunSwallowsError(_SwallowsErrorBackend):
     pass
+
+
+@mutant(
+    "scheduling",
+    "sleep(0) yields to the loop",
+    clauses=["loop.sleep_zero.yields"],
+    checks=["scheduling.sleep_zero_yields", "starttls.protocol_api_upgrade"],
+    expect=["sleep(0)", "the loop is busy, not asleep"],
+)
+class SleepZeroNoYield(SelectorsSession, core_override=True):
+    async def sleep(self, seconds: float) -> None:
+        if seconds == 0:
+            return  # returns at once: a `while ...: await sleep(0)` never lets the loop run
+        await super().sleep(seconds)
+
+
+@mutant(
+    "lifecycle",
+    "run(main) returns main's result: the loop's disposal does not fail",
+    clauses=["run.returns_main_result"],
+    checks=["run.returns_result", "timers.call_later_order"],
+    expect=["OSError: [Errno 9]", "inside an ExceptionGroup"],
+)
+class DisposalErrorGrouped(SelectorsBackend):
+    """A run() that, like a structured-concurrency loop's, reports what went wrong at
+    its end as an ExceptionGroup: the verdict must show the OSError inside it."""
+
+    def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
+        super().own_loop(body)
+        error = OSError(9, "Bad file descriptor (closing the selector)")
+        raise ExceptionGroup("unhandled errors in the loop's disposal", [error])
+
+
+@mutant(
+    "scheduling",
+    "call_soon callbacks run (on the next loop iteration)",
+    clauses=["loop.call_soon.fifo"],
+    checks=["scheduling.call_soon_fifo"],
+    expect=["hung", "had not started the check's coroutine"],
+)
+class CallSoonNeverRuns(SelectorsSession):
+    """Every case hangs: not even main's first step runs (the budget tests use it)."""
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> polyloop.Handle:
+        handle = _Handle(fn, args, 0)
+        self.loop.from_threads.append(handle)  # a queue the loop reads only when woken
+        return handle
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        pass  # nothing from other threads either: the loop never wakes

@@ -10,6 +10,7 @@ from typing import Any
 
 from polyloop.lowlevel import SocketTransport, aborted
 
+from ..example_backend import _Handle
 from . import mutant
 
 # --- writes ---
@@ -18,6 +19,7 @@ from . import mutant
 @mutant(
     "transports",
     "a write after close() is a silent no-op, also while flushing",
+    clauses=["transport.write.after_close_noop"],
     checks=["close.write_after_close_buffered"],
     expect=["silent no-op"],
 )
@@ -32,6 +34,7 @@ class WriteAfterCloseQueued(SocketTransport):
 @mutant(
     "transports",
     "write(str) raises TypeError",
+    clauses=["transport.write.bytes_only"],
     checks=["errors.write_str"],
     expect=["did not raise TypeError"],
 )
@@ -47,6 +50,7 @@ class WriteEncodesStr(SocketTransport):
 @mutant(
     "transports",
     "write() after write_eof() raises RuntimeError",
+    clauses=["transport.write_eof.then_write_raises"],
     checks=["halfclose.write_after_eof"],
     expect=["did not raise RuntimeError"],
 )
@@ -60,6 +64,7 @@ class WriteAfterEofDropped(SocketTransport):
 @mutant(
     "transports",
     "write() copies what it buffers: the caller may reuse a bytearray",
+    clauses=["transport.write.copies"],
     checks=["writes.bytearray_copied_buffered"],
     expect=["copies what it buffers"],
 )
@@ -90,12 +95,29 @@ class WriteKeepsReference(SocketTransport):
 @mutant(
     "transports",
     "the protocol is called directly on the data path",
-    checks=["writes.direct_data_path"],
+    clauses=["protocol.data_path.direct"],
+    checks=["protocol.direct_data_path"],
     expect=["instead of calling the protocol"],
 )
 class DataThroughCallSoon(SocketTransport):
     def feed_data(self, data: bytes) -> None:
         self._session.call_soon(super().feed_data, data)
+
+
+@mutant(
+    "transports",
+    "the protocol is called directly on the data path (not a loop iteration later)",
+    clauses=["protocol.data_path.direct"],
+    checks=["protocol.direct_data_path"],
+    expect=["one loop iteration after the transport's socket was readable"],
+)
+class DataThroughOwnQueue(SocketTransport):
+    """Each chunk goes through the loop's own ready queue, not ``session.call_soon``: a
+    check that watched ``call_soon`` saw nothing, so only a judge from outside sees it."""
+
+    def feed_data(self, data: bytes) -> None:
+        loop = self._session.loop  # type: ignore[attr-defined]
+        loop.ready.append(_Handle(super().feed_data, (data,), 0))
 
 
 # --- close ---
@@ -104,8 +126,9 @@ class DataThroughCallSoon(SocketTransport):
 @mutant(
     "transports",
     "close() flushes buffered data first",
-    checks=["close.flushes"],
-    expect=["close() must flush"],
+    clauses=["transport.close.flushes"],
+    checks=["close.flushes", "close.flushes_to_plain_peer"],
+    expect=["close() must flush", "the closing end (the backend under test) broke the rule"],
 )
 class CloseDropsBuffer(SocketTransport):
     def close(self) -> None:
@@ -116,6 +139,7 @@ class CloseDropsBuffer(SocketTransport):
 @mutant(
     "transports",
     "connection_lost is never called from inside close()",
+    clauses=["transport.close.not_reentrant"],
     checks=["close.lost_not_reentrant"],
     expect=["from inside close()"],
 )
@@ -130,6 +154,7 @@ class CloseReportsInline(SocketTransport):
 @mutant(
     "transports",
     "close() again is a no-op: connection_lost runs once",
+    clauses=["transport.close.idempotent"],
     checks=["close.idempotent"],
     expect=["close() again is a no-op"],
 )
@@ -144,6 +169,7 @@ class CloseTwiceLostTwice(SocketTransport):
 @mutant(
     "transports",
     "is_closing() is True once close() was called",
+    clauses=["transport.is_closing"],
     checks=["close.is_closing", "close.is_closing_buffered"],
     expect=["False right after close()"],
 )
@@ -155,6 +181,7 @@ class IsClosingOnlyOnceLost(SocketTransport):
 @mutant(
     "transports",
     "is_closing() is True at once after close(), also while flushing",
+    clauses=["transport.is_closing"],
     checks=["close.is_closing_buffered"],
     expect=["still buffered"],
 )
@@ -166,7 +193,8 @@ class IsClosingWhenFlushed(SocketTransport):
 @mutant(
     "transports",
     "connection_lost is called exactly once, last",
-    checks=["cleanliness.connections_lost", "lifecycle.made_once_lost_once"],
+    clauses=["protocol.order", "run.end_loses_connections"],
+    checks=["cleanliness.connections_lost", "protocol.made_once_lost_once"],
     expect=["exactly one connection_lost"],
 )
 class LostNeverReported(SocketTransport):
@@ -178,7 +206,8 @@ class LostNeverReported(SocketTransport):
 @mutant(
     "transports",
     "connection_made is called exactly once, first",
-    checks=["lifecycle.made_once_lost_once", "lifecycle.callback_order"],
+    clauses=["protocol.order"],
+    checks=["protocol.made_once_lost_once", "protocol.callback_order"],
     expect=["exactly once"],
 )
 class MadeTwice(SocketTransport):
@@ -196,6 +225,7 @@ class MadeTwice(SocketTransport):
 @mutant(
     "transports",
     "abort() reports connection_lost(ConnectionAbortedError)",
+    clauses=["transport.abort.local_error"],
     checks=["abort.local_aborted_error"],
     expect=["expected a ConnectionAbortedError"],
 )
@@ -218,8 +248,9 @@ class AbortReportsNone(SocketTransport):
 @mutant(
     "transports",
     "abort() resets the connection: the peer sees a reset, not EOF",
+    clauses=["transport.abort.resets_peer"],
     checks=["abort.peer_reset"],
-    expect=["abort() resets"],
+    expect=["the aborting end (the backend under test) broke the rule", "a clean EOF (FIN)"],
 )
 class AbortWithoutReset(SocketTransport):
     def abort(self) -> None:
@@ -230,7 +261,24 @@ class AbortWithoutReset(SocketTransport):
 
 @mutant(
     "transports",
+    "an incoming reset is reported as an error, never as a clean EOF",
+    clauses=["transport.reset.not_eof"],
+    checks=["abort.reset_reported", "abort.peer_stream_reset"],
+    expect=["the receiving end (the backend under test) broke the rule"],
+)
+class ResetAsEof(SocketTransport):
+    def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, ConnectionResetError) and self._reading:
+            self.stop_reader()
+            self.feed_eof()  # "the peer went away": reported as a clean EOF
+            return
+        super().fail(exc)
+
+
+@mutant(
+    "transports",
     "connection_lost is never called from inside abort()",
+    clauses=["transport.abort.local_error"],
     checks=["abort.local_aborted_error"],
     expect=["from inside abort()"],
 )
@@ -246,6 +294,7 @@ class AbortReportsInline(SocketTransport):
 @mutant(
     "transports",
     "abort() drops buffered data",
+    clauses=["transport.abort.drops_buffer"],
     checks=["abort.drops_buffer"],
     expect=["abort() drops buffered data"],
 )
@@ -268,6 +317,7 @@ class AbortFlushesFirst(SocketTransport):
 @mutant(
     "transports",
     "abort() after a close() that is still flushing drops the rest",
+    clauses=["transport.abort.drops_buffer"],
     checks=["abort.after_close_buffered"],
     expect=["did not drop the buffer"],
 )
@@ -284,6 +334,7 @@ class AbortAfterCloseIgnored(SocketTransport):
 @mutant(
     "transports",
     "a falsy eof_received closes the transport",
+    clauses=["protocol.eof_received.return_value"],
     checks=["halfclose.falsy_closes"],
     expect=["did not close itself"],
 )
@@ -296,6 +347,7 @@ class EofNeverCloses(SocketTransport):
 @mutant(
     "transports",
     "eof_received returning True keeps the connection half-open",
+    clauses=["protocol.eof_received.return_value"],
     checks=["halfclose.true_keeps_open"],
     expect=["keeps the connection half-open"],
 )
@@ -309,8 +361,9 @@ class EofAlwaysCloses(SocketTransport):
 @mutant(
     "transports",
     "write_eof flushes, then half-closes",
-    checks=["halfclose.write_eof_flushes"],
-    expect=["write_eof flushes"],
+    clauses=["transport.write_eof.half_close"],
+    checks=["halfclose.write_eof_flushes", "halfclose.write_eof_to_plain_peer"],
+    expect=["write_eof flushes", "the half-closing end (the backend under test) broke"],
 )
 class WriteEofNoFlush(SocketTransport):
     def write_eof(self) -> None:
@@ -327,6 +380,7 @@ class WriteEofNoFlush(SocketTransport):
 @mutant(
     "flow",
     "pause_writing once the buffer grows past the high-water mark",
+    clauses=["transport.flow.pause_writing"],
     checks=["flow.pause_resume_writing"],
     expect=["pause_writing never came"],
 )
@@ -338,6 +392,7 @@ class NeverPausesWriting(SocketTransport):
 @mutant(
     "flow",
     "pause_writing comes only past the high-water mark",
+    clauses=["transport.flow.pause_writing"],
     checks=["flow.pause_resume_writing"],
     expect=["at or below the high-water mark"],
 )
@@ -351,6 +406,7 @@ class PausesAtLowMark(SocketTransport):
 @mutant(
     "flow",
     "pause_writing and resume_writing alternate, starting with pause_writing",
+    clauses=["transport.flow.pause_writing"],
     checks=["flow.pause_resume_writing"],
     expect=["do not alternate"],
 )
@@ -366,6 +422,7 @@ class ResumesWhenEmpty(SocketTransport):
 @mutant(
     "flow",
     "pause_writing and resume_writing alternate",
+    clauses=["transport.flow.buffer_size"],
     checks=["flow.buffer_size_grows"],
     expect=["came again while paused"],
 )
@@ -379,6 +436,7 @@ class PausesOnEveryWrite(SocketTransport):
 @mutant(
     "flow",
     "set_write_buffer_limits: ValueError unless 0 <= low <= high",
+    clauses=["transport.flow.limits_validated"],
     checks=["flow.set_write_buffer_limits_validation"],
     expect=["was accepted"],
 )
@@ -391,6 +449,7 @@ class LimitsUnchecked(SocketTransport):
 @mutant(
     "flow",
     "get_write_buffer_size() counts the bytes not yet handed to the kernel",
+    clauses=["transport.flow.buffer_size"],
     checks=["flow.pause_resume_writing", "flow.buffer_size_grows"],
     expect=["with 0 bytes buffered"],
 )
@@ -402,6 +461,7 @@ class BufferSizeAlwaysZero(SocketTransport):
 @mutant(
     "flow",
     "pause_reading stops reading the socket, so the kernel pushes back",
+    clauses=["transport.pause_reading.pushes_back"],
     checks=["flow.paused_reading_pushes_back"],
     expect=["stops reading the socket"],
 )
@@ -440,6 +500,7 @@ class PauseReadingKeepsReading(SocketTransport):
 @mutant(
     "flow",
     "is_reading() is False between pause_reading() and resume_reading()",
+    clauses=["transport.pause_reading"],
     checks=["flow.pause_reading"],
     expect=["is_reading() is True after pause_reading()"],
 )
@@ -451,6 +512,7 @@ class IsReadingAlwaysTrue(SocketTransport):
 @mutant(
     "flow",
     "resume_reading() undoes pause_reading()",
+    clauses=["transport.pause_reading"],
     checks=["flow.pause_reading"],
     expect=["resume_reading undoes pause_reading"],
 )
@@ -465,7 +527,8 @@ class ResumeReadingForgets(SocketTransport):
 @mutant(
     "lifecycle",
     "peername and sockname are the two ends' socket addresses",
-    checks=["lifecycle.addresses"],
+    clauses=["transport.extra_info"],
+    checks=["addresses.extra_info"],
     expect=["client peername is"],
 )
 class PeernameIsSockname(SocketTransport):
@@ -478,7 +541,8 @@ class PeernameIsSockname(SocketTransport):
 @mutant(
     "lifecycle",
     "get_extra_info(name, default) returns default for an unknown key",
-    checks=["lifecycle.addresses"],
+    clauses=["transport.extra_info"],
+    checks=["addresses.extra_info"],
     expect=["get_extra_info('no-such-key', 42)"],
 )
 class ExtraInfoIgnoresDefault(SocketTransport):
@@ -489,7 +553,8 @@ class ExtraInfoIgnoresDefault(SocketTransport):
 @mutant(
     "lifecycle",
     "connect_* calls connection_made before returning",
-    checks=["lifecycle.callback_order", "writes.order"],
+    clauses=["protocol.order"],
+    checks=["protocol.callback_order", "writes.order"],
     expect=["connection_made was called only after connect_tcp returned"],
 )
 class ConnectionMadeLate(SocketTransport):
@@ -511,7 +576,8 @@ class _Placeholder:
 @mutant(
     "errors",
     "TCP_NODELAY is on for every TCP connection",
-    checks=["pools.nodelay_by_default"],
+    clauses=["sockets.nodelay"],
+    checks=["sockets.nodelay_by_default"],
     expect=["TCP_NODELAY is off"],
 )
 class NoNodelay(SocketTransport):
@@ -519,3 +585,17 @@ class NoNodelay(SocketTransport):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
         super().__init__(session, sock, factory)
+
+
+@mutant(
+    "transports",
+    "a clean close of the peer reaches the protocol as eof_received, then connection_lost(None)",
+    clauses=["transport.close.peer_sees_eof"],
+    checks=["halfclose.eof_from_plain_peer"],
+    expect=["the receiving end (the backend under test) broke the rule"],
+)
+class EofAsReset(SocketTransport):
+    """The peer's FIN taken for an error: no eof_received, connection_lost(an error)."""
+
+    def feed_eof(self) -> None:
+        self.fail(ConnectionResetError(104, "Connection reset by peer"))

@@ -27,6 +27,7 @@ def _is_error(value: Any) -> bool:
 @mutant(
     "tasks",
     "awaiting a failed task raises its exception",
+    clauses=["task.outcome"],
     checks=["tasks.spawn_exception"],
     expect=["lost its exception"],
 )
@@ -38,6 +39,7 @@ class TaskSwallowsErrors(CoroutineTask[Any]):
 @mutant(
     "tasks",
     "awaiting a task gives its coroutine's result",
+    clauses=["task.outcome"],
     checks=["tasks.spawn_result"],
     expect=["whose coroutine returns 42 gave None"],
 )
@@ -49,7 +51,8 @@ class TaskLosesResult(CoroutineTask[Any]):
 @mutant(
     "tasks",
     "a task's coroutine runs in the task's context (current_task() is it)",
-    checks=["taskapi.current_task", "lifecycle.current_backend"],
+    clauses=["task.api"],
+    checks=["taskapi.current_task", "session.current_backend"],
     expect=["current_task"],
 )
 class TaskContextNotEntered(CoroutineTask[Any]):
@@ -61,6 +64,7 @@ class TaskContextNotEntered(CoroutineTask[Any]):
 @mutant(
     "cancellation",
     "cancel() delivers Cancelled at the task's current await",
+    clauses=["task.cancel"],
     checks=["tasks.cancel_at_await", "tasks.cancel_sleeping"],
     expect=["a cancelled task", "cancelled in sleep(60)"],
 )
@@ -72,6 +76,7 @@ class TaskCancelIgnored(CoroutineTask[Any]):
 @mutant(
     "cancellation",
     "cancel() wakes a task waiting on a future at once",
+    clauses=["task.cancel"],
     checks=["tasks.cancel_sleeping"],
     expect=["cancelled in sleep(60)"],
 )
@@ -87,6 +92,7 @@ class TaskCancelWaitsForWakeUp(CoroutineTask[Any]):
 @mutant(
     "cancellation",
     "cancel() of a pending task returns True",
+    clauses=["task.cancel"],
     checks=["tasks.cancel_at_await"],
     expect=["cancel() on a pending task returned False"],
 )
@@ -99,6 +105,7 @@ class TaskCancelReturnsFalse(CoroutineTask[Any]):
 @mutant(
     "cancellation",
     "cancel() of a finished task returns False and keeps its result",
+    clauses=["task.cancel_caught"],
     checks=["tasks.cancel_done_task"],
     expect=["cancel() on a finished task returned True"],
 )
@@ -110,6 +117,7 @@ class TaskCancelDoneSaysTrue(CoroutineTask[Any]):
 @mutant(
     "cancellation",
     "one cancellation type: awaiting a cancelled task raises Cancelled",
+    clauses=["task.cancel"],
     checks=["tasks.cancel_at_await"],
     expect=["not polyloop.Cancelled"],
 )
@@ -126,6 +134,7 @@ class TaskCancelledIsRuntimeError(CoroutineTask[Any]):
 @mutant(
     "cancellation",
     "cancelling() counts the cancel() requests",
+    clauses=["task.cancelling_counts"],
     checks=["futures.cancelling_counts"],
     expect=["two cancel() calls"],
 )
@@ -140,6 +149,7 @@ class TaskCancellingNotCounted(CoroutineTask[Any]):
 @mutant(
     "futures",
     "done-callbacks run soon after completion, never inside set_result",
+    clauses=["future.done_callbacks"],
     checks=["taskapi.done_callbacks"],
     expect=["inside set_result"],
 )
@@ -155,7 +165,8 @@ class FutureCallbacksInline(polyloop.Future[Any]):
 @mutant(
     "futures",
     "awaiting a future with an exception raises it",
-    checks=["timers.future_exception"],
+    clauses=["future.outcome"],
+    checks=["futures.exception"],
     expect=["instead of raising it"],
 )
 class FutureLosesException(polyloop.Future[Any]):
@@ -168,7 +179,8 @@ class FutureLosesException(polyloop.Future[Any]):
 @mutant(
     "futures",
     "cancel() makes awaiting the future raise Cancelled (and wakes it)",
-    checks=["timers.future_cancel"],
+    clauses=["future.cancel"],
+    checks=["futures.cancel"],
     expect=["a future cancelled by call_soon(fut.cancel)"],
 )
 class FutureCancelNoWakeUp(polyloop.Future[Any]):
@@ -185,6 +197,7 @@ class FutureCancelNoWakeUp(polyloop.Future[Any]):
 @mutant(
     "futures",
     "an exception nobody retrieves is logged when the future is garbage",
+    clauses=["task.unretrieved_error_logged"],
     checks=["futures.unretrieved_exception_logged"],
     expect=["log records"],
 )
@@ -198,6 +211,7 @@ class FutureForgetsErrors(polyloop.Future[Any]):
 @mutant(
     "futures",
     "set_exception(cls) stores an instance of cls",
+    clauses=["future.outcome"],
     checks=["futures.set_exception_rules"],
     expect=["not a LookupError instance"],
 )
@@ -239,6 +253,7 @@ class _SwallowingAsyncioSession(AsyncioSession):
 @mutant(
     "tasks",
     "awaiting a failed task raises its exception (asyncio backend)",
+    clauses=["task.outcome"],
     checks=["tasks.spawn_exception"],
     expect=["lost its exception"],
 )
