@@ -143,7 +143,7 @@ def _check_order(child: Child, what: str, pipes: tuple[int, ...] = (0, 1, 2)) ->
         assert n == 1, f"{what}: pipe_connection_lost({fd}) came {n} times, not once: {ev}"
 
 
-@check("processes")
+@check("processes", clauses=["process.returncode", "process.callback_order"])
 async def check_exit_codes(session: polyloop.Session) -> None:
     """The child's exit status is get_returncode(), 0 to 255, the same from exec and shell."""
     for code in (0, 1, 3, 255):
@@ -158,7 +158,7 @@ async def check_exit_codes(session: polyloop.Session) -> None:
         assert got == code, f"subprocess_shell('exit {code}') reports {got!r}"
 
 
-@check("processes")
+@check("processes", clauses=["process.killed_by_signal"])
 async def check_killed_by_signal(session: polyloop.Session) -> None:
     """A child killed by signal N reports -N (SIGKILL, SIGTERM, and one sent by send_signal)."""
     for how, signum in (("kill", signal.SIGKILL), ("terminate", signal.SIGTERM)):
@@ -184,7 +184,7 @@ async def check_killed_by_signal(session: polyloop.Session) -> None:
         )
 
 
-@check("processes")
+@check("processes", clauses=["process.callback_order"])
 async def check_callback_order(session: polyloop.Session) -> None:
     """connection_made first (before subprocess_exec returns), one pipe_connection_lost per
     pipe, process_exited once, connection_lost(None) last, after both."""
@@ -204,7 +204,7 @@ async def check_callback_order(session: polyloop.Session) -> None:
     assert not [e for e in child.events if isinstance(e, tuple) and e[:2] == ("pipe_lost", 0)]
 
 
-@check("processes")
+@check("processes", clauses=["process.stdin_eof"])
 async def check_stdin_eof_reaches_child(session: polyloop.Session) -> None:
     """write_eof() on stdin is EOF for the child: cat echoes what it got and exits 0."""
     child = await _run(session, "cat")
@@ -219,7 +219,7 @@ async def check_stdin_eof_reaches_child(session: polyloop.Session) -> None:
     _check_order(child, "cat")
 
 
-@check("processes", timeout=60)
+@check("processes", timeout=60, clauses=["process.flow_control"])
 async def check_big_through_cat(session: polyloop.Session) -> None:
     """10 MB through cat: stdin pauses the writer past its high-water mark, and every byte
     comes back in order (sha256), at the protocol level and through open_process's Streams."""
@@ -260,7 +260,7 @@ async def check_big_through_cat(session: polyloop.Session) -> None:
     assert process.returncode == 0, f"cat exited {process.returncode}"
 
 
-@check("processes")
+@check("processes", clauses=["process.cancel_kills"])
 async def check_cancel_wait_kills_and_reaps(session: polyloop.Session) -> None:
     """A cancelled Process.wait() (and run_process) kills the child and reaps it before
     Cancelled goes on."""
@@ -279,7 +279,7 @@ async def check_cancel_wait_kills_and_reaps(session: polyloop.Session) -> None:
     assert not _zombies(), f"zombies after a cancelled run_process: {_zombies()}"
 
 
-@check("processes")
+@check("processes", clauses=["process.missing_program"])
 async def check_missing_program(session: polyloop.Session) -> None:
     """A program that does not exist raises FileNotFoundError from subprocess_exec,
     open_process and run_process, and leaves no fd behind; the shell says 127."""
@@ -300,7 +300,7 @@ async def check_missing_program(session: polyloop.Session) -> None:
     assert result.returncode == 127, f"the shell's missing command exits {result.returncode}"
 
 
-@check("processes")
+@check("processes", clauses=["process.callback_order"])
 async def check_child_closes_stdout_early(session: polyloop.Session) -> None:
     """A child that closes its stdout and runs on: pipe_connection_lost(1) comes before
     process_exited, and connection_lost only after both."""
@@ -321,7 +321,7 @@ async def check_child_closes_stdout_early(session: polyloop.Session) -> None:
     _check_order(child, "early stdout close", pipes=(0, 1))
 
 
-@check("processes")
+@check("processes", clauses=["process.env_cwd"])
 async def check_env_and_cwd(session: polyloop.Session) -> None:
     """env replaces the environment and cwd sets the working directory, on exec and shell."""
     with temp_dir() as where:
@@ -343,7 +343,7 @@ async def check_env_and_cwd(session: polyloop.Session) -> None:
         )
 
 
-@check("processes", timeout=60)
+@check("processes", timeout=60, clauses=["process.no_leak"])
 async def check_no_zombie_no_fd(session: polyloop.Session) -> None:
     """50 children, each way of ending: afterwards no zombie, and as many fds open as before."""
     await polyloop.run_process(["true"])  # the session's first child may open fds it keeps
@@ -392,7 +392,7 @@ class PipeEnd(polyloop.Protocol):
             self.lost.set_result(None)
 
 
-@check("pipes", name="pipe_transports")
+@check("pipes", name="pipe_transports", clauses=["pipe.transport"])
 async def check_pipes(session: polyloop.Session) -> None:
     """connect_read_pipe/connect_write_pipe on os.pipe(): data, flow control, write_eof
     reaching the reader as eof_received then connection_lost(None), both fds closed."""
@@ -439,7 +439,7 @@ async def check_pipes(session: polyloop.Session) -> None:
         raise AssertionError("connect_read_pipe on a closed fd did not raise ValueError")
 
 
-@check("signals")
+@check("signals", clauses=["signal.receiver"])
 async def check_signal_receiver(session: polyloop.Session) -> None:
     """open_signal_receiver: a signal sent to the process arrives once, as signal.Signals,
     on the loop's thread; the handler installed before is back after the block. Off the
