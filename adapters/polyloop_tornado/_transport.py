@@ -523,7 +523,7 @@ class TornadoTransport(polyloop.Transport):
         protocol, self._protocol = self._protocol, None
         # The stream's callbacks are our bound methods: drop them (and the read buffer),
         # so that the stream <-> transport cycle does not outlive the connection.
-        self._stream.on_eof = None
+        self._stream.on_eof = self._stream.on_read = None
         self._stream.set_close_callback(None)
         self._buf = bytearray()
         try:

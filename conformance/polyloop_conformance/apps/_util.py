@@ -14,7 +14,7 @@ import polyloop
 
 from ..referee import waiting_for
 
-__all__ = ["Signal", "aclose_within", "shrink_socket_buffers", "within"]
+__all__ = ["Signal", "aclose_within", "linger_close", "shrink_socket_buffers", "within"]
 
 T = TypeVar("T")
 
@@ -106,3 +106,17 @@ async def aclose_within(stream: polyloop.Stream, seconds: float = 5.0) -> None:
         await polyloop.wait_for(stream.aclose(), seconds)
     except TimeoutError:
         stream.transport.abort()
+
+
+def linger_close(transport: polyloop.Transport, linger: float) -> polyloop.Handle | None:
+    """Close after an error reply without losing it: closing with unread request bytes in
+    the kernel makes it send a reset, and the client may then lose the reply. So read on
+    (the caller discards what comes), half-close, and abort after ``linger`` seconds
+    unless the client's EOF comes first (the caller cancels the returned handle then).
+    A transport that cannot half-close (TLS) is closed at once."""
+    transport.resume_reading()  # reading was maybe paused: drain it all
+    if transport.can_write_eof():
+        transport.write_eof()
+        return polyloop.call_later(linger, transport.abort)
+    transport.close()
+    return None

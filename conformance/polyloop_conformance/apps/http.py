@@ -39,7 +39,7 @@ import h11
 import polyloop
 
 from ._base import App, AppConfig, Running, register
-from ._util import aclose_within, within
+from ._util import aclose_within, linger_close, within
 
 __all__ = ["HTTPClient", "HTTPServerProtocol", "Response", "exercise", "pattern", "serve"]
 
@@ -356,12 +356,7 @@ class HTTPServerProtocol(polyloop.Protocol):
         # reset, and the client may lose our error response. So half-close and discard
         # what still comes, until the client's EOF, DRAIN_LIMIT bytes, or LINGER s.
         self.draining = True
-        self.transport.resume_reading()  # reading was maybe paused: drain it all
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-            self.linger = polyloop.call_later(LINGER, self.transport.abort)
-        else:
-            self.transport.close()
+        self.linger = linger_close(self.transport, LINGER)
 
 
 async def serve(config: AppConfig) -> Running:

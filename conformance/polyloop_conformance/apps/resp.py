@@ -47,7 +47,7 @@ from ._resp import (
     encode,
     encode_pieces,
 )
-from ._util import aclose_within, within
+from ._util import aclose_within, linger_close, within
 
 __all__ = ["RespClient", "RespProtocol", "exercise", "serve"]
 
@@ -178,12 +178,7 @@ class RespProtocol(polyloop.Protocol):
         """
         self.draining = True
         self.reply = None
-        self.transport.resume_reading()  # reading was maybe paused: drain it all
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-            self.linger = polyloop.call_later(LINGER, self.transport.abort)
-        else:
-            self.transport.close()
+        self.linger = linger_close(self.transport, LINGER)
 
 
 async def serve(config: AppConfig) -> Running:
