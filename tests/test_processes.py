@@ -211,3 +211,28 @@ def test_signal_receiver_and_processes_in_host_mode() -> None:
 
     assert asyncio.run(main()) == (signal.SIGUSR1, b"hosted")
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reaping_without_pidfd(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``os.pidfd_open`` is missing (not Linux, or a kernel before 5.3), a thread per
+    child waits in ``waitpid`` and hands the status back: the same exit codes, nothing
+    left behind, and a child still running at the end is killed and reaped."""
+    monkeypatch.delattr(os, "pidfd_open")
+    others = _children()
+    pids: list[int] = []
+
+    async def main() -> list[int]:
+        codes = [(await polyloop.run_process("exit 5", check=False)).returncode]
+        process = await polyloop.open_process(["sleep", "30"])
+        process.kill()
+        codes.append(await process.wait())
+        await process.aclose()
+        pids.append((await polyloop.open_process(["sleep", "30"])).pid)  # left running
+        return codes
+
+    assert polyloop.run(main, backend=backend) == [5, -signal.SIGKILL]
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    assert [c for c in _children() if c not in others] == []
