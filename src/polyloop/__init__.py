@@ -33,8 +33,10 @@ from ._frontend import adopt_udp as adopt_udp
 from ._frontend import call_later as call_later
 from ._frontend import call_soon as call_soon
 from ._frontend import call_soon_threadsafe as call_soon_threadsafe
+from ._frontend import connect_read_pipe as connect_read_pipe
 from ._frontend import connect_tcp as connect_tcp
 from ._frontend import connect_unix as connect_unix
+from ._frontend import connect_write_pipe as connect_write_pipe
 from ._frontend import create_future as create_future
 from ._frontend import getaddrinfo as getaddrinfo
 from ._frontend import getsockopt as getsockopt
@@ -48,6 +50,8 @@ from ._frontend import setsockopt as setsockopt
 from ._frontend import sleep as sleep
 from ._frontend import spawn as spawn
 from ._frontend import start_tls as start_tls
+from ._frontend import subprocess_exec as subprocess_exec
+from ._frontend import subprocess_shell as subprocess_shell
 from ._frontend import time as time
 from ._frontend import wait_for as wait_for
 from ._futures import Future as Future
@@ -60,6 +64,11 @@ from ._listener import open_tcp_listener as open_tcp_listener
 from ._listener import open_tcp_stream as open_tcp_stream
 from ._listener import open_unix_listener as open_unix_listener
 from ._listener import open_unix_stream as open_unix_stream
+from ._pipes import ReadTransport as ReadTransport
+from ._pipes import WriteTransport as WriteTransport
+from ._process import Process as Process
+from ._process import open_process as open_process
+from ._process import run_process as run_process
 from ._protocols import BaseProtocol as BaseProtocol
 from ._protocols import DatagramProtocol as DatagramProtocol
 from ._protocols import Protocol as Protocol
@@ -70,7 +79,10 @@ from ._registry import available_backends as available_backends
 from ._registry import load_backend as load_backend
 from ._server import Server as Server
 from ._session import Session as Session
+from ._signals import open_signal_receiver as open_signal_receiver
 from ._streams import Stream as Stream
+from ._subprocess import SubprocessProtocol as SubprocessProtocol
+from ._subprocess import SubprocessTransport as SubprocessTransport
 from ._sync import Condition as Condition
 from ._sync import ConditionStatistics as ConditionStatistics
 from ._sync import Event as Event
@@ -120,17 +132,22 @@ __all__ = [
     "MemoryObjectReceiveStream",
     "MemoryObjectSendStream",
     "MemoryObjectStreamStatistics",
+    "Process",
     "Protocol",
+    "ReadTransport",
     "Semaphore",
     "SemaphoreStatistics",
     "Server",
     "Session",
     "Stream",
+    "SubprocessProtocol",
+    "SubprocessTransport",
     "Task",
     "TaskGroup",
     "TaskStatus",
     "Transport",
     "WouldBlock",
+    "WriteTransport",
     "adopt_connection",
     "adopt_udp",
     "available_backends",
@@ -138,8 +155,10 @@ __all__ = [
     "call_later",
     "call_soon",
     "call_soon_threadsafe",
+    "connect_read_pipe",
     "connect_tcp",
     "connect_unix",
+    "connect_write_pipe",
     "create_future",
     "create_memory_object_stream",
     "current_backend",
@@ -157,6 +176,8 @@ __all__ = [
     "lowlevel",
     "move_on_after",
     "move_on_at",
+    "open_process",
+    "open_signal_receiver",
     "open_tcp_listener",
     "open_tcp_stream",
     "open_udp",
@@ -164,10 +185,13 @@ __all__ = [
     "open_unix_stream",
     "run",
     "run_in_thread",
+    "run_process",
     "setsockopt",
     "sleep",
     "spawn",
     "start_tls",
+    "subprocess_exec",
+    "subprocess_shell",
     "time",
     "wait_for",
 ]

@@ -16,7 +16,9 @@ the session's lifecycle).
   awaitables plugs them in (``new_task``, ``run_in_thread``, ``resolve``,
   ``wait_native``, ``suspend_foreign``, ``native_error``, ``driver_class``); a session
   that keeps its own record of transports reports it (``open_streams``,
-  ``abort_transports``); and the end of a session releases what it holds (``dispose``).
+  ``abort_transports``); pipes and child processes (``adopt_read_pipe``,
+  ``adopt_write_pipe``, ``subprocess``: the core's run on readiness); and the end of a
+  session releases what it holds (``dispose``).
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from . import _sockets
 from ._context import session_var
 from ._errors import Cancelled
 from ._futures import Future, Task
+from ._pipes import PipeReadTransport, PipeWriteTransport, ReadTransport, WriteTransport
 from ._protocols import DatagramProtocol
 from ._protocols import Protocol as StreamProtocol
 from ._sockettransport import SocketAcceptor, SocketDatagramTransport, SocketTransport
+from ._subprocess import SubprocessProtocol, SubprocessTransport, spawn_core
 from ._tasks import CoroutineTask, TaskDriver
 from ._transports import DatagramTransport, Transport
 
@@ -233,6 +237,42 @@ class SessionContract(abc.ABC):
         return await self.run_in_thread(
             _sockets.blocking_getaddrinfo, host, port, family, type_, proto, flags
         )
+
+    # --- tier 2: pipes and child processes ---
+
+    async def adopt_read_pipe(self, pipe: Any, protocol: Any) -> ReadTransport:
+        """Read from ``pipe`` (a file object or an int fd of a pipe, socket or character
+        device, checked by the core; the transport owns it now) into ``protocol``: call
+        its ``connection_made`` before returning (if it raises, abort and re-raise), then
+        ``data_received``, ``eof_received`` and ``connection_lost(None)`` at EOF. Default:
+        the core's ``PipeReadTransport`` on ``add_reader``."""
+        return PipeReadTransport(self, pipe, protocol)  # type: ignore[arg-type]
+
+    async def adopt_write_pipe(self, pipe: Any, protocol: Any) -> WriteTransport:
+        """Write to ``pipe`` through ``protocol``'s transport, with flow control and
+        ``write_eof``; ``connection_lost`` when the reader closes its end. Default: the
+        core's ``PipeWriteTransport`` on ``add_writer``/``add_reader``."""
+        return PipeWriteTransport(self, pipe, protocol)  # type: ignore[arg-type]
+
+    async def subprocess(
+        self,
+        protocol: SubprocessProtocol,
+        args: Any,
+        shell: bool,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        popen_kwargs: dict[str, Any],
+    ) -> SubprocessTransport:
+        """Start a child (``args`` as ``subprocess.Popen`` takes them, with ``shell``; the
+        core has checked them) driving ``protocol`` in the order ``SubprocessProtocol``
+        documents; ``connection_made`` before returning. Raise ``Popen``'s errors
+        (``FileNotFoundError``). Default: the core's, on ``subprocess.Popen``, the pipe
+        hooks above and a pidfd (or a ``waitpid`` thread) to reap the child."""
+        return await spawn_core(
+            self,  # type: ignore[arg-type]
+            protocol, args, shell, stdin, stdout, stderr, popen_kwargs,
+        )  # fmt: skip
 
     # --- tier 2: tasks, threads, foreign awaitables ---
 

@@ -27,8 +27,10 @@ __all__ = [
     "call_later",
     "call_soon",
     "call_soon_threadsafe",
+    "connect_read_pipe",
     "connect_tcp",
     "connect_unix",
+    "connect_write_pipe",
     "create_future",
     "getaddrinfo",
     "getsockopt",
@@ -42,6 +44,8 @@ __all__ = [
     "sleep",
     "spawn",
     "start_tls",
+    "subprocess_exec",
+    "subprocess_shell",
     "time",
     "wait_for",
 ]
@@ -119,6 +123,10 @@ start_tls = on_current(Session.start_tls)
 listen_sockets = on_current(Session.listen_sockets)
 adopt_connection = on_current(Session.adopt_connection)
 adopt_udp = on_current(Session.adopt_udp)
+connect_read_pipe = on_current(Session.connect_read_pipe)
+connect_write_pipe = on_current(Session.connect_write_pipe)
+subprocess_exec = on_current(Session.subprocess_exec)
+subprocess_shell = on_current(Session.subprocess_shell)
 
 
 def call_soon_threadsafe(fn: Callable[..., object], *args: Any) -> None:

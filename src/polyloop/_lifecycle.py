@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _errors
 from ._context import unregister_host
 from ._futures import current_task
+from ._reaper import reap_now
 from ._transports import BaseTransport
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ DISPOSE_GRACE = 1.0
 class Resources:
     """What a session opened and has not seen end: its end disposes of these."""
 
-    __slots__ = ("servers", "tasks", "timers", "transports", "waiters")
+    __slots__ = ("children", "servers", "tasks", "timers", "transports", "waiters")
 
     def __init__(self) -> None:
         #: Tasks spawned and not done.
@@ -56,6 +57,9 @@ class Resources:
         #: Other threads blocked on a call into the session (``polyloop.from_thread``):
         #: failed when the session ends, so that no thread waits for ever.
         self.waiters: set[concurrent.futures.Future[Any]] = set()
+        #: Child processes not yet reaped (``polyloop._reaper.watch_child``): killed
+        #: and reaped at the end, so that no zombie outlives the session.
+        self.children: set[Any] = set()
 
     def track(self, transport: BaseTransport) -> None:
         """For transports: open, from when it is made until ``untrack``."""
@@ -151,6 +155,10 @@ def mark_ended(session: Session, hooks: list[Any]) -> None:
     the session holds, then run ``hooks`` (its ``on_close`` callbacks)."""
     if not session.owned:
         unregister_host(session)
+    try:
+        reap_now(session)
+    except Exception:
+        log.exception("polyloop: reaping the children of %r raised", session)
     try:
         session.dispose()
     except Exception:

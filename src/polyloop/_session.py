@@ -22,7 +22,7 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _errors, _lifecycle, _net
+from . import _errors, _lifecycle, _net, _pipes, _subprocess
 from ._context import on_thread, session_var
 from ._contract import Handle, SessionContract
 from ._futures import Future, Task, check_coroutine, known_runner, task_var
@@ -41,10 +41,11 @@ _ids = itertools.count(1)
 FINAL = frozenset(
     {
         "aclose", "adopt_connection", "adopt_udp", "begin_end", "call_later",
-        "callback_context", "check_open", "closed", "connect_tcp", "connect_unix",
+        "callback_context", "check_open", "closed", "connect_read_pipe", "connect_tcp",
+        "connect_unix", "connect_write_pipe",
         "create_future", "end", "getaddrinfo", "in_loop_thread", "knows_foreign_runners",
         "listen_sockets", "listen_tcp", "listen_unix", "mark_ended", "on_close", "open_udp",
-        "shutdown", "sleep", "spawn", "start_tls",
+        "shutdown", "sleep", "spawn", "start_tls", "subprocess_exec", "subprocess_shell",
     }
 )  # fmt: skip
 
@@ -291,3 +292,10 @@ class Session(SessionContract):
     connect_unix = _net.connect_unix
     open_udp = _net.open_udp
     start_tls = _net.start_tls
+
+    # --- pipes and child processes (polyloop._pipes, polyloop._subprocess) ---
+
+    connect_read_pipe = _pipes.connect_read_pipe
+    connect_write_pipe = _pipes.connect_write_pipe
+    subprocess_exec = _subprocess.subprocess_exec
+    subprocess_shell = _subprocess.subprocess_shell

@@ -21,7 +21,10 @@ from ._errors import write_after_eof as write_after_eof
 from ._futures import known_runner as known_runner
 from ._lifecycle import Resources as Resources
 from ._lifecycle import end_with_asyncio_loop as end_with_asyncio_loop
+from ._pipes import PipeReadTransport as PipeReadTransport
+from ._pipes import PipeWriteTransport as PipeWriteTransport
 from ._plugins import lazy_attributes as lazy_attributes
+from ._reaper import watch_child as watch_child
 from ._session import Session as Session
 from ._sockets import LINGER_RST as LINGER_RST
 from ._sockets import MAX_DATAGRAM as MAX_DATAGRAM
@@ -37,6 +40,7 @@ from ._sockettransport import SocketDatagramTransport as SocketDatagramTransport
 from ._sockettransport import SocketTransport as SocketTransport
 from ._sockettransport import pause_accepting as pause_accepting
 from ._sockettransport import socket_extra as socket_extra
+from ._subprocess import CoreSubprocessTransport as CoreSubprocessTransport
 from ._tasks import AsyncioTask as AsyncioTask
 from ._tasks import CoroutineTask as CoroutineTask
 from ._tasks import TaskDriver as TaskDriver
@@ -61,7 +65,10 @@ __all__ = [
     "Acceptor",
     "AsyncioTask",
     "Callback",
+    "CoreSubprocessTransport",
     "CoroutineTask",
+    "PipeReadTransport",
+    "PipeWriteTransport",
     "Resources",
     "Session",
     "SessionContract",
@@ -94,5 +101,6 @@ __all__ = [
     "set_reset_on_close",
     "socket_extra",
     "translate",
+    "watch_child",
     "write_after_eof",
 ]

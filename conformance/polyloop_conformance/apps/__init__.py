@@ -1,11 +1,13 @@
 """The conformance apps, each written once against the polyloop API.
 
 Importing this package registers every app in ``APPS``: ``echo``, ``echo-stream``,
-``chat``, ``http``, ``ws``, ``resp``, ``udp``, ``tls`` and ``proxy``.
+``chat``, ``http``, ``ws``, ``resp``, ``udp``, ``tls``, ``proxy`` and ``filter``
+(a child process per connection).
 """
 
 from . import chat as chat
 from . import echo as echo
+from . import filter as filter
 from . import http as http
 from . import proxy as proxy
 from . import resp as resp
@@ -25,6 +27,7 @@ __all__ = [
     "Running",
     "chat",
     "echo",
+    "filter",
     "http",
     "proxy",
     "register",

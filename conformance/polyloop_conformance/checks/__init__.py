@@ -16,6 +16,7 @@ from . import futures as futures
 from . import halfclose as halfclose
 from . import lifecycle as lifecycle
 from . import pools as pools
+from . import processes as processes
 from . import scopes as scopes
 from . import starttls as starttls
 from . import streams as streams
@@ -43,6 +44,7 @@ __all__ = [
     "halfclose",
     "lifecycle",
     "pools",
+    "processes",
     "scopes",
     "starttls",
     "streams",

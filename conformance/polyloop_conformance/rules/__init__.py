@@ -894,6 +894,71 @@ _ALL = [
         2,
         "In the mixed thread, every framework's wake-up issued from every framework runs at once.",
     ),
+    # --- tier 2: child processes, pipes and signals (issue 22) ---
+    Clause(
+        "process.returncode",
+        2,
+        "get_returncode() is the child's exit status once it is reaped, the same from"
+        " subprocess_exec and subprocess_shell.",
+    ),
+    Clause(
+        "process.killed_by_signal",
+        2,
+        "A child killed by signal N reports returncode -N.",
+    ),
+    Clause(
+        "process.callback_order",
+        2,
+        "connection_made comes before subprocess_exec returns; pipe_connection_lost once per"
+        " pipe; process_exited once; connection_lost(None) last, after both.",
+    ),
+    Clause(
+        "process.stdin_eof",
+        2,
+        "write_eof() on the child's stdin is EOF for the child.",
+    ),
+    Clause(
+        "process.flow_control",
+        2,
+        "The child's stdin pauses the protocol past its high-water mark, and every byte"
+        " through the child comes back, in order.",
+    ),
+    Clause(
+        "process.cancel_kills",
+        2,
+        "A cancelled Process.wait() or run_process kills the child and reaps it before"
+        " Cancelled goes on.",
+    ),
+    Clause(
+        "process.missing_program",
+        2,
+        "A program that does not exist raises FileNotFoundError from subprocess_exec,"
+        " open_process and run_process, leaving no fd behind.",
+    ),
+    Clause(
+        "process.env_cwd",
+        2,
+        "env replaces the child's environment and cwd sets its working directory.",
+    ),
+    Clause(
+        "process.no_leak",
+        2,
+        "Every child is reaped: no zombie, and no fd left open after it.",
+    ),
+    Clause(
+        "pipe.transport",
+        2,
+        "A pipe transport keeps the Transport rules: flow control, write_eof as EOF for the"
+        " reader (eof_received, then connection_lost(None)), RuntimeError for a write after"
+        " it, connection_lost when the reader goes, the fd closed after connection_lost.",
+    ),
+    Clause(
+        "signal.receiver",
+        2,
+        "open_signal_receiver delivers each signal once, on the loop's thread, and puts the"
+        " previous handler back at the end of its block; off the main thread it raises"
+        " RuntimeError.",
+    ),
 ]
 
 #: Every clause, by id, in the order of the contract (tier 1 first).
