@@ -31,11 +31,11 @@ from tornado.tcpserver import TCPServer
 
 import polyloop
 from polyloop.lowlevel import (
-    ACCEPT_RESOURCE_ERRORS,
     HANDSHAKE_TIMEOUT,
     AsyncioTask,
     Callback,
     Session,
+    accept_connections,
     end_with_asyncio_loop,
     fd_of,
     from_asyncio_future,
@@ -272,10 +272,6 @@ class TornadoSession(Session):
             stream.close()
 
 
-#: Connections taken per readable event of a listening socket (the core's number).
-ACCEPTS_PER_EVENT = 64
-
-
 class _Listener(TCPServer):
     """``TCPServer`` on one listening socket, handing each connection to the session."""
 
@@ -314,24 +310,17 @@ class _Listener(TCPServer):
             if not state["removed"]:
                 ioloop.add_handler(sock, accept, IOLoop.READ)
 
+        def pause(exc: OSError) -> None:
+            ioloop.remove_handler(sock)
+            state["paused"] = pause_accepting(self._session, sock, exc, resume)
+
         def accept(fd: Any, events: int) -> None:
-            for _ in range(ACCEPTS_PER_EVENT):
+            if state["removed"]:
+                return
+            for connection, address in accept_connections(sock, pause):
+                self._handle_connection(connection, address)
                 if state["removed"]:
                     return
-                try:
-                    connection, address = sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as exc:
-                    if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
-                        continue  # the client gave up before we took it
-                    if exc.errno in ACCEPT_RESOURCE_ERRORS:
-                        ioloop.remove_handler(sock)
-                        state["paused"] = pause_accepting(self._session, sock, exc, resume)
-                        return
-                    log.error("polyloop: accept() failed on %r", sock, exc_info=exc)
-                    return
-                self._handle_connection(connection, address)
 
         def remove() -> None:
             state["removed"] = True

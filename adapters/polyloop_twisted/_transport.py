@@ -43,7 +43,6 @@ What Twisted does differently, and is fixed here:
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 from collections.abc import Callable
@@ -56,10 +55,10 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 
 import polyloop
 from polyloop.lowlevel import (
-    ACCEPT_RESOURCE_ERRORS,
     DEFAULT_HIGH_WATER,
     READ_SIZE,
     aborted,
+    accept_connections,
     call_logged,
     check_buffer_limits,
     check_bytes,
@@ -396,10 +395,6 @@ class BridgeFactory(protocol.Factory):
         return TwistedTransport(self.session, self.factory, self.failed)
 
 
-#: Connections taken per readable event of a listening port (the core's number).
-ACCEPTS_PER_EVENT = 64
-
-
 class _PausingAccept:
     """``doRead`` of a listening port that pauses accepting when ``accept()`` runs out of
     a resource (the core's rule, ``pause_accepting``), for ``tcp.Port`` and ``unix.Port``.
@@ -429,34 +424,28 @@ class _PausingAccept:
 
         def stopReading(self) -> None: ...
 
+    def _listening(self) -> bool:
+        return bool(self.connected) and not self.disconnecting
+
     def doRead(self) -> None:
-        for _ in range(ACCEPTS_PER_EVENT):
-            if not self.connected or self.disconnecting:
-                return
-            try:
-                skt, addr = self.socket.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
-                    continue  # the client gave up before we took it
-                if exc.errno in ACCEPT_RESOURCE_ERRORS:
-                    self.stopReading()
-                    self._paused = pause_accepting(
-                        self.factory.session, self.socket, exc, self._resume
-                    )
-                    return
-                log.error("polyloop: accept() failed on %r", self.socket, exc_info=exc)
-                return
+        if not self._listening():
+            return
+        for skt, addr in accept_connections(self.socket, self._pause):
             if isinstance(addr, tuple) and len(addr) == 4:  # IPv6: with its scope id
                 host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
                 addr = (host[0], *addr[1:])
             proto = self.factory.buildProtocol(self._buildAddr(addr))
             if proto is None:
                 skt.close()
-                continue
-            s, self.sessionno = self.sessionno, self.sessionno + 1
-            proto.makeConnection(self.transport(skt, proto, addr, self, s, self.reactor))
+            else:
+                s, self.sessionno = self.sessionno, self.sessionno + 1
+                proto.makeConnection(self.transport(skt, proto, addr, self, s, self.reactor))
+            if not self._listening():
+                return
+
+    def _pause(self, exc: OSError) -> None:
+        self.stopReading()
+        self._paused = pause_accepting(self.factory.session, self.socket, exc, self._resume)
 
     def _resume(self) -> None:
         self._paused = None

@@ -33,13 +33,14 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from . import _sockets
+from ._acceptor import SocketAcceptor
 from ._context import session_var
 from ._errors import Cancelled
 from ._futures import Future, Task
 from ._pipes import PipeReadTransport, PipeWriteTransport, ReadTransport, WriteTransport
 from ._protocols import DatagramProtocol
 from ._protocols import Protocol as StreamProtocol
-from ._sockettransport import SocketAcceptor, SocketDatagramTransport, SocketTransport
+from ._sockettransport import SocketDatagramTransport, SocketTransport
 from ._subprocess import SubprocessProtocol, SubprocessTransport, spawn_core
 from ._tasks import CoroutineTask, TaskDriver
 from ._transports import DatagramTransport, Transport

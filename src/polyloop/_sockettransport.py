@@ -13,14 +13,13 @@ only what the kernel refuses is buffered and flushed by a writable callback.
 from __future__ import annotations
 
 import collections
-import errno
 import logging
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import aborted, call_logged, check_bytes, write_after_eof
-from ._sockets import MAX_DATAGRAM, READ_SIZE, set_nodelay, set_reset_on_close
+from ._sockets import MAX_DATAGRAM, READ_SIZE, set_reset_on_close
 from ._transports import (
     DEFAULT_HIGH_WATER,
     BaseTransport,
@@ -37,44 +36,15 @@ if TYPE_CHECKING:
     from ._session import Session
 
 __all__ = [
-    "ACCEPT_RESOURCE_ERRORS",
-    "ACCEPT_RETRY_DELAY",
-    "SocketAcceptor",
     "SocketDatagramTransport",
     "SocketTransport",
-    "pause_accepting",
     "socket_extra",
 ]
 
 log = logging.getLogger("polyloop")
 
-#: Connections taken per readable event of a listening socket, before the others run.
-ACCEPTS_PER_EVENT = 64
 #: Datagrams read per readable event.
 DATAGRAMS_PER_EVENT = 64
-#: Errors of ``accept()`` that say the process or the system is out of something (file
-#: descriptors, buffers, memory), not that one client went wrong: accepting pauses.
-ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: Seconds accepting pauses after one of them (asyncio's ``ACCEPT_RETRY_DELAY``).
-ACCEPT_RETRY_DELAY = 1.0
-
-
-def pause_accepting(
-    session: Session, listener: object, exc: OSError, resume: Callable[[], None]
-) -> Any:
-    """For backends: ``accept()`` on ``listener`` failed with one of
-    ``ACCEPT_RESOURCE_ERRORS``, and the caller has stopped watching the listening socket.
-    Log it -- one line, no traceback -- and call ``resume`` (which watches it again,
-    unless the listener was closed meanwhile) after ``ACCEPT_RETRY_DELAY`` seconds.
-    Returns the timer's handle: cancel it when the listener closes.
-
-    Why: the client stays queued and the socket readable; a loop still watching it fails
-    again at once -- 19,000 tracebacks a second and a full core, measured on gevent."""
-    log.error(
-        "polyloop: accept() out of system resource on %s (%s): accepting again in %g s",
-        listener, exc, ACCEPT_RETRY_DELAY,
-    )  # fmt: skip
-    return session.call_later(ACCEPT_RETRY_DELAY, resume)
 
 
 def socket_extra(session: Session, sock: socket.socket) -> dict[str, Any]:
@@ -86,61 +56,6 @@ def socket_extra(session: Session, sock: socket.socket) -> dict[str, Any]:
         except OSError:
             extra[key] = None  # not connected (UDP), or reset already
     return extra
-
-
-class SocketAcceptor:
-    """Accepts on a listening socket; each connection becomes a ``session.adopt_stream``."""
-
-    def __init__(
-        self, session: Session, sock: socket.socket, factory: Callable[[], StreamProtocol]
-    ) -> None:
-        self._session = session
-        self._sock: socket.socket | None = sock
-        self._factory = factory
-        self._paused: Any = None  # the timer of a pause (see pause_accepting)
-        session.add_reader(sock, self._accept)
-
-    def _accept(self) -> None:
-        sock = self._sock
-        for _ in range(ACCEPTS_PER_EVENT):
-            if sock is None:
-                return
-            try:
-                conn, _ = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
-                    continue  # the client gave up before we took it
-                if exc.errno in ACCEPT_RESOURCE_ERRORS:
-                    self._session.remove_reader(sock)
-                    self._paused = pause_accepting(self._session, sock, exc, self._resume)
-                    return
-                log.error("polyloop: accept() failed on %r", sock, exc_info=exc)
-                return
-            conn.setblocking(False)
-            set_nodelay(conn)
-            try:
-                self._session.adopt_stream(conn, self._factory)
-            except Exception:
-                log.exception("polyloop: a protocol's connection_made raised; connection aborted")
-
-    def _resume(self) -> None:
-        self._paused = None
-        if self._sock is not None:
-            self._session.add_reader(self._sock, self._accept)
-
-    def close(self) -> None:
-        sock, self._sock = self._sock, None
-        if self._paused is not None:
-            self._paused.cancel()
-            self._paused = None
-        if sock is not None:
-            self._session.remove_reader(sock)
-            sock.close()
-
-    async def wait_closed(self) -> None:
-        pass  # close() closed the socket already
 
 
 class _SocketEnd(BaseTransport):

@@ -5,6 +5,12 @@ Rule: this module only re-exports. A third-party backend needs nothing else from
 See ``docs/writing-a-backend.md``.
 """
 
+from ._acceptor import ACCEPT_RESOURCE_ERRORS as ACCEPT_RESOURCE_ERRORS
+from ._acceptor import ACCEPT_RETRY_DELAY as ACCEPT_RETRY_DELAY
+from ._acceptor import ACCEPTS_PER_EVENT as ACCEPTS_PER_EVENT
+from ._acceptor import SocketAcceptor as SocketAcceptor
+from ._acceptor import accept_connections as accept_connections
+from ._acceptor import pause_accepting as pause_accepting
 from ._context import context_for as context_for
 from ._context import current_or_none as current_or_none
 from ._context import hosts as hosts
@@ -33,12 +39,8 @@ from ._sockets import fd_of as fd_of
 from ._sockets import oserror as oserror
 from ._sockets import set_nodelay as set_nodelay
 from ._sockets import set_reset_on_close as set_reset_on_close
-from ._sockettransport import ACCEPT_RESOURCE_ERRORS as ACCEPT_RESOURCE_ERRORS
-from ._sockettransport import ACCEPT_RETRY_DELAY as ACCEPT_RETRY_DELAY
-from ._sockettransport import SocketAcceptor as SocketAcceptor
 from ._sockettransport import SocketDatagramTransport as SocketDatagramTransport
 from ._sockettransport import SocketTransport as SocketTransport
-from ._sockettransport import pause_accepting as pause_accepting
 from ._sockettransport import socket_extra as socket_extra
 from ._subprocess import CoreSubprocessTransport as CoreSubprocessTransport
 from ._tasks import AsyncioTask as AsyncioTask
@@ -55,6 +57,7 @@ from ._transports import datagram_address as datagram_address
 from ._transports import drain_datagrams as drain_datagrams
 
 __all__ = [
+    "ACCEPTS_PER_EVENT",
     "ACCEPT_RESOURCE_ERRORS",
     "ACCEPT_RETRY_DELAY",
     "DEFAULT_HIGH_WATER",
@@ -79,6 +82,7 @@ __all__ = [
     "TLSTransport",
     "TaskDriver",
     "aborted",
+    "accept_connections",
     "call_logged",
     "check_buffer_limits",
     "check_bytes",
