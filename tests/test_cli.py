@@ -155,9 +155,9 @@ def test_unwritable_report_path_fails_before_the_run(
 
 
 def test_report_path_check_leaves_nothing_behind(tmp_path: Path) -> None:
-    from polyloop._cli import _check_writable
+    from polyloop._cli import check_writable
 
-    _check_writable("--json", str(tmp_path / "r.json"))
+    check_writable("--json", str(tmp_path / "r.json"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -198,7 +198,33 @@ def test_without_the_kit_one_line_names_the_extra(
     monkeypatch.setitem(sys.modules, "wsproto", None)
     assert _cli.main(command) == 2
     err = capsys.readouterr().err
+    # The same line whether the kit was imported before (its command checks again) or not
+    # (importing it fails, and the core's command prints why).
     assert err == (
-        f"polyloop: error: 'polyloop {command[0]}' needs the conformance kit (wsproto"
-        " missing): pip install 'polyloop[conformance]'\n"
+        f"polyloop: error: 'polyloop {command[0]}': polyloop_conformance needs wsproto:"
+        " pip install 'polyloop[conformance]'\n"
     )
+
+
+def test_a_command_plugin_that_cannot_load_says_why_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Subcommands come from the entry-point group ``polyloop.commands``; one that fails to
+    import leaves ``backends`` working and says why when it is run."""
+    from importlib.metadata import EntryPoint
+
+    from polyloop import _cli
+
+    broken = EntryPoint("lint", "polyloop_no_such_plugin:add", _cli.COMMANDS_GROUP)
+    real = _cli.entry_points
+
+    def fake(group: str) -> list[EntryPoint]:
+        return [*real(group=group), broken] if group == _cli.COMMANDS_GROUP else real(group=group)
+
+    monkeypatch.setattr(_cli, "entry_points", fake)
+    assert _cli.main(["backends"]) == 0
+    capsys.readouterr()
+    assert _cli.main(["lint"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("polyloop: error: 'polyloop lint': No module named 'polyloop_no_such_plugin'\n")
+    assert _cli.main(["conformance", "--list", "--tier", "1"]) == 0  # the kit's still there

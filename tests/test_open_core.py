@@ -17,7 +17,8 @@ from polyloop.lowlevel import Session, SessionContract
 
 CORE = Path(polyloop.__file__).parent
 FORBIDDEN = ("twisted", "gevent", "greenlet", "tornado", "zope")
-ADAPTER = re.compile(r"^polyloop_(asyncio|twisted|gevent|tornado|mixed)\b")
+# The conformance kit too: the core's command finds its subcommands through entry points.
+ADAPTER = re.compile(r"^polyloop_(asyncio|twisted|gevent|tornado|mixed|conformance)\b")
 
 
 def _imports(tree: ast.AST) -> list[tuple[int, str]]:

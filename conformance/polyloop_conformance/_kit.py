@@ -12,8 +12,12 @@ import importlib.util
 
 REQUIREMENTS = ("h11", "wsproto", "trustme", "rich")
 
+
+def missing_message(missing: list[str]) -> str:
+    """What to say when the libraries ``missing`` are not installed."""
+    return f"polyloop_conformance needs {', '.join(missing)}: pip install 'polyloop[conformance]'"
+
+
 _missing = [name for name in REQUIREMENTS if importlib.util.find_spec(name) is None]
 if _missing:
-    raise ImportError(
-        f"polyloop_conformance needs {', '.join(_missing)}: pip install 'polyloop[conformance]'"
-    )
+    raise ImportError(missing_message(_missing))

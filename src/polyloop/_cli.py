@@ -1,51 +1,63 @@
-"""The ``polyloop`` command: ``backends``, ``conformance``, ``serve``.
+"""The ``polyloop`` command: ``backends``, and the commands of installed plugins.
 
-Rule: bad input ends in one line on stderr and exit code 2, never a traceback; the
-conformance suite lives in ``polyloop_conformance`` and is imported only when asked for.
+Rule: bad input ends in one line on stderr and exit code 2, never a traceback.
 
-Rule 2: the core has no third-party dependency. ``backends`` works with the standard
-library alone (``rich`` colours its table when it is installed); ``conformance`` and
-``serve`` need the kit's libraries, the extra ``polyloop[conformance]``, and say so in
-one line when they are missing.
+Rule 2: the core has no third-party dependency and names no plugin. ``backends`` works
+with the standard library alone (``rich`` colours its table when it is installed); every
+other subcommand comes from the entry-point group ``polyloop.commands``, whose entries
+name a function ``add(subparsers)`` that adds one subparser with ``set_defaults(fn=...)``
+(``fn(args)`` returns the exit code and raises ``UsageError`` for bad input). The
+conformance kit adds ``conformance`` and ``serve`` that way
+(``polyloop_conformance.cli``), and imports its own libraries only when run.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
+from importlib.metadata import entry_points
 from typing import Any
 
 from . import __version__
 from ._registry import BackendSpec, available_backends, load_backend
 
-__all__ = ["main"]
+__all__ = ["COMMANDS_GROUP", "UsageError", "check_backend", "check_writable", "main"]
 
-#: What ``pip install 'polyloop[conformance]'`` brings; the kit imports each of them.
-KIT_REQUIREMENTS = ("rich", "h11", "wsproto", "trustme")
+#: The entry-point group of the command's plugins (see the module's docstring).
+COMMANDS_GROUP = "polyloop.commands"
 
 
 class UsageError(Exception):
     """Bad input on the command line: printed as one line, exit code 2."""
 
 
-def _require_kit(command: str) -> None:
-    """``UsageError`` naming the extra if a library of the conformance kit is missing."""
-    missing = []
-    for name in KIT_REQUIREMENTS:
+def _commands(wanted: str | None) -> dict[str, Any]:
+    """``{name: add function}`` of the installed command plugins, in name order: only the
+    one named ``wanted`` when it is installed (the others are not imported: ``polyloop
+    backends`` stays quick), else all of them (for ``--help``). A plugin that cannot be
+    imported maps to a ``UsageError`` saying why, raised when it is run."""
+    eps = sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name)
+    if any(ep.name == wanted for ep in eps) or wanted == "backends":
+        eps = [ep for ep in eps if ep.name == wanted]
+    found: dict[str, Any] = {}
+    for ep in eps:
         try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise UsageError(
-            f"'polyloop {command}' needs the conformance kit ({', '.join(missing)} missing):"
-            " pip install 'polyloop[conformance]'"
-        )
+            found[ep.name] = ep.load()
+        except ImportError as exc:  # the kit's own says which extra to install
+            found[ep.name] = UsageError(f"'polyloop {ep.name}': {exc}")
+        except Exception as exc:  # a broken plugin must not break the other commands
+            found[ep.name] = UsageError(
+                f"the command {ep.name!r} cannot be loaded: {type(exc).__name__}: {exc}"
+            )
+    return found
 
 
-def _check_writable(option: str, path: str | None) -> None:
+def _unloadable(error: UsageError) -> int:
+    raise error
+
+
+def check_writable(option: str, path: str | None) -> None:
     """``UsageError`` now, before the run, if the report could not be written later.
 
     The file is opened for appending (as root, ``os.access`` says yes to everything,
@@ -63,7 +75,7 @@ def _check_writable(option: str, path: str | None) -> None:
         os.unlink(path)
 
 
-def _check_backend(spec: str) -> str:
+def check_backend(spec: str) -> str:
     try:
         BackendSpec.parse(spec)
         load_backend(spec)
@@ -118,125 +130,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_conformance(args: argparse.Namespace) -> int:
-    _require_kit("conformance")
-    _check_writable("--json", args.json)
-    _check_writable("--html", args.html)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from polyloop_conformance import report
-    from polyloop_conformance.rules import list_catalogue
-    from polyloop_conformance.runner import Plan, run_plan, select_cases
-
-    if args.list:
-        list_catalogue(args.tier)
-        return 0
-    try:
-        cases = select_cases(args.check, args.app, mixed=args.mixed, tier=args.tier)
-    except LookupError as exc:
-        raise UsageError(str(exc)) from None
-    for flag, value in (("--budget", args.budget), ("--case-budget", args.case_budget)):
-        if value is not None and not 0 < value < float("inf"):
-            raise UsageError(f"{flag} must be a number of seconds > 0, got {value}")
-    if args.jobs < 1:
-        raise UsageError("--jobs must be >= 1")
-    if args.mixed and args.host:
-        raise UsageError("--mixed and --host are two modes; pick one")
-    if args.mixed:
-        from polyloop_conformance.runner import MIXED_SESSIONS
-
-        backends = args.backend or list(MIXED_SESSIONS)
-        for name in backends:
-            if name not in MIXED_SESSIONS:
-                raise UsageError(
-                    f"with --mixed, --backend names a session: {', '.join(MIXED_SESSIONS)}"
-                )
-    elif args.backend:
-        backends = [_check_backend(b) for b in args.backend]
-    else:
-        backends = [b.name for b in available_backends() if b.error is None]
-        unavailable = [b for b in available_backends() if b.error is not None]
-        for info in unavailable:
-            print(f"polyloop: leaving out backend {info.name}: {info.error}", file=sys.stderr)
-    cross_apps: list[str] = []
-    if args.cross:
-        cross_apps = [c[4:] for c in cases if c.startswith("app.")]
-        if not cross_apps:
-            raise UsageError("--cross needs at least one app (see --app)")
-    plan = Plan(
-        backends, cases, cross_apps, jobs=args.jobs, host=args.host, mixed=args.mixed,
-        case_budget=args.case_budget, run_budget=args.budget,
-        json_path=args.json, html_path=args.html,
-    )  # fmt: skip
-    n_pairs = len(plan.cross_labels()) ** 2 * len(cross_apps)
-    total = len(plan.labels()) * len(cases) + n_pairs
-    out = Console()
-    err = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]conformance"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.description}"), console=err, transient=True,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("starting", total=total)
-        failed = 0
-
-        def on_result(record: Any) -> None:
-            nonlocal failed
-            failed += record.status == "fail"
-            where = record.backend + (f"→{record.client_backend}" if record.client_backend else "")
-            progress.update(
-                task, advance=1, description=f"{where} {record.check} ({failed} failed)"
-            )
-            if record.status == "fail" and not err.is_terminal:
-                err.print(f"FAIL {record.check} on {where}")
-
-        results = run_plan(plan, on_result)
-    report.print_matrix(results, out)
-    if args.json:
-        report.write_json(results, args.json)
-        out.print(f"wrote {args.json}")
-    if args.html:
-        report.write_html(results, args.html)
-        out.print(f"wrote {args.html}")
-    return report.exit_code(results, args.allow_skip)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    _require_kit("serve")
-    from polyloop_conformance import APPS
-    from polyloop_conformance.serving import serve_apps
-
-    if args.app not in APPS:
-        raise UsageError(f"unknown app {args.app!r}; known: {', '.join(APPS)}")
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port must be in 0..65535, got {args.port}")
-    if not 0 <= args.grace < float("inf"):
-        raise UsageError(f"--grace must be a finite number of seconds >= 0, got {args.grace}")
-    _check_backend(args.backend)
-    tls_dir = args.tls_dir
-    if APPS[args.app].tls and tls_dir is None:
-        from polyloop_conformance.tls import material
-
-        tls_dir = material().folder
-        print(f"TLS: trust the CA in {material().ca_path}", file=sys.stderr, flush=True)
-
-    def announce(name: str, running: Any) -> None:
-        host, port = running.address[:2]
-        print(f"listening on {host}:{port}", flush=True)
-
-    import polyloop
-
-    try:
-        polyloop.run(
-            serve_apps, [args.app], args.host, args.port, tls_dir, announce, args.grace,
-            backend=args.backend,
-        )  # fmt: skip
-    except OSError as exc:
-        raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
-    return 0
-
-
-def _parser() -> argparse.ArgumentParser:
+def _parser(wanted: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polyloop",
         description="Networked code written once, run on asyncio, Twisted, gevent and Tornado.",
@@ -247,82 +141,23 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backends", help="list the installed backends and their frameworks")
     p.set_defaults(fn=cmd_backends)
 
-    p = sub.add_parser(
-        "conformance",
-        help="run the conformance checks and apps and print the matrix",
-        description=(
-            "Run checks and apps on backends, each backend in its own process. A backend "
-            "is NAME, NAME:key=value[,key=value] (options, e.g. asyncio:loop=uvloop, "
-            "twisted:reactor=select) or module:Class (a third-party backend)."
-        ),
-    )
-    p.add_argument("--backend", action="append", metavar="SPEC", help="repeatable; default: all")
-    p.add_argument("--app", action="append", metavar="NAME", help="only these apps (repeatable)")
-    p.add_argument(
-        "--check", action="append", metavar="PATTERN",
-        help="only checks matching this glob or category (repeatable), e.g. 'tls' or 'close.*'",
-    )  # fmt: skip
-    p.add_argument(
-        "--cross", action="store_true", help="also run every app server-on-X × client-on-Y"
-    )
-    p.add_argument(
-        "--host", action="store_true",
-        help="host mode: start every case from inside a loop the framework itself runs"
-        " (asyncio.run, Twisted's global reactor, IOLoop.run_sync, a gevent greenlet, also"
-        " after patch_all), never from polyloop.run",
-    )  # fmt: skip
-    p.add_argument(
-        "--mixed", action="store_true",
-        help="mixed mode: every case on each of the four sessions of one thread that runs"
-        " asyncio, Tornado, Twisted and gevent together (--backend then names sessions);"
-        " with --cross, every server/client pairing inside that one thread",
-    )  # fmt: skip
-    p.add_argument("--json", metavar="PATH", help="write one JSON record per case")
-    p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")
-    p.add_argument("--allow-skip", action="store_true", help="exit 0 even if some case skipped")
-    p.add_argument(
-        "--tier", type=int, choices=(1, 2),
-        help="only the checks of this tier (1: the loop contract a new backend must pass"
-        " first; 2: the rest, with the apps)",
-    )  # fmt: skip
-    p.add_argument(
-        "--list", action="store_true",
-        help="print every check with the contract clauses it enforces, then every clause"
-        " (with --tier: that tier's), and exit",
-    )  # fmt: skip
-    p.add_argument(
-        "--case-budget", type=float, metavar="SECONDS",
-        help="cap every case's time limit at this many seconds",
-    )  # fmt: skip
-    p.add_argument(
-        "--budget", type=float, metavar="SECONDS",
-        help="the whole run's budget: once spent, the workers are stopped and the cases"
-        " left are recorded as not run (--json/--html are written as cases finish)",
-    )  # fmt: skip
-    p.set_defaults(fn=cmd_conformance)
-
-    p = sub.add_parser(
-        "serve", help="serve a conformance app until SIGINT/SIGTERM, then wind down gracefully"
-    )
-    p.add_argument("app", help="echo, echo-stream, chat, http, ws, resp, udp, tls, proxy")
-    p.add_argument("--backend", default="asyncio", metavar="SPEC")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    p.add_argument("--tls-dir", help="folder with ca.pem/server.pem (made if missing)")
-    p.add_argument(
-        "--grace", type=float, default=5.0, metavar="SECONDS",
-        help="on SIGINT/SIGTERM: stop accepting, let open connections end for this long,"
-        " then close them cleanly (FIN, not RST) and exit 0 (default 5); a second signal"
-        " ends the grace at once",
-    )  # fmt: skip
-    p.set_defaults(fn=cmd_serve)
+    for name, add in _commands(wanted).items():
+        if isinstance(add, UsageError):  # did not load: the command says why when run
+            # Takes any arguments (no prefix char: nothing is an option) so the reason is
+            # what the user reads, not argparse's complaint about them.
+            p = sub.add_parser(name, help=f"(cannot be loaded: {add})", prefix_chars="\0")
+            p.add_argument("arguments", nargs="*")
+            p.set_defaults(fn=lambda args, error=add: _unloadable(error))
+        else:
+            add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``polyloop`` command; returns the exit code."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    args = _parser(wanted).parse_args(argv)
     try:
         return int(args.fn(args))
     except UsageError as exc:
