@@ -22,9 +22,17 @@ from typing import Any
 
 import polyloop
 
-from ..referee import os_threads, waiting_for
+from ..referee import Failed, os_threads, waiting_for
+from ._util import Recorder, fill_until_paused
 
-__all__ = ["ReferenceReader", "accept", "plain", "reference_peer", "reset"]
+__all__ = [
+    "ReferenceReader",
+    "accept",
+    "buffered_then_ended",
+    "plain",
+    "reference_peer",
+    "reset",
+]
 
 
 def plain() -> tuple[Any, Any, Any]:
@@ -136,3 +144,27 @@ class ReferenceReader:
                 await session.sleep(0.005)
         assert self.ending is not None
         return self.ending
+
+
+async def buffered_then_ended(
+    session: polyloop.Session, proto: Recorder, transport: Any, peer: Any, end: str, *,
+    who: str, rule: str, clause: str,
+) -> None:  # fmt: skip
+    """Write to ``transport`` until it pauses (``peer`` does not read yet), call its
+    ``end`` method (``"close"`` or ``"write_eof"``), then require the reference ``peer`` to
+    read every byte written and a clean EOF. ``Failed`` naming ``clause`` otherwise: ``who``
+    (the end under test) broke ``rule``."""
+    total = await fill_until_paused(session, proto)
+    buffered = transport.get_write_buffer_size()
+    assert buffered > 0, f"nothing was buffered after pause_writing ({total} bytes written)"
+    getattr(transport, end)()
+    reader = ReferenceReader(peer)
+    ending = await reader.wait(session, f"the {total} bytes written, then EOF")
+    if reader.received != total or ending != "eof":
+        how = "a clean EOF" if ending == "eof" else f"{ending} ({reader.error!r})"
+        raise Failed(
+            f"{who} (the backend under test) broke the rule: after writing {total} bytes"
+            f" ({buffered} still buffered) and {end}(), the peer, a plain socket of the"
+            f" standard library, read {reader.received} bytes, then {how}; {rule}",
+            clause=clause,
+        )

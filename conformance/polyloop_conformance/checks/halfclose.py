@@ -14,7 +14,7 @@ import polyloop
 
 from .._registry import check
 from ..referee import Failed
-from ._reference import ReferenceReader, reference_peer
+from ._reference import buffered_then_ended, reference_peer
 from ._util import (
     PausedReader,
     Recorder,
@@ -193,22 +193,11 @@ async def check_write_eof_to_plain_peer(session: polyloop.Session) -> None:
     proto = Recorder(session)
     transport, peer = await reference_peer(session, lambda: proto)
     try:
-        total = await fill_until_paused(session, proto)  # the peer does not read yet
-        buffered = transport.get_write_buffer_size()
-        assert buffered > 0, f"nothing was buffered after pause_writing ({total} bytes written)"
-        transport.write_eof()
-        reader = ReferenceReader(peer)
-        ending = await reader.wait(session, f"the {total} bytes written, then EOF")
-        if reader.received != total or ending != "eof":
-            end = "EOF" if ending == "eof" else f"{ending} ({reader.error!r})"
-            raise Failed(
-                f"the half-closing end (the backend under test) broke the rule: after"
-                f" writing {total} bytes ({buffered} still buffered) and write_eof(), the"
-                f" peer, a plain socket of the standard library, read {reader.received}"
-                f" bytes, then {end}; write_eof() must send everything written before it,"
-                " then the EOF",
-                clause="transport.write_eof.half_close",
-            )
+        await buffered_then_ended(
+            session, proto, transport, peer, "write_eof", who="the half-closing end",
+            rule="write_eof() must send everything written before it, then the EOF",
+            clause="transport.write_eof.half_close",
+        )  # fmt: skip
         peer.sendall(b"reply after your EOF")
         peer.shutdown(socket.SHUT_WR)
         await proto.wait_eof()
