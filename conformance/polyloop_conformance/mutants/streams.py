@@ -261,6 +261,25 @@ class AbortWithoutReset(SocketTransport):
 
 @mutant(
     "transports",
+    "abort() resets also after the peer's EOF (a half-closed connection is still open)",
+    clauses=["transport.abort.resets_peer"],
+    checks=["halfclose.abort_half_open", "halfclose.abort_half_open_to_plain_peer"],
+    expect=["the aborting end (the backend under test) broke the rule", "a clean EOF (FIN)"],
+)
+class AbortAfterEofCloses(SocketTransport):
+    def feed_eof(self) -> None:
+        self._peer_done = True
+        super().feed_eof()
+
+    def abort(self) -> None:
+        if getattr(self, "_peer_done", False) and not self._lost:
+            self._drop(aborted())  # "the peer is gone anyway": no SO_LINGER, a FIN
+            return
+        super().abort()
+
+
+@mutant(
+    "transports",
     "an incoming reset is reported as an error, never as a clean EOF",
     clauses=["transport.reset.not_eof"],
     checks=["abort.reset_reported", "abort.peer_stream_reset"],
