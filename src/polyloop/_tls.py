@@ -18,6 +18,7 @@ Facts that shaped it:
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from ._contract import Handle
     from ._futures import Future
     from ._session import Session
+
+log = logging.getLogger("polyloop")
 
 __all__ = ["HANDSHAKE_TIMEOUT", "TLSProtocol", "TLSTransport"]
 
@@ -57,6 +60,7 @@ class TLSProtocol(Protocol):
         # asyncio does: a failed or abandoned handshake never reaches it at all.
         self.app_protocol: Any = app_protocol
         self._app_factory = app_factory
+        self._server_side = server_side
         self.app_transport = TLSTransport(self)
         self.handshake_done: Future[None] = session.create_future()
         self._session = session
@@ -198,18 +202,36 @@ class TLSProtocol(Protocol):
         self._flush()
         self._handshaking = False
         self._stop_timer()
-        if not self.handshake_done.done():
-            self.handshake_done.set_result(None)
         self._app_started = True
         if self.app_protocol is None:
             assert self._app_factory is not None
             self.app_protocol = self._app_factory()
         if self._call_connection_made:
-            self.app_protocol.connection_made(self.app_transport)
+            # Before handshake_done: a connect that waits for it raises what
+            # connection_made raised, as it does on a plain connection.
+            try:
+                self.app_protocol.connection_made(self.app_transport)
+            except Exception as exc:
+                self._refused(exc)
+                return
+        if not self.handshake_done.done():
+            self.handshake_done.set_result(None)
         if self._closing:
             self._shutdown()
         else:
             self._read()  # application data may have come with the last handshake record
+
+    def _refused(self, exc: Exception) -> None:
+        """The application's ``connection_made`` raised: the connection is aborted (its
+        ``connection_lost`` follows) and the error goes where a plain connection's goes
+        (docs/errors.md): a client's connect raises it, a server logs it."""
+        if self._server_side:
+            log.error(
+                "polyloop: a protocol's connection_made raised; connection aborted", exc_info=exc
+            )
+        elif not self.handshake_done.done():
+            self.handshake_done.set_exception(exc)
+        self.app_transport.abort()
 
     def _stop_timer(self) -> None:
         if self._timer is not None:

@@ -13,12 +13,14 @@ once), and the server goes on.
 from __future__ import annotations
 
 import errno
+import ssl
 from typing import Any
 
 import polyloop
 
 from .._registry import check
 from ..referee import expect_logged
+from ..tls import material
 from ._util import Accepted, Recorder, pair, refusing_port, transport_of
 
 
@@ -142,15 +144,28 @@ class _Failing(Exception):
     pass
 
 
-async def _dropped(session: polyloop.Session, port: int) -> None:
+async def _dropped(
+    session: polyloop.Session, port: int, connect: dict[str, Any] | None = None
+) -> None:
     """Connect to a server that drops the connection at once: the connect itself may
-    fail with the reset (it raced with it), or succeed and then see the connection end."""
+    fail with the reset (it raced with it; over TLS, during the handshake), or succeed
+    and then see the connection end."""
     try:
-        _, client = await session.connect_tcp(lambda: Recorder(session), "127.0.0.1", port)
-    except ConnectionError:
+        _, client = await session.connect_tcp(
+            lambda: Recorder(session), "127.0.0.1", port, **(connect or {})
+        )
+    except (ConnectionError, ssl.SSLError):
         return
     client.side = "client of the dropped connection"
     await client.wait_lost()
+
+
+def _tls_args(tls: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(listen_tcp's, connect_tcp's)`` keyword arguments, for TLS or not."""
+    if not tls:
+        return {}, {}
+    m = material()
+    return {"ssl": m.server_context()}, {"ssl": m.client_context(), "server_hostname": "localhost"}
 
 
 @check("errors", clauses=["connect.connection_made_error"])
@@ -159,6 +174,18 @@ async def check_client_connection_made_raises(session: polyloop.Session) -> None
     exception, the connection is aborted (the server side sees it end) and its
     connection_lost runs once; a client protocol factory that raises makes connect_tcp
     raise that exception too."""
+    await _client_connection_made_raises(session, tls=False)
+
+
+@check("errors", clauses=["connect.connection_made_error"])
+async def check_client_connection_made_raises_tls(session: polyloop.Session) -> None:
+    """The same over TLS: connection_made runs after the handshake, and connect_tcp
+    raises what it raised, the connection aborted, connection_lost once."""
+    await _client_connection_made_raises(session, tls=True)
+
+
+async def _client_connection_made_raises(session: polyloop.Session, *, tls: bool) -> None:
+    listen, connect = _tls_args(tls)
     boom = _Failing("deliberate connection_made failure (expected by this check)")
 
     class Raises(Recorder):
@@ -167,7 +194,7 @@ async def check_client_connection_made_raises(session: polyloop.Session) -> None
             raise boom
 
     accepted = Accepted(session)
-    server = await session.listen_tcp(accepted, "127.0.0.1", 0)
+    server = await session.listen_tcp(accepted, "127.0.0.1", 0, **listen)
     made: list[Raises] = []
 
     def factory() -> Raises:
@@ -175,10 +202,15 @@ async def check_client_connection_made_raises(session: polyloop.Session) -> None
         return made[-1]
 
     with expect_logged():
-        exc = await _raises(_Failing, session.connect_tcp(factory, "127.0.0.1", server.port))
+        exc = await _raises(
+            _Failing, session.connect_tcp(factory, "127.0.0.1", server.port, **connect)
+        )
         assert exc is boom, f"connect_tcp raised another exception object: {exc!r}"
-        srv = await accepted.get()
-        lost = await srv.wait_lost()
+        if not tls:  # over TLS the client may abort before the server's handshake is
+            # done (its last flight dropped with the abort), and a failed handshake never
+            # reaches the server's protocol (docs/tls.md)
+            srv = await accepted.get()
+            await srv.wait_lost()
         for _ in range(20):
             if made and "lost" in made[0].events:
                 break
@@ -191,14 +223,14 @@ async def check_client_connection_made_raises(session: polyloop.Session) -> None
         f"the client protocol whose connection_made raised saw events {made[0].events}"
         " (rule: connection_lost is called once)"
     )
-    del lost
-
     factory_boom = _Failing("deliberate client protocol factory failure (expected)")
 
     def bad_factory() -> Recorder:
         raise factory_boom
 
-    exc = await _raises(_Failing, session.connect_tcp(bad_factory, "127.0.0.1", server.port))
+    exc = await _raises(
+        _Failing, session.connect_tcp(bad_factory, "127.0.0.1", server.port, **connect)
+    )
     assert exc is factory_boom, (
         f"connect_tcp with a protocol factory that raised raised {exc!r}, not that exception"
         " (rule: connect_tcp raises what the protocol factory raised)"
@@ -252,6 +284,18 @@ async def check_server_factory_raises(session: polyloop.Session) -> None:
 async def check_server_connection_made_raises(session: polyloop.Session) -> None:
     """A server protocol whose connection_made raises: logged, that connection
     aborted (the client sees it end, its connection_lost runs once), the server goes on."""
+    await _server_connection_made_raises(session, tls=False)
+
+
+@check("errors", clauses=["listen.factory_error_dropped"])
+async def check_server_connection_made_raises_tls(session: polyloop.Session) -> None:
+    """The same over TLS: connection_made runs after the handshake; logged, that
+    connection aborted, connection_lost once, the server goes on."""
+    await _server_connection_made_raises(session, tls=True)
+
+
+async def _server_connection_made_raises(session: polyloop.Session, *, tls: bool) -> None:
+    listen, connect = _tls_args(tls)
     calls = [0]
 
     class Raises(Recorder):
@@ -263,13 +307,13 @@ async def check_server_connection_made_raises(session: polyloop.Session) -> None
 
     with expect_logged() as logged:
         accepted = Accepted(session, lambda: Raises(session))
-        server = await session.listen_tcp(accepted, "127.0.0.1", 0)
-        await _dropped(session, server.port)
+        server = await session.listen_tcp(accepted, "127.0.0.1", 0, **listen)
+        await _dropped(session, server.port, connect)
         first = await accepted.get(0)
         await first.wait_lost()
         try:
             _, second = await session.connect_tcp(
-                lambda: Recorder(session), "127.0.0.1", server.port
+                lambda: Recorder(session), "127.0.0.1", server.port, **connect
             )
         except OSError as exc:
             raise AssertionError(
