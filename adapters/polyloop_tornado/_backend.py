@@ -24,7 +24,7 @@ class TornadoBackend(polyloop.Backend):
     Tornado application (``await`` polyloop code in a ``RequestHandler``). No options."""
 
     name = "tornado"
-    native_tls = True
+    native_tls = False  # the core's TLS layer on the core's transports (see _session)
     requires = ("tornado", "tornado")
     detect_order = 30  # before asyncio's: an IOLoop wraps a running asyncio loop
 
