@@ -125,6 +125,56 @@ def test_reactor_option_from_a_spec_and_bad_values() -> None:
         polyloop.load_backend("twisted:loop=uvloop")
 
 
+def test_transports_option_from_a_spec_and_bad_values() -> None:
+    backend = polyloop.load_backend("twisted:transports=twisted")
+    assert isinstance(backend, TwistedBackend) and backend.transports == "twisted"
+    assert polyloop.load_backend("twisted").transports == "core"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="transports must be 'core' or 'twisted'"):
+        TwistedBackend(transports="iocp")
+
+
+@pytest.mark.parametrize("transports", ["core", "twisted"])
+def test_which_transport_carries_the_bytes(transports: str) -> None:
+    """The default serves sockets with the core's SocketTransport on the reactor's
+    readiness; transports="twisted" with Twisted's tcp.Connection under our bridge."""
+    from polyloop.lowlevel import SocketTransport
+    from polyloop_twisted._transport import TwistedTransport
+
+    async def main() -> tuple[type, type]:
+        accepted: list[polyloop.Transport] = []
+
+        class Keep(polyloop.Protocol):
+            def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+                accepted.append(transport)
+
+        server = await polyloop.listen_tcp(Keep, "127.0.0.1", 0)
+        client, _ = await polyloop.connect_tcp(polyloop.Protocol, "127.0.0.1", server.port)
+        while not accepted:
+            await polyloop.sleep(0.001)
+        kinds = (type(client), type(accepted[0]))
+        client.close()
+        accepted[0].close()
+        await server.aclose()
+        return kinds
+
+    want = SocketTransport if transports == "core" else TwistedTransport
+    kinds = polyloop.run(main, backend=f"twisted:transports={transports}")
+    assert all(issubclass(k, want) for k in kinds), kinds
+
+
+def test_every_conformance_check_passes_on_twisteds_own_transports() -> None:
+    """The catalogue, on Twisted's tcp.Port and tcp.Connection (transports="twisted"):
+    the bridge the compatibility layer's PolyloopFactory runs a polyloop protocol on."""
+    import polyloop_conformance as pc
+
+    make = lambda: polyloop.load_backend("twisted:transports=twisted")  # noqa: E731
+    checks = [c for c in pc.CHECKS.values() if not c.mixed_only]  # bridges: test_mixed.py
+    results = [pc.run_check(c, make, "twisted") for c in checks]
+    assert len(results) > 250, "the catalogue looks empty"
+    bad = [f"{r.check}: {r.status} {r.detail}" for r in results if r.status != "pass"]
+    assert not bad, "\n".join(bad)
+
+
 def test_asyncio_reactor_runs_on_a_fresh_loop_that_is_closed_after() -> None:
     seen: list[Any] = []
 

@@ -35,18 +35,24 @@ def default_kind() -> str:
 
 
 class TwistedBackend(polyloop.Backend):
-    """polyloop on Twisted. Option: ``reactor="epoll"`` (default; else ``poll``,
-    ``select``, or ``asyncio`` for an ``AsyncioSelectorReactor`` on a fresh asyncio loop).
+    """polyloop on Twisted. Options: ``reactor="epoll"`` (default; else ``poll``,
+    ``select``, or ``asyncio`` for an ``AsyncioSelectorReactor`` on a fresh asyncio loop);
+    ``transports="core"`` (default: the core's socket transports on the reactor's
+    readiness) or ``"twisted"`` (Twisted's ``tcp.Port`` and ``tcp.Connection``: slower,
+    see docs/backends/twisted.md).
     """
 
     name = "twisted"
     native_tls = False  # listenSSL & co. use the global reactor: the core's TLS layer
-    options: ClassVar[tuple[str, ...]] = ("reactor",)
+    options: ClassVar[tuple[str, ...]] = ("reactor", "transports")
     requires = ("twisted", "twisted")
     detect_order = 20  # before asyncio's: a reactor may sit on a running asyncio loop
 
-    def __init__(self, *, reactor: str | None = None) -> None:
+    def __init__(self, *, reactor: str | None = None, transports: str = "core") -> None:
         super().__init__()
+        if transports not in ("core", "twisted"):
+            raise ValueError(f"transports must be 'core' or 'twisted', not {transports!r}")
+        self.transports = transports
         kind = reactor or default_kind()
         if kind not in KINDS:
             raise ValueError(f"reactor must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -61,7 +67,8 @@ class TwistedBackend(polyloop.Backend):
         return f"Twisted {twisted.__version__}"
 
     def __repr__(self) -> str:
-        return f"<polyloop twisted backend, {self.reactor_kind} reactor>"
+        extra = ", Twisted's transports" if self.transports == "twisted" else ""
+        return f"<polyloop twisted backend, {self.reactor_kind} reactor{extra}>"
 
     def own_loop(self, body: Callable[[Session], Coroutine[Any, Any, T]]) -> T:
         from ._session import own_reactor

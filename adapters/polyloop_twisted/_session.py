@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
+import ssl as _ssl
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
@@ -19,12 +21,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 import polyloop
-from polyloop.lowlevel import Callback, Session, end_with_asyncio_loop, fd_of
+from polyloop.lowlevel import Acceptor, Callback, Session, end_with_asyncio_loop, fd_of
 
 from . import _reactor
 from ._backend import TwistedBackend
 from ._deferreds import DeferredWait, future_of, start, suspend
-from ._errors import translate
+from ._errors import map_errors, translate
+from ._transport import BridgeFactory, Listening, TCPPort, UnixPort
 
 __all__ = ["TwistedSession", "borrow_reactor", "own_reactor"]
 
@@ -130,6 +133,9 @@ class TwistedSession(Session):
         self._drain_scheduled = False
         self._watches: dict[int, _reactor.Watch] = {}
         self._trigger: Any = None
+        #: Sockets on Twisted's tcp.Port/tcp.Connection (option transports="twisted"),
+        #: else on the core's transports.
+        self._twisted_transports = backend.transports == "twisted"
 
     def _run_logged(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         try:
@@ -300,14 +306,67 @@ class TwistedSession(Session):
     # Twisted's own echo server where Twisted's tcp.Connection under our protocol ran at
     # 0.93x (its doRead runs under log.callWithContext, each write goes through its
     # buffer and producer machinery); on an AsyncioSelectorReactor (mixed mode) 1.96x
-    # Twisted alone instead of 0.56x. The Twisted transport classes in _transport.py stay
-    # for the compatibility layer (a polyloop protocol under Twisted's own listenTCP).
+    # Twisted alone instead of 0.56x. Twisted's own (tcp.Port and tcp.Connection, with
+    # the Twisted protocol in _transport.py) serve with the option transports="twisted":
+    # the compatibility layer puts a polyloop protocol under Twisted's listenTCP with
+    # that protocol, and tests/test_twisted.py runs the whole catalogue on it. Twisted's
+    # adopt* calls socket.fromfd() (tcp.py, unix.py), which dups the fd: the port or
+    # connection owns the duplicate, and our socket is closed once Twisted has it.
     #
     # UDP is the core's SocketDatagramTransport as well. Twisted's UDP port would need
     # three fixes: its maxPacketSize truncates at 8192 bytes, an adopted connected socket
     # is not "connected" to it (write() then asserts an address), and an ICMP error
     # closes it on epoll and poll; the last is handled once, for every fd, in
     # _reactor.Watch.
+
+    async def serve_socket(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], polyloop.Protocol],
+        ssl: _ssl.SSLContext | None,
+        backlog: int,
+        handshake_timeout: float | None = None,
+    ) -> Acceptor:
+        if not self._twisted_transports:
+            return await super().serve_socket(sock, factory, ssl, backlog, handshake_timeout)
+        bridges = BridgeFactory(self, factory)
+        try:
+            with map_errors():
+                if sock.family == socket.AF_UNIX:
+                    # adoptStreamPort with our port class; its startListening calls
+                    # listen() again, with the port's backlog (50 unless told).
+                    port = UnixPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                        self.reactor, sock.fileno(), bridges
+                    )
+                    port.backlog = backlog
+                    port.startListening()
+                else:
+                    # adoptStreamPort, with our port class (see _PausingAccept).
+                    port = TCPPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                        self.reactor, sock.fileno(), sock.family, bridges
+                    )
+                    port.startListening()
+        finally:
+            sock.close()  # the port listens on a duplicate of its fd
+        return Listening(self, port)
+
+    def adopt_stream(
+        self, sock: socket.socket, factory: Callable[[], polyloop.Protocol]
+    ) -> polyloop.Transport:
+        if not self._twisted_transports:
+            return super().adopt_stream(sock, factory)
+        failed: list[BaseException] = []
+        try:
+            with map_errors():
+                t = self.reactor.adoptStreamConnection(
+                    sock.fileno(), sock.family, BridgeFactory(self, factory, failed)
+                )
+        finally:
+            sock.close()
+        if failed:
+            raise failed[0]  # connection_made raised: aborted, and the caller is told
+        transport: polyloop.Transport = t.protocol  # the TwistedTransport
+        return transport
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
