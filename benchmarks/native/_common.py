@@ -1,8 +1,10 @@
-"""What the native servers share: the RESP store, the HTTP reply, the announcement.
+"""What the native servers share: the RESP store, the h11 HTTP server, the announcement.
 
 Rule: nothing here imports polyloop. The RESP servers reuse the conformance app's sans-io
 store (``_resp.py``, which imports no loop and no polyloop), loaded by path, so that a
-native RESP server and the polyloop RESP app differ only in how bytes move.
+native RESP server and the polyloop RESP app differ only in how bytes move. The same
+for HTTP: ``H11`` makes the calls the polyloop HTTP app makes on ``h11`` for ``GET /``,
+so each framework's ``http-h11`` server and the app differ only in how bytes move.
 """
 
 from __future__ import annotations
@@ -67,3 +69,37 @@ class Resp:
     @property
     def quit(self) -> bool:
         return bool(self.session.quit)
+
+
+class H11:
+    """One HTTP/1.1 connection on ``h11``, answering every request with ``HELLO``:
+    ``feed(data)`` returns the responses to write; ``closed`` once the client closed."""
+
+    def __init__(self) -> None:
+        import h11
+
+        self._h11 = h11
+        self.conn = h11.Connection(h11.SERVER)
+        self.closed = False
+
+    def feed(self, data: bytes) -> bytes:
+        h11, conn = self._h11, self.conn
+        conn.receive_data(data)
+        out = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                break
+            if event is h11.PAUSED:
+                conn.start_next_cycle()
+            elif isinstance(event, h11.EndOfMessage):
+                headers = [
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", b"%d" % len(HELLO)),
+                ]
+                out += conn.send(h11.Response(status_code=200, headers=headers))
+                out += conn.send(h11.Data(data=HELLO)) + conn.send(h11.EndOfMessage())
+            elif isinstance(event, h11.ConnectionClosed):
+                self.closed = True
+                break
+        return bytes(out)

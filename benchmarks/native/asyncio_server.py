@@ -1,9 +1,9 @@
-"""Native asyncio servers: ``python asyncio_server.py echo|streams|resp|http [--uvloop]``.
+"""Native asyncio servers: ``python asyncio_server.py echo|streams|resp|http|http-h11 [--uvloop]``.
 
 echo: an ``asyncio.Protocol``. streams: ``asyncio.start_server`` with StreamReader and
 StreamWriter (the Stream API's anchor). resp: a Protocol over the shared sans-io store.
-http: a Protocol with ``h11``, the same parser as the polyloop HTTP app (asyncio has no
-HTTP server of its own), answering ``GET /``.
+http (and http-h11, the same): a Protocol with ``h11`` (``_common.H11``), the same parser
+as the polyloop HTTP app (asyncio has no HTTP server of its own), answering ``GET /``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import sys
 from typing import Any
 
-from _common import HELLO, READ_SIZE, Resp, announce
+from _common import H11, READ_SIZE, Resp, announce
 
 
 class Echo(asyncio.Protocol):
@@ -49,32 +49,13 @@ class RespServer(asyncio.Protocol):
 
 class HTTPServer(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
-        import h11
-
-        self.h11 = h11
         self.transport = transport
-        self.conn = h11.Connection(h11.SERVER)
+        self.http = H11()
 
     def data_received(self, data: bytes) -> None:
-        h11, conn = self.h11, self.conn
-        conn.receive_data(data)
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                return
-            if event is h11.PAUSED:
-                conn.start_next_cycle()
-            elif isinstance(event, h11.EndOfMessage):
-                headers = [
-                    (b"content-type", b"text/plain"),
-                    (b"content-length", b"%d" % len(HELLO)),
-                ]
-                out = conn.send(h11.Response(status_code=200, headers=headers))
-                out += conn.send(h11.Data(data=HELLO)) + conn.send(h11.EndOfMessage())
-                self.transport.write(out)
-            elif isinstance(event, h11.ConnectionClosed):
-                self.transport.close()
-                return
+        self.transport.write(self.http.feed(data))
+        if self.http.closed:
+            self.transport.close()
 
 
 async def main(app: str) -> None:
@@ -82,7 +63,9 @@ async def main(app: str) -> None:
     if app == "streams":
         server = await asyncio.start_server(stream_echo, "127.0.0.1", 0)
     else:
-        factory = {"echo": Echo, "resp": RespServer, "http": HTTPServer}[app]
+        factory = {"echo": Echo, "resp": RespServer, "http": HTTPServer, "http-h11": HTTPServer}[
+            app
+        ]
         server = await loop.create_server(factory, "127.0.0.1", 0)
     announce(server.sockets[0].getsockname()[1])
     await asyncio.Event().wait()

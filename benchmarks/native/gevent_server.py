@@ -1,8 +1,9 @@
-"""Native gevent servers: ``python gevent_server.py echo|resp|http``.
+"""Native gevent servers: ``python gevent_server.py echo|resp|http|http-h11``.
 
 echo and resp: a ``StreamServer`` handler (a greenlet per connection, ``recv`` and
 ``sendall``). http: ``gevent.pywsgi.WSGIServer`` with a WSGI app answering ``GET /``,
-with TCP_NODELAY (see ``NoDelayWSGIServer``). No monkey patching.
+with TCP_NODELAY (see ``NoDelayWSGIServer``). http-h11: a ``StreamServer`` handler running
+``_common.H11`` (the polyloop HTTP app's ``h11`` calls). No monkey patching.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import socket
 import sys
 from typing import Any
 
-from _common import HELLO, READ_SIZE, Resp, announce
+from _common import H11, HELLO, READ_SIZE, Resp, announce
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
@@ -26,6 +27,14 @@ def resp(sock: Any, address: Any) -> None:
     while data := sock.recv(READ_SIZE):
         sock.sendall(r.feed(data))
         if r.quit:
+            return
+
+
+def http_h11(sock: Any, address: Any) -> None:
+    http = H11()
+    while data := sock.recv(READ_SIZE):
+        sock.sendall(http.feed(data))
+        if http.closed:
             return
 
 
@@ -53,7 +62,8 @@ def main(app: str) -> None:
     if app == "http":
         server = NoDelayWSGIServer(("127.0.0.1", 0), hello, log=None)
     else:
-        server = StreamServer(("127.0.0.1", 0), {"echo": echo, "resp": resp}[app])
+        handlers = {"echo": echo, "resp": resp, "http-h11": http_h11}
+        server = StreamServer(("127.0.0.1", 0), handlers[app])
     server.start()
     announce(server.server_port)
     server.serve_forever()

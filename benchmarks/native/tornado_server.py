@@ -1,8 +1,10 @@
-"""Native Tornado servers: ``python tornado_server.py echo|resp|http``.
+"""Native Tornado servers: ``python tornado_server.py echo|resp|http|http-h11``.
 
 echo and resp: a ``TCPServer`` whose ``handle_stream`` reads with
 ``IOStream.read_bytes(partial=True)`` and writes back. http: ``HTTPServer`` on a
-``tornado.web.Application`` with one ``RequestHandler`` answering ``GET /``.
+``tornado.web.Application`` with one ``RequestHandler`` answering ``GET /``. http-h11:
+the same ``TCPServer`` loop as resp, running ``_common.H11`` (the polyloop HTTP app's
+``h11`` calls).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import sys
 from typing import Any
 
-from _common import HELLO, READ_SIZE, Resp, announce
+from _common import H11, HELLO, READ_SIZE, Resp, announce
 from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
@@ -41,6 +43,19 @@ class RespServer(TCPServer):
             pass
 
 
+class H11Server(TCPServer):
+    async def handle_stream(self, stream: Any, address: Any) -> None:
+        http = H11()
+        try:
+            while True:
+                stream.write(http.feed(await stream.read_bytes(READ_SIZE, partial=True)))
+                if http.closed:
+                    stream.close()
+                    return
+        except StreamClosedError:
+            pass
+
+
 class Hello(RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/plain")
@@ -53,7 +68,7 @@ async def main(app: str) -> None:
     if app == "http":
         server = HTTPServer(Application([("/", Hello)]))
     else:
-        server = {"echo": Echo, "resp": RespServer}[app]()
+        server = {"echo": Echo, "resp": RespServer, "http-h11": H11Server}[app]()
     server.add_sockets(sockets)
     announce(sockets[0].getsockname()[1])
     await asyncio.Event().wait()

@@ -1,7 +1,8 @@
-"""Native Twisted servers: ``python twisted_server.py echo|resp|http [--reactor epoll]``.
+"""Native Twisted servers: ``python twisted_server.py echo|resp|http|http-h11 [--reactor epoll]``.
 
 echo and resp: a ``Protocol`` on a private reactor (epoll unless told otherwise). http:
-``twisted.web`` (``Site`` with a ``Resource``) answering ``GET /``.
+``twisted.web`` (``Site`` with a ``Resource``) answering ``GET /``. http-h11: a ``Protocol``
+running ``_common.H11``, the polyloop HTTP app's ``h11`` calls.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from _common import HELLO, Resp, announce
+from _common import H11, HELLO, Resp, announce
 
 
 def make_reactor(name: str) -> Any:
@@ -43,6 +44,15 @@ def main(app: str, reactor_name: str) -> None:
             if self.resp.quit:
                 self.transport.loseConnection()  # type: ignore[union-attr]
 
+    class H11Server(Protocol):
+        def connectionMade(self) -> None:
+            self.http = H11()
+
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(self.http.feed(data))  # type: ignore[union-attr]
+            if self.http.closed:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
     if app == "http":
         from twisted.web import resource, server
 
@@ -56,7 +66,9 @@ def main(app: str, reactor_name: str) -> None:
         factory: Any = server.Site(Hello())
         factory.log = lambda request: None  # no access log
     else:
-        factory = Factory.forProtocol({"echo": Echo, "resp": RespServer}[app])
+        factory = Factory.forProtocol(
+            {"echo": Echo, "resp": RespServer, "http-h11": H11Server}[app]
+        )
     factory.noisy = False
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     announce(port.getHost().port)
