@@ -31,6 +31,7 @@ from polyloop.lowlevel import (
     set_current,
 )
 
+from . import _process
 from ._transport import (
     AsyncioDatagramTransport,
     AsyncioTransport,
@@ -291,6 +292,28 @@ class AsyncioSession(Session):
             raise
         transport: AsyncioDatagramTransport = bridge.transport
         return transport
+
+    # --- pipes and child processes: asyncio's own (_process.py) ---
+
+    async def adopt_read_pipe(self, pipe: Any, protocol: Any) -> polyloop.ReadTransport:
+        return await _process.adopt_read_pipe(self, pipe, protocol)
+
+    async def adopt_write_pipe(self, pipe: Any, protocol: Any) -> polyloop.WriteTransport:
+        return await _process.adopt_write_pipe(self, pipe, protocol)
+
+    async def subprocess(
+        self,
+        protocol: Any,
+        args: Any,
+        shell: bool,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        popen_kwargs: dict[str, Any],
+    ) -> polyloop.SubprocessTransport:
+        return await _process.spawn(
+            self, protocol, args, shell, stdin, stdout, stderr, popen_kwargs
+        )
 
     # --- what is open ---
 
