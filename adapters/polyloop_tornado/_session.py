@@ -27,6 +27,7 @@ from polyloop.lowlevel import (
     in_asyncio_executor,
 )
 
+from . import _process
 from ._backend import TornadoBackend
 
 T = TypeVar("T")
@@ -188,6 +189,14 @@ class TornadoSession(Session):
     # the core's transport on the same IOLoop 2.42x. SSLIOStream also reported a TLS
     # record cut in the middle as a clean close; the core's layer reports it as an error,
     # as on every backend (docs/tls.md).
+
+    # --- pipes on PipeIOStream (_process.py; children stay the core's, see there) ---
+
+    async def adopt_read_pipe(self, pipe: Any, protocol: Any) -> polyloop.ReadTransport:
+        return await _process.adopt_read_pipe(self, pipe, protocol)
+
+    async def adopt_write_pipe(self, pipe: Any, protocol: Any) -> polyloop.WriteTransport:
+        return await _process.adopt_write_pipe(self, pipe, protocol)
 
 
 class _Timeout:
