@@ -23,7 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 import polyloop
 from polyloop.lowlevel import Acceptor, Callback, Session, end_with_asyncio_loop, fd_of
 
-from . import _reactor
+from . import _process, _reactor
 from ._backend import TwistedBackend
 from ._deferreds import DeferredWait, future_of, start, suspend
 from ._errors import map_errors, translate
@@ -367,6 +367,16 @@ class TwistedSession(Session):
             raise failed[0]  # connection_made raised: aborted, and the caller is told
         transport: polyloop.Transport = t.protocol  # the TwistedTransport
         return transport
+
+    # --- child processes: spawnProcess (_process.py) ---
+
+    async def subprocess(
+        self, protocol: Any, args: Any, shell: bool, stdin: Any, stdout: Any, stderr: Any,
+        popen_kwargs: dict[str, Any],
+    ) -> polyloop.SubprocessTransport:  # fmt: skip
+        return await _process.spawn(
+            self, protocol, args, shell, stdin, stdout, stderr, popen_kwargs
+        )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
