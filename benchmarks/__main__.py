@@ -11,7 +11,9 @@ in flight each, against the native echo server, polyloop's Protocol and Stream e
 on plain asyncio also asyncio's and anyio's streams), ``resp`` (redis-benchmark SET/GET
 against the RESP app and a native RESP server), ``http`` (wrk against the HTTP app and
 the framework's own HTTP server), ``scale`` (10,000 idle connections: resident memory per
-connection, time to accept them all). A backend with no native server known here (a
+connection, time to accept them all), ``processes`` (``--process-mb`` MiB through ``cat``
+with ``polyloop.open_process`` against the framework's own process API, see
+``benchmarks/processes.py``). A backend with no native server known here (a
 third-party one) is measured against the plain asyncio servers, labelled "reference".
 
 Results: ``results.json`` (every round of every server, the ratios, the targets, the
@@ -33,10 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import chart, harness, report
+from . import chart, harness, processes, report
 
 DEFAULT_BACKENDS = ["asyncio", "asyncio:loop=uvloop", "twisted", "gevent", "tornado"]
-SECTIONS = ("echo", "resp", "http", "scale")
+SECTIONS = ("echo", "resp", "http", "scale", "processes")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--http-seconds", type=int, default=1, help="wrk duration (whole seconds)")
     p.add_argument("--scale", type=int, default=10000, help="idle connections (default 10000)")
     p.add_argument("--scale-rounds", type=int, default=3)
+    p.add_argument("--process-mb", type=int, default=100, help="MiB through cat (processes)")
     p.add_argument(
         "--out",
         type=Path,
@@ -83,6 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.sizes, args.connections = "1024", "10"
         args.resp_requests, args.resp_connections, args.http_connections = 1000, 10, 10
         args.scale = min(args.scale, 500)
+        args.process_mb = min(args.process_mb, 10)
     args.backends = args.backend or DEFAULT_BACKENDS
     args.sections = [s for s in args.only.split(",") if s]
     unknown = set(args.sections) - set(SECTIONS)
@@ -144,6 +148,8 @@ def plan_size(args: argparse.Namespace) -> int:
         total += sum(2 * args.rounds for s in ("resp", "http") if s in args.sections)
         if "scale" in args.sections:
             total += 3 * args.scale_rounds
+        if "processes" in args.sections and spec.split(":")[0] in processes.NATIVE:
+            total += 2 * args.rounds
     return total
 
 
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "machine": machine(),
         "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
-        "echo": [], "resp": [], "http": [], "scale": [],
+        "echo": [], "resp": [], "http": [], "scale": [], "processes": [],
     }  # fmt: skip
     progress = harness.Progress(plan_size(args))
     started = time.monotonic()
@@ -275,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[app].append(run_app(spec, app, args, progress))
         if "scale" in args.sections:
             results["scale"].append(run_scale(spec, args, pingpong, progress))
+        if "processes" in args.sections:
+            results["processes"] += processes.run([spec], args.process_mb, args.rounds, progress)
     results["duration_seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["targets"] = report.targets(results)
@@ -283,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_charts:
         chart.write_all(results, args.out)
     print(report.markdown(results))
+    if results["processes"]:
+        print("\n" + processes.markdown(results["processes"]))
     print(f"\nwrote {args.out}/ in {results['duration_seconds']:.0f} s", file=sys.stderr)
     return 0
 

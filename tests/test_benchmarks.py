@@ -198,3 +198,22 @@ def test_mixed_wakeups_quick_run(tmp_path: Path) -> None:
     assert len({r["case"] for r in rows}) == 75  # the wakeups check's 5 places x 15 wake-ups
     assert all(0 < r["median_us"] <= r["p99_us"] <= r["max_us"] for r in rows), rows
     assert "| wake-up | median µs |" in out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_process_benchmark_tiny(tmp_path: Path) -> None:
+    """The process benchmark at 2 MiB, one round on asyncio: both sides pipe every byte
+    through cat (the benchmark checks the count) and the ratio is a finite positive
+    number; its size is not judged (speed is for ``python -m benchmarks``)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.processes", "--mb", "2", "--rounds", "1",
+         "--backend", "asyncio", "--json", str(tmp_path / "p.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (record,) = json.loads((tmp_path / "p.json").read_text())
+    assert record["backend"] == "asyncio" and record["mib"] == 2
+    assert len(record["runs"]["native"]) == len(record["runs"]["polyloop"]) == 1
+    ratio = record["ratio"]["median"]
+    assert 0 < ratio < float("inf"), record
+    assert "| asyncio |" in out.stdout
