@@ -26,6 +26,7 @@ import errno
 import logging
 import os
 import stat
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -275,11 +276,18 @@ class PipeReadTransport(_PipeEnd, ReadTransport):
 
 class PipeWriteTransport(_PipeEnd, WriteTransport):
     """The core's write-pipe transport on ``add_writer`` (and ``add_reader`` to see the
-    reader go: see the module's docstring)."""
+    reader go: see the module's docstring).
+
+    What the kernel refuses is queued as it came, not copied into one buffer: ``bytes``
+    by reference (immutable), anything else as a copy (the caller may reuse it). A pipe
+    takes at most its capacity (64 KiB) per ``os.write``, so a large write is sent from
+    a ``memoryview`` that advances; copying each 1 MiB write into a ``bytearray`` first
+    cost 14 % of the CPU of 100 MiB through ``cat`` on gevent."""
 
     def __init__(self, session: Session, pipe: Any, protocol: Any) -> None:
         self._setup(session, pipe, protocol)
-        self._buffer = bytearray()
+        self._queue: deque[memoryview] = deque()
+        self._size = 0
         self._high, self._low = DEFAULT_HIGH_WATER, DEFAULT_HIGH_WATER // 4
         self._eof = self._paused = self._writing = False
         session.resources.track(self)
@@ -293,7 +301,7 @@ class PipeWriteTransport(_PipeEnd, WriteTransport):
 
     def _on_reader_gone(self) -> None:
         gone = BrokenPipeError(errno.EPIPE, "the pipe's reader closed it")
-        self._drop(gone if self._buffer else None)
+        self._drop(gone if self._size else None)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         check_bytes(data)
@@ -301,8 +309,8 @@ class PipeWriteTransport(_PipeEnd, WriteTransport):
             raise write_after_eof()
         if self._closing or not data:
             return
-        buffer = self._buffer
-        if not buffer:
+        n = 0
+        if not self._size:
             try:
                 n = os.write(self._fd, data)
             except (BlockingIOError, InterruptedError):
@@ -310,35 +318,41 @@ class PipeWriteTransport(_PipeEnd, WriteTransport):
             except OSError as exc:
                 self._drop(exc)
                 return
-            view = memoryview(data).cast("B")
-            if n == len(view):
-                return
-            buffer += view[n:]
+        view = memoryview(data).cast("B")
+        if n == len(view):
+            return
+        rest = view[n:] if type(data) is bytes else memoryview(bytes(view[n:]))
+        self._queue.append(rest)
+        self._size += len(rest)
+        if not self._writing:
             self._writing = True
             self._session.add_writer(self._fd, self._on_writable)
-        else:
-            buffer += data
         self._check_high()
 
     def _check_high(self) -> None:
-        if not self._paused and len(self._buffer) > self._high:
+        if not self._paused and self._size > self._high:
             self._paused = True
             call_logged(self._protocol, "pause_writing")
 
     def _on_writable(self) -> None:
-        buffer = self._buffer
+        queue = self._queue
+        first = queue[0]
         try:
-            n = os.write(self._fd, buffer)
+            n = os.write(self._fd, first)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._drop(exc)
             return
-        del buffer[:n]
-        if self._paused and len(buffer) <= self._low:
+        if n == len(first):
+            queue.popleft()
+        else:
+            queue[0] = first[n:]
+        self._size -= n
+        if self._paused and self._size <= self._low:
             self._paused = False
             call_logged(self._protocol, "resume_writing")
-        if buffer:
+        if queue:
             return
         self._writing = False
         self._session.remove_writer(self._fd)
@@ -355,7 +369,7 @@ class PipeWriteTransport(_PipeEnd, WriteTransport):
         if self._closing:
             return
         self._closing = True
-        if not self._buffer:
+        if not self._size:
             self._finish_close()
 
     def _finish_close(self) -> None:
@@ -370,7 +384,8 @@ class PipeWriteTransport(_PipeEnd, WriteTransport):
         if self._lost:
             return
         self._closing = True
-        self._buffer.clear()
+        self._queue.clear()
+        self._size = 0
         if self._writing:
             self._writing = False
             self._session.remove_writer(self._fd)
@@ -383,7 +398,7 @@ class PipeWriteTransport(_PipeEnd, WriteTransport):
             self._check_high()
 
     def get_write_buffer_size(self) -> int:
-        return len(self._buffer)
+        return self._size
 
 
 async def connect_read_pipe(
