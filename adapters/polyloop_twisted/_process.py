@@ -37,6 +37,13 @@ What Twisted does differently, and is fixed here (read from ``twisted/internet/p
   registered streaming producer past ``bufferSize`` (set to the high-water mark) and
   resumes it once its buffer is *empty* (so the low-water mark is 0 here).
 - A write after ``write_eof()`` is a silent no-op in Twisted: ``RuntimeError`` here.
+- **Reads of 8 KiB.** ``ProcessReader.doRead`` is ``fdesc.readFromFD``, which reads at
+  most 8192 bytes per readable event: a pipe holds 64 KiB, so a fast child costs eight
+  wake-ups of the protocol (and of a ``Stream`` reader above it) per pipeful. Measured:
+  100 MiB through ``cat`` with ``open_process`` ran at 0.42x native Twisted (a bare
+  ``ProcessProtocol``, whose ``outReceived`` only counts), at 2.4x its CPU. The child's
+  readers here read up to ``READ_SIZE`` (64 KiB) per event instead (``_read_more``, set
+  on the reader instance; the rest of ``doRead`` is Twisted's own).
 
 What ``spawnProcess`` cannot express keeps the core's path (``Popen``): ``stderr=STDOUT``
 (``childFDs`` maps a child fd to a parent fd or a new pipe, not to another child fd) and
@@ -47,6 +54,7 @@ any ``Popen`` keyword beyond ``cwd`` and ``env`` (``start_new_session``, ``pass_
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 import subprocess
@@ -54,6 +62,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import main as _tw_main
 from twisted.internet import process as _tw_process
 from twisted.internet.interfaces import IProcessProtocol, IPushProducer
 from twisted.python.failure import Failure
@@ -62,6 +71,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 import polyloop
 from polyloop.lowlevel import (
     DEFAULT_HIGH_WATER,
+    READ_SIZE,
     Session,
     SessionContract,
     aborted,
@@ -306,7 +316,14 @@ class TwistedSubprocess(polyloop.SubprocessTransport):
         self._pid = process.pid
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self._call(self._protocol_call, "pipe_data_received", childFD, data)
+        # From the reader's own readable event, never inside a transport method: passed
+        # on at once once connection_made has run (a reactor iteration per chunk saved).
+        # pipe_connection_lost, which follows the data, and process_exited, which may
+        # come either side of it, are queued.
+        if self._pending is None and not self._gone and self._protocol is not None:
+            self._protocol.pipe_data_received(childFD, data)
+        else:
+            self._call(self._protocol_call, "pipe_data_received", childFD, data)
 
     def childConnectionLost(self, childFD: int) -> None:
         pipe = self._pipes.get(childFD)
@@ -443,6 +460,20 @@ class TwistedSubprocess(polyloop.SubprocessTransport):
             reader_or_writer.connectionLost(Failure(aborted()))  # type: ignore[no-untyped-call]
 
 
+def _read_more(reader: Any) -> Any:
+    """``ProcessReader.doRead`` (``fdesc.readFromFD``) with ``READ_SIZE`` reads, not 8 KiB."""
+    try:
+        data = os.read(reader.fd, READ_SIZE)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EINTR):
+            return None
+        return _tw_main.CONNECTION_LOST
+    if not data:
+        return _tw_main.CONNECTION_DONE
+    reader.dataReceived(data)
+    return None
+
+
 def _child_fd(std: Any, fd: int, opened: list[int]) -> Any:
     """What ``childFDs`` takes for ``std`` (a Popen-style argument) at ``fd``."""
     if std == _PIPE:
@@ -498,6 +529,10 @@ async def spawn(
     finally:
         for fd in opened:
             os.close(fd)
+    for fd in (1, 2):
+        reader = process.pipes.get(fd)
+        if reader is not None:
+            reader.doRead = functools.partial(_read_more, reader)
     if 0 in process.pipes:
         writer = process.pipes[0]
         writer.bufferSize = DEFAULT_HIGH_WATER
