@@ -316,14 +316,7 @@ class TwistedSubprocess(polyloop.SubprocessTransport):
         self._pid = process.pid
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        # From the reader's own readable event, never inside a transport method: passed
-        # on at once once connection_made has run (a reactor iteration per chunk saved).
-        # pipe_connection_lost, which follows the data, and process_exited, which may
-        # come either side of it, are queued.
-        if self._pending is None and not self._gone and self._protocol is not None:
-            self._protocol.pipe_data_received(childFD, data)
-        else:
-            self._call(self._protocol_call, "pipe_data_received", childFD, data)
+        self._call(self._protocol_call, "pipe_data_received", childFD, data)
 
     def childConnectionLost(self, childFD: int) -> None:
         pipe = self._pipes.get(childFD)
