@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -236,3 +237,22 @@ def test_reaping_without_pidfd(backend: str, monkeypatch: pytest.MonkeyPatch) ->
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
     assert [c for c in _children() if c not in others] == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_child_that_closes_every_pipe_and_runs_on_is_reaped(backend: str) -> None:
+    """A child that closes stdin, stdout and stderr and then runs on: all its pipes end
+    before it exits, so a framework that reaps only when the pipes close (Twisted without
+    its SIGCHLD handler, which a session's reactor never installs) would never see it
+    exit. Its exit status still arrives, and the run_process returns."""
+    code = "import os, sys, time; os.close(0); os.close(1); os.close(2); time.sleep(0.2)"
+
+    async def main() -> tuple[int, bool]:
+        with polyloop.move_on_after(10) as scope:
+            result = await polyloop.run_process(
+                [sys.executable, "-c", code], input=b"", check=False
+            )
+            return result.returncode, scope.cancelled_caught
+        return -1, scope.cancelled_caught
+
+    assert polyloop.run(main, backend=backend) == (0, False)
