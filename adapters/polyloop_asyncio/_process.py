@@ -21,8 +21,14 @@ default is ``ThreadedChildWatcher``: a thread per child blocked in ``waitpid(pid
 works on any thread and on a loop the application runs). A policy whose watcher is not
 active for this loop (``SafeChildWatcher``/``FastChildWatcher`` attached to the main
 thread's loop, which is not running) would make asyncio refuse the child
-(``RuntimeError``): the session keeps the core's path (a pidfd) then. uvloop reaps with
-libuv's own ``SIGCHLD`` handler and needs no watcher.
+(``RuntimeError``): the session keeps the core's path (a pidfd) then.
+
+On uvloop (``loop="uvloop"``) all three hooks keep the core's path: uvloop's own fails
+the checks in ways a wrapper cannot mend (uvloop 0.21, measured with ``polyloop
+conformance --backend asyncio:loop=uvloop``): a program that does not exist leaves 9 fds
+open; a child that closes its stdout and runs on never gets ``pipe_connection_lost(1)``;
+``write_eof()`` on a write pipe raises ``NotImplementedError`` and a pipe's reader
+going away ends the writer with ``OSError(ENOTSOCK)``.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from ._transport import abort_native
 if TYPE_CHECKING:
     from ._session import AsyncioSession
 
-__all__ = ["adopt_read_pipe", "adopt_write_pipe", "spawn", "watcher_ready"]
+__all__ = ["adopt_read_pipe", "adopt_write_pipe", "spawn", "stock", "watcher_ready"]
 
 
 class _Pipe:
@@ -198,8 +204,18 @@ def _as_file(pipe: Any, mode: str) -> Any:
     return open(pipe, mode, buffering=0) if isinstance(pipe, int) else pipe
 
 
-async def adopt_read_pipe(session: AsyncioSession, pipe: Any, protocol: Any) -> ReadPipe:
-    """``SessionContract.adopt_read_pipe`` on ``loop.connect_read_pipe``."""
+def stock(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is the standard library's (a mixed-mode loop is), not uvloop."""
+    return isinstance(loop, asyncio.BaseEventLoop)
+
+
+async def adopt_read_pipe(
+    session: AsyncioSession, pipe: Any, protocol: Any
+) -> polyloop.ReadTransport:
+    """``SessionContract.adopt_read_pipe`` on ``loop.connect_read_pipe`` (on uvloop: the
+    core's, see the module's rule)."""
+    if not stock(session.loop):
+        return await SessionContract.adopt_read_pipe(session, pipe, protocol)
     bridge = _PipeBridge(session, protocol, ReadPipe)
     await session.loop.connect_read_pipe(lambda: bridge, _as_file(pipe, "rb"))
     if bridge.failed is not None:
@@ -208,8 +224,13 @@ async def adopt_read_pipe(session: AsyncioSession, pipe: Any, protocol: Any) -> 
     return adopted
 
 
-async def adopt_write_pipe(session: AsyncioSession, pipe: Any, protocol: Any) -> WritePipe:
-    """``SessionContract.adopt_write_pipe`` on ``loop.connect_write_pipe``."""
+async def adopt_write_pipe(
+    session: AsyncioSession, pipe: Any, protocol: Any
+) -> polyloop.WriteTransport:
+    """``SessionContract.adopt_write_pipe`` on ``loop.connect_write_pipe`` (on uvloop:
+    the core's)."""
+    if not stock(session.loop):
+        return await SessionContract.adopt_write_pipe(session, pipe, protocol)
     bridge = _PipeBridge(session, protocol, WritePipe)
     await session.loop.connect_write_pipe(lambda: bridge, _as_file(pipe, "wb"))
     if bridge.failed is not None:
@@ -219,10 +240,10 @@ async def adopt_write_pipe(session: AsyncioSession, pipe: Any, protocol: Any) ->
 
 
 def watcher_ready(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop.subprocess_exec`` can reap on this thread: uvloop always; the
-    standard loop if the policy's child watcher is active for it (before 3.12)."""
+    """Whether the standard ``loop.subprocess_exec`` can reap for ``loop``: if the
+    policy's child watcher is active for it (before 3.12)."""
     if not isinstance(loop, asyncio.SelectorEventLoop) or sys.version_info >= (3, 12):
-        return True  # uvloop (libuv), or 3.12+ (pidfd or a thread, chosen by asyncio)
+        return True  # 3.12+: pidfd or a thread, chosen by asyncio
     watcher = asyncio.get_child_watcher()  # creates the ThreadedChildWatcher on first use
     return bool(watcher.is_active())
 
@@ -401,8 +422,9 @@ async def spawn(
     popen_kwargs: dict[str, Any],
 ) -> polyloop.SubprocessTransport:
     """``SessionContract.subprocess`` on ``loop.subprocess_exec``/``subprocess_shell``
-    (the core's, where the policy's child watcher cannot reap for this loop)."""
-    if not watcher_ready(session.loop):
+    (the core's on uvloop, and where the policy's child watcher cannot reap for this
+    loop)."""
+    if not stock(session.loop) or not watcher_ready(session.loop):
         return await SessionContract.subprocess(
             session, protocol, args, shell, stdin, stdout, stderr, popen_kwargs
         )
