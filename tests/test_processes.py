@@ -256,3 +256,65 @@ def test_child_that_closes_every_pipe_and_runs_on_is_reaped(backend: str) -> Non
         return -1, scope.cancelled_caught
 
     assert polyloop.run(main, backend=backend) == (0, False)
+
+
+def test_asyncio_child_watcher_of_another_loop_keeps_the_core_path() -> None:
+    """Before Python 3.12 asyncio reaps through the policy's one child watcher. One that
+    serves only the main thread's loop (SafeChildWatcher, FastChildWatcher, 3.11's
+    PidfdChildWatcher) cannot serve a session in another thread: there the asyncio
+    backend runs the child on the core's path (a pidfd), and it works; on the default
+    ThreadedChildWatcher it runs on asyncio's own subprocess transport."""
+    import asyncio
+
+    if sys.version_info >= (3, 12):
+        pytest.skip("3.12+ chooses pidfd or a thread by itself: no policy watcher to mind")
+
+    class MainLoopOnly(asyncio.AbstractChildWatcher):  # what SafeChildWatcher is, to us
+        def add_child_handler(self, pid: int, callback: object, *args: object) -> None:
+            raise AssertionError("asyncio's path was taken with a main-loop-only watcher")
+
+        def remove_child_handler(self, pid: int) -> bool:
+            return False
+
+        def attach_loop(self, loop: object) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        def is_active(self) -> bool:
+            return True
+
+        def __enter__(self) -> MainLoopOnly:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    async def main() -> tuple[str, int]:
+        transport, protocol = await polyloop.subprocess_exec(Done, "sh", "-c", "exit 4")
+        await protocol.done
+        return type(transport).__name__, transport.get_returncode() or 0
+
+    class Done(polyloop.SubprocessProtocol):
+        def __init__(self) -> None:
+            self.done = polyloop.create_future()
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            self.done.set_result(None)
+
+    results: list[tuple[str, int]] = []
+    thread = threading.Thread(target=lambda: results.append(polyloop.run(main)))
+    thread.start()
+    thread.join()
+    assert results == [("AsyncioSubprocess", 4)]  # the default watcher: asyncio's own
+    previous = asyncio.get_child_watcher()
+    asyncio.set_child_watcher(MainLoopOnly())
+    try:
+        results.clear()
+        thread = threading.Thread(target=lambda: results.append(polyloop.run(main)))
+        thread.start()
+        thread.join()
+        assert results == [("CoreSubprocessTransport", 4)]
+    finally:
+        asyncio.set_child_watcher(previous)

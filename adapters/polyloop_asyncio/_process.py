@@ -18,10 +18,10 @@ transports to polyloop's contract where asyncio differs:
 
 Reaping is asyncio's child watcher, that is the event loop policy's (Python 3.11's
 default is ``ThreadedChildWatcher``: a thread per child blocked in ``waitpid(pid)``, which
-works on any thread and on a loop the application runs). A policy whose watcher is not
-active for this loop (``SafeChildWatcher``/``FastChildWatcher`` attached to the main
-thread's loop, which is not running) would make asyncio refuse the child
-(``RuntimeError``): the session keeps the core's path (a pidfd) then.
+works on any thread and on a loop the application runs). Where the policy's watcher
+cannot serve this loop (``watcher_ready``: not active -- asyncio would refuse the child
+with ``RuntimeError`` -- or one attached to the main thread's loop, used from another
+thread) the session keeps the core's path (a pidfd).
 
 On uvloop (``loop="uvloop"``) all three hooks keep the core's path: uvloop's own fails
 the checks in ways a wrapper cannot mend (uvloop 0.21, measured with ``polyloop
@@ -38,6 +38,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -240,12 +241,19 @@ async def adopt_write_pipe(
 
 
 def watcher_ready(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether the standard ``loop.subprocess_exec`` can reap for ``loop``: if the
-    policy's child watcher is active for it (before 3.12)."""
+    """Whether the standard ``loop.subprocess_exec`` can reap for ``loop`` (before 3.12,
+    through the policy's one child watcher): a ``ThreadedChildWatcher`` or
+    ``MultiLoopChildWatcher`` serves any loop in any thread; the others
+    (``SafeChildWatcher``, ``FastChildWatcher``, 3.11's ``PidfdChildWatcher``) are
+    attached to one loop, the main thread's, and ``PidfdChildWatcher`` would add its
+    reader to that loop from this thread: only a session on the main thread uses them."""
     if not isinstance(loop, asyncio.SelectorEventLoop) or sys.version_info >= (3, 12):
         return True  # 3.12+: pidfd or a thread, chosen by asyncio
     watcher = asyncio.get_child_watcher()  # creates the ThreadedChildWatcher on first use
-    return bool(watcher.is_active())
+    if not watcher.is_active():
+        return False
+    anywhere = (asyncio.ThreadedChildWatcher, asyncio.MultiLoopChildWatcher)
+    return isinstance(watcher, anywhere) or threading.current_thread() is threading.main_thread()
 
 
 class AsyncioSubprocess(polyloop.SubprocessTransport):
