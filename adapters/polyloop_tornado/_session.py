@@ -27,7 +27,6 @@ from polyloop.lowlevel import (
     in_asyncio_executor,
 )
 
-from . import _process
 from ._backend import TornadoBackend
 
 T = TypeVar("T")
@@ -190,13 +189,6 @@ class TornadoSession(Session):
     # record cut in the middle as a clean close; the core's layer reports it as an error,
     # as on every backend (docs/tls.md).
 
-    # --- pipes on PipeIOStream (_process.py; children stay the core's, see there) ---
-
-    async def adopt_read_pipe(self, pipe: Any, protocol: Any) -> polyloop.ReadTransport:
-        return await _process.adopt_read_pipe(self, pipe, protocol)
-
-    async def adopt_write_pipe(self, pipe: Any, protocol: Any) -> polyloop.WriteTransport:
-        return await _process.adopt_write_pipe(self, pipe, protocol)
 
 
 class _Timeout:
