@@ -93,8 +93,12 @@ class StreamProtocol(Protocol):
         self.session = session
         self.limit = limit
         #: What is held: ``head`` (a ``bytes`` object that ``data_received`` brought while
-        #: nothing else was held, kept as it came), else ``buffer``; never both.
+        #: nothing else was held, kept as it came) and the objects that came after it
+        #: (``more``), else ``buffer``, where the slower receive paths merge them; never
+        #: both. Handing on whole what came whole copies nothing and keeps malloc's
+        #: blocks the size they were made.
         self.head = b""
+        self.more: list[bytes] | None = None
         self.buffer = bytearray()
         self.eof = False
         self.exc: BaseException | None = None
@@ -118,32 +122,52 @@ class StreamProtocol(Protocol):
             self.on_connect(self.stream)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        if buffer or self.head or type(data) is not bytes:
-            self._append(data)
+        if self.buffer:
+            self.buffer += data
+        elif type(data) is not bytes:
+            self.merge()
+            self.buffer += data
+        elif self.head:
+            self.queue(data)
         else:
-            # Nothing held: keep the object as it came, for receive() to return whole.
-            self.head = data
+            self.head = data  # kept as it came, for receive() to return whole
         waiter = self.read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self.read_paused or self.transport is None:
-            return
-        if len(buffer) + len(self.head) > self.limit:
+        if not self.read_paused and self.held() > self.limit and self.transport is not None:
             self.read_paused = True
             self.transport.pause_reading()
 
-    def _append(self, data: bytes | bytearray | memoryview) -> None:
-        head = self.head
-        if head:
-            self.head = b""
-            self.buffer += head
-        self.buffer += data
+    def queue(self, data: bytes) -> None:
+        """One more ``bytes`` object behind ``head``, kept as it is too."""
+        if self.more is None:
+            self.more = [data]
+        else:
+            self.more.append(data)
+
+    def held(self) -> int:
+        """How many bytes are held."""
+        n = len(self.buffer) + len(self.head)
+        if self.more:
+            n += sum(map(len, self.more))
+        return n
+
+    def take_head(self) -> bytes:
+        """``head``, which the next queued object replaces."""
+        head, more = self.head, self.more
+        self.head = more.pop(0) if more else b""
+        return head
 
     def merge(self) -> bytearray:
         """Everything held, in ``buffer`` (what the slower receive paths read)."""
-        if self.head:
-            self._append(b"")
+        head = self.head
+        if head:
+            self.head = b""
+            buffer = self.buffer
+            buffer += head
+            more, self.more = self.more, None
+            for data in more or ():
+                buffer += data
         return self.buffer
 
     def eof_received(self) -> bool:
@@ -203,17 +227,17 @@ class BufferedStreamProtocol(StreamProtocol, asyncio.BufferedProtocol):  # type:
 
     def buffer_updated(self, nbytes: int) -> None:
         data = self.view[:nbytes]
-        if self.buffer or self.head:
-            self._append(data)
+        if self.buffer:
+            self.buffer += data
+        elif self.head:
+            self.queue(bytes(data))
         else:
             self.head = bytes(data)  # the one copy, of the exact size
         data.release()
         waiter = self.read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self.read_paused or self.transport is None:
-            return
-        if len(self.buffer) + len(self.head) > self.limit:
+        if not self.read_paused and self.held() > self.limit and self.transport is not None:
             self.read_paused = True
             self.transport.pause_reading()
 
@@ -321,6 +345,8 @@ class Stream:
                     # The bytes object that arrived, handed on as it came (no copy in or
                     # out; trio's receive_some does the same), or cut in two.
                     if len(head) <= max_bytes:
+                        if p.more:
+                            return p.take_head()
                         p.head = b""
                         return head
                     p.head = head[max_bytes:]
@@ -348,10 +374,8 @@ class Stream:
         self._enter_receive()
         try:
             p = self._p
-            head = p.head
-            if len(head) == n and n and not p.read_paused:
-                p.head = b""
-                return head
+            if len(p.head) == n and n and not p.read_paused:
+                return p.take_head()
             while len(p.merge()) < n:
                 if p.exc is not None:
                     raise p.exc
