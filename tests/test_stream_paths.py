@@ -81,3 +81,69 @@ def test_every_runner_in_the_shared_thread_receives_from_an_asyncio_stream() -> 
 
     got = polyloop.run(main, backend="mixed", session="asyncio")
     assert got == [b"to twisted", b"to gevent", b"to tornado", b"to asyncio"], got
+
+
+class _Transport:
+    """What a Stream asks of its transport while it only receives."""
+
+    def __init__(self) -> None:
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _feed(p: Any, data: bytes | bytearray, buffered: bool) -> None:
+    if buffered:  # what asyncio's transport does with a BufferedProtocol
+        view = p.get_buffer(-1)
+        view[: len(data)] = data
+        p.buffer_updated(len(data))
+    else:
+        p.data_received(data)
+
+
+@pytest.mark.parametrize(
+    ("backend", "buffered"), [("asyncio", True), ("asyncio", False), ("twisted", False)]
+)
+def test_arrivals_are_handed_on_in_order_and_pause_reading(backend: str, buffered: bool) -> None:
+    from polyloop._streams import StreamProtocol
+
+    async def main() -> None:
+        session = polyloop.current_backend()
+        t = _Transport()
+        p = StreamProtocol(session, 4, None)
+        assert hasattr(p, "get_buffer") == (backend == "asyncio"), type(p)
+        p.connection_made(t)  # type: ignore[arg-type]
+        s = p.stream
+        assert s is not None
+        for data in (b"ab", b"cd", b"ef"):  # three arrivals before anyone receives
+            _feed(p, data, buffered)
+        assert not t.reading, "6 bytes held over a limit of 4, and reading not paused"
+        assert await s.receive(1) == b"a"
+        assert await s.receive(100) == b"bcdef"  # merged while paused, then resumed
+        assert t.reading, "reading not resumed once the held bytes were taken"
+        for data in (b"gh", b"ij"):
+            _feed(p, data, buffered)
+        if not buffered:  # a transport may hand over a bytearray: copied, in order
+            p.data_received(bytearray(b"kl"))
+        assert await s.receive(100) == (b"gh" if buffered else b"ghijkl")
+        if buffered:
+            assert await s.receive_exactly(2) == b"ij"
+        _feed(p, b"mnop", buffered)
+        assert await s.receive(3) == b"mno"
+        assert not s.at_eof()
+        p.eof_received()
+        assert not s.at_eof(), "at_eof() while 'p' is still held"
+        assert await s.receive_exactly(1) == b"p"
+        assert s.at_eof() and await s.receive() == b""
+
+    polyloop.run(main, backend=backend)
