@@ -54,14 +54,16 @@ def test_one_arrival_is_cut_and_taken_in_pieces(backend: str) -> None:
     assert got[4] == b"ij" and got[5] == b"" and got[6] is True, got
 
 
-def test_every_runner_in_the_shared_thread_receives_from_an_asyncio_stream() -> None:
-    """An asyncio-session stream, received by a Twisted coroutine started inside an
-    asyncio task's step (Twisted's runner sends back the asyncio future it cannot wait
-    on), by a gevent task and by a Tornado task: each gets its bytes."""
+@pytest.mark.parametrize("owner", ["asyncio", "tornado"])
+def test_every_runner_in_the_shared_thread_receives_from_an_asyncio_stream(owner: str) -> None:
+    """A stream of a session on the shared asyncio loop, received by a Twisted coroutine
+    started inside an asyncio task's step (Twisted's runner sends back the asyncio future
+    it cannot wait on), by a gevent task, a Tornado task and an asyncio one: each gets its
+    bytes."""
 
     async def main() -> list[bytes]:
         sessions = polyloop_mixed.sessions()
-        listener, client, server = await _pair()
+        listener, client, server = await sessions[owner].spawn(_pair())
         got: list[bytes] = []
         try:
             # The first step runs at once, here, in this asyncio task: no data yet.

@@ -111,9 +111,14 @@ class StreamProtocol(Protocol):
         self.lost_waiter: Future[None] | None = None
         self.on_connect = on_connect
         self.stream: Stream | None = None
-        native = session.native
-        #: The session's loop if it is an asyncio one (its transports call us there).
-        self.loop = native if isinstance(native, asyncio.AbstractEventLoop) else None
+        # The asyncio loop whose callbacks run this session's transports' callbacks, if
+        # there is one: the session's own (asyncio), or the ``loop`` a session names as
+        # the asyncio loop under its framework's (Tornado's sessions say so). A session
+        # hook would say it better; SessionContract has none yet.
+        loop = session.native
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            loop = getattr(session, "loop", None)
+        self.loop = loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         self.transport = transport
