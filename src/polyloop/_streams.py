@@ -50,15 +50,10 @@ _reads = threading.local()
 
 @types.coroutine
 def _readable(p: StreamProtocol) -> Generator[Any, Any, None]:
-    """Wait until ``data_received``, EOF or the loss wakes the reader.
-
-    The waiter is asyncio's C ``Future`` when it can be (about 1.8 us a message less than
-    the core's pure-Python one, measured in docs/benchmarks.md): the stream's session runs
-    its transports' callbacks on an asyncio loop, where ``set_result`` may call the loop's
-    ``call_soon``, and an asyncio task of that loop runs the caller, with no core task
-    (a greenlet's, say, in mixed mode) in between. Else the core's ``Future``, which any
-    runner can await.
-    """
+    """Wait until ``data_received``, EOF or the loss wakes the reader: on asyncio's C
+    ``Future`` (about 1.8 us a message less than the core's, docs/benchmarks.md) where the
+    session's callbacks run on an asyncio loop and an asyncio task of it runs the caller
+    (no core task, a greenlet's in mixed mode, in between); else on the core's."""
     loop = p.loop
     if loop is None or _current_asyncio_task(loop) is None:
         waiter: Any = p.session.create_future()
@@ -92,11 +87,9 @@ class StreamProtocol(Protocol):
     def __init__(self, session: Session, limit: int, on_connect: Callable[[Stream], None] | None):
         self.session = session
         self.limit = limit
-        #: What is held: ``head`` (a ``bytes`` object that ``data_received`` brought while
-        #: nothing else was held, kept as it came) and the objects that came after it
-        #: (``more``), else ``buffer``, where the slower receive paths merge them; never
-        #: both. Handing on whole what came whole copies nothing and keeps malloc's
-        #: blocks the size they were made.
+        #: What is held: ``head`` (what arrived while nothing was held, as it came) and
+        #: what came after it (``more``), else ``buffer`` (the slower receive paths merge
+        #: them there); never both. What came whole is handed on whole: no copy.
         self.head = b""
         self.more: list[bytes] | None = None
         self.buffer = bytearray()
@@ -111,10 +104,8 @@ class StreamProtocol(Protocol):
         self.lost_waiter: Future[None] | None = None
         self.on_connect = on_connect
         self.stream: Stream | None = None
-        # The asyncio loop whose callbacks run this session's transports' callbacks, if
-        # there is one: the session's own (asyncio), or the ``loop`` a session names as
-        # the asyncio loop under its framework's (Tornado's sessions say so). A session
-        # hook would say it better; SessionContract has none yet.
+        # The asyncio loop that runs this session's callbacks: its own, or the ``loop``
+        # it names (Tornado's). A SessionContract hook would say it better.
         loop = session.native
         if not isinstance(loop, asyncio.AbstractEventLoop):
             loop = getattr(session, "loop", None)
@@ -139,7 +130,10 @@ class StreamProtocol(Protocol):
         waiter = self.read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if not self.read_paused and self.held() > self.limit and self.transport is not None:
+        if self.read_paused:
+            return
+        held = self.held() if self.more else len(self.buffer) + len(self.head)
+        if held > self.limit and self.transport is not None:
             self.read_paused = True
             self.transport.pause_reading()
 
@@ -242,7 +236,10 @@ class BufferedStreamProtocol(StreamProtocol, asyncio.BufferedProtocol):  # type:
         waiter = self.read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if not self.read_paused and self.held() > self.limit and self.transport is not None:
+        if self.read_paused:
+            return
+        held = self.held() if self.more else len(self.buffer) + len(self.head)
+        if held > self.limit and self.transport is not None:
             self.read_paused = True
             self.transport.pause_reading()
 
@@ -362,7 +359,14 @@ class Stream:
                     raise p.exc
                 if p.eof:
                     return b""
-                await _readable(p)
+                if p.loop is None:  # _readable's other case, inline (a frame less)
+                    waiter = p.read_waiter = p.session.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        p.read_waiter = None
+                else:
+                    await _readable(p)
             buffer = p.merge()
             if max_bytes >= len(buffer) and not p.read_paused:
                 data = bytes(buffer)  # all of it, as _take does
