@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-import threading
 import types
+import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -45,7 +45,7 @@ READ_BUFFER = 256 * 1024
 
 _current_asyncio_task = asyncio.current_task
 _AsyncioFuture = asyncio.Future
-_reads = threading.local()
+_reads: weakref.WeakKeyDictionary[Any, memoryview] = weakref.WeakKeyDictionary()
 
 
 @types.coroutine
@@ -207,7 +207,7 @@ class BufferedStreamProtocol(StreamProtocol, asyncio.BufferedProtocol):  # type:
     whole 256 KiB before shrinking it to what came, and whether malloc then hands out
     fresh pages (an ``mmap``, or heap trimmed and grown back: page faults on every read)
     depends on the process's history. Measured: the same Stream echo at 32 KiB ran at
-    51k or 20k requests/s by that alone. ``recv_into`` one read buffer per thread (the
+    51k or 20k requests/s by that alone. ``recv_into`` one read buffer per loop (the
     transport calls ``get_buffer``, ``recv_into``, ``buffer_updated`` in one go) and an
     exact-size copy out allocate nothing large. uvloop reads into its own loop buffer and
     copies out in C: its ``data_received`` stays.
@@ -215,10 +215,12 @@ class BufferedStreamProtocol(StreamProtocol, asyncio.BufferedProtocol):  # type:
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        # Made in the loop's thread (by its protocol factory), read there.
-        view: memoryview | None = getattr(_reads, "view", None)
+        # One buffer per loop: its reads run one at a time. (Not per thread: after
+        # gevent's patch_all a threading.local is per greenlet.)
+        loop = self.session.native
+        view = _reads.get(loop)
         if view is None:
-            view = _reads.view = memoryview(bytearray(READ_BUFFER))
+            view = _reads[loop] = memoryview(bytearray(READ_BUFFER))
         self.view = view
 
     def get_buffer(self, sizehint: int) -> memoryview:
