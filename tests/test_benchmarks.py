@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds benchmarks/pingpong.c")
 @pytest.mark.timeout(300)
 def test_quick_run(tmp_path: Path) -> None:
-    sections = ["echo", "scale"]
+    sections = ["echo", "sizes", "scale"]
     sections += [
         s for s, tool in (("resp", "redis-benchmark"), ("http", "wrk")) if shutil.which(tool)
     ]
@@ -35,7 +35,11 @@ def test_quick_run(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["machine"]["cores"] >= 1
-    (cell,) = results["echo"]
+    cell, sized = results["echo"]
+    # The sizes section: its client caps each recv at 64 KiB, and the tables say so.
+    assert (sized["size"], sized["read"], cell["read"]) == (32768, 65536, 0), sized
+    assert "32 KiB × 10, reads ≤ 64 KiB" in out.stdout
+    assert all("server_faults_per_request" in r for r in sized["runs"]["stream"])
     assert set(cell["runs"]) == {
         "native",
         "protocol",
@@ -46,7 +50,7 @@ def test_quick_run(tmp_path: Path) -> None:
     assert "protocol/native" in cell["ratios"]
     # Every load section measured something: a load that got nothing back would show as a
     # rate (and a ratio) of 0, which the harness must refuse rather than report.
-    loads = [s for s in sections if s != "scale"]
+    loads = [s for s in sections if s not in ("scale", "sizes")]  # sizes: in echo
     assert all(results[s] for s in loads), {s: results[s] for s in loads}
     measured = [c for s in loads for c in results[s]]
     for c in measured:
