@@ -5,10 +5,14 @@
     python -m benchmarks --backend twisted:reactor=select --only echo
     python -m benchmarks --backend my_pkg.backend:MyBackend   # a third-party backend
     python -m benchmarks --out docs/bench             # the published run: JSON and charts
+    python -m benchmarks --compare before.json after.json   # two runs side by side
 
 Sections (``--only``): ``echo`` (pingpong.c, N connections with one SIZE-byte message
 in flight each, against the native echo server, polyloop's Protocol and Stream echo, and
-on plain asyncio also asyncio's and anyio's streams), ``resp`` (redis-benchmark SET/GET
+on plain asyncio also asyncio's and anyio's streams), ``sizes`` (the same servers under a
+client that reads at most 64 KiB a ``recv``, 10 connections, 16 KiB to 256 KiB, the
+sizes where malloc's history decides: 60,000 and 70,000 bytes straddle the 64 KiB
+read), ``resp`` (redis-benchmark SET/GET
 against the RESP app and a native RESP server), ``http`` (wrk against the HTTP app and
 the framework's own HTTP server), ``scale`` (10,000 idle connections: resident memory per
 connection, time to accept them all), ``processes`` (``--process-mb`` MiB through ``cat``
@@ -38,7 +42,7 @@ from typing import Any
 from . import chart, harness, processes, report
 
 DEFAULT_BACKENDS = ["asyncio", "asyncio:loop=uvloop", "twisted", "gevent", "tornado"]
-SECTIONS = ("echo", "resp", "http", "scale", "processes")
+SECTIONS = ("echo", "sizes", "resp", "http", "scale", "processes")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +64,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=0.1, help="unmeasured seconds before each")
     p.add_argument("--sizes", default="1024,16384,65536", help="echo message sizes, bytes")
     p.add_argument("--connections", default="10,100", help="echo connection counts")
+    p.add_argument(
+        "--mid-sizes",
+        default="16384,32768,60000,65536,70000,131072,262144",
+        help="the sizes section's message sizes, bytes",
+    )
+    p.add_argument("--mid-connections", type=int, default=10)
+    p.add_argument(
+        "--mid-read", type=int, default=65536, help="the sizes section's largest recv, bytes"
+    )
     p.add_argument("--resp-connections", type=int, default=50)
     p.add_argument("--resp-requests", type=int, default=5000, help="per redis-benchmark test")
     p.add_argument("--resp-size", type=int, default=1024, help="SET/GET value size, bytes")
@@ -80,10 +93,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="smoke run: 1 round, 1 KiB x 10 connections, 500 idle connections",
     )
     p.add_argument("--no-charts", action="store_true")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("BEFORE", "AFTER"),
+        help="print two results.json side by side (cell by cell, AFTER/BEFORE) and exit",
+    )
     args = p.parse_args(argv)  # fmt: skip
     if args.quick:
         args.rounds, args.scale_rounds, args.seconds, args.warmup = 1, 1, 0.3, 0.05
         args.sizes, args.connections = "1024", "10"
+        args.mid_sizes = "32768"
         args.resp_requests, args.resp_connections, args.http_connections = 1000, 10, 10
         args.scale = min(args.scale, 500)
         args.process_mb = min(args.process_mb, 10)
@@ -94,6 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     args.size_list = [int(s) for s in args.sizes.split(",")]
     args.connection_list = [int(c) for c in args.connections.split(",")]
+    args.mid_size_list = [int(s) for s in args.mid_sizes.split(",")]
     return args
 
 
@@ -145,6 +167,8 @@ def plan_size(args: argparse.Namespace) -> int:
         if "echo" in args.sections:
             cells = len(args.size_list) * len(args.connection_list)
             total += len(harness.echo_servers(spec)) * cells * args.rounds
+        if "sizes" in args.sections:
+            total += len(harness.echo_servers(spec)) * len(args.mid_size_list) * args.rounds
         total += sum(2 * args.rounds for s in ("resp", "http") if s in args.sections)
         if "scale" in args.sections:
             total += 3 * args.scale_rounds
@@ -153,40 +177,51 @@ def plan_size(args: argparse.Namespace) -> int:
     return total
 
 
-def run_echo(spec: str, args: argparse.Namespace, pingpong: Path, progress: Any) -> list[Any]:
+def run_echo(
+    spec: str,
+    args: argparse.Namespace,
+    pingpong: Path,
+    progress: Any,
+    plan: list[tuple[int, int]],
+    read: int = 0,
+) -> list[Any]:
+    """Each (connections, size) of ``plan`` against the echo servers of ``spec``;
+    ``read`` caps the client's ``recv`` (0: no cap)."""
     cells = []
     with harness.running(harness.echo_servers(spec), harness.BUILD / "servers.log") as servers:
         for s in servers:  # a fresh server's first requests cost it ~3x: not measured
             harness.echo_load(pingpong, s.port, 10, 1024, 0.2, 0.0)
-        for connections in args.connection_list:
-            for size in args.size_list:
+        for connections, size in plan:
 
-                def measure(s: harness.Running, c: int = connections, n: int = size) -> Any:
-                    return harness.echo_load(pingpong, s.port, c, n, args.seconds, args.warmup)
+            def measure(s: harness.Running, c: int = connections, n: int = size) -> Any:
+                return harness.echo_load(pingpong, s.port, c, n, args.seconds, args.warmup, read)
 
-                unit = f"{size // 1024}KiB" if size >= 1024 else f"{size}B"
-                label = f"echo {spec} {unit}x{connections}"
-                runs = harness.interleave(
-                    servers, args.rounds, measure, progress, label,
-                    lambda r: f"{r['rps']:,.0f} req/s, p99 {r['p99_us']} us",
-                )  # fmt: skip
-                cell: dict[str, Any] = {
-                    "backend": spec,
-                    "size": size,
-                    "connections": connections,
-                    "labels": {s.server.kind: s.server.label for s in servers},
-                    "runs": runs,
-                    "ratios": harness.ratios(runs, "rps", "native"),
-                    "cpu_ratios": harness.ratios(runs, "server_cpu_us_per_request", "native"),
-                }
-                for anchor in ("asyncio-streams", "anyio-streams"):
-                    if anchor in runs:
-                        pair = {"stream": runs["stream"], anchor: runs[anchor]}
-                        cell["ratios"].update(harness.ratios(pair, "rps", anchor))
-                        cell["cpu_ratios"].update(
-                            harness.ratios(pair, "server_cpu_us_per_request", anchor)
-                        )
-                cells.append(cell)
+            unit = report.size_label(size).replace(" ", "")
+            label = f"echo {spec} {unit}x{connections}" + (f" read<={read}" if read else "")
+            runs = harness.interleave(
+                servers, args.rounds, measure, progress, label,
+                lambda r: f"{r['rps']:,.0f} req/s, p99 {r['p99_us']} us",
+            )  # fmt: skip
+            cell: dict[str, Any] = {
+                "backend": spec,
+                "size": size,
+                "connections": connections,
+                "read": read,
+                "labels": {s.server.kind: s.server.label for s in servers},
+                "runs": runs,
+                "ratios": harness.ratios(runs, "rps", "native"),
+                "cpu_ratios": harness.ratios(runs, "server_cpu_us_per_request", "native"),
+                "p99_ratios": harness.ratios(runs, "p99_us", "native"),
+            }
+            for anchor in ("asyncio-streams", "anyio-streams"):
+                if anchor in runs:
+                    pair = {"stream": runs["stream"], anchor: runs[anchor]}
+                    cell["ratios"].update(harness.ratios(pair, "rps", anchor))
+                    cell["cpu_ratios"].update(
+                        harness.ratios(pair, "server_cpu_us_per_request", anchor)
+                    )
+                    cell["p99_ratios"].update(harness.ratios(pair, "p99_us", anchor))
+            cells.append(cell)
     return cells
 
 
@@ -220,6 +255,8 @@ def run_app(spec: str, app: str, args: argparse.Namespace, progress: Any) -> dic
         "ratios": harness.ratios(runs, "rps", "native"),
         "cpu_ratios": harness.ratios(runs, "server_cpu_us_per_request", "native"),
     }
+    if app == "http":
+        result["p99_ratios"] = harness.ratios(runs, "p99_us", "native")
     if app == "resp":
         for test in ("set", "get"):
             per = {k: [r[test] for r in v] for k, v in runs.items()}
@@ -256,6 +293,10 @@ def run_scale(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.compare:
+        before, after = (json.loads(path.read_text()) for path in args.compare)
+        print(report.compare(before, after, *(str(path) for path in args.compare)))
+        return 0
     harness.BUILD.mkdir(exist_ok=True)
     nofile = harness.raise_nofile(2 * args.scale + 1024)
     if "scale" in args.sections and nofile < args.scale + 256:
@@ -275,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{progress.total} measurements; backends {', '.join(args.backends)}", file=sys.stderr)
     for spec in args.backends:
         if "echo" in args.sections:
-            results["echo"] += run_echo(spec, args, pingpong, progress)
+            plan = [(c, n) for c in args.connection_list for n in args.size_list]
+            results["echo"] += run_echo(spec, args, pingpong, progress, plan)
+        if "sizes" in args.sections:
+            plan = [(args.mid_connections, n) for n in args.mid_size_list]
+            results["echo"] += run_echo(spec, args, pingpong, progress, plan, args.mid_read)
         for app in ("resp", "http"):
             if app in args.sections:
                 results[app].append(run_app(spec, app, args, progress))

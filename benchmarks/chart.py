@@ -110,12 +110,7 @@ def bar_chart(
 
 
 def _cell(c: dict[str, Any]) -> str:
-    size = c["size"]
-    return (
-        f"{size // 1024} KiB × {c['connections']}"
-        if size >= 1024
-        else f"{size} B × {c['connections']}"
-    )
+    return report.cell_label(c)
 
 
 def write_all(results: dict[str, Any], out: Path) -> list[Path]:

@@ -162,6 +162,14 @@ class Running:
                 pass  # a thread that just ended
         return total / 1e9
 
+    def minor_faults(self) -> int:
+        """Page faults the server has taken (``minflt`` of ``/proc/PID/stat``): pages that
+        malloc handed out fresh. A server whose every read lands on fresh pages (an
+        ``mmap`` per 256 KiB ``recv``, a heap trimmed and grown again) runs at a fraction of
+        its speed, depending on its allocation history more than on its code."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[7])
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -217,10 +225,17 @@ def run_json(cmd: list[str], timeout: float) -> dict[str, Any]:
 
 
 def echo_load(
-    pingpong: Path, port: int, connections: int, size: int, seconds: float, warmup: float
+    pingpong: Path,
+    port: int,
+    connections: int,
+    size: int,
+    seconds: float,
+    warmup: float,
+    read: int = 0,
 ) -> dict[str, Any]:
+    """``pingpong echo``; ``read`` caps each ``recv`` (0: what is left of the echo)."""
     cmd = [str(pingpong), "echo", "127.0.0.1", str(port), str(connections), str(size),
-           str(seconds), str(warmup)]  # fmt: skip
+           str(seconds), str(warmup), str(read)]  # fmt: skip
     r = run_json(cmd, timeout=seconds + warmup + 60)
     if not (r["requests"] > 0 and r["rps"] > 0):  # nothing echoed: no measurement at all
         raise RuntimeError(
@@ -420,15 +435,17 @@ def interleave(
     runs: dict[str, list[dict[str, Any]]] = {s.server.kind: [] for s in servers}
     for n in range(rounds):
         for position, s in enumerate(round_order(servers, n)):
-            cpu = s.cpu_seconds()
+            cpu, faults = s.cpu_seconds(), s.minor_faults()
             try:
                 result = measure(s)
             except RuntimeError as e:  # name the server the load generator ran against
                 raise RuntimeError(f"{label} round {n + 1}/{rounds} {s.server.label}: {e}") from e
-            cpu = s.cpu_seconds() - cpu
+            cpu, faults = s.cpu_seconds() - cpu, s.minor_faults() - faults
             # The server's CPU per request: a second opinion that the scheduler's noise
             # (two cores shared by server, client and anything else) moves far less.
-            result["server_cpu_us_per_request"] = cpu * 1e6 / max(1, result["total_requests"])
+            requests = max(1, result["total_requests"])
+            result["server_cpu_us_per_request"] = cpu * 1e6 / requests
+            result["server_faults_per_request"] = faults / requests
             result["position"] = position
             runs[s.server.kind].append(result)
             progress.step(f"{label} round {n + 1}/{rounds} {s.server.label}", show(result))

@@ -2,9 +2,12 @@
  *
  * Rule: no Python, no polyloop; one thread, epoll, non-blocking sockets with TCP_NODELAY.
  *
- *   pingpong echo HOST PORT CONNECTIONS SIZE SECONDS [WARMUP]
+ *   pingpong echo HOST PORT CONNECTIONS SIZE SECONDS [WARMUP [READ]]
  *       CONNECTIONS connections, each with exactly one SIZE-byte message in flight: send
- *       it, read SIZE bytes back, send the next. WARMUP seconds (default 0.2) run before
+ *       it (one send() of the whole message, the rest when the kernel takes it), read
+ *       SIZE bytes back, send the next. Each recv() asks for what is left of the echo,
+ *       or for at most READ bytes if READ is given and not 0 (a client that reads into a
+ *       64 KiB buffer: READ 65536). WARMUP seconds (default 0.2) run before
  *       the measured SECONDS and are not counted. A round trip is counted when it
  *       completes (its last echoed byte is read) inside the measured window, whenever it
  *       started (see run_echo). Prints one JSON line: requests/s, MB/s (one direction),
@@ -95,7 +98,8 @@ static int pump_send(conn_t *c, const char *msg, size_t size) {
 
 static int run_echo(int argc, char **argv) {
     if (argc < 7) {
-        fprintf(stderr, "usage: pingpong echo HOST PORT CONNECTIONS SIZE SECONDS [WARMUP]\n");
+        fprintf(stderr,
+                "usage: pingpong echo HOST PORT CONNECTIONS SIZE SECONDS [WARMUP [READ]]\n");
         return 2;
     }
     struct sockaddr_in sa = address(argv[2], argv[3]);
@@ -103,6 +107,7 @@ static int run_echo(int argc, char **argv) {
     size_t size = (size_t)atol(argv[5]);
     double seconds = atof(argv[6]);
     double warmup = argc > 7 ? atof(argv[7]) : 0.2;
+    size_t read_cap = argc > 8 ? (size_t)atol(argv[8]) : 0;
     if (nconn < 1 || size < 1 || seconds <= 0) {
         fprintf(stderr, "pingpong: bad arguments\n");
         return 2;
@@ -151,7 +156,9 @@ static int run_echo(int argc, char **argv) {
             }
             if (!(events[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) continue;
             for (;;) {
-                ssize_t r = recv(c->fd, buf, size - c->received, 0);
+                size_t want = size - c->received;
+                if (read_cap && want > read_cap) want = read_cap;
+                ssize_t r = recv(c->fd, buf, want, 0);
                 if (r < 0) {
                     if (errno == EAGAIN || errno == EINTR) break;
                     die("recv");
@@ -200,11 +207,11 @@ static int run_echo(int argc, char **argv) {
     qsort(lat, count, sizeof *lat, cmp_u32);
     uint32_t p50 = count ? lat[count / 2] : 0;
     uint32_t p99 = count ? lat[(size_t)(count * 0.99)] : 0;
-    printf("{\"connections\": %d, \"size\": %zu, \"seconds\": %.3f, \"requests\": %zu, "
-           "\"total_requests\": %zu, \"rps\": %.1f, \"mbps\": %.3f, \"p50_us\": %u, "
-           "\"p99_us\": %u}\n",
-           nconn, size, elapsed, count, total, count / elapsed, count * (double)size / elapsed / 1e6,
-           p50, p99);
+    printf("{\"connections\": %d, \"size\": %zu, \"read\": %zu, \"seconds\": %.3f, "
+           "\"requests\": %zu, \"total_requests\": %zu, \"rps\": %.1f, \"mbps\": %.3f, "
+           "\"p50_us\": %u, \"p99_us\": %u}\n",
+           nconn, size, read_cap, elapsed, count, total, count / elapsed,
+           count * (double)size / elapsed / 1e6, p50, p99);
     for (int i = 0; i < nconn; i++) close(conns[i].fd);
     return 0;
 }

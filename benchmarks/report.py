@@ -36,17 +36,38 @@ def _inv(s: dict[str, float] | None) -> str:
     return _fmt({"median": 1 / s["median"], "min": 1 / s["max"], "max": 1 / s["min"]})
 
 
-def _cell(c: dict[str, Any]) -> str:
-    size = c["size"]
-    return (
-        f"{size // 1024} KiB × {c['connections']}"
-        if size >= 1024
-        else f"{size} B × {c['connections']}"
-    )
+def size_label(size: int) -> str:
+    """``16 KiB``, ``60,000 B``: KiB where the size is a whole number of them."""
+    return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size:,} B"
+
+
+def cell_label(c: dict[str, Any]) -> str:
+    """An echo cell's load: size × connections, and the client's read cap if it had one."""
+    read = f", reads ≤ {size_label(c['read'])}" if c.get("read") else ""
+    return f"{size_label(c['size'])} × {c['connections']}{read}"
+
+
+_cell = cell_label
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
+
+
+def _faults(runs: dict[str, list[dict[str, Any]]], kind: str) -> str:
+    values = [r["server_faults_per_request"] for r in runs.get(kind, [])
+              if "server_faults_per_request" in r]  # fmt: skip
+    return f"{statistics.median(values):.1f}" if values else "–"
+
+
+def _p99_ratio(runs: dict[str, list[dict[str, Any]]], test: str) -> dict[str, float] | None:
+    """A RESP test's p99, polyloop over native, per round."""
+    per = [p[test]["p99_us"] / n[test]["p99_us"]
+           for p, n in zip(runs["protocol"], runs["native"], strict=True)
+           if n[test]["p99_us"]]  # fmt: skip
+    if not per:
+        return None
+    return {"min": min(per), "median": statistics.median(per), "max": max(per)}
 
 
 def _target(
@@ -114,8 +135,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "| backend | load | native req/s | Protocol req/s | **Protocol / native** "
             "| Stream / native | server CPU/request, Protocol / native "
-            "| p99 µs native / Protocol |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| p99 µs native / Protocol | p99 Protocol / native |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for c in results["echo"]:
             runs, r = c["runs"], c["ratios"]
@@ -125,7 +146,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f" | {_fmt(r.get('stream/native'))}"
                 f" | {_fmt(c['cpu_ratios'].get('protocol/native'))}"
                 f" | {_median(runs['native'], 'p99_us'):,.0f}"
-                f" / {_median(runs['protocol'], 'p99_us'):,.0f} |"
+                f" / {_median(runs['protocol'], 'p99_us'):,.0f}"
+                f" | {_fmt(c.get('p99_ratios', {}).get('protocol/native'))} |"
             )
         anchored = [c for c in results["echo"] if "stream/asyncio-streams" in c["ratios"]]
         if anchored:
@@ -133,8 +155,9 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
                 "| backend | load | Stream req/s | asyncio streams req/s | anyio req/s "
                 "| **Stream / asyncio streams** | **Stream / anyio** "
-                "| CPU/request, asyncio streams / Stream |",
-                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+                "| CPU/request, asyncio streams / Stream | p99 Stream / asyncio streams "
+                "| page faults/request, Stream / asyncio streams |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             ]
             for c in anchored:
                 runs, r = c["runs"], c["ratios"]
@@ -144,14 +167,16 @@ def markdown(results: dict[str, Any]) -> str:
                     f" | {_median(runs['anyio-streams'], 'rps'):,.0f}"
                     f" | {_fmt(r.get('stream/asyncio-streams'))}"
                     f" | {_fmt(r.get('stream/anyio-streams'))}"
-                    f" | {_inv(c['cpu_ratios'].get('stream/asyncio-streams'))} |"
+                    f" | {_inv(c['cpu_ratios'].get('stream/asyncio-streams'))}"
+                    f" | {_fmt(c.get('p99_ratios', {}).get('stream/asyncio-streams'))}"
+                    f" | {_faults(runs, 'stream')} / {_faults(runs, 'asyncio-streams')} |"
                 )
     if results["resp"] or results["http"]:
         lines += [
             "",
             "| backend | load | native req/s | polyloop req/s | **polyloop / native** "
-            "| server CPU/request, polyloop / native |",
-            "| --- | --- | ---: | ---: | ---: | ---: |",
+            "| server CPU/request, polyloop / native | p99 polyloop / native |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in results["resp"]:
             for t in ("set", "get"):
@@ -159,7 +184,8 @@ def markdown(results: dict[str, Any]) -> str:
                 pol = statistics.median(x[t]["rps"] for x in r["runs"]["protocol"])
                 lines.append(
                     f"| {r['backend']} | redis-benchmark {t.upper()} | {nat:,.0f} | {pol:,.0f}"
-                    f" | {_fmt(r['ratios'][t])} | {_fmt(r['cpu_ratios'].get('protocol/native'))} |"
+                    f" | {_fmt(r['ratios'][t])} | {_fmt(r['cpu_ratios'].get('protocol/native'))}"
+                    f" | {_fmt(_p99_ratio(r['runs'], t))} |"
                 )
         for r in results["http"]:
             lines.append(
@@ -167,7 +193,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f" | {_median(r['runs']['native'], 'rps'):,.0f}"
                 f" | {_median(r['runs']['protocol'], 'rps'):,.0f}"
                 f" | {_fmt(r['ratios']['protocol/native'])}"
-                f" | {_fmt(r['cpu_ratios'].get('protocol/native'))} |"
+                f" | {_fmt(r['cpu_ratios'].get('protocol/native'))}"
+                f" | {_fmt(r.get('p99_ratios', {}).get('protocol/native'))} |"
             )
     if results["scale"]:
         lines += [
@@ -198,4 +225,113 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {t['target']} | {t['backend']} | {t['worst_at']} | {_fmt(t['worst'])}"
                 f" | {'yes' if t['met'] else '**no**'} |"
             )
+    return "\n".join(lines)
+
+
+def _key(c: dict[str, Any]) -> tuple[Any, ...]:
+    return (c["backend"], c["size"], c["connections"], c.get("read", 0))
+
+
+def _med(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if key in r]
+    return statistics.median(values) if values else None
+
+
+def _num(x: float | None, fmt: str = "{:,.0f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def _change(a: float | None, b: float | None) -> str:
+    return "–" if a is None or b is None or not a else f"{b / a:.2f}"
+
+
+def compare(before: dict[str, Any], after: dict[str, Any], a: str = "A", b: str = "B") -> str:
+    """Two results files side by side, cell by cell (``python -m benchmarks --compare``).
+
+    The two runs were not interleaved with each other: a machine that was busier during
+    one moves all of its absolute numbers. The ratios (each taken per round, inside its
+    own run) are what compares first; the absolute rates, CPU and page faults per request
+    say where a change came from.
+    """
+    lines = [f"Before: {a} ({before['machine']['date']}, load"
+             f" {before['machine']['load_average_at_start'][0]:.2f});"
+             f" after: {b} ({after['machine']['date']}, load"
+             f" {after['machine']['load_average_at_start'][0]:.2f}).", ""]  # fmt: skip
+    old = {_key(c): c for c in before.get("echo", [])}
+    new = {_key(c): c for c in after.get("echo", [])}
+    keys = list(dict.fromkeys([*old, *new]))
+    if keys:
+        lines += [
+            "| backend | load | ratio | before | after |",
+            "| --- | --- | --- | ---: | ---: |",
+        ]
+        for k in keys:
+            x, y = old.get(k), new.get(k)
+            cell = cell_label(x or y or {})
+            names = list(
+                dict.fromkeys([*(x or {}).get("ratios", {}), *(y or {}).get("ratios", {})])
+            )
+            for name in names:
+                lines.append(
+                    f"| {k[0]} | {cell} | {name} | {_fmt((x or {}).get('ratios', {}).get(name))}"
+                    f" | {_fmt((y or {}).get('ratios', {}).get(name))} |"
+                )
+        lines += [
+            "",
+            "| backend | load | server | req/s before → after | after / before "
+            "| CPU µs/request before → after | page faults/request before → after "
+            "| p99 µs before → after |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for k in keys:
+            x, y = old.get(k), new.get(k)
+            cell = cell_label(x or y or {})
+            kinds = list(dict.fromkeys([*(x or {}).get("runs", {}), *(y or {}).get("runs", {})]))
+            for kind in kinds:
+                rx = (x or {}).get("runs", {}).get(kind, [])
+                ry = (y or {}).get("runs", {}).get(kind, [])
+                pa, pb = _med(rx, "rps"), _med(ry, "rps")
+                cpu = (
+                    _med(rx, "server_cpu_us_per_request"),
+                    _med(ry, "server_cpu_us_per_request"),
+                )
+                flt = (
+                    _med(rx, "server_faults_per_request"),
+                    _med(ry, "server_faults_per_request"),
+                )
+                p99 = (_med(rx, "p99_us"), _med(ry, "p99_us"))
+                lines.append(
+                    f"| {k[0]} | {cell} | {kind} | {_num(pa)} → {_num(pb)} | {_change(pa, pb)}"
+                    f" | {_num(cpu[0], '{:.1f}')} → {_num(cpu[1], '{:.1f}')}"
+                    f" | {_num(flt[0], '{:.2f}')} → {_num(flt[1], '{:.2f}')}"
+                    f" | {_num(p99[0])} → {_num(p99[1])} |"
+                )
+    for app in ("resp", "http"):
+        old_apps = {r["backend"]: r for r in before.get(app, [])}
+        new_apps = {r["backend"]: r for r in after.get(app, [])}
+        backends = list(dict.fromkeys([*old_apps, *new_apps]))
+        if not backends:
+            continue
+        lines += [
+            "",
+            f"| backend | {app} | polyloop / native before | after"
+            " | polyloop req/s before → after |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        for spec in backends:
+            x, y = old_apps.get(spec, {}), new_apps.get(spec, {})
+            tests = ("set", "get") if app == "resp" else ("protocol/native",)
+            for t in tests:
+                rx = x.get("runs", {}).get("protocol", [])
+                ry = y.get("runs", {}).get("protocol", [])
+                if app == "resp":
+                    pa = statistics.median(r[t]["rps"] for r in rx) if rx else None
+                    pb = statistics.median(r[t]["rps"] for r in ry) if ry else None
+                else:
+                    pa, pb = _med(rx, "rps"), _med(ry, "rps")
+                lines.append(
+                    f"| {spec} | {t.upper() if app == 'resp' else 'GET /'}"
+                    f" | {_fmt(x.get('ratios', {}).get(t))} | {_fmt(y.get('ratios', {}).get(t))}"
+                    f" | {_num(pa)} → {_num(pb)} |"
+                )
     return "\n".join(lines)

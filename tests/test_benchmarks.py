@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds benchmarks/pingpong.c")
 @pytest.mark.timeout(300)
 def test_quick_run(tmp_path: Path) -> None:
-    sections = ["echo", "scale"]
+    sections = ["echo", "sizes", "scale"]
     sections += [
         s for s, tool in (("resp", "redis-benchmark"), ("http", "wrk")) if shutil.which(tool)
     ]
@@ -35,7 +35,11 @@ def test_quick_run(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["machine"]["cores"] >= 1
-    (cell,) = results["echo"]
+    cell, sized = results["echo"]
+    # The sizes section: its client caps each recv at 64 KiB, and the tables say so.
+    assert (sized["size"], sized["read"], cell["read"]) == (32768, 65536, 0), sized
+    assert "32 KiB × 10, reads ≤ 64 KiB" in out.stdout
+    assert all("server_faults_per_request" in r for r in sized["runs"]["stream"])
     assert set(cell["runs"]) == {
         "native",
         "protocol",
@@ -46,7 +50,7 @@ def test_quick_run(tmp_path: Path) -> None:
     assert "protocol/native" in cell["ratios"]
     # Every load section measured something: a load that got nothing back would show as a
     # rate (and a ratio) of 0, which the harness must refuse rather than report.
-    loads = [s for s in sections if s != "scale"]
+    loads = [s for s in sections if s not in ("scale", "sizes")]  # sizes: in echo
     assert all(results[s] for s in loads), {s: results[s] for s in loads}
     measured = [c for s in loads for c in results[s]]
     for c in measured:
@@ -92,18 +96,20 @@ def _metronome(
             c.close()
 
 
-def metronome_run(pingpong: str, connections: int, period: float) -> dict[str, Any]:
+def metronome_run(
+    pingpong: str, connections: int, period: float, size: int = 64, read: int = 0
+) -> dict[str, Any]:
     """``pingpong echo`` against a metronome: 2.5 periods of warm-up, 5 measured."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=connections)
     stop = threading.Event()
     server = threading.Thread(
-        target=_metronome, args=(listener, connections, 64, period, stop), daemon=True
+        target=_metronome, args=(listener, connections, size, period, stop), daemon=True
     )
     server.start()
     try:
         out = subprocess.run(
             [pingpong, "echo", "127.0.0.1", str(listener.getsockname()[1]), str(connections),
-             "64", str(5 * period), str(2.5 * period)],
+             str(size), str(5 * period), str(2.5 * period), str(read)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     finally:
@@ -129,6 +135,41 @@ def test_pingpong_counts_what_completes_in_the_window(monkeypatch: pytest.Monkey
     assert r["requests"] == 5 * connections, r
     # Ticks 1-7 before the deadline; the run ends at the deadline, before tick 8.
     assert r["total_requests"] == 7 * connections, r
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds benchmarks/pingpong.c")
+@pytest.mark.timeout(120)
+def test_pingpong_counts_the_same_when_each_recv_is_capped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With READ (the sizes section's client, which reads at most 64 KiB a ``recv``), an
+    echo takes several reads and is still counted once, when its last byte arrives."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import harness
+
+    r = metronome_run(str(harness.build_pingpong()), 4, period=0.2, size=5000, read=1000)
+    assert r["read"] == 1000 and r["size"] == 5000, r
+    assert r["requests"] == 5 * 4 and r["total_requests"] == 7 * 4, r
+
+
+def test_compare_puts_two_runs_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import report
+
+    def results(ratio: float, rps: float, faults: float) -> dict[str, Any]:
+        spread = {"min": ratio - 0.1, "median": ratio, "max": ratio + 0.1}
+        run = {"rps": rps, "server_cpu_us_per_request": 10.0, "p99_us": 300,
+               "server_faults_per_request": faults}  # fmt: skip
+        cell = {"backend": "asyncio", "size": 60000, "connections": 10, "read": 65536,
+                "ratios": {"stream/asyncio-streams": spread},
+                "runs": {"stream": [run], "asyncio-streams": [run]}}  # fmt: skip
+        machine = {"date": "today", "load_average_at_start": [1.0, 1.0, 1.0]}
+        return {"machine": machine, "echo": [cell], "resp": [], "http": []}
+
+    out = report.compare(results(0.42, 20000, 14.0), results(1.05, 50000, 0.5), "a", "b")
+    assert "| asyncio | 60,000 B × 10, reads ≤ 64 KiB | stream/asyncio-streams |" in out, out
+    assert "0.42 (0.32–0.52) | 1.05 (0.95–1.15) |" in out, out
+    assert "20,000 → 50,000 | 2.50 |" in out and "14.00 → 0.50" in out, out
 
 
 def test_round_order_varies_place_and_predecessor(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -210,7 +210,8 @@ class SocketTransport(_SocketEnd, Transport):
     # --- writing ---
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        check_bytes(data)
+        if type(data) is not bytes:
+            check_bytes(data)
         if self._closing:
             return
         if self._eof_written:
