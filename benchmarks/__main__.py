@@ -227,6 +227,12 @@ def run_echo(
 
 def run_app(spec: str, app: str, args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     servers = [harness.native_server(spec, app), harness.polyloop_server(spec, app)]
+    if app == "http" and harness.family(spec) not in (None, "asyncio"):
+        # Beside the framework's own HTTP server: one running the app's h11 calls on the
+        # framework's own sockets (benchmarks/native/_common.H11), so that the ratio
+        # over it is the cost of moving the bytes alone (asyncio's "native" is that).
+        own = harness.native_server(spec, "http-h11")
+        servers.append(harness.Server("native-h11", f"{own.label} + h11", own.cmd))
     with harness.running(servers, harness.BUILD / "servers.log") as started:
         for s in started:  # unmeasured: a fresh server's first requests cost it more
             if app == "resp":
@@ -257,6 +263,10 @@ def run_app(spec: str, app: str, args: argparse.Namespace, progress: Any) -> dic
     }
     if app == "http":
         result["p99_ratios"] = harness.ratios(runs, "p99_us", "native")
+        if "native-h11" in runs:
+            for key, metric in (("ratios", "rps"), ("cpu_ratios", "server_cpu_us_per_request"),
+                                ("p99_ratios", "p99_us")):  # fmt: skip
+                result[key].update(harness.ratios(runs, metric, "native-h11"))
     if app == "resp":
         for test in ("set", "get"):
             per = {k: [r[test] for r in v] for k, v in runs.items()}

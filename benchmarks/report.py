@@ -111,6 +111,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(
                 _target(f"{name} ≥ {APP_GOAL}× native", r["backend"], APP_GOAL, ">=", cases)
             )
+            if "protocol/native-h11" in r["ratios"]:
+                out.append(
+                    _target(f"{name} ≥ {APP_GOAL}× native with the same h11", r["backend"],
+                            APP_GOAL, ">=", [("GET /", r["ratios"]["protocol/native-h11"])])
+                )  # fmt: skip
     for r in results["scale"]:
         ratio = r["memory_ratios"].get("protocol/native")
         if ratio:
@@ -188,14 +193,18 @@ def markdown(results: dict[str, Any]) -> str:
                     f" | {_fmt(_p99_ratio(r['runs'], t))} |"
                 )
         for r in results["http"]:
-            lines.append(
-                f"| {r['backend']} | wrk GET / ({r['labels']['native']})"
-                f" | {_median(r['runs']['native'], 'rps'):,.0f}"
-                f" | {_median(r['runs']['protocol'], 'rps'):,.0f}"
-                f" | {_fmt(r['ratios']['protocol/native'])}"
-                f" | {_fmt(r['cpu_ratios'].get('protocol/native'))}"
-                f" | {_fmt(r.get('p99_ratios', {}).get('protocol/native'))} |"
-            )
+            for native in ("native", "native-h11"):
+                if native not in r["runs"]:
+                    continue
+                key = f"protocol/{native}"
+                lines.append(
+                    f"| {r['backend']} | wrk GET / ({r['labels'][native]})"
+                    f" | {_median(r['runs'][native], 'rps'):,.0f}"
+                    f" | {_median(r['runs']['protocol'], 'rps'):,.0f}"
+                    f" | {_fmt(r['ratios'].get(key))}"
+                    f" | {_fmt(r['cpu_ratios'].get(key))}"
+                    f" | {_fmt(r.get('p99_ratios', {}).get(key))} |"
+                )
     if results["scale"]:
         lines += [
             "",
