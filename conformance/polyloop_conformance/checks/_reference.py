@@ -32,6 +32,7 @@ __all__ = [
     "plain",
     "reference_peer",
     "reset",
+    "written_then_aborted",
 ]
 
 
@@ -167,4 +168,27 @@ async def buffered_then_ended(
             f" ({buffered} still buffered) and {end}(), the peer, a plain socket of the"
             f" standard library, read {reader.received} bytes, then {how}; {rule}",
             clause=clause,
+        )
+
+
+async def written_then_aborted(
+    session: polyloop.Session, transport: Any, peer: Any, data: bytes, *, before: str = ""
+) -> None:
+    """Write ``data``, let the reference ``peer`` read it, ``abort()``, and require the
+    peer to read a reset. ``Failed`` (clause ``transport.abort.resets_peer``) otherwise;
+    ``before`` tells what came first, for the message."""
+    transport.write(data)
+    reader = ReferenceReader(peer, limit=len(data))
+    await reader.wait(session, f"the {len(data)} bytes written before abort()")
+    transport.abort()
+    reader = ReferenceReader(peer)
+    ending = await reader.wait(session, "the end of the connection after abort()")
+    if ending != "reset":
+        seen = "a clean EOF (FIN)" if ending == "eof" else f"{ending} ({reader.error!r})"
+        raise Failed(
+            f"the aborting end (the backend under test) broke the rule: {before}after its"
+            f" abort() the peer, a plain socket of the standard library, read {seen} instead"
+            " of a reset (ECONNRESET); abort() must reset the connection (close the socket"
+            " with SO_LINGER set to 0)",
+            clause="transport.abort.resets_peer",
         )
