@@ -50,7 +50,6 @@ async def check_local_aborted_error(session: polyloop.Session) -> None:
 
 
 #: How the rules of two ends name them in a verdict.
-ABORTING_END = "the aborting end (the backend under test)"
 RECEIVING_END = "the receiving end (the backend under test)"
 REFERENCE = "a plain socket of the standard library"
 
