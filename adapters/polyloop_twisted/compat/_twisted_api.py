@@ -20,7 +20,8 @@ import polyloop
 
 from .. import attach
 from .._transport import TwistedTransport as BridgeTransport
-from ._twisted_reactor import Port, as_factory, get_reactor
+from ._twisted_reactor import get_reactor
+from ._twisted_tcp import Port, as_factory
 from ._twisted_transport import ProtocolAdapter, twisted_address
 
 __all__ = ["PolyloopFactory", "connect_tcp", "connect_unix", "listen_tcp", "listen_unix"]

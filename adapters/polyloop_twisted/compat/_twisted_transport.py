@@ -13,9 +13,11 @@ sentence is checked in ``tests/test_compat_twisted.py``):
   ``ConnectionAborted`` after ``abortConnection()``, ``ConnectionLost`` after a reset or
   any other error, or the exception a ``dataReceived`` raised (Twisted logs it and drops
   the connection).
-- ``loseConnection()`` stops reading at once (no ``dataReceived`` after it: Twisted's
-  ``LineReceiver`` relies on it), flushes, then closes -- but not while a pull producer
-  or a paused push producer is registered: Twisted waits for ``unregisterProducer``.
+- ``loseConnection()`` stops delivering data at once (no ``dataReceived`` after it:
+  Twisted's ``LineReceiver`` relies on it), flushes, then closes -- but not while a pull
+  producer or a paused push producer is registered: Twisted waits for
+  ``unregisterProducer``. Meanwhile the connection is still read (and the data dropped),
+  so a peer's close ends it with ``connectionLost``.
 - A peer's EOF is ``readConnectionLost()`` for an ``IHalfCloseableProtocol`` (the
   connection stays half-open), else the end of the connection (``ConnectionDone``).
   Twisted drops unflushed writes there; polyloop flushes them first.
@@ -77,6 +79,7 @@ def lost_reason(exc: BaseException | None, aborted: bool = False) -> Failure:
 @implementer(
     interfaces.ITransport,
     interfaces.ITCPTransport,
+    interfaces.ITLSTransport,
     interfaces.IConsumer,
     interfaces.IPushProducer,
     interfaces.ISystemHandle,
@@ -98,6 +101,9 @@ class TwistedTransport:
         #: The reactor-like object of this connection's session.
         self.reactor = adapter.reactor
         self.connected = 1
+        #: The number of this connection on its listening port (Twisted's
+        #: ``Server.sessionno``; 0 for a client connection).
+        self.sessionno = adapter.sessionno
         self.disconnecting = False
         self.disconnected = False
         self.producer: Any = None
@@ -107,6 +113,7 @@ class TwistedTransport:
         self._write_paused = False
         self._closing = False
         self._writes = 0
+        self._tls_waiting: list[bytes] | None = None  # writes made during startTLS
         self._kind = "UNIX" if self._family() == socket.AF_UNIX else "TCP"
         ssl_object = transport.get_extra_info("ssl_object")
         self.negotiatedProtocol: bytes | None = None
@@ -144,7 +151,10 @@ class TwistedTransport:
             return
         if data:
             self._writes += 1
-            self._t.write(data)
+            if self._tls_waiting is not None:
+                self._tls_waiting.append(bytes(data))
+            else:
+                self._t.write(data)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         """Write each item of ``data`` in turn."""
@@ -155,7 +165,10 @@ class TwistedTransport:
             return
         if items:
             self._writes += 1
-            self._t.writelines(items)
+            if self._tls_waiting is not None:
+                self._tls_waiting.extend(bytes(item) for item in items)
+            else:
+                self._t.writelines(items)
 
     def loseConnection(self) -> None:
         """Stop reading, flush, then close (``connectionLost`` with ``ConnectionDone``).
@@ -164,14 +177,60 @@ class TwistedTransport:
         if self.disconnecting or self.disconnected:
             return
         self.disconnecting = True
-        self._t.pause_reading()
         if self.producer is not None and (not self.streamingProducer or self._write_paused):
+            # The close waits for the producer; reading goes on (the data is dropped,
+            # see data_received) so that a peer that closes first is still seen, and
+            # connectionLost comes.
             return
+        self._t.pause_reading()
         self._close()
 
     def _close(self) -> None:
         if not self._closing:
             self._closing = True
+            if self._tls_waiting is None:
+                self._t.close()
+
+    # --- ITLSTransport ---
+
+    def startTLS(self, contextFactory: Any, normal: bool = True) -> None:
+        """Switch to TLS now: the handshake starts at once, and what is written from
+        now on is sent encrypted once it is done. ``normal``: the client if this side
+        connected, else the server (``False`` swaps). ``contextFactory`` is a stdlib
+        ``ssl.SSLContext`` (or a factory whose ``getContext()`` returns one); pyOpenSSL
+        ones raise ``TypeError``. A failed handshake ends the connection
+        (``connectionLost``)."""
+        from ._twisted_tcp import as_ssl_context
+
+        context = as_ssl_context(contextFactory)
+        if self._tls_waiting is not None or self._t.get_extra_info("ssl_object") is not None:
+            raise RuntimeError("startTLS was called already on this connection")
+        server_side = self._adapter.server_side == bool(normal)
+        hostname = None
+        if not server_side and context.check_hostname:
+            hostname = str(getattr(self.getPeer(), "host", "")) or None
+        self._tls_waiting = []
+        session = self.reactor.session
+        session.spawn(self._upgrade(session, context, server_side, hostname))
+
+    async def _upgrade(
+        self, session: Any, context: Any, server_side: bool, hostname: str | None
+    ) -> None:
+        try:
+            self._t = await session.start_tls(
+                self._t, self._adapter, context, server_side=server_side,
+                server_hostname=hostname,
+            )  # fmt: skip
+        except Exception:
+            self._tls_waiting = None
+            return  # the connection was aborted: connectionLost tells the protocol
+        from zope.interface import alsoProvides
+
+        alsoProvides(self, interfaces.ISSLTransport)
+        waiting, self._tls_waiting = self._tls_waiting or [], None
+        if waiting and not self.disconnected:
+            self._t.writelines(waiting)
+        if self._closing:
             self._t.close()
 
     def getPeer(self) -> Any:
@@ -362,8 +421,15 @@ class ProtocolAdapter(polyloop.Protocol):
         build: Callable[[Any], Any],
         reactor: Any,
         on_lost: Callable[[Any, Failure], object] | None = None,
+        *,
+        sessionno: int = 0,
+        server_side: bool = False,
     ) -> None:
         self._build = build
+        #: True for a connection a port accepted (``startTLS``'s ``normal`` side).
+        self.server_side = server_side
+        #: The transport's ``sessionno``.
+        self.sessionno = sessionno
         self.reactor = reactor
         self._on_lost = on_lost
         #: The Twisted protocol (``None`` until the connection is up, or if refused).
@@ -400,8 +466,8 @@ class ProtocolAdapter(polyloop.Protocol):
             tt._t.abort()
 
     def eof_received(self) -> bool | None:
-        if self.protocol is None:
-            return None
+        if self.protocol is None or (self.transport is not None and self.transport.disconnecting):
+            return None  # closing already (loseConnection waits for a producer): close
         if self._half is not None:
             try:
                 self._half.readConnectionLost()
