@@ -17,6 +17,7 @@ reason}, "skipped": {id: reason}}``.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import traceback
@@ -128,6 +129,8 @@ def main(modules: list[str]) -> None:
 
 
 def _why(err: Any) -> str:
+    if os.environ.get("REACTORBUILDER_VERBOSE"):
+        print(err if not isinstance(err, tuple) else traceback.format_exception(*err), file=sys.stderr)
     try:
         if isinstance(err, tuple):
             text = "".join(traceback.format_exception_only(err[0], err[1]))

@@ -50,7 +50,7 @@ from ._twisted_tcp import (
     protocol_factory,
     tcp_bind_address,
 )
-from ._twisted_transport import ProtocolAdapter, twisted_address
+from ._twisted_transport import ProtocolAdapter, TwistedTransport, twisted_address
 
 __all__ = [
     "Connector",
@@ -209,6 +209,7 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
         self._readers: dict[Any, int] = {}
         self._writers: dict[Any, int] = {}
         self._ports: set[Port] = set()
+        self._transports: set[Any] = set()  # the connections' TwistedTransports
         self._pending: list[Callable[[], object]] = []
         self._timer: Any = None
         self._timer_at = 0.0
@@ -301,6 +302,14 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
                 await port._shut()
             finally:
                 port._lost()
+        # Connections are closed cleanly (flushed, the peer reads EOF), as Twisted's
+        # disconnectAll does, not aborted as the session's end would (a reset).
+        for transport in list(self._transports):
+            transport._t.close()
+        for _ in range(100):
+            if not self._transports:
+                break
+            await session.sleep(0.01)
         self._cancel_timer()
         for fd in self._readers.values():
             self._forget(session.remove_reader, fd)
@@ -412,6 +421,11 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
         fd = self._readers.pop(reader, None)
         if fd is not None and self.session is not None:
             self._forget(self.session.remove_reader, fd)
+        elif fd is None and isinstance(reader, TwistedTransport) and not reader.disconnected:
+            # One of our connections (read by the session, not in this FD set): Twisted
+            # code that hands its socket on (adoptStreamConnection) first stops the
+            # reactor reading it.
+            reader.polyloop_transport.pause_reading()
 
     def removeWriter(self, writer: Any) -> None:
         """Stop watching ``writer``."""
@@ -469,10 +483,19 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
     def _listen_tcp(self, port: int, factory: Any, backlog: int, interface: str, ssl: Any) -> Port:
         twisted_factory = as_factory(factory)
         sock = None
+        reuse_port = False
+        if not (port is None or isinstance(port, int)):  # Twisted's Binding (makeBinding)
+            binding: Any = port
+            if interface != "" and binding._address != interface:
+                raise ValueError("Inconsistent interface vs Binding specifiers")
+            port, interface = binding._port, binding._address or ""
+            reuse_port = binding._reusePort
         try:
             family, addr = tcp_bind_address(interface, port)
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(addr)
             sock.listen(backlog)
             sock.setblocking(False)
@@ -578,18 +601,20 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
         self._check_family(addressFamily)
         sock = socket.socket(addressFamily, socket.SOCK_STREAM, fileno=os.dup(fileDescriptor))
         sock.setblocking(False)
-        host = twisted_address(sock.getsockname(), "TCP")
-        return Port(self, as_factory(factory), host, sock=sock)
+        unix = addressFamily == socket.AF_UNIX
+        host = twisted_address(sock.getsockname(), "UNIX" if unix else "TCP")
+        return Port(self, as_factory(factory), host, sock=sock, unix=unix)
 
     def adoptStreamConnection(self, fileDescriptor: int, addressFamily: int, factory: Any) -> None:
         """Run ``factory``'s protocol on a connected socket the application made (the fd
         is duplicated), from when the reactor runs."""
         self._check_family(addressFamily)
         sock = socket.socket(addressFamily, socket.SOCK_STREAM, fileno=os.dup(fileDescriptor))
+        sock.setblocking(False)
         twisted_factory = as_factory(factory)
 
         def start() -> None:
-            adapter = ProtocolAdapter(twisted_factory.buildProtocol, self)
+            adapter = ProtocolAdapter(twisted_factory.buildProtocol, self, role="adopted")
             self.session.spawn(self.session.adopt_connection(lambda: adapter, sock))
 
         self._when_running(start)

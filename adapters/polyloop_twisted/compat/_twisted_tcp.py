@@ -127,6 +127,7 @@ class Port:
         backlog: int = 50,
         path: str | None = None,
         ssl: _ssl.SSLContext | None = None,
+        unix: bool = False,
     ) -> None:
         self.reactor = reactor
         self.factory = factory
@@ -139,6 +140,7 @@ class Port:
         self._host = host
         self._backlog = backlog
         self._path = path
+        self._unix = unix or path is not None
         self._ssl = ssl
         self._server = server
         self._started: polyloop.Task[None] | None = None
@@ -150,7 +152,9 @@ class Port:
 
     @property
     def _label(self) -> str:
-        return repr(self._path) if self._path is not None else str(self.port)
+        if self._unix:
+            return os.fsdecode(getattr(self._host, "name", None) or "")
+        return str(self.port)
 
     @property
     def port(self) -> int:
@@ -171,7 +175,8 @@ class Port:
         wait in the kernel's backlog until the reactor runs."""
         if self.connected:
             return
-        twisted_log.msg(f"{log_prefix(self.factory)} starting on {self._label}")
+        label = repr(self._label) if self._unix else self._label  # Twisted's %r and %s
+        twisted_log.msg(f"{log_prefix(self.factory)} starting on {label}")
         self.factory.doStart()
         self.connected = True
         self.reactor._ports.add(self)
@@ -185,7 +190,7 @@ class Port:
     def _connection(self) -> ProtocolAdapter:
         self.sessionno += 1
         return ProtocolAdapter(
-            self.factory.buildProtocol, self.reactor, sessionno=self.sessionno, server_side=True
+            self.factory.buildProtocol, self.reactor, sessionno=self.sessionno, role="server"
         )
 
     async def _serve(self) -> None:
@@ -242,7 +247,7 @@ class Port:
         if self.connected:
             self.connected = False
             self.reactor._ports.discard(self)
-            kind = "UNIX" if self._path is not None else "TCP"
+            kind = "UNIX" if self._unix else "TCP"
             twisted_log.msg(f"({kind} Port {self._label} Closed)")
             try:
                 self.factory.doStop()
@@ -254,6 +259,17 @@ class Port:
     async def aclose(self) -> None:
         """``stopListening()``, awaited."""
         await bridge.future(self.stopListening())
+
+
+class _Unconnected:
+    """A connector's ``transport`` while it connects: the socket, made and bound."""
+
+    def __init__(self, sock: socket.socket, bind_error: BaseException | None) -> None:
+        self.socket = sock
+        self.error = bind_error
+
+    def getHost(self) -> Any:
+        return twisted_address(self.socket.getsockname())
 
 
 @implementer(interfaces.IConnector)
@@ -288,6 +304,7 @@ class Connector:
         self._factory_started = False
         self._task: polyloop.Task[None] | None = None
         self._adapter: ProtocolAdapter | None = None
+        self._unconnected: _Unconnected | None = None
 
     def __repr__(self) -> str:
         return f"<polyloop_twisted.compat.Connector to {self._dest!r} {self.state}>"
@@ -299,7 +316,10 @@ class Connector:
         return twisted_address(self._dest, "UNIX")
 
     def connect(self) -> None:
-        """Start connecting (``factory.startedConnecting(self)`` first)."""
+        """Start connecting (``factory.startedConnecting(self)`` first). The socket is
+        made and bound at once, as Twisted's ``tcp.Client`` does (``transport.socket``
+        is there before the reactor runs); a bind error is reported through
+        ``clientConnectionFailed`` (``ConnectBindError``)."""
         if self.state != "disconnected":
             raise RuntimeError(f"can't connect in this state: {self.state}")
         self.state = "connecting"
@@ -307,8 +327,32 @@ class Connector:
             self.factory.doStart()
             self._factory_started = True
         self._task = None
+        self._unconnected = _Unconnected(*self._make_socket())
         self.factory.startedConnecting(self)
         self.reactor._when_running(self._start)
+
+    def _make_socket(self) -> tuple[socket.socket, BaseException | None]:
+        if not isinstance(self._dest, tuple):
+            family = socket.AF_UNIX
+        elif abstract.isIPv6Address(self._dest[0]):
+            family = socket.AF_INET6
+        else:
+            family = socket.AF_INET  # a name is resolved to IPv4, as Twisted's reactors do
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        bind = self.bindAddress
+        if bind is None:
+            return sock, None
+        try:
+            if not isinstance(bind, (tuple, str, bytes)):  # Twisted's Binding
+                if bind._reuseAddress:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if bind._reusePort:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(self._bind_address(family))
+        except OSError as exc:
+            return sock, error.ConnectBindError(exc.errno, exc.strerror)  # type: ignore[no-untyped-call]
+        return sock, None
 
     def _start(self) -> None:
         if self.state == "connecting" and self._task is None:
@@ -319,13 +363,17 @@ class Connector:
         adapter = self._adapter = ProtocolAdapter(
             self.factory.buildProtocol, self.reactor, self._connection_lost
         )
-        sock: socket.socket | None = None
+        unconnected = self._unconnected
+        assert unconnected is not None
+        sock: socket.socket | None = unconnected.socket
         try:
-            sock = await polyloop.wait_for(self._open(session), self.timeout)
+            if unconnected.error is not None:
+                raise unconnected.error
+            await polyloop.wait_for(self._open(session, unconnected.socket), self.timeout)
             hostname = None
             if self._ssl is not None and isinstance(self._dest, tuple):
                 hostname = str(self._dest[0])
-            opened, sock = sock, None
+            opened, sock = unconnected.socket, None
             await session.adopt_connection(
                 lambda: adapter, opened, ssl=self._ssl, server_hostname=hostname
             )
@@ -341,52 +389,63 @@ class Connector:
             if adapter.protocol is None:
                 self._failed(connect_error(exc))
             return
+        finally:
+            self._unconnected = None
         if adapter.protocol is None:  # buildProtocol returned None
             self.state = "disconnected"
             self._stop_factory()
         elif self.state == "connecting":
             self.state = "connected"
 
-    async def _open(self, session: polyloop.Session) -> socket.socket:
+    async def _open(self, session: polyloop.Session, sock: socket.socket) -> None:
         if isinstance(self._dest, tuple):
             host, port = self._dest
             if abstract.isIPAddress(host):
-                family, addr = socket.AF_INET, (host, port)
+                addr: Any = (host, port)
             elif abstract.isIPv6Address(host):
-                family, addr = socket.AF_INET6, tuple(_resolveIPv6(host, port))
+                addr = tuple(_resolveIPv6(host, port))
             else:
+                # Twisted's tcp.Client resolves with reactor.resolve (IPv4, through the
+                # installed resolver: installResolver/installNameResolver count).
                 try:
-                    infos = await session.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
-                except OSError as exc:
+                    ip = await bridge.future(self.reactor.resolve(host))
+                except Exception as exc:
                     raise error.DNSLookupError(f"{host}: {exc}") from None
-                family, found = infos[0][0], infos[0][4]
-                addr = (found[0], port, *found[2:])
+                addr = (ip, port)
         else:
-            family, addr = socket.AF_UNIX, self._dest
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            if self.bindAddress is not None:
-                try:
-                    sock.bind(self.bindAddress)
-                except OSError as exc:
-                    raise error.ConnectBindError(exc.errno, exc.strerror) from None  # type: ignore[no-untyped-call]
-            code = sock.connect_ex(addr)
-            if code in _IN_PROGRESS:
-                writable = session.create_future()
-                fd = sock.fileno()
-                session.add_writer(fd, lambda: writable.done() or writable.set_result(None))
-                try:
-                    await writable
-                finally:
-                    session.remove_writer(fd)
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code and code != errno.EISCONN:
-                raise error.getConnectError((code, os.strerror(code)))  # type: ignore[no-untyped-call]
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+            addr = self._dest
+        code = sock.connect_ex(addr)
+        if code in _IN_PROGRESS:
+            writable = session.create_future()
+            fd = sock.fileno()
+            session.add_writer(fd, lambda: writable.done() or writable.set_result(None))
+            try:
+                await writable
+            finally:
+                session.remove_writer(fd)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code and code != errno.EISCONN:
+            raise error.getConnectError((code, os.strerror(code)))  # type: ignore[no-untyped-call]
+
+    def _bind_address(self, family: int) -> Any:
+        bind = self.bindAddress
+        if family == socket.AF_UNIX:
+            return bind
+        if isinstance(bind, tuple):
+            host, port = bind[0], bind[1]
+        else:  # Twisted's Binding (makeBinding): options too
+            host, port = bind._address or "", bind._port
+        if abstract.isIPv6Address(host):
+            return tuple(_resolveIPv6(host, port))
+        return (host, port)
+
+    @property
+    def transport(self) -> Any:
+        """The connection's transport, as Twisted's connector has it: while connecting,
+        an object with the bound ``socket``; then the ``TwistedTransport``."""
+        if self._adapter is not None and self._adapter.transport is not None:
+            return self._adapter.transport
+        return self._unconnected
 
     def _stop_factory(self) -> None:
         if self.state == "disconnected" and self._factory_started:
@@ -409,6 +468,9 @@ class Connector:
         if self.state != "connecting":
             raise error.NotConnectingError("we're not trying to connect")
         if self._task is None:  # the reactor has not run it yet
+            if self._unconnected is not None:
+                self._unconnected.socket.close()
+                self._unconnected = None
             self._failed(error.UserError(string="stopConnecting() was called"))  # type: ignore[no-untyped-call]
         else:
             self._task.cancel()

@@ -30,6 +30,7 @@ sentence is checked in ``tests/test_compat_twisted.py``):
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,6 +40,7 @@ from typing import Any
 # polyloop_twisted`` does not load this package, tests/test_compat_twisted.py checks).
 # None of these installs a reactor.
 from twisted.internet import address, error, interfaces
+from twisted.python import log as twisted_log
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
@@ -54,8 +56,16 @@ def twisted_address(addr: Any, kind: str = "TCP") -> Any:
     ``UNIXAddress``."""
     if isinstance(addr, tuple):
         if len(addr) >= 4 or ":" in str(addr[0]):
-            return address.IPv6Address(kind, addr[0], addr[1], *addr[2:4])  # type: ignore[arg-type]
+            # As Twisted's reactors: a scope id is also written into the host
+            # ("fe80::1%lo", getnameinfo's form), flow info and scope id kept.
+            host = addr[0]
+            if len(addr) >= 4 and addr[3]:
+                flags = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+                host = socket.getnameinfo(addr, flags)[0]
+            return address.IPv6Address(kind, host, addr[1], *addr[2:4])  # type: ignore[arg-type]
         return address.IPv4Address(kind, addr[0], addr[1])  # type: ignore[arg-type]
+    if isinstance(addr, bytes):
+        addr = os.fsdecode(addr)
     return address.UNIXAddress(addr or None)
 
 
@@ -115,6 +125,13 @@ class TwistedTransport:
         self._writes = 0
         self._tls_waiting: list[bytes] | None = None  # writes made during startTLS
         self._kind = "UNIX" if self._family() == socket.AF_UNIX else "TCP"
+        self._buffer_size = 65536  # Twisted's FileDescriptor.bufferSize
+        self._iteration_bytes = 0  # written since the last iteration (see write)
+        self._producer_held = False  # a push producer paused for _iteration_bytes
+        #: The peer's socket address (Twisted's ``addr``/``client``).
+        self.addr: Any = transport.get_extra_info("peername")
+        self.logstr = "-"
+        self.repstr = ""
         ssl_object = transport.get_extra_info("ssl_object")
         self.negotiatedProtocol: bytes | None = None
         if ssl_object is not None:
@@ -124,8 +141,39 @@ class TwistedTransport:
             alpn = ssl_object.selected_alpn_protocol()
             self.negotiatedProtocol = alpn.encode() if alpn else None
 
+    def _named(self, proto: Any, prefix: str) -> None:
+        """Twisted's ``logstr`` and ``repr`` for this connection, once its protocol is
+        known: a port's ``<Proto #sessionno on port>``, a client's ``<class to addr at
+        id>``."""
+        role = self._adapter.role
+        sockname = self._t.get_extra_info("sockname")
+        if role == "client":
+            self.logstr = f"{prefix},client"
+            return
+        where = sockname if self._kind == "UNIX" else sockname[1]
+        if role == "adopted" and self._kind == "TCP":
+            self.sessionno = self.addr[1]  # as Twisted's Server._fromConnectedSocket
+        name = type(proto).__name__
+        self.repstr = f"<{name} #{self.sessionno} on {where}>"
+        host = where if self._kind == "UNIX" else self.addr[0] if self.addr else ""
+        self.logstr = f"{prefix if role == 'server' else name},{self.sessionno},{host}"
+
     def __repr__(self) -> str:
-        return f"<polyloop_twisted.compat transport over {self._t!r}>"
+        if self.repstr:
+            return self.repstr
+        return f"<{self.__class__} to {self.addr} at {id(self):x}>"
+
+    @property
+    def bufferSize(self) -> int:
+        """The write buffer's high-water mark (Twisted's ``bufferSize``): past it a
+        push producer is paused."""
+        return self._buffer_size
+
+    @bufferSize.setter
+    def bufferSize(self, value: int) -> None:
+        self._buffer_size = int(value)
+        if self.producer is None or self.streamingProducer:
+            self._t.set_write_buffer_limits(high=self._buffer_size)
 
     @property
     def polyloop_transport(self) -> polyloop.Transport:
@@ -155,12 +203,14 @@ class TwistedTransport:
                 self._tls_waiting.append(bytes(data))
             else:
                 self._t.write(data)
+            if self.streamingProducer:
+                self._account(len(data))
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         """Write each item of ``data`` in turn."""
         items = list(data)
         if any(isinstance(item, str) for item in items):
-            raise TypeError("Data must be bytes, not str")
+            raise TypeError("Data must be bytes")  # Twisted's words, which its tests check
         if self.disconnected or self._write_closed or self._closing:
             return
         if items:
@@ -169,6 +219,33 @@ class TwistedTransport:
                 self._tls_waiting.extend(bytes(item) for item in items)
             else:
                 self._t.writelines(items)
+            if self.streamingProducer:
+                self._account(sum(map(len, items)))
+
+    def _account(self, size: int) -> None:
+        """Twisted buffers every write until the next iteration, and pauses a push
+        producer once that buffer passes ``bufferSize``; a polyloop transport sends at
+        once, so its own buffer stays small. Count what was written in this iteration
+        too, so that a producer is paused where Twisted's would be (and resumed on the
+        next iteration, once the polyloop buffer is under the mark)."""
+        if not self._iteration_bytes:
+            self.reactor.callLater(0, self._next_iteration)
+        self._iteration_bytes += size
+        if (
+            not self._producer_held
+            and self._iteration_bytes + self._t.get_write_buffer_size() > self._buffer_size
+        ):
+            self._producer_held = True
+            if not self._write_paused:
+                self.producer.pauseProducing()
+
+    def _next_iteration(self) -> None:
+        self._iteration_bytes = 0
+        if self._producer_held:
+            self._producer_held = False
+            producer = self.producer
+            if producer is not None and self.streamingProducer and not self._write_paused:
+                producer.resumeProducing()
 
     def loseConnection(self) -> None:
         """Stop reading, flush, then close (``connectionLost`` with ``ConnectionDone``).
@@ -269,7 +346,10 @@ class TwistedTransport:
         self._t.abort()
 
     def _socket(self) -> socket.socket | None:
-        return self._t.get_extra_info("socket")  # type: ignore[no-any-return]
+        sock = self._t.get_extra_info("socket")
+        # asyncio hands out a TransportSocket, a wrapper without close() or dup();
+        # Twisted code holds the real socket object (its tests close it).
+        return getattr(sock, "_sock", sock)  # type: ignore[no-any-return]
 
     def _option(self, level: int, name: int) -> bool:
         sock = self._socket()
@@ -298,6 +378,21 @@ class TwistedTransport:
     def setTcpKeepAlive(self, enabled: bool) -> None:
         """Set or clear ``SO_KEEPALIVE``."""
         self._set_option(socket.SOL_SOCKET, socket.SO_KEEPALIVE, enabled)
+
+    @property
+    def socket(self) -> Any:
+        """The connection's socket, as Twisted's transports have it (``getHandle()``)."""
+        return self._socket()
+
+    def fileno(self) -> int:
+        """The socket's file descriptor (-1 once it is gone), as Twisted's transports."""
+        sock = self._socket()
+        return sock.fileno() if sock is not None else -1
+
+    def logPrefix(self) -> str:
+        """What Twisted puts in the ``system`` of log events from this connection's
+        callbacks: the protocol's ``logPrefix()``, as Twisted's transports."""
+        return self.logstr
 
     # --- ISystemHandle ---
 
@@ -336,12 +431,23 @@ class TwistedTransport:
             # high = low = 0: pause_writing as soon as anything is buffered,
             # resume_writing once it is all gone: Twisted's "the buffer is empty".
             self._t.set_write_buffer_limits(0, 0)
+            wrote_before = self._writes
             self._pull()
+            if wrote_before and not self._write_paused:
+                # Twisted asks again once what was written before is flushed (its
+                # buffer holds it until the next iteration; ours may have sent it).
+                self.reactor.callLater(0, self._pull)
+
+    def stopConsuming(self) -> None:
+        """``unregisterProducer()`` then ``loseConnection()``, as Twisted's transports."""
+        self.unregisterProducer()
+        self.loseConnection()
 
     def unregisterProducer(self) -> None:
         """Stop consuming from the producer (the connection stays open, and a pending
         ``loseConnection()`` goes ahead)."""
         producer, self.producer = self.producer, None
+        self._producer_held = False
         if producer is not None and not self.streamingProducer and not self.disconnected:
             self._t.set_write_buffer_limits()
         self.streamingProducer = False
@@ -382,7 +488,7 @@ class TwistedTransport:
     def _paused(self) -> None:
         self._write_paused = True
         producer = self.producer
-        if producer is not None and self.streamingProducer:
+        if producer is not None and self.streamingProducer and not self._producer_held:
             producer.pauseProducing()
 
     def _resumed(self) -> None:
@@ -391,7 +497,8 @@ class TwistedTransport:
         if producer is None:
             return
         if self.streamingProducer:
-            producer.resumeProducing()
+            if not self._producer_held:
+                producer.resumeProducing()
             if self.disconnecting and not self._aborting and self.producer is producer:
                 self._close()  # Twisted closes once the buffer drained, producer or not
         else:
@@ -404,6 +511,15 @@ class TwistedTransport:
         producer, self.producer = self.producer, None
         if producer is not None:
             producer.stopProducing()
+
+
+def _prefix(proto: Any) -> str:
+    try:
+        if interfaces.ILoggingContext.providedBy(proto):
+            return str(proto.logPrefix())
+    except Exception:
+        return "(buggy logPrefix method)"
+    return "-"
 
 
 class ProtocolAdapter(polyloop.Protocol):
@@ -423,11 +539,14 @@ class ProtocolAdapter(polyloop.Protocol):
         on_lost: Callable[[Any, Failure], object] | None = None,
         *,
         sessionno: int = 0,
-        server_side: bool = False,
+        role: str = "client",
     ) -> None:
         self._build = build
+        #: ``"server"`` (a port accepted it), ``"adopted"`` (``adoptStreamConnection``)
+        #: or ``"client"``: Twisted names and numbers them differently.
+        self.role = role
         #: True for a connection a port accepted (``startTLS``'s ``normal`` side).
-        self.server_side = server_side
+        self.server_side = role != "client"
         #: The transport's ``sessionno``.
         self.sessionno = sessionno
         self.reactor = reactor
@@ -438,6 +557,9 @@ class ProtocolAdapter(polyloop.Protocol):
         self.transport: TwistedTransport | None = None
         self._half: Any = None
         self._error: Failure | None = None
+        #: The ``system`` of Twisted log events from the protocol's callbacks.
+        self.log_prefix = "-"
+        self._context: dict[str, str] = {"system": "-"}
 
     def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
         tt = self.transport = TwistedTransport(transport, self)
@@ -450,6 +572,10 @@ class ProtocolAdapter(polyloop.Protocol):
 
         point_clock(proto, self.reactor)
         self.protocol = proto
+        self.log_prefix = _prefix(proto)
+        tt._named(proto, self.log_prefix)
+        self._context = {"system": tt.logstr}
+        self.reactor._transports.add(tt)
         self._half = interfaces.IHalfCloseableProtocol(proto, None)
         proto.makeConnection(tt)
 
@@ -458,10 +584,11 @@ class ProtocolAdapter(polyloop.Protocol):
         if self.protocol is None or tt is None or tt.disconnecting:
             return  # Twisted reads nothing after loseConnection()
         try:
-            self.protocol.dataReceived(data)
+            twisted_log.callWithContext(self._context, self.protocol.dataReceived, data)
         except Exception:
             log.exception("polyloop_twisted.compat: %r.dataReceived raised", self.protocol)
             self._error = failure()
+            twisted_log.err(self._error, "Unhandled error in dataReceived")  # as Twisted
             tt.disconnecting = True
             tt._t.abort()
 
@@ -493,6 +620,7 @@ class ProtocolAdapter(polyloop.Protocol):
             return
         aborting = tt._aborting
         tt._lost()
+        self.reactor._transports.discard(tt)
         if proto is None:
             return
         reason = self._error or lost_reason(exc, aborting)
