@@ -255,6 +255,28 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
     def doIteration(self, delay: float | None) -> None:
         raise NotImplementedError("the polyloop session runs the iterations: use run()")
 
+    def iterate(self, delay: float = 0.0) -> None:
+        """Run one iteration: the due calls, then what gets ready within ``delay``
+        seconds. Outside ``run()`` an owned reactor runs a session of its backend for
+        it (connections made in it end with it)."""
+        if self.session is not None:
+            self.runUntilCurrent()
+            return
+        if not self._owned:
+            raise RuntimeError(f"{self!r}'s session has ended")
+        self._backend.run(self._iterate, delay)
+
+    async def _iterate(self, delay: float) -> None:
+        session = self.session = polyloop.current_backend()
+        try:
+            self._attach(session)
+            self.runUntilCurrent()
+            timeout = self.timeout()
+            await session.sleep(min(delay, timeout) if timeout is not None else delay)
+            self.runUntilCurrent()
+        finally:
+            await self._detach(session)
+
     def seconds(self) -> float:
         """The clock of ``callLater``: the session's for a borrowed reactor; for an owned
         one ``time.time()``, as Twisted's reactors have (``twisted.web`` logs dates with
@@ -283,16 +305,19 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
         session = self.session = polyloop.current_backend()
         self._done = done = session.create_future()
         try:
-            for reader, fd in list(self._readers.items()):
-                session.add_reader(fd, functools.partial(self._io, reader, True))
-            for writer, fd in list(self._writers.items()):
-                session.add_writer(fd, functools.partial(self._io, writer, False))
-            self._run_pending()
+            self._attach(session)
             self.startRunning(installSignalHandlers=install_signal_handlers)
             self._tick()
             await done
         finally:
             await self._detach(session)
+
+    def _attach(self, session: polyloop.Session) -> None:
+        for reader, fd in list(self._readers.items()):
+            session.add_reader(fd, functools.partial(self._io, reader, True))
+        for writer, fd in list(self._writers.items()):
+            session.add_writer(fd, functools.partial(self._io, writer, False))
+        self._run_pending()
 
     async def _detach(self, session: polyloop.Session) -> None:
         """The run is over: close the ports (Twisted's ``disconnectAll``), leave the FD
@@ -483,17 +508,18 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
     def _listen_tcp(self, port: int, factory: Any, backlog: int, interface: str, ssl: Any) -> Port:
         twisted_factory = as_factory(factory)
         sock = None
-        reuse_port = False
+        reuse_port, reuse_address = False, True  # Twisted's defaults for an int port
         if not (port is None or isinstance(port, int)):  # Twisted's Binding (makeBinding)
             binding: Any = port
             if interface != "" and binding._address != interface:
                 raise ValueError("Inconsistent interface vs Binding specifiers")
             port, interface = binding._port, binding._address or ""
-            reuse_port = binding._reusePort
+            reuse_port, reuse_address = binding._reusePort, binding._reuseAddress
         try:
             family, addr = tcp_bind_address(interface, port)
             sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_address:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(addr)
@@ -626,10 +652,13 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
         ``NotImplementedError``."""
         if addressFamily not in (socket.AF_INET, socket.AF_INET6):
             raise error.UnsupportedAddressFamily(addressFamily)
+        sock = socket.socket(addressFamily, socket.SOCK_DGRAM, fileno=os.dup(fileDescriptor))
         adopt = getattr(self, "_adopt_datagram", None)
         if adopt is None:
+            sock.close()
             raise NotImplementedError("the polyloop reactor has no UDP here")
-        return adopt(fileDescriptor, addressFamily, protocol, maxPacketSize)
+        # The hook takes the duplicated socket (the port owns it now).
+        return adopt(sock, protocol, maxPacketSize)
 
     @staticmethod
     def _check_family(family: int) -> None:

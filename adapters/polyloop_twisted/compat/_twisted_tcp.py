@@ -92,7 +92,7 @@ def connect_error(exc: BaseException) -> BaseException:
     if isinstance(exc, TimeoutError):
         return error.TimeoutError(str(exc))  # type: ignore[no-untyped-call]
     if isinstance(exc, socket.gaierror):
-        return error.DNSLookupError(str(exc))
+        return exc  # an address Twisted's _resolveIPv6 or connect_ex refused, as raised
     if isinstance(exc, OSError) and exc.errno is not None:
         return error.getConnectError((exc.errno, exc.strerror))  # type: ignore[no-untyped-call]
     return exc
@@ -211,8 +211,8 @@ class Port:
             self.disconnecting = True
             if self.reactor.session is not None:
                 self.reactor.session.spawn(self._stop(self._stopped))
-            else:
-                self._close_now()
+            else:  # the reactor does not run: as Twisted's, closed on its next iteration
+                self.reactor.callLater(0, self._close_now)
                 self.reactor.callLater(0, self._lost, self._stopped)
         return self._stopped
 
@@ -403,6 +403,11 @@ class Connector:
             if abstract.isIPAddress(host):
                 addr: Any = (host, port)
             elif abstract.isIPv6Address(host):
+                if isinstance(port, int) and port < 0:
+                    # Twisted's connect of an IPv6 literal resolves it with the port
+                    # (getaddrinfo's -8, "Servname not supported"), not connect_ex's
+                    # OverflowError that IPv4 gets.
+                    socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_STREAM)
                 addr = tuple(_resolveIPv6(host, port))
             else:
                 # Twisted's tcp.Client resolves with reactor.resolve (IPv4, through the

@@ -155,7 +155,7 @@ class TwistedTransport:
             self.sessionno = self.addr[1]  # as Twisted's Server._fromConnectedSocket
         name = type(proto).__name__
         self.repstr = f"<{name} #{self.sessionno} on {where}>"
-        host = where if self._kind == "UNIX" else self.addr[0] if self.addr else ""
+        host = where if self._kind == "UNIX" else self.getPeer().host
         self.logstr = f"{prefix if role == 'server' else name},{self.sessionno},{host}"
 
     def __repr__(self) -> str:
@@ -477,6 +477,16 @@ class TwistedTransport:
     def resumeProducing(self) -> None:
         """Read again (``resume_reading``), unless ``loseConnection()`` was called."""
         if not (self.disconnected or self.disconnecting):
+            self._t.resume_reading()
+
+    def stopReading(self) -> None:
+        """Stop reading (Twisted's ``FileDescriptor.stopReading``)."""
+        if not self.disconnected:
+            self._t.pause_reading()
+
+    def startReading(self) -> None:
+        """Read again (Twisted's ``FileDescriptor.startReading``)."""
+        if not self.disconnected:
             self._t.resume_reading()
 
     def stopProducing(self) -> None:
