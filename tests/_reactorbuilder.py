@@ -45,7 +45,7 @@ HARD_TIMEOUT = 15
 BACKEND = sys.argv[1] if __name__ == "__main__" and len(sys.argv) > 1 else "asyncio"
 
 
-class make_reactor:  # noqa: N801  (a class: ReactorBuilder stores it as a class attribute)
+class make_reactor:
     """A fresh reactor for one test (ReactorBuilder's ``reactorFactory``)."""
 
     def __new__(cls) -> Any:  # type: ignore[misc]
@@ -130,7 +130,10 @@ def main(modules: list[str]) -> None:
 
 def _why(err: Any) -> str:
     if os.environ.get("REACTORBUILDER_VERBOSE"):
-        print(err if not isinstance(err, tuple) else traceback.format_exception(*err), file=sys.stderr)
+        print(
+            err if not isinstance(err, tuple) else traceback.format_exception(*err),
+            file=sys.stderr,
+        )
     try:
         if isinstance(err, tuple):
             text = "".join(traceback.format_exception_only(err[0], err[1]))

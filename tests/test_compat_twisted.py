@@ -1126,7 +1126,11 @@ def test_owned_reactor_core_and_system_events(backend: str) -> None:
     r.callLater(10, r.stop)
     r.run(installSignalHandlers=False)
     assert events[:5] == [
-        "before startup", "during startup", "after startup", "running True", "from a thread"
+        "before startup",
+        "during startup",
+        "after startup",
+        "running True",
+        "from a thread",
     ]
     assert events[-3:] == ["before shutdown", "during shutdown", "after shutdown"]
     with pytest.raises(error.ReactorNotRestartable):
@@ -1259,7 +1263,11 @@ def test_connect_tcp_port_errors_are_twisteds(backend: str) -> None:
         (0, (error.ConnectionRefusedError, ("Connection refused",))),
     ]:
         reasons: list[Any] = []
-        run_owned(backend, lambda r, p=port: r.connectTCP("127.0.0.1", p, Failed(r, reasons)))
+
+        def start(r: Any, port: int = port, reasons: list[Any] = reasons) -> None:
+            r.connectTCP("127.0.0.1", port, Failed(r, reasons))
+
+        run_owned(backend, start)
         assert reasons == [expected], port
 
 

@@ -51,10 +51,10 @@ if TYPE_CHECKING:
     from ._twisted_reactor import Reactor as Reactor
     from ._twisted_reactor import from_deferred as from_deferred
     from ._twisted_reactor import get_reactor as get_reactor
+    from ._twisted_reactor import to_deferred as to_deferred
     from ._twisted_tcp import Connector as Connector
     from ._twisted_tcp import Port as Port
     from ._twisted_tcp import protocol_factory as protocol_factory
-    from ._twisted_reactor import to_deferred as to_deferred
     from ._twisted_transport import ProtocolAdapter as ProtocolAdapter
     from ._twisted_transport import TwistedTransport as TwistedTransport
 

@@ -172,5 +172,5 @@ def install(backend: Any = "asyncio", **options: Any) -> Reactor:
     from twisted.internet.main import installReactor
 
     reactor = Reactor.for_backend(backend, **options)
-    installReactor(reactor)
+    installReactor(reactor)  # type: ignore[no-untyped-call]
     return reactor

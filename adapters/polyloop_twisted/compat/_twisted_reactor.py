@@ -28,6 +28,7 @@ import builtins
 import functools
 import os
 import socket
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -179,7 +180,7 @@ class _NameResolver:
     interfaces.IReactorPluggableNameResolver,
     interfaces.IReactorPluggableResolver,
 )
-class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[misc]
+class Reactor(_DisconnectSelectableMixin, base.ReactorBase):
     """A Twisted reactor over a polyloop session, on any backend.
 
     ``IReactorCore`` (``run``, ``stop``, ``crash``, ``callWhenRunning``, system event
@@ -216,7 +217,7 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
         self._wake_pending = False
         self._done: polyloop.Future[None] | None = None
         super().__init__()
-        self.installNameResolver(_NameResolver(self))
+        self.installNameResolver(_NameResolver(self))  # type: ignore[arg-type]
         if session is not None:
             session.on_close(self._session_ended)
             self.startRunning(installSignalHandlers=False)
@@ -282,7 +283,7 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
         one ``time.time()``, as Twisted's reactors have (``twisted.web`` logs dates with
         it)."""
         if self._owned:
-            return base.runtimeSeconds()
+            return time.time()  # Twisted's runtimeSeconds
         return float(self.session.time())
 
     # --- IReactorCore ---
@@ -486,15 +487,15 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
         # Twisted's _doReadOrWrite, as asyncioreactor has it: a false result is fine, a
         # reason (or an exception) disconnects the selectable.
         if selectable.fileno() == -1:
-            self._disconnectSelectable(selectable, _NO_FILEDESC, read)
+            self._disconnectSelectable(selectable, _NO_FILEDESC, read)  # type: ignore[no-untyped-call]
             return
         try:
             why = selectable.doRead() if read else selectable.doWrite()
         except Exception as exc:
             why = exc
-            twisted_log.err(None, "Unhandled error in a reader or writer")
+            twisted_log.err(None, "Unhandled error in a reader or writer")  # type: ignore[no-untyped-call]
         if why:
-            self._disconnectSelectable(selectable, why, read)
+            self._disconnectSelectable(selectable, why, read)  # type: ignore[no-untyped-call]
 
     # --- IReactorTCP ---
 
@@ -505,11 +506,11 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):  # type: ignore[mis
         the reactor runs, each connection with ``factory.buildProtocol(addr)``."""
         return self._listen_tcp(port, factory, backlog, interface, None)
 
-    def _listen_tcp(self, port: int, factory: Any, backlog: int, interface: str, ssl: Any) -> Port:
+    def _listen_tcp(self, port: Any, factory: Any, backlog: int, interface: str, ssl: Any) -> Port:
         twisted_factory = as_factory(factory)
         sock = None
         reuse_port, reuse_address = False, True  # Twisted's defaults for an int port
-        if not (port is None or isinstance(port, int)):  # Twisted's Binding (makeBinding)
+        if port is not None and not isinstance(port, int):  # Twisted's Binding (makeBinding)
             binding: Any = port
             if interface != "" and binding._address != interface:
                 raise ValueError("Inconsistent interface vs Binding specifiers")

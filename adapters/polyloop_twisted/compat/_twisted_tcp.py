@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import abstract, defer, error, interfaces
-from twisted.internet.tcp import _resolveIPv6
+from twisted.internet.tcp import _resolveIPv6 as _twisted_resolve_ipv6
 from twisted.python import log as twisted_log
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
@@ -42,6 +42,11 @@ __all__ = [
 ]
 
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR)
+
+
+def _resolve_ipv6(ip: str, port: Any) -> tuple[Any, ...]:
+    """Twisted's own IPv6 literal resolution (the 4-tuple with the scope id)."""
+    return tuple(_twisted_resolve_ipv6(ip, port))  # type: ignore[no-untyped-call]
 
 
 def as_factory(factory: Any) -> Any:
@@ -94,7 +99,8 @@ def connect_error(exc: BaseException) -> BaseException:
     if isinstance(exc, socket.gaierror):
         return exc  # an address Twisted's _resolveIPv6 or connect_ex refused, as raised
     if isinstance(exc, OSError) and exc.errno is not None:
-        return error.getConnectError((exc.errno, exc.strerror))  # type: ignore[no-untyped-call]
+        made: BaseException = error.getConnectError((exc.errno, exc.strerror))  # type: ignore[no-untyped-call]
+        return made
     return exc
 
 
@@ -103,7 +109,7 @@ def tcp_bind_address(interface: str, port: int) -> tuple[int, tuple[Any, ...]]:
     does: an IPv6 literal is resolved to its 4-tuple (so a scope id, ``fe80::1%lo``,
     becomes ``sin6_scope_id``), anything else is bound as ``(interface, port)``."""
     if abstract.isIPv6Address(interface):
-        return socket.AF_INET6, tuple(_resolveIPv6(interface, port))
+        return socket.AF_INET6, tuple(_resolve_ipv6(interface, port))
     return socket.AF_INET, (interface, port)
 
 
@@ -261,6 +267,11 @@ class Port:
         await bridge.future(self.stopListening())
 
 
+def _set_once(fut: polyloop.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class _Unconnected:
     """A connector's ``transport`` while it connects: the socket, made and bound."""
 
@@ -293,7 +304,9 @@ class Connector:
             try:
                 dest = (dest[0], socket.getservbyname(dest[1], "tcp"))
             except OSError as exc:
-                raise error.ServiceNameUnknownError(string=f"{exc} ({dest[1]!r})") from None
+                raise error.ServiceNameUnknownError(  # type: ignore[no-untyped-call]
+                    string=f"{exc} ({dest[1]!r})"
+                ) from None
         self.reactor = reactor
         self.factory = factory
         self._dest = dest
@@ -408,7 +421,7 @@ class Connector:
                     # (getaddrinfo's -8, "Servname not supported"), not connect_ex's
                     # OverflowError that IPv4 gets.
                     socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_STREAM)
-                addr = tuple(_resolveIPv6(host, port))
+                addr = tuple(_resolve_ipv6(host, port))
             else:
                 # Twisted's tcp.Client resolves with reactor.resolve (IPv4, through the
                 # installed resolver: installResolver/installNameResolver count).
@@ -423,7 +436,7 @@ class Connector:
         if code in _IN_PROGRESS:
             writable = session.create_future()
             fd = sock.fileno()
-            session.add_writer(fd, lambda: writable.done() or writable.set_result(None))
+            session.add_writer(fd, lambda: _set_once(writable))
             try:
                 await writable
             finally:
@@ -441,7 +454,7 @@ class Connector:
         else:  # Twisted's Binding (makeBinding): options too
             host, port = bind._address or "", bind._port
         if abstract.isIPv6Address(host):
-            return tuple(_resolveIPv6(host, port))
+            return tuple(_resolve_ipv6(host, port))
         return (host, port)
 
     @property

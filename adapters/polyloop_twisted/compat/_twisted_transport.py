@@ -594,11 +594,11 @@ class ProtocolAdapter(polyloop.Protocol):
         if self.protocol is None or tt is None or tt.disconnecting:
             return  # Twisted reads nothing after loseConnection()
         try:
-            twisted_log.callWithContext(self._context, self.protocol.dataReceived, data)
+            twisted_log.callWithContext(self._context, self.protocol.dataReceived, data)  # type: ignore[no-untyped-call]
         except Exception:
             log.exception("polyloop_twisted.compat: %r.dataReceived raised", self.protocol)
             self._error = failure()
-            twisted_log.err(self._error, "Unhandled error in dataReceived")  # as Twisted
+            twisted_log.err(self._error, "Unhandled error in dataReceived")  # type: ignore[no-untyped-call]
             tt.disconnecting = True
             tt._t.abort()
 
