@@ -451,6 +451,7 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):
             # One of our connections (read by the session, not in this FD set): Twisted
             # code that hands its socket on (adoptStreamConnection) first stops the
             # reactor reading it.
+            reader.handed_on = True
             reader.polyloop_transport.pause_reading()
 
     def removeWriter(self, writer: Any) -> None:

@@ -124,6 +124,10 @@ class TwistedTransport:
         self._closing = False
         self._writes = 0
         self._tls_waiting: list[bytes] | None = None  # writes made during startTLS
+        self._dup: Any = None  # the socket attribute's socket
+        #: True once Twisted code took the connection out of the reactor
+        #: (``removeReader``), to hand its socket on.
+        self.handed_on = False
         self._kind = "UNIX" if self._family() == socket.AF_UNIX else "TCP"
         self._buffer_size = 65536  # Twisted's FileDescriptor.bufferSize
         self._iteration_bytes = 0  # written since the last iteration (see write)
@@ -346,10 +350,7 @@ class TwistedTransport:
         self._t.abort()
 
     def _socket(self) -> socket.socket | None:
-        sock = self._t.get_extra_info("socket")
-        # asyncio hands out a TransportSocket, a wrapper without close() or dup();
-        # Twisted code holds the real socket object (its tests close it).
-        return getattr(sock, "_sock", sock)  # type: ignore[no-any-return]
+        return self._t.get_extra_info("socket")  # type: ignore[no-any-return]
 
     def _option(self, level: int, name: int) -> bool:
         sock = self._socket()
@@ -381,8 +382,17 @@ class TwistedTransport:
 
     @property
     def socket(self) -> Any:
-        """The connection's socket, as Twisted's transports have it (``getHandle()``)."""
-        return self._socket()
+        """The connection's socket, as Twisted's transports have it: a duplicate of the
+        one the polyloop transport owns (options set on it hold for both), so Twisted
+        code that closes it closes its copy, not the socket under the session's
+        transport; after ``reactor.removeReader(transport)`` (the connection handed on,
+        as ``adoptStreamConnection`` callers do) closing it also closes the polyloop
+        transport, without a reset. ``None`` once the connection is gone."""
+        if self._dup is None and not self.disconnected:
+            real = self._socket()
+            if real is not None and real.fileno() != -1:
+                self._dup = _SocketCopy(real, self)
+        return self._dup
 
     def fileno(self) -> int:
         """The socket's file descriptor (-1 once it is gone), as Twisted's transports."""
@@ -515,12 +525,28 @@ class TwistedTransport:
             self._pull()
 
     def _lost(self) -> None:
+        if self._dup is not None:
+            self._dup.close()
         self.connected = 0
         self.disconnected = True
         self.disconnecting = True
         producer, self.producer = self.producer, None
         if producer is not None:
             producer.stopProducing()
+
+
+class _SocketCopy(socket.socket):
+    """``TwistedTransport.socket``: a duplicate of the connection's socket."""
+
+    def __init__(self, real: socket.socket, transport: TwistedTransport) -> None:
+        super().__init__(real.family, real.type, real.proto, fileno=os.dup(real.fileno()))
+        self._transport = transport
+
+    def close(self) -> None:
+        super().close()
+        transport = self._transport
+        if transport.handed_on and not transport.disconnected:
+            transport.polyloop_transport.close()
 
 
 def _prefix(proto: Any) -> str:
