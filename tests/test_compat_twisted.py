@@ -1075,7 +1075,8 @@ def run_owned(backend: str, start: Callable[[Any], object], timeout: float = 10)
     timed_out = r.callLater(timeout, r.stop)
     r.callWhenRunning(start, r)
     r.run(installSignalHandlers=False)
-    assert not timed_out.active() or timed_out.cancel() is None
+    assert timed_out.active(), f"still running after {timeout} s: stopped by the timeout"
+    timed_out.cancel()
     return r
 
 
@@ -1256,7 +1257,9 @@ def test_connect_tcp_port_errors_are_twisteds(backend: str) -> None:
     r = ctw.Reactor.for_backend(backend)
     with pytest.raises(error.ServiceNameUnknownError):
         r.connectTCP("127.0.0.1", "no-such-service", protocol.ClientFactory())
-    assert r.connectTCP("127.0.0.1", "http", protocol.ClientFactory()).getDestination().port == 80
+    connector = r.connectTCP("127.0.0.1", "http", protocol.ClientFactory())
+    assert connector.getDestination().port == 80
+    connector.stopConnecting()  # closes the socket it made
     for port, expected in [
         (65536, (OverflowError, ("connect_ex(): port must be 0-65535.",))),
         (-1, (OverflowError, ("connect_ex(): port must be 0-65535.",))),
