@@ -862,7 +862,7 @@ def test_loaded_only_when_used_and_an_import_error_without_twisted() -> None:
         """
     )
     package = "polyloop_twisted.compat"
-    modules = [f"{package}._twisted_{m}" for m in ("reactor", "transport")]  # not _api
+    modules = [f"{package}._twisted_{m}" for m in ("reactor", "tcp", "transport")]  # not _api
     assert out.splitlines() == [
         "[] []",
         str([package]),

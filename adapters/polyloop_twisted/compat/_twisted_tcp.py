@@ -17,7 +17,7 @@ import ssl as _ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import abstract, defer, error, interfaces
+from twisted.internet import abstract, address, defer, error, interfaces
 from twisted.internet.tcp import _resolveIPv6 as _twisted_resolve_ipv6
 from twisted.python import log as twisted_log
 from twisted.python.failure import Failure
@@ -146,7 +146,7 @@ class Port:
         self._host = host
         self._backlog = backlog
         self._path = path
-        self._unix = unix or path is not None
+        self._unix = unix or path is not None or isinstance(host, address.UNIXAddress)
         self._ssl = ssl
         self._server = server
         self._started: polyloop.Task[None] | None = None
