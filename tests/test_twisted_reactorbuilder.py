@@ -36,10 +36,6 @@ BACKENDS = [
     "polyloop_conformance.example_backend:SelectorsBackend",
 ]
 
-_EMFILE = (
-    "polyloop's accept loop pauses when out of file descriptors; Twisted's accepts with a"
-    " reserved descriptor and closes the peer at once"
-)
 _FD_PASSING = (
     "sendFileDescriptor/SCM_RIGHTS: the session's transports read with recv, not recvmsg,"
     " so descriptors cannot be received (nor sent in order with the bytes)"
@@ -54,10 +50,6 @@ _UNIX_DATAGRAM = (
 #: every backend, with the reason (the class prefix is Twisted's, ``_make_reactorTests``
 #: left out).
 KNOWN_FAILURES = {
-    "test_tcp.TCPPortTestsBuilder.test_closePeerOnEMFILE": _EMFILE,
-    "test_tcp.TCPFDPortTestsBuilder.test_closePeerOnEMFILE": _EMFILE,
-    "test_unix.UNIXPortTestsBuilder.test_closePeerOnEMFILE": _EMFILE,
-    "test_unix.UNIXFDPortTestsBuilder.test_closePeerOnEMFILE": _EMFILE,
     "test_unix.UNIXTestsBuilder.test_sendFileDescriptor": _FD_PASSING,
     "test_unix.UNIXTestsBuilder.test_sendFileDescriptorTriggersPauseProducing": _FD_PASSING,
     "test_unix.UNIXTestsBuilder.test_descriptorDeliveredBeforeBytes": _FD_PASSING,
@@ -68,10 +60,6 @@ KNOWN_FAILURES = {
     ),
     "test_unix.UNIXDatagramTestsBuilder.test_listenMode": _UNIX_DATAGRAM,
     "test_unix.UNIXDatagramTestsBuilder.test_listenOnLinuxAbstractNamespace": _UNIX_DATAGRAM,
-    "test_unix.UNIXTestsBuilder.test_protocolGarbageAfterLostConnection": (
-        "a knock-on of test_closePeerOnEMFILE (it passes alone): the Deferred that test"
-        " leaves failed (ReactorNotRunning) is collected by this test's gc.collect()"
-    ),
 }
 
 

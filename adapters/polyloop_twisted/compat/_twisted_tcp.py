@@ -1,11 +1,12 @@
 """Ports and connectors: ``listenTCP``/``connectTCP``/``listenUNIX``/``connectUNIX`` (and
 their TLS forms) of the compat ``Reactor``, on the session's sockets.
 
-Rule: this file binds and connects sockets the way Twisted's own ``tcp.Port`` and
-``tcp.Client`` do (the same ``bind`` address, the same errors, raised at the same
-moment, the same log lines), then hands the listening or connected socket to the polyloop
-session (``listen_sockets``, ``adopt_connection``), which accepts and reads it with its
-backend. Each connection's protocol runs on ``ProtocolAdapter`` (``_twisted_transport.py``).
+Rule: this file binds, accepts and connects sockets the way Twisted's own ``tcp.Port``
+and ``tcp.Client`` do (the same ``bind`` address, Twisted's accept loop with its EMFILE
+recovery, the same errors, raised at the same moment, the same log lines), on the
+session's readiness callbacks, then hands each connected socket to the polyloop session
+(``adopt_connection``), which reads and writes it with its backend. Each connection's
+protocol runs on ``ProtocolAdapter`` (``_twisted_transport.py``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import abstract, address, defer, error, interfaces
+from twisted.internet.tcp import _accept as _twisted_accept
+from twisted.internet.tcp import _reservedFD as _reserved_fd
 from twisted.internet.tcp import _resolveIPv6 as _twisted_resolve_ipv6
+from twisted.logger import Logger
 from twisted.python import log as twisted_log
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 import polyloop
 from polyloop import bridge
+from polyloop.lowlevel import ACCEPTS_PER_EVENT
 
 from ._twisted_transport import ProtocolAdapter, failure, twisted_address
 
@@ -40,6 +45,8 @@ __all__ = [
     "log_prefix",
     "tcp_bind_address",
 ]
+
+_accept_log = Logger(namespace="polyloop_twisted.compat")
 
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR)
 
@@ -149,7 +156,7 @@ class Port:
         self._unix = unix or path is not None or isinstance(host, address.UNIXAddress)
         self._ssl = ssl
         self._server = server
-        self._started: polyloop.Task[None] | None = None
+        self._watched: int | None = None  # the fd given to session.add_reader
         self._stopped: defer.Deferred[None] | None = None
         self.startListening()
 
@@ -190,23 +197,44 @@ class Port:
             self.reactor._when_running(self._serve_soon)
 
     def _serve_soon(self) -> None:
-        if self.connected and not self.disconnecting and self._server is None:
-            self._started = self.reactor.session.spawn(self._serve())
+        sock = self.socket
+        if not self.connected or self.disconnecting or sock is None or sock.fileno() == -1:
+            return
+        # Twisted's accept loop (tcp._accept, with its EMFILE recovery: a reserved
+        # descriptor is released to accept and close the clients that cannot be served,
+        # rather than leave them hanging), on the session's readiness callback; each
+        # connection is then the session's, adopted with the backend's own transport.
+        _reserved_fd.reserve()  # type: ignore[no-untyped-call]
+        self._watched = sock.fileno()
+        self.reactor.session.add_reader(self._watched, self._accept)
+
+    def _accept(self) -> None:
+        sock = self.socket
+        if sock is None or not self.connected or self.disconnecting:
+            return
+        accepted = _twisted_accept(  # type: ignore[no-untyped-call]
+            _accept_log, range(ACCEPTS_PER_EVENT), sock, _reserved_fd
+        )
+        session = self.reactor.session
+        for client, _ in accepted:
+            client.setblocking(False)
+            session.spawn(self._adopt(session, client))
+
+    async def _adopt(self, session: Any, client: socket.socket) -> None:
+        adapter = self._connection()
+        try:
+            await session.adopt_connection(
+                lambda: adapter, client, ssl=self._ssl, server_side=True
+            )
+        except BaseException as exc:
+            client.close()
+            if not isinstance(exc, (OSError, polyloop.Cancelled)):
+                raise  # else: the client left (or the handshake failed) before it began
 
     def _connection(self) -> ProtocolAdapter:
         self.sessionno += 1
         return ProtocolAdapter(
             self.factory.buildProtocol, self.reactor, sessionno=self.sessionno, role="server"
-        )
-
-    async def _serve(self) -> None:
-        sock = self.socket
-        assert sock is not None
-        session = self.reactor.session
-        if sock.fileno() == -1:
-            return  # closed by a stopListening that came first
-        self._server = await session.listen_sockets(
-            self._connection, [sock], path=self._path, backlog=self._backlog, ssl=self._ssl
         )
 
     def stopListening(self) -> defer.Deferred[None]:
@@ -225,6 +253,11 @@ class Port:
     loseConnection = stopListening
 
     def _close_now(self) -> None:
+        if self._watched is not None:
+            session = self.reactor.session
+            if session is not None:
+                session.remove_reader(self._watched)
+            self._watched = None
         if self._server is None and self.socket is not None:
             self.socket.close()
             if self._path is not None and self.connected:
@@ -238,12 +271,6 @@ class Port:
         self._lost(done)
 
     async def _shut(self) -> None:
-        started = self._started
-        if started is not None:
-            try:
-                await started
-            except BaseException:
-                pass
         self._close_now()
         if self._server is not None:
             await self._server.aclose()
