@@ -1340,6 +1340,38 @@ def test_listen_unix_mode_sessionno_port_socket_and_log_lines(
     assert f"Factory starting on {path!r}" in logged
 
 
+@pytest.mark.parametrize("backend", OWNED)
+def test_pause_and_resume_reading_in_connection_made(backend: str) -> None:
+    """Twisted's test_stopStartReading: pauseProducing()/resumeProducing() in
+    connectionMade leave the connection reading (on Tornado a resume_reading inside
+    connection_made used to arm a second IOStream read: "Already reading")."""
+    got: list[bytes] = []
+
+    class Toggler(protocol.Protocol):
+        def connectionMade(self) -> None:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+        def dataReceived(self, data: bytes) -> None:
+            got.append(data)
+            if sum(map(len, got)) == 16384:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+    class Sender(protocol.Protocol):
+        def connectionMade(self) -> None:
+            self.transport.write(b"x" * 16384)  # type: ignore[union-attr]
+
+        def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+            r.stop()
+
+    r = ctw.Reactor.for_backend(backend)
+    port = r.listenTCP(0, protocol.Factory.forProtocol(Toggler), interface="127.0.0.1")
+    r.connectTCP("127.0.0.1", port.getHost().port, protocol.ClientFactory.forProtocol(Sender))
+    r.callLater(10, r.stop)
+    r.run(installSignalHandlers=False)
+    assert b"".join(got) == b"x" * 16384
+
+
 INSTALLED = """
 import os, sys, tempfile, urllib.request
 from polyloop_twisted.compat import install

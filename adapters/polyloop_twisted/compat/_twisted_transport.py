@@ -125,6 +125,7 @@ class TwistedTransport:
         self._writes = 0
         self._tls_waiting: list[bytes] | None = None  # writes made during startTLS
         self._dup: Any = None  # the socket attribute's socket
+        self._making: bool | None = True  # reading wished for, during connection_made
         #: True once Twisted code took the connection out of the reactor
         #: (``removeReader``), to hand its socket on.
         self.handed_on = False
@@ -481,23 +482,40 @@ class TwistedTransport:
 
     def pauseProducing(self) -> None:
         """Stop reading (``pause_reading``): the kernel pushes back on the peer."""
-        if not self.disconnected:
-            self._t.pause_reading()
+        self._reading(False)
 
     def resumeProducing(self) -> None:
         """Read again (``resume_reading``), unless ``loseConnection()`` was called."""
-        if not (self.disconnected or self.disconnecting):
-            self._t.resume_reading()
+        if not self.disconnecting:
+            self._reading(True)
 
     def stopReading(self) -> None:
         """Stop reading (Twisted's ``FileDescriptor.stopReading``)."""
-        if not self.disconnected:
-            self._t.pause_reading()
+        self._reading(False)
 
     def startReading(self) -> None:
         """Read again (Twisted's ``FileDescriptor.startReading``)."""
-        if not self.disconnected:
+        self._reading(True)
+
+    def _reading(self, on: bool) -> None:
+        if self.disconnected:
+            return
+        if self._making is not None:
+            # Inside connection_made the polyloop transport may not read yet: the
+            # Tornado adapter's arms its read after connection_made returns, and a
+            # resume_reading before that arms a second one ("Already reading"). Keep
+            # the last wish and apply it once connection_made returned (see made()).
+            self._making = on
+        elif on:
             self._t.resume_reading()
+        else:
+            self._t.pause_reading()
+
+    def _made(self) -> None:
+        """connection_made returned: apply a pause asked for during it."""
+        wish, self._making = self._making, None
+        if wish is False and not self.disconnected:
+            self._t.pause_reading()
 
     def stopProducing(self) -> None:
         """``loseConnection()``, as Twisted's transports do."""
@@ -613,7 +631,10 @@ class ProtocolAdapter(polyloop.Protocol):
         self._context = {"system": tt.logstr}
         self.reactor._transports.add(tt)
         self._half = interfaces.IHalfCloseableProtocol(proto, None)
-        proto.makeConnection(tt)
+        try:
+            proto.makeConnection(tt)
+        finally:
+            tt._made()
 
     def data_received(self, data: bytes) -> None:
         tt = self.transport
