@@ -1425,6 +1425,31 @@ def test_install_runs_global_reactor_code(backend: str) -> None:
     ], out.stderr
 
 
+SIGINT_SCRIPT = """
+import os, signal, sys
+from polyloop_twisted.compat import install
+reactor = install(backend=sys.argv[1])
+reactor.addSystemEventTrigger("before", "shutdown", print, "shutdown trigger")
+reactor.callLater(0.2, os.kill, os.getpid(), signal.SIGINT)
+reactor.callLater(20, print, "not interrupted")
+reactor.run()
+restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+print("run returned", reactor.running, restored)
+"""
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_ctrl_c_stops_an_installed_reactor_as_twisteds(backend: str) -> None:
+    """SIGINT fires the shutdown triggers and run() returns, as on Twisted's reactors
+    (polyloop's own handler, which cancels the run, is put back afterwards)."""
+    out = subprocess.run(
+        [sys.executable, "-c", SIGINT_SCRIPT, backend],
+        capture_output=True, text=True, timeout=60, cwd=HERE.parent,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["shutdown trigger", "run returned False True"]
+
+
 def test_pyopenssl_context_factories_are_refused() -> None:
     class OpenSSLStyle:
         def getContext(self) -> object:

@@ -27,7 +27,9 @@ from __future__ import annotations
 import builtins
 import functools
 import os
+import signal
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -305,6 +307,7 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):
     async def _main(self, install_signal_handlers: bool) -> None:
         session = self.session = polyloop.current_backend()
         self._done = done = session.create_future()
+        restore = self._take_signals() if install_signal_handlers else {}
         try:
             self._attach(session)
             self.startRunning(installSignalHandlers=install_signal_handlers)
@@ -312,6 +315,20 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):
             await done
         finally:
             await self._detach(session)
+            for signum, handler in restore.items():
+                signal.signal(signum, handler)
+
+    def _take_signals(self) -> dict[int, Any]:
+        """SIGINT and SIGTERM stop the reactor, as Twisted's do. Twisted installs its
+        SIGINT handler only over Python's default one, and here polyloop's run (and
+        asyncio's runner) have put theirs already, which would cancel the run instead
+        of firing the shutdown triggers: take them for the run, give them back after."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {
+            signal.SIGINT: signal.signal(signal.SIGINT, self.sigInt),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, self.sigTerm),
+        }
 
     def _attach(self, session: polyloop.Session) -> None:
         for reader, fd in list(self._readers.items()):
