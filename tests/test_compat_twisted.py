@@ -1450,6 +1450,71 @@ def test_ctrl_c_stops_an_installed_reactor_as_twisteds(backend: str) -> None:
     assert out.stdout.splitlines() == ["shutdown trigger", "run returned False True"]
 
 
+@pytest.mark.parametrize("backend", OWNED)
+def test_listen_ssl_connect_ssl_and_start_tls_with_stdlib_contexts(
+    backend: str, tmp_path: Path
+) -> None:
+    """listenSSL/connectSSL with stdlib contexts, and startTLS on a plain connection
+    (STARTTLS: a line in clear, then TLS both ways), with Twisted's protocols."""
+    from polyloop_conformance.tls import material
+
+    tls = material(str(tmp_path))
+    lines: list[bytes] = []
+
+    class Upper(basic.LineReceiver):
+        def lineReceived(self, line: bytes) -> None:
+            if line == b"STARTTLS":
+                self.sendLine(b"GO")
+                self.transport.startTLS(tls.server_context())  # type: ignore[union-attr]
+            else:
+                self.sendLine(line.upper())
+
+    class Ask(basic.LineReceiver):
+        def __init__(self, first: bytes) -> None:
+            self.first = first
+
+        def connectionMade(self) -> None:
+            self.sendLine(self.first)
+
+        def lineReceived(self, line: bytes) -> None:
+            lines.append(line)
+            if line == b"GO":
+                self.transport.startTLS(tls.client_context())  # type: ignore[union-attr]
+                self.sendLine(b"secret")
+            else:
+                cipher = self.transport.get_extra_info("ssl_object")  # type: ignore[union-attr]
+                lines.append(b"tls" if cipher is not None else b"clear")
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def start(r: Any) -> None:
+        plain = r.listenTCP(0, protocol.Factory.forProtocol(Upper), interface="127.0.0.1")
+        secure = r.listenSSL(
+            0, protocol.Factory.forProtocol(Upper), tls.server_context(), interface="127.0.0.1"
+        )
+        done: list[str] = []
+
+        def client(first: bytes, what: str) -> protocol.ClientFactory:
+            factory = protocol.ClientFactory()
+            factory.buildProtocol = lambda addr: Ask(first)  # type: ignore[method-assign]
+
+            def lost(connector: Any, reason: Failure) -> None:
+                done.append(what)
+                if len(done) == 2:
+                    r.stop()
+
+            factory.clientConnectionLost = lost  # type: ignore[method-assign]
+            factory.clientConnectionFailed = lost  # type: ignore[method-assign]
+            return factory
+
+        r.connectSSL(
+            "localhost", secure.getHost().port, client(b"hello", "ssl"), tls.client_context()
+        )
+        r.connectTCP("localhost", plain.getHost().port, client(b"STARTTLS", "starttls"))
+
+    run_owned(backend, start)
+    assert sorted(lines) == sorted([b"HELLO", b"tls", b"GO", b"SECRET", b"tls"])
+
+
 def test_pyopenssl_context_factories_are_refused() -> None:
     class OpenSSLStyle:
         def getContext(self) -> object:
