@@ -884,6 +884,15 @@ def test_the_global_reactor_is_never_installed() -> None:
                     await scenario.exercise(port)
                     await aclose()
                 polyloop.run(main, backend=backend)
+        # A reactor that owns its loop, not installed: it stays the application's own.
+        from polyloop_twisted.compat import Reactor
+        from twisted.internet import protocol
+        for backend in ("asyncio", "gevent", "tornado"):
+            r = Reactor.for_backend(backend)
+            port = r.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+            r.callInThread(lambda: None)
+            r.callLater(0.05, r.stop)
+            r.run(installSignalHandlers=False)
         print('twisted.internet.reactor' in sys.modules)
         """,
         timeout=120,
