@@ -862,7 +862,7 @@ def test_loaded_only_when_used_and_an_import_error_without_twisted() -> None:
         """
     )
     package = "polyloop_twisted.compat"
-    modules = [f"{package}._twisted_{m}" for m in ("reactor", "transport")]  # not _api
+    modules = [f"{package}._twisted_{m}" for m in ("reactor", "tcp", "transport")]  # not _api
     assert out.splitlines() == [
         "[] []",
         str([package]),
@@ -884,6 +884,15 @@ def test_the_global_reactor_is_never_installed() -> None:
                     await scenario.exercise(port)
                     await aclose()
                 polyloop.run(main, backend=backend)
+        # A reactor that owns its loop, not installed: it stays the application's own.
+        from polyloop_twisted.compat import Reactor
+        from twisted.internet import protocol
+        for backend in ("asyncio", "gevent", "tornado"):
+            r = Reactor.for_backend(backend)
+            port = r.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+            r.callInThread(lambda: None)
+            r.callLater(0.05, r.stop)
+            r.run(installSignalHandlers=False)
         print('twisted.internet.reactor' in sys.modules)
         """,
         timeout=120,
@@ -1059,6 +1068,472 @@ def test_twisted_web_client_agent(backend: str) -> None:
         """
     )
     assert out.splitlines()[-1] == "b'hello /agent 127.0.0.1'"
+
+
+# --------------------------------------------------------------------------------------
+# The full reactor: one that owns its loop (Reactor.for_backend, install)
+# --------------------------------------------------------------------------------------
+
+OWNED = ["asyncio", "gevent", "tornado"]
+
+
+def run_owned(backend: str, start: Callable[[Any], object], timeout: float = 10) -> Any:
+    """Run ``start(reactor)`` on a fresh owned reactor until it stops (or ``timeout``)."""
+    r = ctw.Reactor.for_backend(backend)
+    assert r.running is False
+    timed_out = r.callLater(timeout, r.stop)
+    r.callWhenRunning(start, r)
+    r.run(installSignalHandlers=False)
+    assert timed_out.active(), f"still running after {timeout} s: stopped by the timeout"
+    timed_out.cancel()
+    return r
+
+
+class Noted(protocol.Protocol):
+    def __init__(self, events: list[Any], r: Any, stop_on_lost: bool = False) -> None:
+        self.events = events
+        self.r = r
+        self.stop_on_lost = stop_on_lost
+
+    def connectionMade(self) -> None:
+        self.events.append(("made", self.transport.sessionno))  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.events.append(("lost", reason.type.__name__))
+        if self.stop_on_lost:
+            self.r.stop()
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_owned_reactor_core_and_system_events(backend: str) -> None:
+    events: list[str] = []
+
+    def start(r: Any) -> None:
+        events.append(f"running {r.running}")
+        r.callInThread(lambda: r.callFromThread(from_thread))
+
+    def from_thread() -> None:
+        events.append("from a thread")
+        r.stop()
+
+    r = ctw.Reactor.for_backend(backend)
+    for iface in (
+        interfaces.IReactorCore,
+        interfaces.IReactorTime,
+        interfaces.IReactorFDSet,
+        interfaces.IReactorTCP,
+        interfaces.IReactorUNIX,
+        interfaces.IReactorSSL,
+        interfaces.IReactorSocket,
+        interfaces.IReactorThreads,
+        interfaces.IReactorPluggableNameResolver,
+    ):
+        assert verifyObject(iface, r), iface
+    for phase in ("before", "during", "after"):
+        r.addSystemEventTrigger(phase, "startup", events.append, f"{phase} startup")
+        r.addSystemEventTrigger(phase, "shutdown", events.append, f"{phase} shutdown")
+    r.callWhenRunning(start, r)
+    r.callLater(10, r.stop)
+    r.run(installSignalHandlers=False)
+    assert events[:5] == [
+        "before startup",
+        "during startup",
+        "after startup",
+        "running True",
+        "from a thread",
+    ]
+    assert events[-3:] == ["before shutdown", "during shutdown", "after shutdown"]
+    with pytest.raises(error.ReactorNotRestartable):
+        r.run()
+    assert r.getThreadPool is not None and r.threadpool is None  # stopped at shutdown
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_owned_reactor_fd_set(backend: str) -> None:
+    import socket
+
+    got: list[bytes] = []
+    a, b = socket.socketpair()
+
+    class Reader:
+        def fileno(self) -> int:
+            return a.fileno()
+
+        def doRead(self) -> None:
+            got.append(a.recv(100))
+            r.removeReader(self)
+            r.stop()
+
+        def connectionLost(self, reason: Any) -> None:
+            pass
+
+        def logPrefix(self) -> str:
+            return "reader"
+
+    r = ctw.Reactor.for_backend(backend)
+    reader = Reader()
+    r.addReader(reader)  # before run: watched from when the loop runs
+    assert r.getReaders() == [reader]
+    r.callLater(0.01, b.send, b"ready")
+    r.callLater(10, r.stop)
+    r.run(installSignalHandlers=False)
+    a.close()
+    b.close()
+    assert got == [b"ready"]
+    assert r.getReaders() == []
+
+
+def _link_local_ipv6() -> str | None:
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                hexaddr, _, _, scope, _, name = line.split()
+                if scope == "20":  # link
+                    groups = [hexaddr[i : i + 4] for i in range(0, 32, 4)]
+                    import ipaddress
+
+                    return f"{ipaddress.IPv6Address(':'.join(groups))}%{name}"
+    except OSError:
+        return None
+    return None
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_listen_tcp_on_an_ipv6_scope_id(backend: str) -> None:
+    interface = _link_local_ipv6()
+    if interface is None:
+        pytest.skip("no link-local IPv6 address on this machine")
+    events: list[Any] = []
+
+    def start(r: Any) -> None:
+        port = r.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), interface=interface)
+        host = port.getHost()
+        events.append(host.host)
+        client = protocol.ClientFactory.forProtocol(protocol.Protocol)
+        client.buildProtocol = lambda addr: (events.append("connected"), r.stop())[1]  # type: ignore[method-assign]
+        r.connectTCP(host.host, host.port, client)
+
+    run_owned(backend, start)
+    assert events == [interface, "connected"]
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_lose_connection_with_a_pull_producer_still_sees_the_peer_close(backend: str) -> None:
+    """loseConnection() waits for the registered pull producer; a peer that closes in the
+    meantime still ends the connection (before, reading stopped at once and
+    connectionLost never came)."""
+    events: list[Any] = []
+
+    @implementer(interfaces.IPullProducer)
+    class Idle:
+        def resumeProducing(self) -> None:
+            pass
+
+        def stopProducing(self) -> None:
+            events.append("producer stopped")
+
+    class Server(Noted):
+        def connectionMade(self) -> None:
+            self.transport.registerProducer(Idle(), False)  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    class Closer(protocol.Protocol):
+        def connectionMade(self) -> None:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def start(r: Any) -> None:
+        factory = protocol.Factory()
+        factory.buildProtocol = lambda addr: Server(events, r, stop_on_lost=True)  # type: ignore[method-assign]
+        port = r.listenTCP(0, factory, interface="127.0.0.1")
+        r.connectTCP("127.0.0.1", port.getHost().port, protocol.ClientFactory.forProtocol(Closer))
+
+    run_owned(backend, start)
+    assert events == ["producer stopped", ("lost", "ConnectionDone")]
+
+
+class Failed(protocol.ClientFactory):
+    def __init__(self, r: Any, reasons: list[Any]) -> None:
+        self.r = r
+        self.reasons = reasons
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.reasons.append((reason.type, reason.value.args))
+        self.r.stop()
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_connect_tcp_port_errors_are_twisteds(backend: str) -> None:
+    r = ctw.Reactor.for_backend(backend)
+    with pytest.raises(error.ServiceNameUnknownError):
+        r.connectTCP("127.0.0.1", "no-such-service", protocol.ClientFactory())
+    connector = r.connectTCP("127.0.0.1", "http", protocol.ClientFactory())
+    assert connector.getDestination().port == 80
+    connector.stopConnecting()  # closes the socket it made
+    for port, expected in [
+        (65536, (OverflowError, ("connect_ex(): port must be 0-65535.",))),
+        (-1, (OverflowError, ("connect_ex(): port must be 0-65535.",))),
+        (0, (error.ConnectionRefusedError, ("Connection refused",))),
+    ]:
+        reasons: list[Any] = []
+
+        def start(r: Any, port: int = port, reasons: list[Any] = reasons) -> None:
+            r.connectTCP("127.0.0.1", port, Failed(r, reasons))
+
+        run_owned(backend, start)
+        assert reasons == [expected], port
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_connect_tcp_from_a_bind_address(backend: str) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()
+    peers: list[Any] = []
+
+    class Server(protocol.Protocol):
+        def connectionMade(self) -> None:
+            peers.append(self.transport.getPeer().port)  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def start(r: Any) -> None:
+        port = r.listenTCP(0, protocol.Factory.forProtocol(Server), interface="127.0.0.1")
+        client = protocol.ClientFactory.forProtocol(protocol.Protocol)
+        client.clientConnectionLost = lambda c, reason: r.stop()  # type: ignore[method-assign]
+        r.connectTCP("127.0.0.1", port.getHost().port, client, bindAddress=local)
+
+    run_owned(backend, start)
+    assert peers == [local[1]]
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_listen_unix_mode_sessionno_port_socket_and_log_lines(
+    backend: str, tmp_path: Path
+) -> None:
+    import socket
+    import stat
+
+    from twisted.python import log as twisted_log
+
+    logged: list[str] = []
+    observer = lambda event: logged.append(" ".join(map(str, event.get("message", ()))))  # noqa: E731
+    twisted_log.addObserver(observer)
+    events: list[Any] = []
+    path = str(tmp_path / "s.sock")
+    modes: list[int] = []
+
+    def start(r: Any) -> None:
+        unix = r.listenUNIX(path, protocol.Factory.forProtocol(protocol.Protocol), mode=0o600)
+        modes.append(stat.S_IMODE(os.stat(path).st_mode))
+        factory = protocol.Factory()
+        factory.buildProtocol = lambda addr: Noted(events, r)  # type: ignore[method-assign]
+        port = r.listenTCP(0, factory, interface="127.0.0.1")
+        assert isinstance(port.socket, socket.socket)
+        assert port.socket.getsockname()[1] == port.getHost().port
+        events.append(port.getHost().port)
+        for _ in range(2):
+            r.connectTCP("127.0.0.1", port.getHost().port, protocol.ClientFactory())
+        r.callLater(0.2, lambda: (port.stopListening(), unix.stopListening()))
+        r.callLater(0.4, r.stop)
+
+    try:
+        run_owned(backend, start)
+    finally:
+        twisted_log.removeObserver(observer)
+    number = events.pop(0)
+    assert modes == [0o600]
+    assert sorted(e for e in events if e[0] == "made") == [("made", 1), ("made", 2)]
+    assert f"Factory starting on {number}" in logged
+    assert f"(TCP Port {number} Closed)" in logged
+    assert f"Factory starting on {path!r}" in logged
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_pause_and_resume_reading_in_connection_made(backend: str) -> None:
+    """Twisted's test_stopStartReading: pauseProducing()/resumeProducing() in
+    connectionMade leave the connection reading (on Tornado a resume_reading inside
+    connection_made used to arm a second IOStream read: "Already reading")."""
+    got: list[bytes] = []
+
+    class Toggler(protocol.Protocol):
+        def connectionMade(self) -> None:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+        def dataReceived(self, data: bytes) -> None:
+            got.append(data)
+            if sum(map(len, got)) == 16384:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+    class Sender(protocol.Protocol):
+        def connectionMade(self) -> None:
+            self.transport.write(b"x" * 16384)  # type: ignore[union-attr]
+
+        def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+            r.stop()
+
+    r = ctw.Reactor.for_backend(backend)
+    port = r.listenTCP(0, protocol.Factory.forProtocol(Toggler), interface="127.0.0.1")
+    r.connectTCP("127.0.0.1", port.getHost().port, protocol.ClientFactory.forProtocol(Sender))
+    r.callLater(10, r.stop)
+    r.run(installSignalHandlers=False)
+    assert b"".join(got) == b"x" * 16384
+
+
+INSTALLED = """
+import os, sys, tempfile, urllib.request
+from polyloop_twisted.compat import install
+assert "twisted.internet.reactor" not in sys.modules
+reactor = install(backend=sys.argv[1])
+from twisted.internet import reactor as global_reactor, defer, task, threads
+from twisted.web import server, static
+assert global_reactor is reactor, global_reactor
+
+tmp = tempfile.mkdtemp()
+body = os.urandom(300_000)
+with open(os.path.join(tmp, "f.bin"), "wb") as f:
+    f.write(body)
+port = reactor.listenTCP(0, server.Site(static.File(tmp)), interface="127.0.0.1")
+steps = []
+
+def work():
+    for i in range(5):
+        steps.append(i)
+        yield
+
+def fetch():
+    url = f"http://127.0.0.1:{port.getHost().port}/f.bin"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+def done(results):
+    print("cooperate", steps, "static.File", results[1] == body)
+
+d = defer.gatherResults([task.cooperate(work()).whenDone(), threads.deferToThread(fetch)])
+d.addCallback(done).addErrback(lambda f: print("failed", f.getTraceback()))
+d.addBoth(lambda _: reactor.stop())
+reactor.callLater(20, reactor.stop)
+reactor.run()
+print("stopped", reactor.running)
+"""
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_install_runs_global_reactor_code(backend: str) -> None:
+    """install(backend=...) makes the reactor twisted.internet.reactor: task.cooperate,
+    static.File and deferToThread, all on the global reactor, run on the backend."""
+    out = subprocess.run(
+        [sys.executable, "-c", INSTALLED, backend],
+        capture_output=True, text=True, timeout=60, cwd=HERE.parent,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "cooperate [0, 1, 2, 3, 4] static.File True",
+        "stopped False",
+    ], out.stderr
+
+
+SIGINT_SCRIPT = """
+import os, signal, sys
+from polyloop_twisted.compat import install
+reactor = install(backend=sys.argv[1])
+reactor.addSystemEventTrigger("before", "shutdown", print, "shutdown trigger")
+reactor.callLater(0.2, os.kill, os.getpid(), signal.SIGINT)
+reactor.callLater(20, print, "not interrupted")
+reactor.run()
+restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+print("run returned", reactor.running, restored)
+"""
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_ctrl_c_stops_an_installed_reactor_as_twisteds(backend: str) -> None:
+    """SIGINT fires the shutdown triggers and run() returns, as on Twisted's reactors
+    (polyloop's own handler, which cancels the run, is put back afterwards)."""
+    out = subprocess.run(
+        [sys.executable, "-c", SIGINT_SCRIPT, backend],
+        capture_output=True, text=True, timeout=60, cwd=HERE.parent,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["shutdown trigger", "run returned False True"]
+
+
+@pytest.mark.parametrize("backend", OWNED)
+def test_listen_ssl_connect_ssl_and_start_tls_with_stdlib_contexts(
+    backend: str, tmp_path: Path
+) -> None:
+    """listenSSL/connectSSL with stdlib contexts, and startTLS on a plain connection
+    (STARTTLS: a line in clear, then TLS both ways), with Twisted's protocols."""
+    from polyloop_conformance.tls import material
+
+    tls = material(str(tmp_path))
+    lines: list[bytes] = []
+
+    class Upper(basic.LineReceiver):
+        def lineReceived(self, line: bytes) -> None:
+            if line == b"STARTTLS":
+                self.sendLine(b"GO")
+                self.transport.startTLS(tls.server_context())  # type: ignore[union-attr]
+            else:
+                self.sendLine(line.upper())
+
+    class Ask(basic.LineReceiver):
+        def __init__(self, first: bytes) -> None:
+            self.first = first
+
+        def connectionMade(self) -> None:
+            self.sendLine(self.first)
+
+        def lineReceived(self, line: bytes) -> None:
+            lines.append(line)
+            if line == b"GO":
+                self.transport.startTLS(tls.client_context())  # type: ignore[union-attr]
+                self.sendLine(b"secret")
+            else:
+                cipher = self.transport.get_extra_info("ssl_object")  # type: ignore[union-attr]
+                lines.append(b"tls" if cipher is not None else b"clear")
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def start(r: Any) -> None:
+        plain = r.listenTCP(0, protocol.Factory.forProtocol(Upper), interface="127.0.0.1")
+        secure = r.listenSSL(
+            0, protocol.Factory.forProtocol(Upper), tls.server_context(), interface="127.0.0.1"
+        )
+        done: list[str] = []
+
+        def client(first: bytes, what: str) -> protocol.ClientFactory:
+            factory = protocol.ClientFactory()
+            factory.buildProtocol = lambda addr: Ask(first)  # type: ignore[method-assign]
+
+            def lost(connector: Any, reason: Failure) -> None:
+                done.append(what)
+                if len(done) == 2:
+                    r.stop()
+
+            factory.clientConnectionLost = lost  # type: ignore[method-assign]
+            factory.clientConnectionFailed = lost  # type: ignore[method-assign]
+            return factory
+
+        r.connectSSL(
+            "localhost", secure.getHost().port, client(b"hello", "ssl"), tls.client_context()
+        )
+        r.connectTCP("localhost", plain.getHost().port, client(b"STARTTLS", "starttls"))
+
+    run_owned(backend, start)
+    assert sorted(lines) == sorted([b"HELLO", b"tls", b"GO", b"SECRET", b"tls"])
+
+
+def test_pyopenssl_context_factories_are_refused() -> None:
+    class OpenSSLStyle:
+        def getContext(self) -> object:
+            return object()  # what a pyOpenSSL factory gives: not a stdlib context
+
+    r = ctw.Reactor.for_backend("asyncio")
+    with pytest.raises(TypeError, match="pyOpenSSL"):
+        r.listenSSL(0, protocol.Factory(), OpenSSLStyle(), interface="127.0.0.1")
+    with pytest.raises(TypeError, match="pyOpenSSL"):
+        r.connectSSL("127.0.0.1", 1, protocol.ClientFactory(), OpenSSLStyle())
 
 
 if __name__ == "__main__":

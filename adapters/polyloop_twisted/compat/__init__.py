@@ -15,8 +15,12 @@ or Twisted, inside ``polyloop.run`` or in host mode):
   ``ITCPTransport``, ``IConsumer``, ``IPushProducer``, ``ISystemHandle`` (and
   ``ISSLTransport`` under TLS), over the polyloop transport.
 - ``get_reactor()`` -> the session's ``Reactor``, for Twisted code that takes a
-  ``reactor`` or ``clock``: ``IReactorTime``, ``IReactorTCP``, ``IReactorUNIX``,
-  ``IReactorFromThreads``.
+  ``reactor`` or ``clock``: a full Twisted reactor (``IReactorCore``, ``IReactorTime``,
+  ``IReactorFDSet``, ``IReactorTCP``, ``IReactorUNIX``, ``IReactorSSL``,
+  ``IReactorSocket``, ``IReactorThreads``, ``IReactorPluggableNameResolver``) on the
+  running session.
+- ``install(backend=...)`` -> a ``Reactor`` that owns a loop of that backend, installed
+  as ``twisted.internet.reactor`` (only when the application calls it).
 - ``to_deferred(aw)`` / ``from_deferred(d)``: between polyloop awaitables and Deferreds,
   on any backend.
 
@@ -41,15 +45,16 @@ if TYPE_CHECKING:
     from ._twisted_api import PolyloopFactory as PolyloopFactory
     from ._twisted_api import connect_tcp as connect_tcp
     from ._twisted_api import connect_unix as connect_unix
+    from ._twisted_api import install as install
     from ._twisted_api import listen_tcp as listen_tcp
     from ._twisted_api import listen_unix as listen_unix
-    from ._twisted_reactor import Connector as Connector
-    from ._twisted_reactor import Port as Port
     from ._twisted_reactor import Reactor as Reactor
     from ._twisted_reactor import from_deferred as from_deferred
     from ._twisted_reactor import get_reactor as get_reactor
-    from ._twisted_reactor import protocol_factory as protocol_factory
     from ._twisted_reactor import to_deferred as to_deferred
+    from ._twisted_tcp import Connector as Connector
+    from ._twisted_tcp import Port as Port
+    from ._twisted_tcp import protocol_factory as protocol_factory
     from ._twisted_transport import ProtocolAdapter as ProtocolAdapter
     from ._twisted_transport import TwistedTransport as TwistedTransport
 
@@ -64,6 +69,7 @@ __all__ = [
     "connect_unix",
     "from_deferred",
     "get_reactor",
+    "install",
     "listen_tcp",
     "listen_unix",
     "protocol_factory",
@@ -71,9 +77,9 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Connector": "_twisted_reactor",
+    "Connector": "_twisted_tcp",
     "PolyloopFactory": "_twisted_api",
-    "Port": "_twisted_reactor",
+    "Port": "_twisted_tcp",
     "ProtocolAdapter": "_twisted_transport",
     "Reactor": "_twisted_reactor",
     "TwistedTransport": "_twisted_transport",
@@ -81,9 +87,10 @@ _WHERE = {
     "connect_unix": "_twisted_api",
     "from_deferred": "_twisted_reactor",
     "get_reactor": "_twisted_reactor",
+    "install": "_twisted_api",
     "listen_tcp": "_twisted_api",
     "listen_unix": "_twisted_api",
-    "protocol_factory": "_twisted_reactor",
+    "protocol_factory": "_twisted_tcp",
     "to_deferred": "_twisted_reactor",
 }
 

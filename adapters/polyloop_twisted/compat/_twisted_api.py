@@ -20,10 +20,18 @@ import polyloop
 
 from .. import attach
 from .._transport import TwistedTransport as BridgeTransport
-from ._twisted_reactor import Port, as_factory, get_reactor
+from ._twisted_reactor import Reactor, get_reactor
+from ._twisted_tcp import Port, as_factory
 from ._twisted_transport import ProtocolAdapter, twisted_address
 
-__all__ = ["PolyloopFactory", "connect_tcp", "connect_unix", "listen_tcp", "listen_unix"]
+__all__ = [
+    "PolyloopFactory",
+    "connect_tcp",
+    "connect_unix",
+    "install",
+    "listen_tcp",
+    "listen_unix",
+]
 
 
 async def listen_tcp(
@@ -146,3 +154,23 @@ class PolyloopFactory(protocol.Factory):
         # The bridge is the Twisted backend's own (polyloop_twisted._transport: the same
         # distribution), the one every conformance check runs through.
         return BridgeTransport(self.session(), self.protocol_factory, None)  # type: ignore[arg-type]
+
+
+def install(backend: Any = "asyncio", **options: Any) -> Reactor:
+    """Install a reactor that owns a loop of ``backend`` as ``twisted.internet.reactor``
+    (in the spirit of ``twisted.internet.asyncioreactor.install()``) and return it.
+
+    ``backend`` is a polyloop backend name or spec (``"asyncio"``, ``"gevent"`` -- no
+    monkey patching --, ``"tornado"``, ``"my_pkg:MyBackend"``), a Backend class or
+    instance, with its ``options``. Call it before anything imports
+    ``twisted.internet.reactor``; ``ReactorAlreadyInstalledError`` otherwise. Then code
+    written against the global reactor (``task.cooperate``, ``static.File``,
+    ``deferToThread``, ``HostnameEndpoint``, ``reactor.run()``) runs unchanged on that
+    backend. polyloop never calls this itself: without it the global reactor is never
+    installed.
+    """
+    from twisted.internet.main import installReactor
+
+    reactor = Reactor.for_backend(backend, **options)
+    installReactor(reactor)  # type: ignore[no-untyped-call]
+    return reactor
