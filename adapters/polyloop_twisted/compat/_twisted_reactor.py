@@ -30,6 +30,7 @@ import polyloop
 from polyloop import bridge
 
 from .._bridge import to_deferred as _to_deferred
+from . import _twisted_process, _twisted_udp
 from ._twisted_transport import ProtocolAdapter, failure, twisted_address
 
 __all__ = [
@@ -173,6 +174,9 @@ class _NameResolver:
     interfaces.IReactorUNIX,
     interfaces.IReactorFromThreads,
     interfaces.IReactorPluggableNameResolver,
+    interfaces.IReactorUDP,
+    interfaces.IReactorMulticast,
+    interfaces.IReactorProcess,
 )
 class Reactor:
     """Twisted's reactor interfaces, backed by one polyloop session.
@@ -343,6 +347,36 @@ class Reactor:
         connector = Connector(self, factory, address, timeout)
         connector.connect()
         return connector
+
+    # --- IReactorUDP, IReactorMulticast (_twisted_udp.py) ---
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> Any:
+        """A Twisted ``DatagramProtocol`` on UDP ``interface:port``; see
+        ``_twisted_udp.DatagramPort``."""
+        return _twisted_udp.listen_udp(self, port, protocol, interface, maxPacketSize)
+
+    def listenMulticast(
+        self,
+        port: int,
+        protocol: Any,
+        interface: str = "",
+        maxPacketSize: int = 8192,
+        listenMultiple: bool = False,
+    ) -> Any:
+        """``listenUDP`` with multicast (``joinGroup``, ``setTTL``...); see
+        ``_twisted_udp.MulticastPort``."""
+        return _twisted_udp.listen_multicast(
+            self, port, protocol, interface, maxPacketSize, listenMultiple
+        )
+
+    # --- IReactorProcess (_twisted_process.py) ---
+
+    def spawnProcess(self, processProtocol: Any, executable: Any, *args: Any, **kw: Any) -> Any:
+        """Run a child with a Twisted ``ProcessProtocol``; see
+        ``_twisted_process.spawn_process``."""
+        return _twisted_process.spawn_process(self, processProtocol, executable, *args, **kw)
 
 
 @implementer(interfaces.IListeningPort)
