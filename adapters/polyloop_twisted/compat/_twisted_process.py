@@ -97,8 +97,8 @@ def _find_program(executable: Any, env: Mapping[Any, Any] | None, path: Any) -> 
         candidates = [os.path.join(d, name) for d in os.get_exec_path(env)]
     denied = False
     for candidate in candidates:
-        if os.path.isfile(candidate):
-            if os.access(candidate, os.X_OK):
+        if os.path.exists(candidate):
+            if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
                 return
             denied = True
     if denied:
