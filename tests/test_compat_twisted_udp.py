@@ -280,6 +280,32 @@ def test_multicast(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
+def test_adopted_datagram_port(backend: str) -> None:
+    """``adoptDatagramPort``'s work: a port on a bound socket's fd (duplicated: the
+    caller closes its own)."""
+
+    async def main() -> None:
+        own = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        own.bind(("127.0.0.1", 0))
+        own.setblocking(False)
+        number = own.getsockname()[1]
+        port = ctw.get_reactor()._adopt_datagram(own.fileno(), socket.AF_INET, Upper())
+        own.close()
+        assert port.getHost().port == number
+        client = Collect()
+        sender = ctw.get_reactor().listenUDP(0, client, interface="127.0.0.1")
+        sender.write(b"adopted", ("127.0.0.1", number))
+        await polyloop.wait_for(client.got, 5)
+        assert client.received == [(b"ADOPTED", ("127.0.0.1", number))]
+        with pytest.raises(error.UnsupportedAddressFamily):
+            ctw.get_reactor()._adopt_datagram(0, socket.AF_UNIX, Upper())
+        await stopped(port)
+        await stopped(sender)
+
+    polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
 def test_ports_are_closed_with_the_session(backend: str) -> None:
     """A port left listening is closed when the session ends (nothing leaks)."""
     socks: list[socket.socket] = []

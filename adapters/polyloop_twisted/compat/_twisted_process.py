@@ -52,6 +52,8 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 
 import polyloop
 
+from ._twisted_udp import run_on_session
+
 __all__ = ["ProcessTransport", "spawn_process"]
 
 log = logging.getLogger("polyloop")
@@ -428,10 +430,9 @@ def spawn_process(
         extra["user"] = uid
     if gid is not None:
         extra["group"] = gid
-    session: polyloop.Session = reactor.session
     cwd: Any = path
 
-    async def start() -> None:
+    async def start(session: polyloop.Session) -> None:
         try:
             await session.subprocess_exec(
                 lambda: transport, argv[0], *argv[1:], executable=executable,
@@ -440,5 +441,5 @@ def spawn_process(
         except Exception as exc:
             transport._failed_to_start(exc)
 
-    session.spawn(start())
+    run_on_session(reactor, lambda session: session.spawn(start(session)))
     return transport

@@ -371,6 +371,14 @@ class Reactor:
             self, port, protocol, interface, maxPacketSize, listenMultiple
         )
 
+    def _adopt_datagram(
+        self, fileDescriptor: int, addressFamily: int, protocol: Any, maxPacketSize: int = 8192
+    ) -> Any:
+        """``IReactorSocket.adoptDatagramPort``'s work (the fd is duplicated)."""
+        return _twisted_udp.adopt_datagram_port(
+            self, fileDescriptor, addressFamily, protocol, maxPacketSize
+        )
+
     # --- IReactorProcess (_twisted_process.py) ---
 
     def spawnProcess(self, processProtocol: Any, executable: Any, *args: Any, **kw: Any) -> Any:

@@ -24,8 +24,8 @@ import errno
 import logging
 import socket
 import struct
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 # Twisted at module level, on purpose: loaded only through polyloop_twisted.compat's
 # reactor (see _twisted_transport.py); none of these installs a reactor.
@@ -42,17 +42,44 @@ __all__ = [
     "DatagramPort",
     "MulticastPort",
     "adopt_datagram_port",
+    "deferred_on_session",
     "listen_multicast",
     "listen_udp",
+    "run_on_session",
 ]
 
 log = logging.getLogger("polyloop")
+
+T = TypeVar("T")
 
 
 # The largest UDP payload: 65535 less the IP (20; none for IPv6's payload length) and UDP
 # (8) headers. Checked here because a polyloop transport reports a send error later, to
 # error_received, where Twisted's write raises MessageLengthError at once.
 _LARGEST = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
+
+
+def run_on_session(reactor: Any, fn: Callable[[polyloop.Session], object]) -> None:
+    """``fn(session)`` now if ``reactor`` runs on a session; else once it runs
+    (``callWhenRunning``: a reactor that owns its loop, made by ``install()``, has no
+    session before ``reactor.run()``)."""
+    session = getattr(reactor, "session", None)
+    if session is not None:
+        fn(session)
+    else:
+        reactor.callWhenRunning(lambda: fn(reactor.session))
+
+
+def deferred_on_session(
+    reactor: Any, make: Callable[[polyloop.Session], Coroutine[Any, Any, T]]
+) -> defer.Deferred[T]:
+    """A ``Deferred`` of the coroutine ``make(session)``, run as a task of ``reactor``'s
+    session (once there is one)."""
+    d: defer.Deferred[T] = defer.Deferred()
+    run_on_session(
+        reactor, lambda session: to_deferred(session.spawn(make(session))).chainDeferred(d)
+    )
+    return d
 
 
 def _family_of(interface: str) -> socket.AddressFamily:
@@ -71,7 +98,8 @@ class _Receiver(polyloop.DatagramProtocol):
     def __init__(self, port: DatagramPort) -> None:
         self.port = port
         self.transport: polyloop.DatagramTransport | None = None
-        self.lost: polyloop.Future[None] = port.reactor.session.create_future()
+        self.closed = False
+        self.waiters: list[polyloop.Future[None]] = []
 
     def connection_made(self, transport: polyloop.DatagramTransport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -98,8 +126,11 @@ class _Receiver(polyloop.DatagramProtocol):
         log.debug("polyloop_twisted.compat: UDP port %r: %s", port, exc)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
+        self.closed = True
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 @implementer(interfaces.IListeningPort, interfaces.IUDPTransport, interfaces.ISystemHandle)
@@ -189,13 +220,14 @@ class DatagramPort:
         twisted_log.msg(f"{self._protocol_prefix()} starting on {self._realPortNumber}")
         self.connected = 1
         self.socket = sock
-        self._receiver = _Receiver(self)
-        self._adopting = self.reactor.session.spawn(self._adopt(sock, self._receiver))
-        self.protocol.makeConnection(self)
+        receiver = self._receiver = _Receiver(self)
 
-    async def _adopt(self, sock: socket.socket, receiver: _Receiver) -> None:
-        session = self.reactor.session
-        await session.adopt_udp(lambda: receiver, sock)
+        def start_reading(session: polyloop.Session) -> None:
+            if self.connected:  # not stopped in between
+                self._adopting = session.spawn(session.adopt_udp(lambda: receiver, sock))
+
+        run_on_session(self.reactor, start_reading)
+        self.protocol.makeConnection(self)
 
     def stopListening(self) -> defer.Deferred[None] | None:
         """Stop reading, close the socket, then (on a later iteration, never inside this
@@ -204,15 +236,15 @@ class DatagramPort:
         if not self.connected:
             return None
         if self._stopped is None:
-            self._stopped = defer.Deferred()
-            self.reactor.session.spawn(self._stop(self._stopped))
+            done = self._stopped = defer.Deferred()
+            run_on_session(self.reactor, lambda session: session.spawn(self._stop(session, done)))
         return self._stopped
 
     def loseConnection(self) -> defer.Deferred[None] | None:
         """``stopListening()`` (Twisted's name for it before 2.x; no warning here)."""
         return self.stopListening()
 
-    async def _stop(self, done: defer.Deferred[None]) -> None:
+    async def _stop(self, session: polyloop.Session, done: defer.Deferred[None]) -> None:
         receiver, adopting = self._receiver, self._adopting
         if adopting is not None:
             try:
@@ -220,8 +252,11 @@ class DatagramPort:
             except BaseException as exc:  # the session may be closing: the socket goes too
                 log.debug("polyloop_twisted.compat: UDP adoption ended with %r", exc)
         if receiver is not None and receiver.transport is not None:
-            receiver.transport.close()
-            await receiver.lost
+            if not receiver.closed:
+                waiter: polyloop.Future[None] = session.create_future()
+                receiver.waiters.append(waiter)
+                receiver.transport.close()
+                await waiter
         elif self.socket is not None:
             self.socket.close()
         twisted_log.msg(f"(UDP Port {self._realPortNumber} Closed)")
@@ -379,7 +414,8 @@ class MulticastPort(DatagramPort):
     async def _resolve(self, name: str) -> str:
         if abstract.isIPAddress(name) or abstract.isIPv6Address(name):
             return name
-        infos = await self.reactor.session.getaddrinfo(
+        session: polyloop.Session = self.reactor.session
+        infos = await session.getaddrinfo(
             name, 0, family=self.addressFamily, type=socket.SOCK_DGRAM
         )
         if not infos:
@@ -412,7 +448,7 @@ class MulticastPort(DatagramPort):
             self._sock().setsockopt(_ipproto(self.addressFamily), _multicast_if(self), value)
             return 1
 
-        return to_deferred(self.reactor.session.spawn(set_it()))
+        return deferred_on_session(self.reactor, lambda session: set_it())
 
     def getLoopbackMode(self) -> bool:
         """Whether this host's own multicast datagrams come back to it."""
@@ -457,7 +493,7 @@ class MulticastPort(DatagramPort):
             except OSError as exc:
                 raise error.MulticastJoinError(addr, interface, *exc.args) from exc
 
-        return to_deferred(self.reactor.session.spawn(apply()))
+        return deferred_on_session(self.reactor, lambda session: apply())
 
 
 def _multicast_if(port: DatagramPort) -> int:
