@@ -11,7 +11,9 @@ in flight each, against the native echo server, polyloop's Protocol and Stream e
 on plain asyncio also asyncio's and anyio's streams), ``resp`` (redis-benchmark SET/GET
 against the RESP app and a native RESP server), ``http`` (wrk against the HTTP app and
 the framework's own HTTP server), ``scale`` (10,000 idle connections: resident memory per
-connection, time to accept them all). A backend with no native server known here (a
+connection, time to accept them all), ``twistedweb`` (wrk against one twisted.web site
+on Twisted's own epoll reactor and through polyloop_twisted.compat on each backend:
+``benchmarks/twistedweb.py``). A backend with no native server known here (a
 third-party one) is measured against the plain asyncio servers, labelled "reference".
 
 Results: ``results.json`` (every round of every server, the ratios, the targets, the
@@ -33,10 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import chart, harness, report
+from . import chart, harness, report, twistedweb
 
 DEFAULT_BACKENDS = ["asyncio", "asyncio:loop=uvloop", "twisted", "gevent", "tornado"]
-SECTIONS = ("echo", "resp", "http", "scale")
+SECTIONS = ("echo", "resp", "http", "scale", "twistedweb")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -144,6 +146,8 @@ def plan_size(args: argparse.Namespace) -> int:
         total += sum(2 * args.rounds for s in ("resp", "http") if s in args.sections)
         if "scale" in args.sections:
             total += 3 * args.scale_rounds
+    if "twistedweb" in args.sections:
+        total += twistedweb.plan_size(args.backends, args.rounds)
     return total
 
 
@@ -256,13 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RLIMIT_NOFILE is {nofile}: fewer idle connections", file=sys.stderr)
         args.scale = nofile - 256
     pingpong = harness.build_pingpong()
-    for tool, section in (("redis-benchmark", "resp"), ("wrk", "http")):
+    for tool, section in (("redis-benchmark", "resp"), ("wrk", "http"), ("wrk", "twistedweb")):
         if section in args.sections:
             harness.need(tool)
     results: dict[str, Any] = {
         "machine": machine(),
         "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
-        "echo": [], "resp": [], "http": [], "scale": [],
+        "echo": [], "resp": [], "http": [], "scale": [], "twistedweb": [],
     }  # fmt: skip
     progress = harness.Progress(plan_size(args))
     started = time.monotonic()
@@ -275,14 +279,16 @@ def main(argv: list[str] | None = None) -> int:
                 results[app].append(run_app(spec, app, args, progress))
         if "scale" in args.sections:
             results["scale"].append(run_scale(spec, args, pingpong, progress))
+    if "twistedweb" in args.sections:
+        results["twistedweb"] = twistedweb.run(args.backends, args, progress)
     results["duration_seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["load_average_at_end"] = os.getloadavg()
-    results["targets"] = report.targets(results)
+    results["targets"] = report.targets(results) + twistedweb.targets(results["twistedweb"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     if not args.no_charts:
         chart.write_all(results, args.out)
-    print(report.markdown(results))
+    print(report.markdown(results) + twistedweb.markdown(results["twistedweb"]))
     print(f"\nwrote {args.out}/ in {results['duration_seconds']:.0f} s", file=sys.stderr)
     return 0
 
