@@ -262,3 +262,32 @@ def test_refused_with_clear_errors(backend: str) -> None:
         await polyloop.wait_for(rec.ended, 20)
 
     polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
+def test_stdin_as_a_consumer(backend: str) -> None:
+    """A pull producer (Twisted's ``FileSender``) writes stdin whenever it is empty; the
+    child echoes it all back (``cat``), and stdin is closed once the sender is done."""
+    from twisted.protocols.basic import FileSender
+
+    payload = os.urandom(1_000_000)
+
+    class Feed(Recorder):
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            import io
+
+            done = FileSender().beginFileTransfer(io.BytesIO(payload), self.transport)
+            done.addCallback(lambda _: self.transport.closeStdin())  # type: ignore[union-attr]
+
+    found: list[Feed] = []
+
+    async def main() -> None:
+        feed = Feed()
+        found.append(feed)
+        ctw.get_reactor().spawnProcess(feed, "cat", ["cat"], env=None)
+        await polyloop.wait_for(feed.ended, 30)
+
+    polyloop.run(main, backend=backend)
+    assert found[0].out[1] == payload
+    assert found[0].ended.result().check(error.ProcessDone)
