@@ -56,11 +56,23 @@ def dns_server(reactor: Any, root: str) -> list[Any]:
     # DNSServerFactory builds dns.DNSProtocol(self), which takes the global reactor
     # unless it is given one: the one running the server is passed.
     factory.protocol = lambda controller: dns.DNSProtocol(controller, reactor=reactor)
-    udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory, reactor=reactor), interface=HOST)
-    number = udp.getHost().port
-    tcp = reactor.listenTCP(number, factory, interface=HOST)
-    announce(port=number)
-    return [udp, tcp]
+    from twisted.internet import error
+
+    # One number for both: a free UDP port may be taken for TCP (another process's
+    # client connection), so a few tries.
+    for _ in range(50):
+        udp = reactor.listenUDP(
+            0, dns.DNSDatagramProtocol(factory, reactor=reactor), interface=HOST
+        )
+        number = udp.getHost().port
+        try:
+            tcp = reactor.listenTCP(number, factory, interface=HOST)
+        except error.CannotListenError:
+            udp.stopListening()
+            continue
+        announce(port=number)
+        return [udp, tcp]
+    raise RuntimeError("no port number free for both UDP and TCP")
 
 
 def smtp_server(reactor: Any, root: str) -> list[Any]:
