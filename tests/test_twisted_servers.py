@@ -52,6 +52,26 @@ needs_install = pytest.mark.xfail(
 )
 ON_INSTALLED = ["native", *(pytest.param(b, marks=needs_install) for b in BACKENDS)]
 
+# Measured with install() merged in a trial: on Tornado, STOR fails with "426 Transfer
+# aborted". Twisted's DTP.connectionMade fires the factory's Deferred (which runs a
+# waiting STOR's registerConsumer) before it sets its _buffer, so a STOR that arrives
+# before the data connection's connectionMade fails on any reactor. The likely reason
+# it happens on Tornado only (not proven here): its listener and connector hand a new
+# connection over some iterations after the accept or connect, so the control
+# connection's STOR, sent after the data connection was made, is read first.
+stor_race = pytest.mark.xfail(
+    strict=True,
+    reason="Twisted's FTP STOR race (DTP.connectionMade), exposed by Tornado's late"
+    " connection_made; see the comment above",
+)
+ON_INSTALLED_FTP = [
+    "native",
+    *(
+        pytest.param(b, marks=[needs_install, stor_race] if b == "tornado" else needs_install)
+        for b in BACKENDS
+    ),
+]
+
 needs_dig = pytest.mark.skipif(
     shutil.which("dig") is None,
     reason="dig is not installed (Debian's dnsutils, listed in .ci/apt-packages)",
@@ -209,7 +229,7 @@ def test_twisted_web_static_file_with_curl(backend: str, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("passive", [True, False], ids=["passive", "active"])
-@pytest.mark.parametrize("backend", ON_INSTALLED)
+@pytest.mark.parametrize("backend", ON_INSTALLED_FTP)
 def test_twisted_ftp_with_ftplib(backend: str, passive: bool, tmp_path: Path) -> None:
     payload = os.urandom(300_000)
     (tmp_path / "data.bin").write_bytes(payload)
