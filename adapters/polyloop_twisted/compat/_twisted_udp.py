@@ -284,10 +284,6 @@ class DatagramPort:
         """Send one datagram to ``addr`` (an IP literal and a port), or to the connected
         peer (``addr`` ``None`` or that peer). ``InvalidAddressError`` for a host name or
         an address of the other family; ``MessageLengthError`` for a datagram too long."""
-        if not isinstance(datagram, (bytes, bytearray, memoryview)):
-            raise TypeError(f"Data must be bytes, not {type(datagram).__name__}")
-        if self.socket is None:
-            return
         if self._connectedAddr is not None:
             if addr is not None and tuple(addr) != self._connectedAddr:
                 raise ValueError(
@@ -297,6 +293,12 @@ class DatagramPort:
         else:
             self._check_address(addr)
         assert addr is not None
+        # After the address checks, as Twisted's (its tests write a str to a bad address
+        # and expect InvalidAddressError).
+        if not isinstance(datagram, (bytes, bytearray, memoryview)):
+            raise TypeError(f"Data must be bytes, not {type(datagram).__name__}")
+        if self.socket is None:
+            return
         if len(datagram) > _LARGEST[self.addressFamily]:
             raise error.MessageLengthError("message too long")
         receiver = self._receiver
