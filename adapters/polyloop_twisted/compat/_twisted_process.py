@@ -13,7 +13,9 @@ The two call orders are the same, which is why the mapping is one-to-one:
 ``connection_lost`` -> ``processEnded(reason)``, last, once the child was reaped *and*
 every pipe closed (Twisted's rule too). ``reason`` is a ``Failure`` of ``ProcessDone``
 (exit status 0) or ``ProcessTerminated`` (``exitCode``, or ``signal`` for a child a
-signal killed, and ``status``: the raw wait status, as Twisted's).
+signal killed, and ``status``: the raw wait status, as Twisted's). An exception one of
+the protocol's methods raises goes to Twisted's log (``log.err``), as Twisted's reactor
+sends it.
 
 Where Twisted and polyloop differ:
 
@@ -47,6 +49,7 @@ from typing import Any
 # Twisted at module level, on purpose: loaded only through polyloop_twisted.compat's
 # reactor (see _twisted_transport.py); none of these installs a reactor.
 from twisted.internet import error, interfaces
+from twisted.python import log as twisted_log
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
@@ -173,7 +176,7 @@ class ProcessTransport(polyloop.SubprocessProtocol):
         except Exception:
             # Twisted's reactor drops the pipe whose reader raised (its connectionLost
             # follows, so childConnectionLost(fd) does here too).
-            log.exception("polyloop_twisted.compat: %r.childDataReceived raised", proto)
+            twisted_log.err(None, "while calling childDataReceived:")  # type: ignore[no-untyped-call]
             self.closeChildFD(fd)
 
     def pipe_connection_lost(self, fd: int, exc: BaseException | None) -> None:
@@ -186,7 +189,7 @@ class ProcessTransport(polyloop.SubprocessProtocol):
             try:
                 proto.childConnectionLost(fd)
             except Exception:
-                log.exception("polyloop_twisted.compat: %r.childConnectionLost raised", proto)
+                twisted_log.err(None, "while calling childConnectionLost:")  # type: ignore[no-untyped-call]
 
     def process_exited(self) -> None:
         assert self._t is not None
@@ -201,7 +204,7 @@ class ProcessTransport(polyloop.SubprocessProtocol):
             try:
                 proto.processExited(Failure(reason))  # type: ignore[no-untyped-call]
             except Exception:
-                log.exception("polyloop_twisted.compat: %r.processExited raised", proto)
+                twisted_log.err(None, "while calling processExited:")  # type: ignore[no-untyped-call]
 
     def connection_lost(self, exc: BaseException | None) -> None:
         proto, self.proto = self.proto, None
@@ -213,7 +216,7 @@ class ProcessTransport(polyloop.SubprocessProtocol):
         try:
             proto.processEnded(Failure(_reason(returncode)))  # type: ignore[no-untyped-call]
         except Exception:
-            log.exception("polyloop_twisted.compat: %r.processEnded raised", proto)
+            twisted_log.err(None, "while calling processEnded:")  # type: ignore[no-untyped-call]
 
     def pause_writing(self) -> None:
         self._write_paused = True
