@@ -291,3 +291,18 @@ def test_stdin_as_a_consumer(backend: str) -> None:
     polyloop.run(main, backend=backend)
     assert found[0].out[1] == payload
     assert found[0].ended.result().check(error.ProcessDone)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
+def test_a_child_that_cannot_start(backend: str, tmp_path: Path) -> None:
+    """A child that cannot be started once the program was found (here: its directory
+    is missing) ends as Twisted's fork path reports it: connected, the error on stderr,
+    the pipes closed, exit status 1."""
+    rec, transport = run_child(backend, "pass", env=None, path=str(tmp_path / "missing"))
+    assert rec.events == ["made", "lost 0", "lost 1", "lost 2", "exited", "ended"]
+    assert b"could not start" in rec.out[2]
+    reason = rec.ended.result()
+    assert reason.check(error.ProcessTerminated) and reason.value.exitCode == 1
+    assert transport.status == 1 << 8
+    with pytest.raises(error.ProcessExitedAlready):
+        transport.signalProcess("KILL")

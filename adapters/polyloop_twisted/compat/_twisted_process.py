@@ -234,14 +234,39 @@ class ProcessTransport(polyloop.SubprocessProtocol):
             self._pull()
 
     def _failed_to_start(self, exc: BaseException) -> None:
-        """``subprocess_exec`` failed after ``spawnProcess`` checked the program (it was
-        removed in between, fork failed...): logged, and ``processEnded`` with the error,
-        since ``makeConnection`` never came."""
-        log.error("polyloop_twisted.compat: spawnProcess could not start the child: %r", exc)
-        proto, self.proto = self.proto, None
+        """``subprocess_exec`` failed after ``spawnProcess`` checked the program (the
+        directory ``path`` is missing, ``uid`` cannot be taken, fork failed...). Told as
+        Twisted's fork path tells a child that failed before its exec: the protocol is
+        connected, the error comes on the child's stderr, the pipes close and the
+        "child" ends with exit status 1 (``ProcessTerminated``)."""
         self._pending = None
-        if proto is not None:
-            proto.processEnded(Failure(exc))  # type: ignore[no-untyped-call]
+        self._reaped = True
+        self.status = 1 << 8
+        proto = self.proto
+        if proto is None:
+            return
+        reason = _reason(1)
+        calls: list[tuple[str, tuple[Any, ...]]] = [
+            ("makeConnection", (self,)),
+            (
+                "childDataReceived",
+                (2, f"spawnProcess could not start the child: {exc!r}\n".encode()),
+            ),
+            ("childConnectionLost", (0,)),
+            ("childConnectionLost", (1,)),
+            ("childConnectionLost", (2,)),
+            ("processExited", (Failure(reason),)),  # type: ignore[no-untyped-call]
+        ]
+        for name, args in calls:
+            try:
+                getattr(proto, name)(*args)
+            except Exception:
+                twisted_log.err(None, f"while calling {name}:")  # type: ignore[no-untyped-call]
+        self.proto = None
+        try:
+            proto.processEnded(Failure(reason))  # type: ignore[no-untyped-call]
+        except Exception:
+            twisted_log.err(None, "while calling processEnded:")  # type: ignore[no-untyped-call]
 
     # --- IProcessTransport ---
 
