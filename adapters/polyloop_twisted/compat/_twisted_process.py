@@ -27,7 +27,10 @@ Where Twisted and polyloop differ:
   the child was reaped.
 - A program that cannot be found or run raises ``FileNotFoundError``/``PermissionError``
   from ``spawnProcess`` itself, as Twisted's ``posix_spawnp`` path does: it is looked
-  up here, on the child's ``PATH`` (from ``env``), before the child is started.
+  up here, on the child's ``PATH`` (from ``env``), before the child is started. A child
+  that cannot start for another reason (a missing ``path``, a ``uid`` that cannot be
+  taken) ends as Twisted's fork path tells it: connected, the error on its stderr, exit
+  status 1.
 - ``childFDs``: only the usual three, each a pipe in Twisted's letters (0: ``"w"``, 1
   and 2: ``"r"``) or a parent fd (an ``int``, as ``{0: 0, 1: 1, 2: 2}``). A child fd
   that is absent (Twisted closes it in the child) or any fd beyond 2 is refused with
