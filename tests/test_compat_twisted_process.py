@@ -306,3 +306,27 @@ def test_a_child_that_cannot_start(backend: str, tmp_path: Path) -> None:
     assert transport.status == 1 << 8
     with pytest.raises(error.ProcessExitedAlready):
         transport.signalProcess("KILL")
+
+
+@pytest.mark.xfail(
+    not hasattr(ctw, "install"), strict=True, reason="needs install() from branch twisted-reactor"
+)
+@pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
+def test_twisteds_process_example_as_a_program(backend: str) -> None:
+    """The example as Twisted's howto runs it (``reactor.spawnProcess`` before
+    ``reactor.run()``, ``reactor.stop()`` at the end), with the compat reactor installed
+    as the global one."""
+    boot = (
+        "import runpy, sys\n"
+        "from polyloop_twisted import compat\n"
+        f"compat.install(backend={backend!r})\n"
+        f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", boot], capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    check_transcript(lines)
+    assert sorted(lines) == sorted(transcript_on_twisted())
