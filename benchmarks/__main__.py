@@ -17,7 +17,9 @@ against the RESP app and a native RESP server), ``http`` (wrk against the HTTP a
 the framework's own HTTP server), ``scale`` (10,000 idle connections: resident memory per
 connection, time to accept them all), ``processes`` (``--process-mb`` MiB through ``cat``
 with ``polyloop.open_process`` against the framework's own process API, see
-``benchmarks/processes.py``). A backend with no native server known here (a
+``benchmarks/processes.py``), ``twistedweb`` (wrk against one twisted.web site on
+Twisted's own epoll reactor and through polyloop_twisted.compat on each backend:
+``benchmarks/twistedweb.py``). A backend with no native server known here (a
 third-party one) is measured against the plain asyncio servers, labelled "reference".
 
 Results: ``results.json`` (every round of every server, the ratios, the targets, the
@@ -39,10 +41,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import chart, harness, processes, report
+from . import chart, harness, processes, report, twistedweb
 
 DEFAULT_BACKENDS = ["asyncio", "asyncio:loop=uvloop", "twisted", "gevent", "tornado"]
-SECTIONS = ("echo", "sizes", "resp", "http", "scale", "processes")
+SECTIONS = ("echo", "sizes", "resp", "http", "scale", "processes", "twistedweb")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -174,6 +176,8 @@ def plan_size(args: argparse.Namespace) -> int:
             total += 3 * args.scale_rounds
         if "processes" in args.sections and spec.split(":")[0] in processes.NATIVE:
             total += 2 * args.rounds
+    if "twistedweb" in args.sections:
+        total += twistedweb.plan_size(args.backends, args.rounds)
     return total
 
 
@@ -313,13 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RLIMIT_NOFILE is {nofile}: fewer idle connections", file=sys.stderr)
         args.scale = nofile - 256
     pingpong = harness.build_pingpong()
-    for tool, section in (("redis-benchmark", "resp"), ("wrk", "http")):
+    for tool, section in (("redis-benchmark", "resp"), ("wrk", "http"), ("wrk", "twistedweb")):
         if section in args.sections:
             harness.need(tool)
     results: dict[str, Any] = {
         "machine": machine(),
         "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
-        "echo": [], "resp": [], "http": [], "scale": [], "processes": [],
+        "echo": [], "resp": [], "http": [], "scale": [], "processes": [], "twistedweb": [],
     }  # fmt: skip
     progress = harness.Progress(plan_size(args))
     started = time.monotonic()
@@ -338,14 +342,16 @@ def main(argv: list[str] | None = None) -> int:
             results["scale"].append(run_scale(spec, args, pingpong, progress))
         if "processes" in args.sections:
             results["processes"] += processes.run([spec], args.process_mb, args.rounds, progress)
+    if "twistedweb" in args.sections:
+        results["twistedweb"] = twistedweb.run(args.backends, args, progress)
     results["duration_seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["load_average_at_end"] = os.getloadavg()
-    results["targets"] = report.targets(results)
+    results["targets"] = report.targets(results) + twistedweb.targets(results["twistedweb"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     if not args.no_charts:
         chart.write_all(results, args.out)
-    print(report.markdown(results))
+    print(report.markdown(results) + twistedweb.markdown(results["twistedweb"]))
     if results["processes"]:
         print("\n" + processes.markdown(results["processes"]))
     print(f"\nwrote {args.out}/ in {results['duration_seconds']:.0f} s", file=sys.stderr)

@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_run(tmp_path: Path) -> None:
     sections = ["echo", "sizes", "scale"]
     sections += [
-        s for s, tool in (("resp", "redis-benchmark"), ("http", "wrk")) if shutil.which(tool)
+        s
+        for s, tool in (("resp", "redis-benchmark"), ("http", "wrk"), ("twistedweb", "wrk"))
+        if shutil.which(tool)
     ]
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--backend", "asyncio",

@@ -862,7 +862,10 @@ def test_loaded_only_when_used_and_an_import_error_without_twisted() -> None:
         """
     )
     package = "polyloop_twisted.compat"
-    modules = [f"{package}._twisted_{m}" for m in ("reactor", "tcp", "transport")]  # not _api
+    # not _api; the reactor's TCP, UDP and processes come with it
+    modules = [
+        f"{package}._twisted_{m}" for m in ("process", "reactor", "tcp", "transport", "udp")
+    ]
     assert out.splitlines() == [
         "[] []",
         str([package]),

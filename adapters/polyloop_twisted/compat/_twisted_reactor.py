@@ -44,6 +44,7 @@ import polyloop
 from polyloop import bridge
 
 from .._bridge import to_deferred as _to_deferred
+from . import _twisted_process, _twisted_udp
 from ._twisted_tcp import (
     Connector,
     Port,
@@ -181,6 +182,9 @@ class _NameResolver:
     interfaces.IReactorFromThreads,
     interfaces.IReactorPluggableNameResolver,
     interfaces.IReactorPluggableResolver,
+    interfaces.IReactorUDP,
+    interfaces.IReactorMulticast,
+    interfaces.IReactorProcess,
 )
 class Reactor(_DisconnectSelectableMixin, base.ReactorBase):
     """A Twisted reactor over a polyloop session, on any backend.
@@ -667,17 +671,41 @@ class Reactor(_DisconnectSelectableMixin, base.ReactorBase):
     def adoptDatagramPort(
         self, fileDescriptor: int, addressFamily: int, protocol: Any, maxPacketSize: int = 8192
     ) -> Any:
-        """Adopt a bound UDP socket: where the reactor has UDP (``listenUDP``); else
-        ``NotImplementedError``."""
-        if addressFamily not in (socket.AF_INET, socket.AF_INET6):
-            raise error.UnsupportedAddressFamily(addressFamily)
-        sock = socket.socket(addressFamily, socket.SOCK_DGRAM, fileno=os.dup(fileDescriptor))
-        adopt = getattr(self, "_adopt_datagram", None)
-        if adopt is None:
-            sock.close()
-            raise NotImplementedError("the polyloop reactor has no UDP here")
-        # The hook takes the duplicated socket (the port owns it now).
-        return adopt(sock, protocol, maxPacketSize)
+        """Adopt a bound UDP socket (the fd is duplicated, as Twisted does: the caller
+        still owns and closes its own); see ``_twisted_udp.adopt_datagram_port``."""
+        return _twisted_udp.adopt_datagram_port(
+            self, fileDescriptor, addressFamily, protocol, maxPacketSize
+        )
+
+    # --- IReactorUDP, IReactorMulticast (_twisted_udp.py) ---
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> Any:
+        """A Twisted ``DatagramProtocol`` on UDP ``interface:port``; see
+        ``_twisted_udp.DatagramPort``."""
+        return _twisted_udp.listen_udp(self, port, protocol, interface, maxPacketSize)
+
+    def listenMulticast(
+        self,
+        port: int,
+        protocol: Any,
+        interface: str = "",
+        maxPacketSize: int = 8192,
+        listenMultiple: bool = False,
+    ) -> Any:
+        """``listenUDP`` with multicast (``joinGroup``, ``setTTL``...); see
+        ``_twisted_udp.MulticastPort``."""
+        return _twisted_udp.listen_multicast(
+            self, port, protocol, interface, maxPacketSize, listenMultiple
+        )
+
+    # --- IReactorProcess (_twisted_process.py) ---
+
+    def spawnProcess(self, processProtocol: Any, executable: Any, *args: Any, **kw: Any) -> Any:
+        """Run a child with a Twisted ``ProcessProtocol``; see
+        ``_twisted_process.spawn_process``."""
+        return _twisted_process.spawn_process(self, processProtocol, executable, *args, **kw)
 
     @staticmethod
     def _check_family(family: int) -> None:
