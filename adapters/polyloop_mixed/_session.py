@@ -241,8 +241,10 @@ def _reactor_class() -> type:
     the run, where it does in an asyncio, Tornado or gevent timer. Each callable is
     wrapped: one more Python frame per timed call. The wrapper raises the exception
     again from a plain asyncio callback, which ``run_forever`` lets out, and
-    ``Mixed.run_loop`` takes it from there. Native Twisted I/O callbacks (a protocol's
-    ``dataReceived``) keep Twisted's policy: logged, the connection dropped.
+    ``Mixed.run_loop`` takes it from there. I/O callbacks need nothing: the Twisted
+    session's fds are the asyncio loop's own readers (asyncio lets a SystemExit out of
+    ``run_forever``), and a native Twisted protocol's ``dataReceived`` comes through this
+    reactor's ``_readOrWrite``, which catches only ``Exception`` (Twisted 26.10).
     """
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 

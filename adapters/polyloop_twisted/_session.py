@@ -63,7 +63,7 @@ def own_reactor(backend: TwistedBackend, body: Callable[[Session], Coroutine[Any
     session.on_escape = on_escape
     reactor.callWhenRunning(start_main)
     try:
-        session.context.run(_reactor.run_reactor, reactor)
+        session.context.run(_reactor.run_reactor, reactor, on_escape)
     finally:
         _reactor.unbuild_reactor(reactor)
     if escaped:
