@@ -190,7 +190,6 @@ class TornadoSession(Session):
     # as on every backend (docs/tls.md).
 
 
-
 class _Timeout:
     """The handle of a ``call_later``: ``IOLoop.call_later`` returns an opaque timeout."""
 

@@ -49,6 +49,7 @@ from ._tasks import TaskDriver as TaskDriver
 from ._tasks import from_asyncio_future as from_asyncio_future
 from ._tasks import in_asyncio_executor as in_asyncio_executor
 from ._tls import HANDSHAKE_TIMEOUT as HANDSHAKE_TIMEOUT
+from ._tls import RecordCounter as RecordCounter
 from ._tls import TLSProtocol as TLSProtocol
 from ._tls import TLSTransport as TLSTransport
 from ._transports import DEFAULT_HIGH_WATER as DEFAULT_HIGH_WATER
@@ -72,6 +73,7 @@ __all__ = [
     "CoroutineTask",
     "PipeReadTransport",
     "PipeWriteTransport",
+    "RecordCounter",
     "Resources",
     "Session",
     "SessionContract",
