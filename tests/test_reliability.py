@@ -21,6 +21,7 @@ import polyloop
 
 INSTALLED = [b.name for b in polyloop.available_backends() if b.error is None]
 EXAMPLE = "polyloop_conformance.example_backend:SelectorsBackend"
+MIXED = [f"mixed:session={name}" for name in ("asyncio", "tornado", "twisted", "gevent")]
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 
@@ -175,6 +176,46 @@ def test_a_second_sigterm_ends_a_clean_up_that_hangs(backend: str) -> None:
         assert proc.returncode == -signal.SIGTERM, proc.returncode
 
 
+BUSY_CLEAN_UP_SCRIPT = """
+import sys, time, polyloop
+def busy():  # the loop is in a callback nearly all the time
+    time.sleep(0.02)
+    polyloop.call_soon(busy)
+async def main():
+    print("ready", flush=True)
+    try:
+        await polyloop.sleep(3600)
+    finally:
+        print("cleaning up", flush=True)
+        busy()
+        with polyloop.CancelScope(shield=True):
+            await polyloop.sleep(3600)  # a clean-up that hangs
+polyloop.run(main, backend=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("backend", [*INSTALLED, *MIXED, EXAMPLE])
+def test_a_second_ctrl_c_in_a_callback_ends_a_clean_up_that_hangs(backend: str) -> None:
+    """The first Ctrl-C cancels main; the second, arriving while a callback runs (one
+    busy callback after another), raises KeyboardInterrupt there, and run() lets it out
+    at once: the process ends as an uncaught Ctrl-C ends it (-SIGINT). Twisted's and the
+    example backend's escape paths, and mixed mode's, took it for a first one (cancel
+    main, wait for its clean-up): the process hung."""
+    import signal
+
+    with Script(BUSY_CLEAN_UP_SCRIPT, backend) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "cleaning up"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{backend}: a second Ctrl-C did not end run()") from None
+        assert proc.returncode == -signal.SIGINT, (proc.returncode, proc.stderr.read()[-2000:])
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("backend", INSTALLED)
 def test_serve_winds_down_gracefully(backend: str, signame: str) -> None:
@@ -313,9 +354,6 @@ def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-MIXED = [f"mixed:session={name}" for name in ("asyncio", "tornado", "twisted", "gevent")]
 
 
 @pytest.mark.parametrize("backend", [*INSTALLED, *MIXED])

@@ -47,7 +47,7 @@ from gevent.hub import Waiter
 from greenlet import getcurrent
 
 import polyloop
-from polyloop.lowlevel import Session
+from polyloop.lowlevel import Session, signal_cancelled
 
 from ._backend import FRAMEWORKS, MixedBackend
 
@@ -292,6 +292,10 @@ class Mixed:
             self.escaped = exc
         self.on_escape(exc)
 
+    def signalled(self) -> bool:
+        """Whether a signal has cancelled main (on whichever session it runs)."""
+        return any(signal_cancelled(s) for s in self.sessions.values())
+
     def run_loop(self) -> None:
         """The loop's greenlet: ``run_forever`` until ``stop``. A SystemExit or
         KeyboardInterrupt from a callback leaves ``run_forever`` (asyncio lets them
@@ -304,8 +308,11 @@ class Mixed:
                 self.loop.run_forever()
                 return
             except (SystemExit, KeyboardInterrupt) as exc:
-                if self.escaped is not None:
-                    raise  # a second one (Ctrl-C on a clean-up that hangs): out at once
+                if self.escaped is not None or self.signalled():
+                    # A second one (a Ctrl-C on a clean-up that hangs, also after the
+                    # first Ctrl-C cancelled main through the signal handler): out at once.
+                    self.escaped = self.escaped or exc
+                    raise
                 self.escape(exc)
 
     def on_loop(self, fn: Callable[[], T]) -> T:
@@ -516,8 +523,11 @@ def own_mixed(backend: MixedBackend, body: Callable[[Session], Coroutine[Any, An
                 done.wait()
             except (SystemExit, KeyboardInterrupt) as exc:
                 # Raised by a callback on gevent's hub (a gevent session's timer, a
-                # greenlet): gevent throws it into this, the main greenlet.
-                mixed.escaped = mixed.escaped or exc
+                # greenlet): gevent throws it into this, the main greenlet. A second
+                # one, or one after a signal cancelled main, goes out at once.
+                if mixed.escaped is not None or mixed.signalled():
+                    raise
+                mixed.escaped = exc
                 mixed.loop.call_soon_threadsafe(task.cancel)
         if mixed.escaped is not None:
             raise mixed.escaped

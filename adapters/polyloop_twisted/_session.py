@@ -21,7 +21,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 import polyloop
-from polyloop.lowlevel import Acceptor, Callback, Session, end_with_asyncio_loop, fd_of
+from polyloop.lowlevel import (
+    Acceptor,
+    Callback,
+    Session,
+    end_with_asyncio_loop,
+    fd_of,
+    signal_cancelled,
+)
 
 from . import _process, _reactor
 from ._backend import TwistedBackend
@@ -51,7 +58,10 @@ def own_reactor(backend: TwistedBackend, body: Callable[[Session], Coroutine[Any
     def on_escape(exc: BaseException) -> None:
         # What asyncio.run does with a SystemExit from a callback: main is cancelled and
         # cleans up (the session ends), then run() raises it.
-        if escaped:  # a second one (Ctrl-C on a clean-up that hangs): out at once
+        if escaped or signal_cancelled(session):
+            # A second one (a Ctrl-C on a clean-up that hangs, also after the first
+            # Ctrl-C cancelled main through the signal handler): out at once.
+            escaped.append(exc)
             reactor.crash()
             return
         escaped.append(exc)

@@ -32,6 +32,7 @@ from ._pipes import PipeWriteTransport as PipeWriteTransport
 from ._plugins import lazy_attributes as lazy_attributes
 from ._reaper import watch_child as watch_child
 from ._session import Session as Session
+from ._signals import signal_cancelled as signal_cancelled
 from ._sockets import LINGER_RST as LINGER_RST
 from ._sockets import MAX_DATAGRAM as MAX_DATAGRAM
 from ._sockets import READ_SIZE as READ_SIZE
@@ -105,6 +106,7 @@ __all__ = [
     "set_current",
     "set_nodelay",
     "set_reset_on_close",
+    "signal_cancelled",
     "socket_extra",
     "translate",
     "watch_child",
