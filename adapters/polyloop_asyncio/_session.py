@@ -93,6 +93,8 @@ class AsyncioBackend(polyloop.Backend):
         # asyncio.Runner cancels leftover tasks, closes async generators, joins the
         # default executor's threads and closes the loop on the way out.
         with asyncio.Runner(loop_factory=self._new_loop) as runner:
+            if self.loop_kind == "uvloop":
+                runner.get_loop().set_exception_handler(_let_exits_out)
             session = self.session_class(self, runner.get_loop(), owned=True)
             return runner.run(body(session), context=session.context)
 
@@ -151,6 +153,26 @@ class _ListeningSocket(socket.socket):
             if exc.errno in ACCEPT_RESOURCE_ERRORS:
                 self._paused_until = time.monotonic() + ACCEPT_RETRY_DELAY / 2
             raise
+
+
+def _let_exits_out(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The exception handler of an owned uvloop loop: a SystemExit or KeyboardInterrupt
+    leaves ``run()`` as itself, also when a protocol's callback raised it.
+
+    uvloop's read callbacks (``data_received``, ``buffer_updated``, ``eof_received``:
+    ``handles/stream.pyx``, uvloop 0.23) catch ``BaseException``, close the transport
+    and hand the exception to this handler, where asyncio's loops let it out of
+    ``run_forever``. It is raised again here from a plain callback, which uvloop lets
+    out as asyncio does; anything else goes to the default handler (a log line)."""
+    exc = context.get("exception")
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        loop.call_soon(_reraise, exc)
+    else:
+        loop.default_exception_handler(context)
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 async def _await(main: Callable[[], Awaitable[T]]) -> T:
