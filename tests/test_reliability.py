@@ -401,6 +401,66 @@ def test_out_of_descriptors_pauses_accepting(backend: str) -> None:
         assert server.proc.poll() is None, server.errors()
 
 
+def test_out_of_descriptors_on_uvloop() -> None:
+    """What ``asyncio:loop=uvloop`` does instead of pausing (docs/errors.md says why it
+    cannot pause: libuv accepts in C). Under ``RLIMIT_NOFILE`` 64 with 150 clients, libuv's
+    ``uv__emfile_trick`` accepts and at once closes every client queued beyond the limit,
+    and tells uvloop nothing: no log line, no spinning, the queued clients read the end
+    (EOF or a reset) instead of waiting in the backlog, and the server serves again once
+    descriptors come back. If this test fails, uvloop changed: revisit docs/errors.md."""
+    pytest.importorskip("uvloop", reason="polyloop[uvloop]")
+    boot = (
+        "import resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({FD_LIMIT}, {FD_LIMIT})); "
+        "from polyloop._cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = [sys.executable, "-c", boot]
+    with Served("echo", "asyncio:loop=uvloop", command=command) as server:
+        address = ("127.0.0.1", server.port)
+        clients = []
+        try:
+            before = _cpu_seconds(server.pid)
+            for _ in range(150):
+                try:
+                    clients.append(socket.create_connection(address, timeout=2))
+                except OSError:
+                    break
+            time.sleep(HOLD)
+            used = _cpu_seconds(server.pid) - before
+            echoed = dropped = 0
+            for client in clients:
+                client.settimeout(1)
+                try:
+                    client.sendall(b"hi")
+                    got = client.recv(10)
+                except TimeoutError:
+                    continue  # accepted later, or still queued
+                except OSError:
+                    dropped += 1  # reset
+                    continue
+                if got == b"hi":
+                    echoed += 1
+                elif got == b"":
+                    dropped += 1
+            server.stderr.seek(0)
+            logged = server.stderr.read().decode(errors="replace")
+        finally:
+            for client in clients:
+                client.close()
+        assert len(clients) > FD_LIMIT, f"only {len(clients)} clients connected"
+        assert 0 < echoed < FD_LIMIT, f"{echoed} of {len(clients)} clients were served"
+        assert dropped >= len(clients) - FD_LIMIT, (
+            f"only {dropped} of the {len(clients)} clients were closed by the server:"
+            " libuv no longer drops the clients it cannot take (see docs/errors.md)"
+        )
+        assert "out of system resource" not in logged and "Traceback" not in logged, logged
+        assert used < HOLD / 3, f"the server used {used:.2f} s of CPU in {HOLD} s: it spins"
+        with socket.create_connection(address, timeout=10) as again:
+            again.sendall(b"again")
+            assert again.recv(100) == b"again"
+        assert server.proc.poll() is None, server.errors()
+
+
 EXIT_SCRIPT = """
 import sys, polyloop
 print("ready", flush=True)
