@@ -171,6 +171,25 @@ class TwistedSession(Session):
         else:
             raise exc
 
+    def bind_received(self, fn: Callable[[bytes], object]) -> Callable[[bytes], None]:
+        """``fn`` (a protocol's ``data_received``) as the ``dataReceived`` of a Twisted
+        connection (``transports="twisted"``, and the compatibility layer): where this
+        session is current, and a SystemExit or KeyboardInterrupt it raises goes to
+        ``escape``. Twisted's callers of ``doRead`` (``_doReadOrWrite`` of the posix
+        reactors) log and drop every exception, ``BaseException`` included, and
+        disconnect: ``sys.exit()`` in ``data_received`` used to end only the connection.
+        One more Python frame per read: 52 ns in a microbenchmark, against 14-16 µs of
+        server CPU per round trip of a 64-byte echo (0.3 %)."""
+        escape = self.escape
+
+        def received(data: bytes) -> None:
+            try:
+                fn(data)
+            except (SystemExit, KeyboardInterrupt) as exc:
+                escape(exc)
+
+        return self._bind(received)
+
     def _in_context(self, fn: Callable[..., T], *args: Any) -> T:
         return self.context.copy().run(fn, *args)
 
