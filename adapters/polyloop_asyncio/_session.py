@@ -32,6 +32,7 @@ from polyloop.lowlevel import (
 )
 
 from . import _process
+from ._tls import RecordGuard, server_guard, ssl_protocol_class
 from ._transport import (
     AsyncioDatagramTransport,
     AsyncioTransport,
@@ -92,6 +93,8 @@ class AsyncioBackend(polyloop.Backend):
         # asyncio.Runner cancels leftover tasks, closes async generators, joins the
         # default executor's threads and closes the loop on the way out.
         with asyncio.Runner(loop_factory=self._new_loop) as runner:
+            if self.loop_kind == "uvloop":
+                runner.get_loop().set_exception_handler(_let_exits_out)
             session = self.session_class(self, runner.get_loop(), owned=True)
             return runner.run(body(session), context=session.context)
 
@@ -150,6 +153,26 @@ class _ListeningSocket(socket.socket):
             if exc.errno in ACCEPT_RESOURCE_ERRORS:
                 self._paused_until = time.monotonic() + ACCEPT_RETRY_DELAY / 2
             raise
+
+
+def _let_exits_out(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The exception handler of an owned uvloop loop: a SystemExit or KeyboardInterrupt
+    leaves ``run()`` as itself, also when a protocol's callback raised it.
+
+    uvloop's read callbacks (``data_received``, ``buffer_updated``, ``eof_received``:
+    ``handles/stream.pyx``, uvloop 0.23) catch ``BaseException``, close the transport
+    and hand the exception to this handler, where asyncio's loops let it out of
+    ``run_forever``. It is raised again here from a plain callback, which uvloop lets
+    out as asyncio does; anything else goes to the default handler (a log line)."""
+    exc = context.get("exception")
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        loop.call_soon(_reraise, exc)
+    else:
+        loop.default_exception_handler(context)
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 async def _await(main: Callable[[], Awaitable[T]]) -> T:
@@ -245,10 +268,22 @@ class AsyncioSession(Session):
         backlog: int,
         handshake_timeout: float | None = None,
     ) -> polyloop.lowlevel.Acceptor:
+        listening = _ListeningSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        cls = None if ssl is None else ssl_protocol_class(self.loop)
+        if cls is not None:
+            # Our own SSLProtocol under a RecordGuard (_tls.py), as create_server(ssl=)
+            # would make it: a record cut short is then an error (docs/tls.md).
+            timeout = None if handshake_timeout is None else handshake_timeout or 1e-9
+            loop = self.loop
+
+            def guarded() -> RecordGuard:
+                return server_guard(loop, cls, Bridge(factory, self, None), ssl, timeout)
+
+            server = await loop.create_server(guarded, sock=listening, backlog=backlog)
+            return _Acceptor(server)
         tls: dict[str, Any] = {"ssl": ssl}
         if ssl is not None and handshake_timeout is not None:
             tls["ssl_handshake_timeout"] = handshake_timeout or 1e-9  # asyncio wants > 0
-        listening = _ListeningSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         server = await self.loop.create_server(
             lambda: Bridge(factory, self, None), sock=listening, backlog=backlog, **tls
         )
@@ -261,20 +296,38 @@ class AsyncioSession(Session):
         ssl: _ssl.SSLContext | None,
         server_hostname: str | None,
     ) -> polyloop.Transport:
-        kwargs: dict[str, Any] = {"sock": sock}
-        if ssl is not None:
-            kwargs.update(ssl=ssl, server_hostname=server_hostname)
         failed: list[BaseException] = []
         create = (
             self.loop.create_unix_connection
             if sock.family == socket.AF_UNIX
             else (self.loop.create_connection)
         )
-        try:
-            _, bridge = await create(lambda: Bridge(factory, self, failed), **kwargs)
-        except BaseException:
-            sock.close()
-            raise
+        cls = None if ssl is None else ssl_protocol_class(self.loop)
+        if cls is not None:
+            # What create_connection(ssl=) does, with a RecordGuard (see serve_socket).
+            bridge = Bridge(factory, self, failed)
+            guard = RecordGuard(
+                cls, self.loop, bridge, sslcontext=ssl, server_hostname=server_hostname
+            )
+            try:
+                raw, _ = await create(lambda: guard, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            try:
+                await guard.waiter
+            except BaseException:
+                raw.close()
+                raise
+        else:
+            kwargs: dict[str, Any] = {"sock": sock}
+            if ssl is not None:
+                kwargs.update(ssl=ssl, server_hostname=server_hostname)
+            try:
+                _, bridge = await create(lambda: Bridge(factory, self, failed), **kwargs)
+            except BaseException:
+                sock.close()
+                raise
         if failed:
             raise failed[0]  # connection_made raised: aborted, and the caller is told
         assert bridge.transport is not None

@@ -42,7 +42,14 @@ from gevent.hub import Hub, Waiter
 from greenlet import GreenletExit, getcurrent, greenlet
 
 import polyloop
-from polyloop.lowlevel import CoroutineTask, Session, TaskDriver, fd_of, translate
+from polyloop.lowlevel import (
+    CoroutineTask,
+    Session,
+    TaskDriver,
+    fd_of,
+    signal_cancelled,
+    translate,
+)
 
 from ._backend import GeventBackend
 from ._transport import GeventTransport
@@ -277,7 +284,7 @@ class GeventSession(Session):
         try:
             self._block(task)
         except BaseException:
-            if task.cancel():
+            if not signal_cancelled(self) and task.cancel():  # a 2nd Ctrl-C: out at once
                 self._block(task)
             raise
         return task.result()

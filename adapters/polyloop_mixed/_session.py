@@ -47,7 +47,7 @@ from gevent.hub import Waiter
 from greenlet import getcurrent
 
 import polyloop
-from polyloop.lowlevel import Session
+from polyloop.lowlevel import Session, signal_cancelled
 
 from ._backend import FRAMEWORKS, MixedBackend
 
@@ -241,8 +241,10 @@ def _reactor_class() -> type:
     the run, where it does in an asyncio, Tornado or gevent timer. Each callable is
     wrapped: one more Python frame per timed call. The wrapper raises the exception
     again from a plain asyncio callback, which ``run_forever`` lets out, and
-    ``Mixed.run_loop`` takes it from there. Native Twisted I/O callbacks (a protocol's
-    ``dataReceived``) keep Twisted's policy: logged, the connection dropped.
+    ``Mixed.run_loop`` takes it from there. I/O callbacks need nothing: the Twisted
+    session's fds are the asyncio loop's own readers (asyncio lets a SystemExit out of
+    ``run_forever``), and a native Twisted protocol's ``dataReceived`` comes through this
+    reactor's ``_readOrWrite``, which catches only ``Exception`` (Twisted 26.10).
     """
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
@@ -290,6 +292,10 @@ class Mixed:
             self.escaped = exc
         self.on_escape(exc)
 
+    def signalled(self) -> bool:
+        """Whether a signal has cancelled main (on whichever session it runs)."""
+        return any(signal_cancelled(s) for s in self.sessions.values())
+
     def run_loop(self) -> None:
         """The loop's greenlet: ``run_forever`` until ``stop``. A SystemExit or
         KeyboardInterrupt from a callback leaves ``run_forever`` (asyncio lets them
@@ -302,8 +308,11 @@ class Mixed:
                 self.loop.run_forever()
                 return
             except (SystemExit, KeyboardInterrupt) as exc:
-                if self.escaped is not None:
-                    raise  # a second one (Ctrl-C on a clean-up that hangs): out at once
+                if self.escaped is not None or self.signalled():
+                    # A second one (a Ctrl-C on a clean-up that hangs, also after the
+                    # first Ctrl-C cancelled main through the signal handler): out at once.
+                    self.escaped = self.escaped or exc
+                    raise
                 self.escape(exc)
 
     def on_loop(self, fn: Callable[[], T]) -> T:
@@ -514,8 +523,11 @@ def own_mixed(backend: MixedBackend, body: Callable[[Session], Coroutine[Any, An
                 done.wait()
             except (SystemExit, KeyboardInterrupt) as exc:
                 # Raised by a callback on gevent's hub (a gevent session's timer, a
-                # greenlet): gevent throws it into this, the main greenlet.
-                mixed.escaped = mixed.escaped or exc
+                # greenlet): gevent throws it into this, the main greenlet. A second
+                # one, or one after a signal cancelled main, goes out at once.
+                if mixed.escaped is not None or mixed.signalled():
+                    raise
+                mixed.escaped = exc
                 mixed.loop.call_soon_threadsafe(task.cancel)
         if mixed.escaped is not None:
             raise mixed.escaped

@@ -109,7 +109,7 @@ def unbuild_reactor(reactor: Any, close_loop: bool = True) -> None:
         loop.close()
 
 
-def run_reactor(reactor: Any) -> None:
+def run_reactor(reactor: Any, on_escape: Callable[[BaseException], None] | None = None) -> None:
     """``reactor.run(installSignalHandlers=False)``, but Ctrl-C gets through.
 
     ``ReactorBase.mainLoop`` runs each iteration under a handler that logs and swallows
@@ -117,9 +117,25 @@ def run_reactor(reactor: Any) -> None:
     signal handlers (we install none) a Ctrl-C or a test timeout would vanish and the
     run would go on. This is the same loop without that handler; errors in callbacks
     are still caught and logged by the reactor where they happen.
+
+    An ``AsyncioSelectorReactor`` runs ``run_forever()``, which lets them through: a
+    callback of the asyncio loop raised it (the session's fds go to that loop directly,
+    so a protocol's ``data_received`` is one). With ``on_escape`` (an owned reactor) it
+    is handed over, as ``escape`` hands over what the reactor's own calls raise --
+    ``on_escape`` cancels main, or stops the reactor for a second one -- and the loop
+    runs on, so that main cleans up before ``run()`` raises it (as ``asyncio.run`` does).
     """
     if hasattr(reactor, "_asyncioEventloop"):
-        reactor.run(installSignalHandlers=False)  # run_forever() lets them through
+        reactor.startRunning(installSignalHandlers=False)  # what reactor.run() does
+        while True:
+            try:
+                reactor._asyncioEventloop.run_forever()
+                break
+            except (SystemExit, KeyboardInterrupt) as exc:
+                if on_escape is None:
+                    raise
+                on_escape(exc)
+        reactor._justStopped = False
         return
     reactor.startRunning(installSignalHandlers=False)
     while reactor._started:

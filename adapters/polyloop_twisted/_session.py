@@ -21,7 +21,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 import polyloop
-from polyloop.lowlevel import Acceptor, Callback, Session, end_with_asyncio_loop, fd_of
+from polyloop.lowlevel import (
+    Acceptor,
+    Callback,
+    Session,
+    end_with_asyncio_loop,
+    fd_of,
+    signal_cancelled,
+)
 
 from . import _process, _reactor
 from ._backend import TwistedBackend
@@ -51,7 +58,10 @@ def own_reactor(backend: TwistedBackend, body: Callable[[Session], Coroutine[Any
     def on_escape(exc: BaseException) -> None:
         # What asyncio.run does with a SystemExit from a callback: main is cancelled and
         # cleans up (the session ends), then run() raises it.
-        if escaped:  # a second one (Ctrl-C on a clean-up that hangs): out at once
+        if escaped or signal_cancelled(session):
+            # A second one (a Ctrl-C on a clean-up that hangs, also after the first
+            # Ctrl-C cancelled main through the signal handler): out at once.
+            escaped.append(exc)
             reactor.crash()
             return
         escaped.append(exc)
@@ -63,7 +73,7 @@ def own_reactor(backend: TwistedBackend, body: Callable[[Session], Coroutine[Any
     session.on_escape = on_escape
     reactor.callWhenRunning(start_main)
     try:
-        session.context.run(_reactor.run_reactor, reactor)
+        session.context.run(_reactor.run_reactor, reactor, on_escape)
     finally:
         _reactor.unbuild_reactor(reactor)
     if escaped:
@@ -160,6 +170,25 @@ class TwistedSession(Session):
             self._loop.call_soon(_reraise, exc)
         else:
             raise exc
+
+    def bind_received(self, fn: Callable[[bytes], object]) -> Callable[[bytes], None]:
+        """``fn`` (a protocol's ``data_received``) as the ``dataReceived`` of a Twisted
+        connection (``transports="twisted"``, and the compatibility layer): where this
+        session is current, and a SystemExit or KeyboardInterrupt it raises goes to
+        ``escape``. Twisted's callers of ``doRead`` (``_doReadOrWrite`` of the posix
+        reactors) log and drop every exception, ``BaseException`` included, and
+        disconnect: ``sys.exit()`` in ``data_received`` used to end only the connection.
+        One more Python frame per read: 52 ns in a microbenchmark, against 14-16 µs of
+        server CPU per round trip of a 64-byte echo (0.3 %)."""
+        escape = self.escape
+
+        def received(data: bytes) -> None:
+            try:
+                fn(data)
+            except (SystemExit, KeyboardInterrupt) as exc:
+                escape(exc)
+
+        return self._bind(received)
 
     def _in_context(self, fn: Callable[..., T], *args: Any) -> T:
         return self.context.copy().run(fn, *args)

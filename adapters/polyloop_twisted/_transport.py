@@ -6,9 +6,9 @@ the Twisted protocol of the connection (``IProtocol`` for the callbacks,
 ``IPushProducer`` so that Twisted tells it when its write buffer drained), and the
 polyloop transport that the user's protocol holds.
 
-The data path stays off the front end: ``dataReceived`` *is* the user's bound
-``data_received`` (set in a slot), and ``write`` hands bytes straight to Twisted's
-buffer.
+The data path stays off the front end: ``dataReceived`` is the user's bound
+``data_received`` behind one frame that lets a SystemExit out (``bind_received``, set
+in a slot), and ``write`` hands bytes straight to Twisted's buffer.
 
 Memory: an idle connection holds, over what native Twisted holds, this one slotted
 object and the user's protocol. The extra info is two slots: the sockname tuple is shared
@@ -81,10 +81,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _entered(method: F) -> F:
-    """A method that the reactor calls: run it where the session is current."""
+    """A method that the reactor calls: run it where the session is current; a
+    SystemExit or KeyboardInterrupt goes to the session's ``escape`` (as in
+    ``bind_received``: the reactor would log it and go on)."""
 
     def run(self: TwistedTransport, *args: Any) -> Any:
-        return self._session._enter(method, self, *args)
+        try:
+            return self._session._enter(method, self, *args)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            self._session.escape(exc)
+            return None
 
     return run  # type: ignore[return-value]
 
@@ -151,7 +157,7 @@ class TwistedTransport(polyloop.Transport):
         self._high = DEFAULT_HIGH_WATER
         self._sockname: Any = None
         self._peername: Any = None
-        # The hot path: from connectionMade on, this *is* the user's data_received.
+        # The hot path: from connectionMade on, the user's data_received (bind_received).
         self.dataReceived: Callable[[bytes], object] = _discard
 
     # --- polyloop.Transport ---
@@ -235,7 +241,7 @@ class TwistedTransport(polyloop.Transport):
 
     def set_protocol(self, protocol: Any) -> None:
         self._user = protocol
-        self.dataReceived = self._session._bind(protocol.data_received)
+        self.dataReceived = self._session.bind_received(protocol.data_received)
 
     def get_protocol(self) -> Any:
         return self._user
@@ -282,7 +288,7 @@ class TwistedTransport(polyloop.Transport):
         session.resources.track(self)
         user = self._user = self._factory()
         # Twisted now calls the user's method directly.
-        self.dataReceived = session._bind(user.data_received)
+        self.dataReceived = session.bind_received(user.data_received)
         t.registerProducer(self, True)
         try:
             user.connection_made(self)

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
 import polyloop
-from polyloop.lowlevel import Session
+from polyloop.lowlevel import Session, signal_cancelled
 
 __all__ = ["SelectorsBackend", "SelectorsSession"]
 
@@ -195,7 +195,9 @@ class SelectorsBackend(polyloop.Backend):
                     # From a callback (sys.exit() in a timer): as asyncio.run, cancel main,
                     # let it clean up and the session end, then raise it. A second one
                     # (a second Ctrl-C on a clean-up that hangs) goes out at once.
-                    if escaped is not None:
+                    # (signal_cancelled: the first Ctrl-C cancelled main through the
+                    # signal handler, so this KeyboardInterrupt is the second.)
+                    if escaped is not None or signal_cancelled(session):
                         raise
                     escaped = exc
                     task.cancel()

@@ -26,6 +26,7 @@ import collections
 import contextlib
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,22 @@ from ._context import current_backend
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["SignalReceiver", "cancel_main_on", "open_signal_receiver"]
+__all__ = ["SignalReceiver", "cancel_main_on", "open_signal_receiver", "signal_cancelled"]
 
 #: How often the loop returns to Python while a handler is installed, in seconds.
 TICK = 0.2
+
+# The sessions whose main a signal has cancelled (see signal_cancelled).
+_signalled: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+def signal_cancelled(session: Session) -> bool:
+    """For backends: whether a signal (``polyloop.run``'s Ctrl-C, or SIGTERM with
+    ``handle_sigterm``) has cancelled the main of ``session``'s run. The handler that was
+    there before is back then, so a ``KeyboardInterrupt`` that a callback raises now is
+    the second Ctrl-C: it leaves ``run()`` at once, instead of cancelling main again and
+    waiting for a clean-up that may hang (a backend's "second one goes out at once")."""
+    return session in _signalled
 
 
 def cancel_main_on(
@@ -69,6 +82,7 @@ def cancel_main_on(
     def on_signal(signum: int, frame: object) -> None:
         if not fired:
             fired.append(signum)
+            _signalled.add(session)
             for s, handler in previous.items():
                 signal.signal(s, handler)
             session.call_soon_threadsafe(cancel_main)

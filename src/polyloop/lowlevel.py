@@ -32,6 +32,7 @@ from ._pipes import PipeWriteTransport as PipeWriteTransport
 from ._plugins import lazy_attributes as lazy_attributes
 from ._reaper import watch_child as watch_child
 from ._session import Session as Session
+from ._signals import signal_cancelled as signal_cancelled
 from ._sockets import LINGER_RST as LINGER_RST
 from ._sockets import MAX_DATAGRAM as MAX_DATAGRAM
 from ._sockets import READ_SIZE as READ_SIZE
@@ -49,6 +50,7 @@ from ._tasks import TaskDriver as TaskDriver
 from ._tasks import from_asyncio_future as from_asyncio_future
 from ._tasks import in_asyncio_executor as in_asyncio_executor
 from ._tls import HANDSHAKE_TIMEOUT as HANDSHAKE_TIMEOUT
+from ._tls import RecordCounter as RecordCounter
 from ._tls import TLSProtocol as TLSProtocol
 from ._tls import TLSTransport as TLSTransport
 from ._transports import DEFAULT_HIGH_WATER as DEFAULT_HIGH_WATER
@@ -72,6 +74,7 @@ __all__ = [
     "CoroutineTask",
     "PipeReadTransport",
     "PipeWriteTransport",
+    "RecordCounter",
     "Resources",
     "Session",
     "SessionContract",
@@ -103,6 +106,7 @@ __all__ = [
     "set_current",
     "set_nodelay",
     "set_reset_on_close",
+    "signal_cancelled",
     "socket_extra",
     "translate",
     "watch_child",

@@ -14,6 +14,7 @@ the extra-info keys every transport answers, and ``time()``.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import signal
@@ -755,7 +756,9 @@ def _interrupt(make_backend: Callable[[], polyloop.Backend], how: str) -> str | 
     async def main() -> None:
         polyloop.current_backend().on_close(lambda _: seen.append("session ended"))
         try:
-            _SCHEDULERS[how](interrupt)
+            scheduled = _SCHEDULERS[how](interrupt)
+            if inspect.isawaitable(scheduled):
+                await scheduled
             await polyloop.sleep(5)
             seen.append("sleep(5) returned")
         finally:
@@ -789,8 +792,21 @@ def _gevent_later(fn: Callable[[], None]) -> None:
     gevent.spawn_later(0.01, fn)
 
 
+async def _in_data_received(fn: Callable[[], None]) -> None:
+    """A TCP connection whose server protocol calls ``fn`` in ``data_received``."""
+
+    class Raiser(polyloop.Protocol):
+        def data_received(self, data: bytes) -> None:
+            fn()
+
+    server = await polyloop.listen_tcp(Raiser, "127.0.0.1", 0)
+    transport, _ = await polyloop.connect_tcp(polyloop.Protocol, "127.0.0.1", server.port)
+    transport.write(b"x")  # the session's end closes both, and the server
+
+
 _SCHEDULERS: dict[str, Callable[[Callable[[], None]], object]] = {
     "polyloop.call_later": lambda fn: polyloop.call_later(0.01, fn),
+    "a protocol's data_received": _in_data_received,
     "asyncio's loop.call_later": lambda fn: _mixed_native("asyncio").call_later(0.01, fn),
     "Tornado's IOLoop.call_later": lambda fn: _mixed_native("tornado").call_later(0.01, fn),
     "Twisted's reactor.callLater": lambda fn: _mixed_native("twisted").callLater(0.01, fn),
@@ -798,7 +814,7 @@ _SCHEDULERS: dict[str, Callable[[Callable[[], None]], object]] = {
 }
 
 
-def _interrupt_hosted(backend: polyloop.Backend) -> None:
+def _interrupt_hosted(backend: polyloop.Backend, how: str = "polyloop.call_later") -> None:
     """Host mode: the loop is the application's, and so is what a KeyboardInterrupt
     raised in one of its callbacks does (``asyncio.run`` raises it, Twisted's reactor
     logs it and goes on). polyloop's part: never to swallow it -- it reaches the
@@ -810,7 +826,9 @@ def _interrupt_hosted(backend: polyloop.Backend) -> None:
     async def main() -> None:
         session = polyloop.current_backend()
         try:
-            polyloop.call_later(0.01, interrupt)
+            scheduled = _SCHEDULERS[how](interrupt)
+            if inspect.isawaitable(scheduled):
+                await scheduled
             await polyloop.sleep(0.5)
         finally:
             await session.aclose()
@@ -824,7 +842,7 @@ def _interrupt_hosted(backend: polyloop.Backend) -> None:
         except KeyboardInterrupt:
             raised = True
     assert raised or any("KeyboardInterrupt" in m for m in logged), (
-        f"in host mode, a call_later callback's KeyboardInterrupt was neither raised by the"
+        f"in host mode, a KeyboardInterrupt raised in {how} was neither raised by the"
         f" application's runner nor logged by it ({logged}): polyloop swallowed it (rule:"
         " it reaches the application's runner)"
     )
@@ -846,6 +864,22 @@ def check_system_exit_in_callback(make_backend: Callable[[], polyloop.Backend]) 
     )
 
 
+@check("run", name="system_exit_in_data_received", clauses=["run.callback_exit"], sync=True)
+def check_system_exit_in_data_received(make_backend: Callable[[], polyloop.Backend]) -> None:
+    """A protocol's data_received that raises KeyboardInterrupt (or SystemExit): main is
+    cancelled and cleans up, the session ends, and run() raises it -- not logged and
+    dropped with the connection by the framework's I/O code (Twisted's doRead callers)."""
+    backend = make_backend()
+    if getattr(backend, "hosted", False):
+        _interrupt_hosted(backend, "a protocol's data_received")
+        return
+    wrong = _interrupt(lambda: backend, "a protocol's data_received")
+    assert wrong is None, (
+        f"a protocol's data_received raised KeyboardInterrupt: {wrong}. Rule: it leaves"
+        " run() as itself, after main's clean-up and the session's end"
+    )
+
+
 @check(
     "run",
     name="system_exit_in_native_callback",
@@ -859,7 +893,7 @@ def check_system_exit_in_native_callback(make_backend: Callable[[], polyloop.Bac
     gevent.spawn_later) leaves run() as itself, after main's clean-up, whichever session
     main runs on."""
     wrong = []
-    for how in list(_SCHEDULERS)[1:]:
+    for how in list(_SCHEDULERS)[2:]:
         why = _interrupt(make_backend, how)
         if why is not None:
             wrong.append(f"{how}: {why}")

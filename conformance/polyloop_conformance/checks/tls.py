@@ -410,6 +410,59 @@ def _cut_client(port: int, client_ssl: ssl.SSLContext, mid_record: bool) -> None
             pass  # the server may reset: the check looks at what the server saw
 
 
+def _cut_server(listening: Any, server_ssl: ssl.SSLContext, mid_record: bool) -> None:
+    """The same by a server: accept one client, handshake, send one 1,000-byte record --
+    whole, or all but its last 10 bytes -- and shut the socket down (a FIN) without
+    close_notify; then read until the client closes."""
+    import socket
+
+    conn, _ = listening.accept()
+    with conn:
+        conn.settimeout(10)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = server_ssl.wrap_bio(incoming, outgoing, server_side=True)
+        for _ in range(50):
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                conn.sendall(outgoing.read())
+                data = conn.recv(65536)
+                assert data, "the TLS client closed during the hand-made server's handshake"
+                incoming.write(data)
+        conn.sendall(outgoing.read())  # the last flight, and TLS 1.3's session tickets
+        tls.write(b"x" * 1000)
+        record = outgoing.read()
+        conn.sendall(record[:-10] if mid_record else record)
+        conn.shutdown(socket.SHUT_WR)  # a FIN, and no close_notify
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass  # the client may reset: the check looks at what the client saw
+
+
+async def _cut_by_server(session: polyloop.Session, mid_record: bool) -> Recorder:
+    """A polyloop TLS client of a ``_cut_server``; its protocol once the connection is
+    lost."""
+    import socket
+
+    server_ssl, client_ssl = _contexts()
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        listening.settimeout(10)
+        port = listening.getsockname()[1]
+        peer = session.spawn(session.run_in_thread(_cut_server, listening, server_ssl, mid_record))
+        try:
+            _, cli = await session.connect_tcp(
+                lambda: Recorder(session), "127.0.0.1", port,
+                ssl=client_ssl, server_hostname="localhost",
+            )  # fmt: skip
+            await bounded(session, cli.lost, 10, "the client's connection_lost after the cut")
+        finally:
+            await peer
+    return cli
+
+
 async def _cut(session: polyloop.Session, mid_record: bool) -> Recorder:
     """A TLS server and a ``_cut_client``; the server's protocol once its connection is
     lost."""
@@ -431,33 +484,37 @@ async def check_close_without_close_notify_is_eof(session: polyloop.Session) -> 
     reader gets every byte, then a clean end, connection_lost(None), as asyncio reports it --
     a protocol that delimits its own messages (HTTP/1.1, RESP, WebSocket) sees a cut
     message itself, and many servers close this way (docs/tls.md)."""
-    srv = await _cut(session, mid_record=False)
-    assert bytes(srv.data) == b"x" * 1000, f"the server read {len(srv.data)} of 1000 bytes"
-    # eof_received first on every backend but uvloop, whose TLS goes straight to
-    # connection_lost(None): a clean end all the same (a Stream reads b"").
-    assert srv.lost_exc is None, (
-        f"a close without close_notify at a record boundary gave {srv.events} and"
-        f" connection_lost({srv.lost_exc!r}): rule: a clean end, connection_lost(None)"
-    )
+    for side, proto in (
+        ("server", await _cut(session, mid_record=False)),
+        ("client", await _cut_by_server(session, mid_record=False)),
+    ):
+        assert bytes(proto.data) == b"x" * 1000, f"the {side} read {len(proto.data)} of 1000 bytes"
+        # eof_received first on every backend but uvloop, whose TLS goes straight to
+        # connection_lost(None): a clean end all the same (a Stream reads b"").
+        assert proto.lost_exc is None, (
+            f"a close without close_notify at a record boundary gave the {side}"
+            f" {proto.events} and connection_lost({proto.lost_exc!r}): rule: a clean end,"
+            " connection_lost(None)"
+        )
 
 
 @check("tls", clauses=["tls.truncated_record"])
 async def check_truncated_record_is_an_error(session: polyloop.Session) -> None:
     """A peer that closes its socket in the middle of a TLS record (without
     close_notify): the data was truncated, and the reader is told --
-    connection_lost(ssl.SSLEOFError), no EOF -- wherever polyloop's TLS layer runs the
-    connection (docs/tls.md). asyncio's and Tornado's own TLS read records inside OpenSSL
-    and cannot tell it from a close between records: there, no byte of the cut record
-    reaches the reader, and it sees the end (EOF)."""
-    srv = await _cut(session, mid_record=True)
-    assert not srv.data, (
-        f"{len(srv.data)} bytes of a TLS record cut short reached the reader (rule: a"
-        " record is delivered whole or not at all)"
-    )
-    assert "lost" in srv.events, f"the reader of a cut record saw {srv.events}, not its end"
-    if isinstance(srv.transport, polyloop.lowlevel.TLSTransport):
-        assert isinstance(srv.lost_exc, ssl.SSLEOFError) and "eof" not in srv.events, (
-            f"a close in the middle of a TLS record gave {srv.events} and"
-            f" connection_lost({srv.lost_exc!r}): rule: connection_lost(ssl.SSLEOFError),"
+    connection_lost(ssl.SSLEOFError), no EOF, and no byte of the cut record -- on every
+    backend, whoever runs the TLS (polyloop's layer, or asyncio's or uvloop's own;
+    docs/tls.md)."""
+    for side, proto in (
+        ("server", await _cut(session, mid_record=True)),
+        ("client", await _cut_by_server(session, mid_record=True)),
+    ):
+        assert not proto.data, (
+            f"{len(proto.data)} bytes of a TLS record cut short reached the {side} (rule: a"
+            " record is delivered whole or not at all)"
+        )
+        assert isinstance(proto.lost_exc, ssl.SSLEOFError) and "eof" not in proto.events, (
+            f"a close in the middle of a TLS record gave the {side} {proto.events} and"
+            f" connection_lost({proto.lost_exc!r}): rule: connection_lost(ssl.SSLEOFError),"
             " no EOF -- a truncation must not read as a clean close"
         )

@@ -608,7 +608,7 @@ _ALL = [
         "tls.truncated_record",
         2,
         "A TLS connection cut in the middle of a record: no byte of that record reaches "
-        "the reader; on polyloop's TLS layer, connection_lost(ssl.SSLEOFError), no EOF.",
+        "the reader, no EOF, and connection_lost(ssl.SSLEOFError), whoever runs the TLS.",
     ),
     Clause(
         "tls.clean_close",
