@@ -71,7 +71,10 @@ def abort_native(t: Any) -> None:
     protocol = t.get_protocol()
     if not isinstance(protocol, _Aborted):
         t.set_protocol(_Aborted(protocol))
-    t.abort()
+    if hasattr(t, "abort"):
+        t.abort()
+    else:  # asyncio's read-pipe transport has only close() (it has nothing to drop)
+        t.close()
 
 
 NT = TypeVar("NT", asyncio.Transport, asyncio.DatagramTransport)
