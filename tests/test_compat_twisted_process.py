@@ -243,8 +243,8 @@ def test_refused_with_clear_errors(backend: str) -> None:
             r.spawnProcess(pp, "cat", ["cat"], None, childFDs={1: "r", 2: "r"})
         with pytest.raises(ValueError, match="childFDs"):
             r.spawnProcess(pp, "cat", ["cat"], None, childFDs={0: "r", 1: "r", 2: "r"})
-        with pytest.raises(NotImplementedError, match="usePTY"):
-            r.spawnProcess(pp, "cat", ["cat"], None, usePTY=True)
+        with pytest.raises(ValueError, match="childFDs"):  # Twisted's rule
+            r.spawnProcess(pp, "cat", ["cat"], None, usePTY=True, childFDs={0: 0, 1: 1, 2: 2})
         with pytest.raises(FileNotFoundError):
             r.spawnProcess(pp, "no-such-program-here", ["x"], None)
         with pytest.raises(PermissionError):
@@ -330,3 +330,117 @@ def test_twisteds_process_example_as_a_program(backend: str) -> None:
     lines = proc.stdout.splitlines()
     check_transcript(lines)
     assert sorted(lines) == sorted(transcript_on_twisted())
+
+
+PTY_CHILD = (
+    "import os, sys\n"
+    "tty = open('/dev/tty', 'rb')  # only a process with a controlling terminal can\n"
+    "print(*(os.isatty(fd) for fd in (0, 1, 2)), os.getsid(0) == os.getpid(),"
+    " os.tcgetpgrp(0) == os.getpgrp())\n"
+    "print('got', repr(sys.stdin.readline()))\n"
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_child_on_a_pty(backend: str) -> None:
+    """``usePTY=True``: the child's fds 0, 1 and 2 are a terminal, its controlling
+    terminal in a session of its own; what it writes comes on fd 1 (the terminal's echo
+    of what the parent wrote too), and the calls are Twisted's ``PTYProcess``'s: no
+    ``childConnectionLost``, ``closeStdin`` does nothing, ``writeToChild`` and
+    ``closeChildFD`` are ``NotImplementedError``. (``twisted``: Twisted's own reactor,
+    the reference.)"""
+
+    class Talker(Recorder):
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            t: Any = self.transport
+            t.closeStdin()  # a no-op on a pty: the child still reads the line below
+            t.closeStderr()
+            with pytest.raises(NotImplementedError):
+                t.writeToChild(0, b"x")
+            with pytest.raises(NotImplementedError):
+                t.closeChildFD(0)
+            t.write(b"ping\n")
+
+    found: list[Any] = []
+
+    async def main() -> None:
+        talker = Talker()
+        found.append(talker)
+        transport = ctw.get_reactor().spawnProcess(
+            talker, sys.executable, [sys.executable, "-c", PTY_CHILD], env=None, usePTY=True
+        )
+        found.append(transport)
+        await polyloop.wait_for(talker.ended, 20)
+
+    polyloop.run(main, backend=backend)
+    talker, transport = found
+    assert talker.events == ["made", "exited", "ended"]
+    # The terminal turns \n into \r\n, and echoes the line the child reads.
+    assert talker.out[1].split(b"\r\n") == [
+        b"ping",
+        b"True True True True True",
+        b"got 'ping\\n'",
+        b"",
+    ]
+    assert talker.out[2] == b""
+    assert talker.ended.result().check(error.ProcessDone)
+    assert transport.pid is None and transport.status == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pty_hang_up_and_twisteds_tuple(backend: str) -> None:
+    """``loseConnection`` closes the pty's master: the child, whose controlling terminal
+    it is, gets ``SIGHUP`` (``sleep`` would otherwise run 30 s). Twisted's
+    ``usePTY=(master, slave, ttyname)`` runs the child on that pty; the parent's slave is
+    closed once the child runs."""
+    import pty
+
+    class HangUp(Recorder):
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    class Given(Recorder):
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            with pytest.raises(OSError):
+                os.fstat(slave)  # closed here, as Twisted closes it
+
+    found: list[Any] = []
+    master, slave = pty.openpty()
+    name = os.ttyname(slave)
+
+    async def main() -> None:
+        hangup, given = HangUp(), Given()
+        found.extend((hangup, given))
+        r = ctw.get_reactor()
+        r.spawnProcess(hangup, "sleep", ["sleep", "30"], env=None, usePTY=True)
+        r.spawnProcess(
+            given, sys.executable, [sys.executable, "-c", "import os; print(os.ttyname(1))"],
+            env=None, usePTY=(master, slave, name),
+        )  # fmt: skip
+        await polyloop.wait_for(hangup.ended, 20)
+        await polyloop.wait_for(given.ended, 20)
+
+    polyloop.run(main, backend=backend)
+    hangup, given = found
+    reason = hangup.ended.result()
+    assert reason.check(error.ProcessTerminated), reason
+    assert (reason.value.signal, reason.value.exitCode) == (signal.SIGHUP, None)
+    assert hangup.events == ["made", "exited", "ended"]
+    assert given.out[1] == name.encode() + b"\r\n"
+    assert given.ended.result().check(error.ProcessDone)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
+def test_a_child_that_cannot_start_on_a_pty(backend: str, tmp_path: Path) -> None:
+    """As on pipes, with the error where the child's stderr is: fd 1, the terminal."""
+    rec, transport = run_child(
+        backend, "pass", env=None, path=str(tmp_path / "missing"), usePTY=True
+    )
+    assert rec.events == ["made", "exited", "ended"]
+    assert b"could not start" in rec.out[1]
+    reason = rec.ended.result()
+    assert reason.check(error.ProcessTerminated) and reason.value.exitCode == 1
+    assert transport.status == 1 << 8

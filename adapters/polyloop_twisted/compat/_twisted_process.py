@@ -34,20 +34,35 @@ Where Twisted and polyloop differ:
 - ``childFDs``: only the usual three, each a pipe in Twisted's letters (0: ``"w"``, 1
   and 2: ``"r"``) or a parent fd (an ``int``, as ``{0: 0, 1: 1, 2: 2}``). A child fd
   that is absent (Twisted closes it in the child) or any fd beyond 2 is refused with
-  ``ValueError``, as is ``usePTY`` (``NotImplementedError``): Popen, under
-  ``subprocess_exec``, has no way to give a child extra pipes or a terminal here.
+  ``ValueError``: Popen, under ``subprocess_exec``, has no way to give a child extra
+  pipes.
+
+``usePTY`` (``PTYProcessTransport``) is Twisted's ``PTYProcess``: a pseudo-terminal from
+``pty.openpty()`` (or the ``(master, slave, ttyname)`` given), its slave the child's fds
+0, 1 and 2 (Popen's ``stdin``/``stdout``/``stderr``) and its controlling terminal in a
+session of its own; the parent closes the slave once the child runs, and reads and
+writes the master through the session's ``connect_read_pipe``/``connect_write_pipe``
+(the master is a character device; the writing transport has a ``dup`` of it, so each
+transport owns one fd). What the child writes comes as ``childDataReceived(1, data)``;
+the master's end (``EIO`` once no process has the slave open: the core's pipe
+transports and asyncio's read it as EOF) is not told to the protocol (no
+``childConnectionLost``, as Twisted's), and ``processEnded`` waits for it and for the
+child to be reaped.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
+import pty
 import signal
 import subprocess
+import termios
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 # Twisted at module level, on purpose: loaded only through polyloop_twisted.compat's
 # reactor (see _twisted_transport.py); none of these installs a reactor.
@@ -60,7 +75,7 @@ import polyloop
 
 from ._twisted_udp import run_on_session
 
-__all__ = ["ProcessTransport", "spawn_process"]
+__all__ = ["PTYProcessTransport", "ProcessTransport", "spawn_process"]
 
 log = logging.getLogger("polyloop")
 
@@ -134,6 +149,11 @@ class ProcessTransport(polyloop.SubprocessProtocol):
     ``resumeProducing`` (reading stdout and stderr), and ``status`` (the wait status,
     once reaped). It is also the polyloop ``SubprocessProtocol`` of the child."""
 
+    #: Where a child that could not start tells why (its stderr), and the pipes whose
+    #: ``childConnectionLost`` follows.
+    _error_fd = 2
+    _lost_fds: tuple[int, ...] = (0, 1, 2)
+
     def __init__(self, reactor: Any, protocol: Any) -> None:
         #: The compat ``Reactor`` the child runs on.
         self.reactor = reactor
@@ -168,6 +188,8 @@ class ProcessTransport(polyloop.SubprocessProtocol):
                 self.closeChildFD(arg)
             elif what == "signal":
                 self._signal(arg)
+            elif what == "lose":
+                self.loseConnection()
         self.proto.makeConnection(self)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
@@ -253,11 +275,9 @@ class ProcessTransport(polyloop.SubprocessProtocol):
             ("makeConnection", (self,)),
             (
                 "childDataReceived",
-                (2, f"spawnProcess could not start the child: {exc!r}\n".encode()),
+                (self._error_fd, f"spawnProcess could not start the child: {exc!r}\n".encode()),
             ),
-            ("childConnectionLost", (0,)),
-            ("childConnectionLost", (1,)),
-            ("childConnectionLost", (2,)),
+            *(("childConnectionLost", (fd,)) for fd in self._lost_fds),
             ("processExited", (Failure(reason),)),  # type: ignore[no-untyped-call]
         ]
         for name, args in calls:
@@ -424,6 +444,206 @@ class ProcessTransport(polyloop.SubprocessProtocol):
         self.loseConnection()
 
 
+def _take_terminal() -> None:
+    """Popen's ``preexec_fn`` for a child on a pty, run in the child once Popen made the
+    slave its fds 0, 1 and 2: a session of its own whose controlling terminal the pty
+    is (Twisted's ``PTYProcess._setupChild``: ``setsid``, then ``TIOCSCTTY``; without
+    it the child's ``/dev/tty`` cannot be opened and the terminal's ``SIGHUP``,
+    ``SIGINT``... do not reach it).
+
+    ``setsid`` here, not Popen's ``start_new_session``: gevent's ``Popen`` (the one
+    ``subprocess.Popen`` is after ``patch_all()``) calls ``setsid`` *after*
+    ``preexec_fn``, so ``TIOCSCTTY`` would fail there (``EPERM``: not a session leader).
+    ``preexec_fn`` is not safe with threads because Python code in a forked child can
+    wait for a lock another thread held at the fork (an import, logging); this runs two
+    system calls on modules imported at load time, and takes no such lock."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # 0: do not steal a terminal another session has
+
+
+class _MasterEnd(polyloop.Protocol):
+    """The protocol of one of the two transports on a pty's master (reading, writing):
+    hands what it reads, its flow control and its end to the ``PTYProcessTransport``."""
+
+    def __init__(self, owner: PTYProcessTransport, reading: bool) -> None:
+        self.owner = owner
+        self.reading = reading
+
+    def data_received(self, data: bytes) -> None:
+        self.owner._master_data(data)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # exc is EIO on asyncio's read pipe (the core's reads EIO as EOF): the normal end
+        # of a pty whose slave no process has open any more, as for Twisted.
+        self.owner._master_lost(self.reading)
+
+    def pause_writing(self) -> None:
+        self.owner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.owner.resume_writing()
+
+
+class PTYProcessTransport(ProcessTransport):
+    """The transport of ``spawnProcess(..., usePTY=True)``, Twisted's ``PTYProcess``:
+    the child's fds 0, 1 and 2 are one terminal, so ``write``/``writeSequence`` go to
+    it, what the child writes (its echo too) comes as ``childDataReceived(1, data)``,
+    and there are no pipes to close one by one: ``closeStdin``/``closeStdout``/
+    ``closeStderr`` do nothing, ``closeChildFD`` and ``writeToChild`` raise
+    ``NotImplementedError`` (all as Twisted's), ``loseConnection`` closes the master
+    once what was written is flushed (the child then gets the terminal's ``SIGHUP``).
+    No ``childConnectionLost``; ``processEnded`` comes once the child was reaped *and*
+    the master closed (at ``EIO``, when no process has the slave open any more, or
+    after ``loseConnection``)."""
+
+    _error_fd = 1
+    _lost_fds = ()
+
+    def __init__(self, reactor: Any, protocol: Any, slave: int) -> None:
+        super().__init__(reactor, protocol)
+        self._slave: int | None = slave
+        self._reader: Any = None
+        self._writer: Any = None
+        self._master_open = True
+        self._losing = False
+        self._returncode: int | None = None
+
+    async def _connect_master(self, session: polyloop.Session, master: int) -> None:
+        """Read and write ``master``: the reading transport owns it, the writing one a
+        ``dup`` of it (each transport closes its own fd at its end; the terminal hangs
+        up once both are closed)."""
+        try:
+            dup = os.dup(master)
+        except OSError:
+            os.close(master)
+            raise
+        try:
+            self._reader, _ = await session.connect_read_pipe(
+                lambda: _MasterEnd(self, reading=True), master
+            )
+        except (TypeError, ValueError):  # refused before the transport took the fd
+            os.close(master)
+            os.close(dup)
+            raise
+        try:
+            self._writer, _ = await session.connect_write_pipe(
+                lambda: _MasterEnd(self, reading=False), dup
+            )
+        except (TypeError, ValueError):
+            os.close(dup)
+            self._reader.close()
+            raise
+
+    def _close_slave(self) -> None:
+        slave, self._slave = self._slave, None
+        if slave is not None:
+            os.close(slave)  # the child has its own copies (Twisted closes it here too)
+
+    def connection_made(self, transport: Any) -> None:
+        self._close_slave()
+        super().connection_made(transport)
+
+    def _failed_to_start(self, exc: BaseException) -> None:
+        self._close_slave()
+        self._drop_master()
+        super()._failed_to_start(exc)
+
+    def _drop_master(self) -> None:
+        # close(), not abort(), for the reader: asyncio's read-pipe transport has no
+        # abort() (polyloop_asyncio's ReadPipe.abort calls it); a read pipe drops nothing.
+        if self._reader is not None:
+            self._reader.close()
+        if self._writer is not None:
+            self._writer.abort()
+
+    def _master_data(self, data: bytes) -> None:
+        proto = self.proto
+        if proto is None:
+            return
+        try:
+            proto.childDataReceived(1, data)
+        except Exception:
+            # Twisted's reactor disconnects a descriptor whose doRead raised.
+            twisted_log.err(None, "while calling childDataReceived:")  # type: ignore[no-untyped-call]
+            self._drop_master()
+
+    def _master_lost(self, reading: bool) -> None:
+        if reading:
+            self._reader = None
+            if self._writer is not None:
+                self._writer.abort()  # the terminal is gone: nothing left to write to
+        else:
+            self._writer = None
+            if self.producer is not None:
+                producer, self.producer = self.producer, None
+                producer.stopProducing()
+            if self._losing and self._reader is not None:
+                self._reader.close()  # loseConnection: flushed, now close the master
+        if self._reader is None and self._writer is None and self._master_open:
+            self._master_open = False
+            self._maybe_ended()
+
+    def process_exited(self) -> None:
+        assert self._t is not None
+        self._returncode = self._t.get_returncode()
+        super().process_exited()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # The child was reaped (it has no pipes): processEnded waits for the master.
+        self._maybe_ended()
+
+    def _maybe_ended(self) -> None:
+        if self._master_open or self._returncode is None or self.proto is None:
+            return
+        proto, self.proto = self.proto, None
+        try:
+            proto.processEnded(Failure(_reason(self._returncode)))  # type: ignore[no-untyped-call]
+        except Exception:
+            twisted_log.err(None, "while calling processEnded:")  # type: ignore[no-untyped-call]
+
+    def _pipe(self, fd: int) -> Any:
+        if self._t is None:
+            return None
+        return self._writer if fd == 0 else self._reader if fd == 1 else None
+
+    def writeToChild(self, childFD: int, data: bytes) -> None:
+        """``NotImplementedError``, as Twisted's ``PTYProcess``: use ``write``."""
+        raise NotImplementedError("a process on a pty has one terminal: use write()")
+
+    def closeChildFD(self, childFD: int) -> None:
+        """``NotImplementedError``, as Twisted's ``PTYProcess``."""
+        raise NotImplementedError("a process on a pty has one terminal: use loseConnection()")
+
+    def closeStdin(self) -> None:
+        """Nothing, as Twisted's ``PTYProcess``: a terminal's input cannot be closed
+        without its output (``loseConnection`` closes both)."""
+
+    def closeStdout(self) -> None:
+        """Nothing, as ``closeStdin``."""
+
+    def closeStderr(self) -> None:
+        """Nothing, as ``closeStdin``."""
+
+    def loseConnection(self) -> None:
+        """Stop reading, and close the master once what was written is flushed: the
+        child gets ``SIGHUP``; ``processEnded`` follows once it was reaped."""
+        if self._pending is not None:
+            self._pending.append(("lose", None))
+            return
+        if self._losing:
+            return
+        self._losing = True
+        if self._reader is not None:
+            self._reader.pause_reading()
+        if self._writer is not None:
+            self._writer.close()
+        elif self._reader is not None:
+            self._reader.close()
+
+
 def spawn_process(
     reactor: Any,
     processProtocol: Any,
@@ -433,38 +653,54 @@ def spawn_process(
     path: str | bytes | os.PathLike[str] | None = None,
     uid: int | None = None,
     gid: int | None = None,
-    usePTY: bool | int = False,
+    usePTY: bool | int | tuple[int, int, Any] | list[Any] = False,
     childFDs: Mapping[int, Any] | None = None,
 ) -> ProcessTransport:
     """``IReactorProcess.spawnProcess`` on ``reactor``'s session: run ``executable``
     with ``args`` (``args[0]`` is the child's ``argv[0]``; Twisted's convention),
     ``env`` (Twisted's default ``{}`` is an empty environment on POSIX, ``None`` this
-    process's), in directory ``path``, as ``uid``/``gid``. Returns the
-    ``ProcessTransport``; ``processProtocol.makeConnection`` comes once the child
-    runs. See this module's docstring for ``childFDs`` and ``usePTY``."""
+    process's), in directory ``path``, as ``uid``/``gid``, on pipes or, with ``usePTY``
+    (true, or Twisted's ``(master, slave, ttyname)``), on a pseudo-terminal. Returns the
+    ``ProcessTransport`` (a ``PTYProcessTransport`` with ``usePTY``);
+    ``processProtocol.makeConnection`` comes once the child runs. See this module's
+    docstring for ``childFDs`` and ``usePTY``."""
     if not interfaces.IProcessProtocol.providedBy(processProtocol):
         raise TypeError(f"expected a Twisted ProcessProtocol, not {processProtocol!r}")
     if usePTY:
-        raise NotImplementedError(
-            "usePTY: polyloop_twisted.compat's spawnProcess runs children on pipes only"
-        )
-    stdin, stdout, stderr = _stdio(childFDs)
+        if childFDs is not None:
+            raise ValueError("Using childFDs is not supported with usePTY=True.")  # Twisted's
+        stdin = stdout = stderr = None
+    else:
+        stdin, stdout, stderr = _stdio(childFDs)
     argv: list[Any] = list(args) or [executable]
     for arg in (executable, *argv):
         if not isinstance(arg, (str, bytes, os.PathLike)):
             raise TypeError(f"arguments must be str or bytes, not {type(arg).__name__}")
     environ: Any = os.environ if env is None else dict(env)
     _find_program(executable, environ, path)
-    transport = ProcessTransport(reactor, processProtocol)
     extra: dict[str, Any] = {}
     if uid is not None:
         extra["user"] = uid
     if gid is not None:
         extra["group"] = gid
     cwd: Any = path
+    transport: ProcessTransport
+    master: int | None = None
+    if usePTY:
+        if isinstance(usePTY, (tuple, list)):
+            master, stdin, _ttyname = usePTY  # Twisted's (master, slave, ttyname)
+        else:
+            master, stdin = pty.openpty()
+        stdout = stderr = stdin
+        extra["preexec_fn"] = _take_terminal
+        transport = PTYProcessTransport(reactor, processProtocol, stdin)
+    else:
+        transport = ProcessTransport(reactor, processProtocol)
 
     async def start(session: polyloop.Session) -> None:
         try:
+            if master is not None:
+                await cast(PTYProcessTransport, transport)._connect_master(session, master)
             await session.subprocess_exec(
                 lambda: transport, argv[0], *argv[1:], executable=executable,
                 stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=environ, **extra,
