@@ -444,3 +444,25 @@ def test_a_child_that_cannot_start_on_a_pty(backend: str, tmp_path: Path) -> Non
     reason = rec.ended.result()
     assert reason.check(error.ProcessTerminated) and reason.value.exitCode == 1
     assert transport.status == 1 << 8
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
+def test_a_pty_child_running_when_the_session_ends(backend: str) -> None:
+    """The session kills and reaps it and closes the master's transports (on asyncio,
+    whose read-pipe transport has no ``abort()``, its end used to fail)."""
+    pids: list[int] = []
+
+    class Started(Recorder):
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            pids.append(self.transport.pid)  # type: ignore[union-attr]
+            self.ended.set_result(Failure(RuntimeError("started")))  # type: ignore[no-untyped-call]
+
+    async def main() -> None:
+        started = Started()
+        ctw.get_reactor().spawnProcess(started, "sleep", ["sleep", "30"], env=None, usePTY=True)
+        await polyloop.wait_for(started.ended, 20)
+
+    polyloop.run(main, backend=backend)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)  # killed and reaped
