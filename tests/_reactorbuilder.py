@@ -24,7 +24,8 @@ import traceback
 from typing import Any
 
 #: The suites run by default: Twisted's reactor tests for what the compat reactor
-#: provides (core, time, threads, FD set, TCP, Unix, TLS, socket adoption, resolvers).
+#: provides (core, time, threads, FD set, TCP, Unix, TLS, socket adoption, resolvers,
+#: UDP, processes).
 MODULES = [
     "twisted.internet.test.test_core",
     "twisted.internet.test.test_time",
@@ -35,6 +36,8 @@ MODULES = [
     "twisted.internet.test.test_tls",
     "twisted.internet.test.test_socket",
     "twisted.internet.test.test_resolver",
+    "twisted.internet.test.test_udp",
+    "twisted.internet.test.test_process",
 ]
 
 #: ``runReactor``'s timeout, seconds (Twisted's default is 120).
