@@ -117,10 +117,25 @@ def reports() -> dict[str, dict[str, Any]]:
         return dict(zip(specs, pool.map(_run, specs), strict=True))
 
 
+#: Twisted's tests that its own epoll reactor may fail, for a reason of the machine (like
+#: every test epoll fails, they are left out of the comparison).
+EPOLL_MAY_FAIL = {
+    name: (
+        "as root, the child spawned with uid=1 cannot run an interpreter installed under"
+        " /root (EACCES): it exits 1, on Twisted's reactor as on the compat one"
+    )
+    for name in (
+        "test_process.ProcessTestsBuilder.test_changeUID",
+        "test_process.PTYProcessTestsBuilder.test_changeUID",
+    )
+}
+
+
 @pytest.fixture(scope="module")
 def epoll(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     report = reports["twisted:epoll"]
-    assert not report["failed"], report["failed"]
+    unexpected = set(report["failed"]) - set(EPOLL_MAY_FAIL)
+    assert not unexpected, {t: report["failed"][t] for t in unexpected}
     return report
 
 
