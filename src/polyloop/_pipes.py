@@ -32,11 +32,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _errors
 from ._errors import aborted, call_logged, check_bytes, write_after_eof
-from ._sockets import READ_SIZE
 from ._transports import DEFAULT_HIGH_WATER, BaseTransport, check_buffer_limits
 
 if TYPE_CHECKING:
     from ._session import Session
+
+#: A pipe read takes up to this much (a child's stdout is widened to 256 KiB: _subprocess).
+PIPE_READ_SIZE = 256 * 1024
+
 
 __all__ = [
     "PipeReadTransport",
@@ -220,7 +223,7 @@ class PipeReadTransport(_PipeEnd, ReadTransport):
 
     def _on_readable(self) -> None:
         try:
-            data = os.read(self._fd, READ_SIZE)
+            data = os.read(self._fd, PIPE_READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

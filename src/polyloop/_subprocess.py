@@ -28,6 +28,7 @@ no zombie outlives the session.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -319,9 +320,31 @@ async def spawn_core(
     proc = popen_class()(
         args, shell=shell, stdin=stdin, stdout=stdout, stderr=stderr, bufsize=0, **kwargs
     )
+    if proc.stdout is not None:
+        _widen(proc.stdout.fileno())
     transport = CoreSubprocessTransport(session, protocol, proc)
     await transport._start()
     return transport
+
+
+#: The size asked for a child's stdout pipe (Linux: F_SETPIPE_SZ). With the kernel's
+#: 64 KiB a busy reader gets at most 64 KiB per readable event, one loop turn each;
+#: wider, it takes what piled up meanwhile in one read (_pipes.PIPE_READ_SIZE). 100 MiB
+#: through cat with open_process, against each framework's own process API (5
+#: interleaved rounds): gevent 0.86x -> 1.34x, Tornado 1.24x -> 1.49x. Only stdout, and
+#: 256 KiB, not more: the kernel counts pipe pages per user, and an unprivileged user
+#: past /proc/sys/fs/pipe-user-pages-soft (16,384 pages) gets 2-page pipes from then on;
+#: 64 pages a child keeps that at 256 children alive at once.
+PIPE_SIZE = 256 * 1024
+
+
+def _widen(fd: int) -> None:
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is not None:
+        try:
+            fcntl.fcntl(fd, setpipe, PIPE_SIZE)
+        except OSError:  # over pipe-max-size, or not a pipe: the kernel's size stays
+            pass
 
 
 def _check_popen_kwargs(kwargs: dict[str, Any]) -> None:
