@@ -284,7 +284,14 @@ class Browser:
     def until(self, expression: str, timeout: float = 15) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except AssertionError as exc:
+                # Polled while a click's navigation replaces the page: Chromium answers
+                # "Inspected target navigated or closed"; the next poll sees the new one.
+                if "navigated or closed" not in str(exc):
+                    raise
+                value = None
             if value:
                 return value
             time.sleep(0.1)
