@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import select
 import shutil
@@ -260,3 +261,23 @@ def test_process_benchmark_tiny(tmp_path: Path) -> None:
     ratio = record["ratio"]["median"]
     assert 0 < ratio < float("inf"), record
     assert "| asyncio |" in out.stdout
+
+
+@pytest.mark.parametrize("framework", ["asyncio", "twisted", "tornado", "gevent"])
+def test_native_h11_servers_answer_like_the_http_app(framework: str) -> None:
+    """The ``http-h11`` native servers (the HTTP section's same-parser reference) answer
+    two keep-alive ``GET /`` on one connection with the app's greeting, and end when the
+    client closes."""
+    from benchmarks import harness
+
+    server = harness.native_server(framework, "http-h11")
+    with harness.running([server], harness.BUILD / "servers.log") as (running,):
+        conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+        try:
+            for _ in range(2):
+                conn.request("GET", "/")
+                reply = conn.getresponse()
+                assert (reply.status, reply.read()) == (200, b"hello, world\n")
+                assert reply.getheader("content-type") == "text/plain"
+        finally:
+            conn.close()

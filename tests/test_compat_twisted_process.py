@@ -308,9 +308,6 @@ def test_a_child_that_cannot_start(backend: str, tmp_path: Path) -> None:
         transport.signalProcess("KILL")
 
 
-@pytest.mark.xfail(
-    not hasattr(ctw, "install"), strict=True, reason="needs install() from branch twisted-reactor"
-)
 @pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
 def test_twisteds_process_example_as_a_program(backend: str) -> None:
     """The example as Twisted's howto runs it (``reactor.spawnProcess`` before
