@@ -95,6 +95,9 @@ class TornadoSession(Session):
         self._readers: dict[int, Callable[[], object]] = {}
         self._writers: dict[int, Callable[[], object]] = {}
 
+    def asyncio_loop(self) -> asyncio.AbstractEventLoop:
+        return self.loop
+
     def host_gone(self) -> bool:
         return self.loop.is_closed()
 

@@ -24,6 +24,7 @@ the session's lifecycle).
 from __future__ import annotations
 
 import abc
+import asyncio
 import concurrent.futures
 import contextvars
 import errno
@@ -344,6 +345,14 @@ class SessionContract(abc.ABC):
             self.call_soon(context.run, fn, arg)
 
     # --- tier 2: what is open, and the end ---
+
+    def asyncio_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The asyncio loop whose callbacks run this session's transport callbacks, if
+        any: a ``Stream`` read by an asyncio task then waits on that loop's C-accelerated
+        future. Default: ``native`` when it is an asyncio loop (sessions over one, like
+        Tornado's, return theirs)."""
+        loop = self.native  # type: ignore[attr-defined]
+        return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
     def host_gone(self) -> bool:
         """For a borrowed session: whether its host loop died without telling us (an

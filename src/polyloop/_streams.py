@@ -104,12 +104,8 @@ class StreamProtocol(Protocol):
         self.lost_waiter: Future[None] | None = None
         self.on_connect = on_connect
         self.stream: Stream | None = None
-        # The asyncio loop that runs this session's callbacks: its own, or the ``loop``
-        # it names (Tornado's). A SessionContract hook would say it better.
-        loop = session.native
-        if not isinstance(loop, asyncio.AbstractEventLoop):
-            loop = getattr(session, "loop", None)
-        self.loop = loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+        # The asyncio loop that runs this session's callbacks (SessionContract.asyncio_loop).
+        self.loop = session.asyncio_loop()
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         self.transport = transport
