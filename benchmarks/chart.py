@@ -2,9 +2,9 @@
 
 Rule: one kind of chart, a horizontal bar per case at the median ratio with a whisker
 from the lowest to the highest round, grouped by backend, with the goal and 1.0 drawn
-as vertical lines. Where the goal differs between rows (the echo's: 0.9 against
-uvloop's own server, 0.95 elsewhere, and none for the Stream API), each row's own goal
-is drawn across that row only.
+as vertical lines. Where the goal differs between rows (the echo's goal is drawn on
+the Protocol rows, none on the Stream API's), each row's own goal is drawn across that
+row only.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ and 99th percentile in microseconds.
 Echo: ``polyloop serve echo --backend B`` against ``--backend mixed:session=B`` for each
 of the four, loaded by ``pingpong`` (``pingpong.c``), rounds interleaved, the ratio
 taken per round (mixed/alone) and shown as min / median / max, beside the server's CPU
-per request. The goal is >= 0.8x of alone.
+per request. The goal is >= 0.85x of alone (issue 25).
 """
 
 from __future__ import annotations
