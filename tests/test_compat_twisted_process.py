@@ -431,6 +431,49 @@ def test_pty_hang_up_and_twisteds_tuple(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
+def test_what_a_pty_child_writes_at_once_waits_for_connection_made(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The master is read from before the child starts; what the child writes at once
+    must still come after ``makeConnection``. The process transport's
+    ``connection_made`` is held back 0.5 s here (what a loaded machine did once to
+    Twisted's ``test_processExitedWithSignal``): before the fix the child's ``x`` reached
+    a protocol without a transport, whose error closed the master, and the child died
+    of SIGHUP instead of the SIGTERM sent here."""
+    from polyloop_twisted.compat import _twisted_process
+
+    made = _twisted_process.PTYProcessTransport.connection_made
+
+    def late(self: Any, transport: Any) -> None:
+        polyloop.call_later(0.5, made, self, transport)
+
+    monkeypatch.setattr(_twisted_process.PTYProcessTransport, "connection_made", late)
+
+    class Signaller(Recorder):
+        def childDataReceived(self, childFD: int, data: bytes) -> None:
+            self.events.append(f"data {data!r}")
+            self.transport.signalProcess("TERM")  # type: ignore[union-attr]
+
+    found: list[Any] = []
+
+    async def main() -> None:
+        rec = Signaller()
+        found.append(rec)
+        code = "import sys; sys.stdout.write('x'); sys.stdout.flush(); sys.stdin.read()"
+        ctw.get_reactor().spawnProcess(
+            rec, sys.executable, [sys.executable, "-c", code], env=None, usePTY=True
+        )
+        await polyloop.wait_for(rec.ended, 20)
+
+    polyloop.run(main, backend=backend)
+    (rec,) = found
+    assert rec.events == ["made", "data b'x'", "exited", "ended"]
+    reason = rec.ended.result()
+    assert reason.check(error.ProcessTerminated), reason
+    assert reason.value.signal == signal.SIGTERM, reason
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "gevent", "tornado"])
 def test_a_child_that_cannot_start_on_a_pty(backend: str, tmp_path: Path) -> None:
     """As on pipes, with the error where the child's stderr is: fd 1, the terminal."""
     rec, transport = run_child(

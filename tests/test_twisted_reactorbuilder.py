@@ -81,11 +81,6 @@ KNOWN_FAILURES = {
         " starts a child only once it runs (subprocess_exec needs its session), so the"
         " signal never comes and the test is cut after 15 s"
     ),
-    "test_process.PTYProcessTestsBuilder.test_processExitedWithSignal": (
-        "flaky under load: once in a full run (asyncio, 2026-12-06) the child on a pty died"
-        " of signal 1 (SIGHUP) where the test expects the SIGTERM it sends; not yet"
-        " explained, so listed here rather than left to fail at random"
-    ),
 }
 
 

@@ -528,6 +528,14 @@ class PTYProcessTransport(ProcessTransport):
             os.close(master)
             os.close(dup)
             raise
+        # Not read until connection_made: the master is connected before the child
+        # starts, and a child that writes at once (Twisted's test_processExitedWithSignal)
+        # could reach childDataReceived before makeConnection gave the protocol its
+        # transport -- its AttributeError closed the master and the child died of SIGHUP
+        # instead of the signal the test sent (seen once under load). What it writes
+        # waits in the terminal meanwhile, as it does for Twisted's PTYProcess, which
+        # starts reading only after makeConnection.
+        self._reader.pause_reading()
         try:
             self._writer, _ = await session.connect_write_pipe(
                 lambda: _MasterEnd(self, reading=False), dup
@@ -545,6 +553,8 @@ class PTYProcessTransport(ProcessTransport):
     def connection_made(self, transport: Any) -> None:
         self._close_slave()
         super().connection_made(transport)
+        if self._reader is not None:
+            self._reader.resume_reading()  # paused in _connect_master
 
     def _failed_to_start(self, exc: BaseException) -> None:
         self._close_slave()
