@@ -40,12 +40,14 @@ log = logging.getLogger("polyloop")
 #: Bytes a stream buffers before it pauses reading from its transport.
 DEFAULT_LIMIT = 256 * 1024
 
-#: What one read of a ``BufferedStreamProtocol`` may bring (asyncio's ``max_size``).
+#: What one read of a ``BufferedStreamProtocol`` may bring (asyncio's ``max_size``) ...
 READ_BUFFER = 256 * 1024
+#: ... and what it brings while the reader asks for no more (``receive()``'s default).
+SMALL_READ = 64 * 1024
 
 _current_asyncio_task = asyncio.current_task
 _AsyncioFuture = asyncio.Future
-_reads: weakref.WeakKeyDictionary[Any, memoryview] = weakref.WeakKeyDictionary()
+_reads: weakref.WeakKeyDictionary[Any, tuple[memoryview, memoryview]] = weakref.WeakKeyDictionary()
 
 
 @types.coroutine
@@ -90,8 +92,10 @@ class StreamProtocol(Protocol):
         #: What is held: ``head`` (what arrived while nothing was held, as it came) and
         #: what came after it (``more``), else ``buffer`` (the slower receive paths merge
         #: them there); never both. What came whole is handed on whole: no copy.
-        self.head = b""
+        self.head: bytes | memoryview = b""  # a view of what is left of a cut bytes
         self.more: list[bytes] | None = None
+        #: What the last waiting ``receive`` asked for: how much the next read may bring.
+        self.want = SMALL_READ
         self.buffer = bytearray()
         self.eof = False
         self.exc: BaseException | None = None
@@ -151,7 +155,7 @@ class StreamProtocol(Protocol):
         """``head``, which the next queued object replaces."""
         head, more = self.head, self.more
         self.head = more.pop(0) if more else b""
-        return head
+        return head if type(head) is bytes else bytes(head)
 
     def merge(self) -> bytearray:
         """Everything held, in ``buffer`` (what the slower receive paths read)."""
@@ -207,6 +211,12 @@ class BufferedStreamProtocol(StreamProtocol, asyncio.BufferedProtocol):  # type:
     transport calls ``get_buffer``, ``recv_into``, ``buffer_updated`` in one go) and an
     exact-size copy out allocate nothing large. uvloop reads into its own loop buffer and
     copies out in C: its ``data_received`` stays.
+
+    A read brings no more than the waiting ``receive`` asks for (64 KiB by default, 256
+    KiB at most), as trio's ``receive_some`` does: a 256 KiB read that ``receive()`` then
+    hands out 64 KiB at a time costs an ``mmap``'d copy in (64 page faults) and the cuts
+    out; four 64 KiB reads cost one heap-sized copy each. Measured at 256 KiB messages
+    (docs/benchmarks.md's sizes section): 181 -> ... us CPU and 56 -> ... faults a request.
     """
 
     def __init__(self, *args: Any) -> None:
@@ -214,13 +224,14 @@ class BufferedStreamProtocol(StreamProtocol, asyncio.BufferedProtocol):  # type:
         # One buffer per loop: its reads run one at a time. (Not per thread: after
         # gevent's patch_all a threading.local is per greenlet.)
         loop = self.session.native
-        view = _reads.get(loop)
-        if view is None:
-            view = _reads[loop] = memoryview(bytearray(READ_BUFFER))
-        self.view = view
+        views = _reads.get(loop)
+        if views is None:
+            view = memoryview(bytearray(READ_BUFFER))
+            views = _reads[loop] = (view, view[:SMALL_READ])
+        self.view, self.small = views
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.view
+        return self.small if self.want <= SMALL_READ else self.view
 
     def buffer_updated(self, nbytes: int) -> None:
         data = self.view[:nbytes]
@@ -348,9 +359,12 @@ class Stream:
                         if p.more:
                             return p.take_head()
                         p.head = b""
-                        return head
-                    p.head = head[max_bytes:]
-                    return head[:max_bytes]
+                        return head if type(head) is bytes else bytes(head)
+                    # What is left stays where it is, seen through a view: cutting 256
+                    # KiB into four as bytes copied 192 + 128 + 64 KiB more.
+                    view = head if type(head) is memoryview else memoryview(head)
+                    p.head = view[max_bytes:]
+                    return view[:max_bytes].tobytes()
                 if p.buffer:
                     break
                 if p.exc is not None:
@@ -364,6 +378,7 @@ class Stream:
                     finally:
                         p.read_waiter = None
                 else:
+                    p.want = max_bytes
                     await _readable(p)
             buffer = p.merge()
             if max_bytes >= len(buffer) and not p.read_paused:
@@ -388,6 +403,7 @@ class Stream:
                     raise p.exc
                 if p.eof:
                     raise IncompleteReadError(self._take(len(p.buffer)), n)
+                p.want = n - len(p.buffer)
                 await _readable(p)
             return self._take(n)
         finally:
@@ -419,6 +435,7 @@ class Stream:
                     raise p.exc
                 if p.eof:
                     raise IncompleteReadError(self._take(len(p.buffer)), None)
+                p.want = max_bytes
                 await _readable(p)
         finally:
             self._receiving = False
