@@ -149,3 +149,38 @@ def test_arrivals_are_handed_on_in_order_and_pause_reading(backend: str, buffere
         assert s.at_eof() and await s.receive() == b""
 
     polyloop.run(main, backend=backend)
+
+
+@pytest.mark.parametrize(("backend", "buffered"), [("asyncio", True), ("twisted", False)])
+def test_large_arrivals_are_handed_out_in_pieces_as_bytes(backend: str, buffered: bool) -> None:
+    """A read brings no more than the waiting ``receive`` asks for (asyncio's buffered
+    path: 64 KiB by default, 256 KiB for ``receive(1 << 20)``); an arrival larger than
+    ``max_bytes`` is cut through a view, and every piece handed out is ``bytes``."""
+    from polyloop._streams import StreamProtocol
+
+    data = bytes(range(256)) * 1024  # 256 KiB
+
+    async def main() -> None:
+        session = polyloop.current_backend()
+        t = _Transport()
+        p = StreamProtocol(session, 1 << 20, None)
+        p.connection_made(t)  # type: ignore[arg-type]
+        s = p.stream
+        assert s is not None
+        if buffered:
+            assert len(p.get_buffer(-1)) == 65536, "a read bigger than receive() takes"
+            waiting = session.spawn(s.receive(1 << 20))
+            await polyloop.sleep(0.01)
+            assert len(p.get_buffer(-1)) == len(data), "receive(1 << 20) waits: 256 KiB"
+            _feed(p, data, buffered)
+            assert await waiting == data
+            assert len(p.get_buffer(-1)) == len(data)
+        p.data_received(data)  # one arrival of 256 KiB, taken in pieces
+        pieces = [await s.receive(), await s.receive(1000), await s.receive_exactly(1000)]
+        pieces.append(await s.receive_until(b"\xff\x00"))
+        pieces.append(await s.receive(len(data)))
+        assert [type(piece) for piece in pieces] == [bytes] * 5
+        assert [len(piece) for piece in pieces[:4]] == [65536, 1000, 1000, 49]
+        assert b"".join(pieces) == data and not p.head and not p.buffer
+
+    polyloop.run(main, backend=backend)
