@@ -34,7 +34,7 @@ from . import _process, _reactor
 from ._backend import TwistedBackend
 from ._deferreds import DeferredWait, future_of, start, suspend
 from ._errors import map_errors, translate
-from ._transport import BridgeFactory, Listening, TCPPort, UnixPort
+from ._transport import BridgeFactory, Listening, SendAfterReads, TCPPort, UnixPort
 
 __all__ = ["TwistedSession", "borrow_reactor", "own_reactor"]
 
@@ -146,6 +146,9 @@ class TwistedSession(Session):
         #: Sockets on Twisted's tcp.Port/tcp.Connection (option transports="twisted"),
         #: else on the core's transports.
         self._twisted_transports = backend.transports == "twisted"
+        #: Transports holding writes until the reactor has dispatched its reads.
+        self._held: list[SendAfterReads] = []
+        self._send_held_bound = self._send_held
 
     def _run_logged(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         try:
@@ -299,6 +302,22 @@ class TwistedSession(Session):
             return self._set_watch(fd, False, None)
         return self._loop.remove_writer(fd)
 
+    # --- writes held until the reads of an iteration are dispatched (SendAfterReads) ---
+
+    def hold(self, transport: SendAfterReads) -> None:
+        """``transport`` holds writes: send them once this iteration's reads are done
+        (one ``call_soon`` for all: it runs when the reactor next runs its calls, after
+        ``doIteration`` dispatched every ready descriptor)."""
+        held = self._held
+        if not held:
+            self.call_soon(self._send_held_bound)
+        held.append(transport)
+
+    def _send_held(self) -> None:
+        held, self._held = self._held, []
+        for transport in held:
+            transport.send_held()
+
     # --- tasks (the core's CoroutineTask) and Twisted's coroutine runner ---
 
     def wait_native(self, yielded: Any, wake: Callable[[], None]) -> Any:
@@ -383,7 +402,7 @@ class TwistedSession(Session):
         self, sock: socket.socket, factory: Callable[[], polyloop.Protocol]
     ) -> polyloop.Transport:
         if not self._twisted_transports:
-            return super().adopt_stream(sock, factory)
+            return SendAfterReads(self, sock, factory)
         failed: list[BaseException] = []
         try:
             with map_errors():

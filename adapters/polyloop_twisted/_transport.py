@@ -57,6 +57,7 @@ import polyloop
 from polyloop.lowlevel import (
     DEFAULT_HIGH_WATER,
     READ_SIZE,
+    SocketTransport,
     aborted,
     accept_connections,
     call_logged,
@@ -73,7 +74,7 @@ from ._errors import lost_reason
 if TYPE_CHECKING:
     from ._session import TwistedSession
 
-__all__ = ["BridgeFactory", "Listening", "TwistedTransport", "UnixPort"]
+__all__ = ["BridgeFactory", "Listening", "SendAfterReads", "TwistedTransport", "UnixPort"]
 
 log = logging.getLogger("polyloop")
 
@@ -93,6 +94,96 @@ def _entered(method: F) -> F:
             return None
 
     return run  # type: ignore[return-value]
+
+
+#: The most bytes a ``SendAfterReads`` holds back until the end of a reactor iteration;
+#: a write that would pass it sends them all at once, as the core's transport does.
+HOLD_LIMIT = 16 * 1024
+
+
+class SendAfterReads(SocketTransport):
+    """The core's socket transport (what the Twisted session serves sockets with), whose
+    small writes made while the reactor dispatches reads go out once it has dispatched
+    them all, at the start of its next iteration, as native Twisted's do.
+
+    Why: the core sends at once from ``write``; on loopback that ``send()`` wakes the
+    peer (wrk, redis-benchmark) for each reply, and the kernel's cost of those wake-ups
+    is the server's CPU. Native Twisted buffers each write and sends it when epoll next
+    reports the socket writable, so the replies to all the requests one ``epoll_wait``
+    returned go out together. Measured with wrk (50 connections, ``GET /`` of the HTTP
+    app, interleaved rounds): 103 us of server CPU a request when sent at once, 86 us
+    held until the reads are done, 94 us for native Twisted running the same h11 code.
+    Here no epoll registration is made for it (native Twisted's ``startWriting`` /
+    ``stopWriting`` cost two ``epoll_ctl`` a reply): the session sends every held write
+    from one ``call_soon`` per iteration (``TwistedSession.send_held``).
+
+    What the contract sees is unchanged: at most ``HOLD_LIMIT`` bytes are held, and
+    never past ``close``, ``write_eof`` or an error (they send or drop them first), so
+    flow control (``get_write_buffer_size``, ``pause_writing``) counts what the kernel
+    did not take, as before.
+    """
+
+    __slots__ = ("_eof", "_held", "_held_size")
+
+    def __init__(
+        self, session: TwistedSession, sock: socket.socket, factory: Callable[[], Any]
+    ) -> None:
+        self._held: list[bytes] | None = None
+        self._held_size = 0
+        self._eof = False
+        super().__init__(session, sock, factory)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is not bytes:
+            check_bytes(data)
+            data = bytes(data)  # held: the caller may reuse a bytearray at once
+        held = self._held
+        if held is not None:
+            if self._held_size + len(data) <= HOLD_LIMIT:
+                held.append(data)
+                self._held_size += len(data)
+                return
+            self.send_held()
+        elif (
+            len(data) > HOLD_LIMIT
+            or not data
+            or self._eof
+            or self.is_closing()
+            or self.get_write_buffer_size()  # queued: the writer callback sends it
+        ):
+            super().write(data)  # the core's rules: no-op after close, error after EOF
+            return
+        else:
+            self._held = [data]
+            self._held_size = len(data)
+            session: TwistedSession = self._session  # type: ignore[assignment]
+            session.hold(self)
+            return
+        super().write(data)
+
+    def send_held(self) -> None:
+        """Send what is held now (the session calls it once the reads are done)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            super().write(held[0] if len(held) == 1 else b"".join(held))
+
+    def write_eof(self) -> None:
+        self.send_held()
+        self._eof = True
+        super().write_eof()
+
+    def close(self) -> None:
+        self.send_held()
+        super().close()
+
+    def abort(self) -> None:
+        self._held = None
+        super().abort()
+
+    def fail(self, exc: BaseException) -> None:
+        self._held = None
+        super().fail(exc)
 
 
 def _discard(data: bytes) -> None:
