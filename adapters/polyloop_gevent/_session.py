@@ -237,8 +237,6 @@ class GeventSession(Session):
         self._wake: Any = self.loop.async_()
         self._wake.start(self._run_threadsafe)
         self._wake.ref = owned
-        #: Transports holding small writes until the ready readers have run.
-        self._held: list[GeventTransport] = []
 
     def host_gone(self) -> bool:
         return self.hub.loop is None  # hub.destroy() ran
@@ -436,21 +434,6 @@ class GeventSession(Session):
         if not ok:
             raise value
         return value  # type: ignore[no-any-return]
-
-    # --- writes held until the ready readers have run (GeventTransport) ---
-
-    def hold(self, transport: GeventTransport) -> None:
-        """``transport`` holds writes: send them in one hub callback for all (callbacks
-        run once the loop has dispatched the watchers that were ready)."""
-        held = self._held
-        if not held:
-            self.call_soon(self._send_held)
-        held.append(transport)
-
-    def _send_held(self) -> None:
-        held, self._held = self._held, []
-        for transport in held:
-            transport.send_held()
 
     # --- adopting sockets (the core binds, connects and accepts) ---
 

@@ -146,9 +146,17 @@ class TwistedSession(Session):
         #: Sockets on Twisted's tcp.Port/tcp.Connection (option transports="twisted"),
         #: else on the core's transports.
         self._twisted_transports = backend.transports == "twisted"
-        #: Transports holding writes until the reactor has dispatched its reads.
+        #: Transports holding writes until the reactor has dispatched its reads, the
+        #: reactor's iteration, and the one in which a write last went out at once.
+        #: Counted on an owned posix reactor only (a borrowed one is the application's,
+        #: an AsyncioSelectorReactor never iterates): elsewhere nothing is held.
         self._held: list[SendAfterReads] = []
         self._send_held_bound = self._send_held
+        self._iteration = self._wrote_in = 0
+        self._wrote_by = 0
+        self._counting = owned and self._loop is None
+        if self._counting:
+            self._count_iterations()
 
     def _run_logged(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         try:
@@ -304,10 +312,36 @@ class TwistedSession(Session):
 
     # --- writes held until the reads of an iteration are dispatched (SendAfterReads) ---
 
+    def _count_iterations(self) -> None:
+        """Count the reactor's iterations (``doIteration``: one poll and the dispatch of
+        what it returned), for ``hold``."""
+        reactor = self.reactor
+        poll = reactor.doIteration
+
+        def do_iteration(delay: float | None) -> None:
+            self._iteration += 1
+            poll(delay)
+
+        reactor.doIteration = do_iteration
+
+    def batching(self, transport: SendAfterReads) -> bool:
+        """Whether a write of ``transport`` now should be held until this iteration's
+        reads are dispatched: yes if another transport's write went out at once earlier
+        in this iteration. The first goes at once, and so do the later writes of that
+        same transport (one busy connection, ping-pong or a pipeline: nothing to batch).
+        Never on a reactor whose iterations this session does not count."""
+        if not self._counting:
+            return False
+        if self._iteration != self._wrote_in:
+            self._wrote_in = self._iteration
+            self._wrote_by = id(transport)  # no reference kept: a reused id only costs a batch
+            return False
+        return id(transport) != self._wrote_by
+
     def hold(self, transport: SendAfterReads) -> None:
-        """``transport`` holds writes: send them once this iteration's reads are done
-        (one ``call_soon`` for all: it runs when the reactor next runs its calls, after
-        ``doIteration`` dispatched every ready descriptor)."""
+        """``transport`` holds a write: send it with the others in one ``call_soon``,
+        which runs when the reactor next runs its calls, after ``doIteration``
+        dispatched every ready descriptor."""
         held = self._held
         if not held:
             self.call_soon(self._send_held_bound)
