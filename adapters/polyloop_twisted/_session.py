@@ -154,8 +154,8 @@ class TwistedSession(Session):
         self._send_held_bound = self._send_held
         self._iteration = self._wrote_in = 0
         self._wrote_by = 0
-        self._counting = owned and self._loop is None
-        if self._counting:
+        self._dispatching = False
+        if owned and self._loop is None:
             self._count_iterations()
 
     def _run_logged(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
@@ -320,7 +320,11 @@ class TwistedSession(Session):
 
         def do_iteration(delay: float | None) -> None:
             self._iteration += 1
-            poll(delay)
+            self._dispatching = True
+            try:
+                poll(delay)
+            finally:
+                self._dispatching = False
 
         reactor.doIteration = do_iteration
 
@@ -329,8 +333,12 @@ class TwistedSession(Session):
         reads are dispatched: yes if another transport's write went out at once earlier
         in this iteration. The first goes at once, and so do the later writes of that
         same transport (one busy connection, ping-pong or a pipeline: nothing to batch).
-        Never on a reactor whose iterations this session does not count."""
-        if not self._counting:
+        Only while the reactor dispatches what its poll returned: a write from a call
+        (a task's step, in ``_drain``) goes at once, as a held one would wait for the
+        next iteration's calls, one more poll later (Stream echo, 50 connections x
+        1 KiB: 1.24 -> 1.03x native when held). Never on a reactor whose iterations this
+        session does not count."""
+        if not self._dispatching:
             return False
         if self._iteration != self._wrote_in:
             self._wrote_in = self._iteration
