@@ -106,19 +106,21 @@ HOLD_LIMIT = 4 * 1024
 
 class SendAfterReads(SocketTransport):
     """The core's socket transport (what the Twisted session serves sockets with), whose
-    small writes, after the first one of a reactor iteration, go out once the reactor
-    has dispatched all the reads of that iteration, as native Twisted's do.
+    small writes made while the reactor dispatches what its poll returned (the
+    protocols' ``data_received``), after the first one, go out once it has dispatched
+    it all, as native Twisted's do.
 
     Why: the core sends at once from ``write``; on loopback that ``send()`` wakes the
     peer (wrk, redis-benchmark) for each reply, and the kernel's cost of those wake-ups
     is the server's CPU. Native Twisted buffers each write and sends it when epoll next
     reports the socket writable, so the replies to all the requests one ``epoll_wait``
     returned go out together. Measured with wrk (50 connections, ``GET /`` of the HTTP
-    app, interleaved rounds): 103 us of server CPU a request when sent at once, 86-92 us
-    held until the reads are done, 94-101 us for native Twisted running the same h11
-    code. No epoll registration is made for it (native Twisted's ``startWriting`` /
-    ``stopWriting`` cost two ``epoll_ctl`` a reply): the session sends every held write
-    from one ``call_soon`` per iteration (``TwistedSession.hold``).
+    app, interleaved rounds, 3 rounds each): 87-103 us of server CPU a request when sent
+    at once, 72-92 us held until the reads are done, 75-101 us for native Twisted
+    running the same h11 code (one run per pair of figures). No epoll registration is
+    made for it (native Twisted's ``startWriting`` / ``stopWriting`` cost two
+    ``epoll_ctl`` a reply): the session sends every held write from one ``call_soon``
+    per iteration (``TwistedSession.hold``).
 
     The first write of an iteration goes at once, and so do the later ones of the same
     transport: with one busy connection (ping-pong) there is nothing to batch, and
