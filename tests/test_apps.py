@@ -229,3 +229,54 @@ def test_store_hello_switches_protocol() -> None:
         "NOPROTO unsupported protocol version"
     )
     assert session.proto == 3
+
+
+# --- the HTTP server's sans-io part (apps/_http.py) ---
+
+
+def _http_server(now: list[float]) -> Any:
+    from polyloop_conformance.apps import _http
+
+    return _http, _http.ServerConnection(lambda: now[0])
+
+
+def _drain(server: Any) -> list[bytes]:
+    writes = []
+    while out := server.next_output():
+        writes.append(out)
+    return writes
+
+
+def test_http_server_answers_each_small_request_in_one_write() -> None:
+    """A GET is one write (head, body and end); pipelined requests come one write each,
+    also after a sized body whose end adds no bytes; the next head is timed from the
+    end of the last response."""
+    now = [5.0]
+    _http, server = _http_server(now)
+    assert server.head_since == 5.0 and server.awaiting_head
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    now[0] = 7.0
+    server.receive_data(get + b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\n\r\n" + get)
+    writes = _drain(server)
+    assert [w.split(b"\r\n", 1)[0] for w in writes[:2]] == [b"HTTP/1.1 200 "] * 2
+    assert writes[0].endswith(b"\r\n\r\nhello, world\n") and b"x-request-count: 1" in writes[0]
+    assert writes[2] == b"\x00\x01\x02", writes  # the body of /bytes/3, after its head
+    assert writes[3].endswith(b"hello, world\n") and b"x-request-count: 3" in writes[3]
+    assert len(writes) == 4 and server.end is None
+    assert server.head_since == 7.0 and server.awaiting_head
+
+
+def test_http_server_closes_and_fails_as_documented() -> None:
+    """HTTP/1.0 closes after its response; a head not complete when the timer fires
+    gets 408 and a lingering close; an idle connection a plain close."""
+    _http, server = _http_server([0.0])
+    server.receive_data(b"GET / HTTP/1.0\r\n\r\n")
+    assert len(_drain(server)) == 1 and server.end == _http.CLOSE
+    _http, server = _http_server([0.0])
+    server.receive_data(b"GET / HTTP/1.1\r\nHo")
+    assert _drain(server) == [] and server.awaiting_head
+    reply = server.time_out("too slow")
+    assert reply.startswith(b"HTTP/1.1 408 ") and reply.endswith(b"too slow\n")
+    assert server.end == _http.LINGER
+    _http, server = _http_server([0.0])
+    assert server.time_out("too slow") == b"" and server.end == _http.CLOSE

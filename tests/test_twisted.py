@@ -162,6 +162,57 @@ def test_which_transport_carries_the_bytes(transports: str) -> None:
     assert all(issubclass(k, want) for k in kinds), kinds
 
 
+@pytest.mark.parametrize("reactor", ["epoll", "select"])
+def test_replies_after_the_first_of_an_iteration_wait_for_its_reads(reactor: str) -> None:
+    """Two connections whose requests one poll returns: the first reply is sent from
+    ``write`` (the peer can read it before ``data_received`` returns), the second is held
+    until the reactor has dispatched the reads (SendAfterReads); ``close`` right after
+    the write sends what is held first, so both peers read their reply, then EOF."""
+    peers: dict[int, socket.socket] = {}
+    at_once: list[bool] = []
+
+    class Reply(polyloop.Protocol):
+        def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(b"reply-" + data)
+            peer = peers[self.transport.get_extra_info("peername")[1]]
+            try:
+                at_once.append(peer.recv(100, socket.MSG_DONTWAIT) == b"reply-" + data)
+            except BlockingIOError:
+                at_once.append(False)
+            self.transport.close()
+
+    async def main() -> list[bytes]:
+        server = await polyloop.listen_tcp(Reply, "127.0.0.1", 0)
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            peers[sock.getsockname()[1]] = sock
+        for sock in peers.values():  # both before the reactor polls again
+            sock.sendall(b"x")
+        got = {port: b"" for port in peers}
+        for sock in peers.values():
+            sock.setblocking(False)
+        for _ in range(2000):
+            for port, sock in peers.items():
+                if not got[port].endswith(b"<EOF>"):
+                    with contextlib.suppress(BlockingIOError):
+                        got[port] += sock.recv(100) or b"<EOF>"
+            if all(v.endswith(b"<EOF>") for v in got.values()):
+                break
+            await polyloop.sleep(0.005)
+        for sock in peers.values():
+            sock.close()
+        await server.aclose()
+        return sorted(got.values())
+
+    got = polyloop.run(main, backend=f"twisted:reactor={reactor}")
+    assert sorted(at_once) == [False, True], at_once
+    # The peer of the first read its reply inside data_received; the other reads it now.
+    assert got == [b"<EOF>", b"reply-x<EOF>"], got
+
+
 def test_every_conformance_check_passes_on_twisteds_own_transports() -> None:
     """The catalogue, on Twisted's tcp.Port and tcp.Connection (transports="twisted"):
     the bridge the compatibility layer's PolyloopFactory runs a polyloop protocol on."""

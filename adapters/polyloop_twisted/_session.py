@@ -34,7 +34,7 @@ from . import _process, _reactor
 from ._backend import TwistedBackend
 from ._deferreds import DeferredWait, future_of, start, suspend
 from ._errors import map_errors, translate
-from ._transport import BridgeFactory, Listening, TCPPort, UnixPort
+from ._transport import BridgeFactory, Listening, SendAfterReads, TCPPort, UnixPort
 
 __all__ = ["TwistedSession", "borrow_reactor", "own_reactor"]
 
@@ -146,6 +146,17 @@ class TwistedSession(Session):
         #: Sockets on Twisted's tcp.Port/tcp.Connection (option transports="twisted"),
         #: else on the core's transports.
         self._twisted_transports = backend.transports == "twisted"
+        #: Transports holding writes until the reactor has dispatched its reads, the
+        #: reactor's iteration, and the one in which a write last went out at once.
+        #: Counted on an owned posix reactor only (a borrowed one is the application's,
+        #: an AsyncioSelectorReactor never iterates): elsewhere nothing is held.
+        self._held: list[SendAfterReads] = []
+        self._send_held_bound = self._send_held
+        self._iteration = self._wrote_in = 0
+        self._wrote_by = 0
+        self._dispatching = False
+        if owned and self._loop is None:
+            self._count_iterations()
 
     def _run_logged(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         try:
@@ -299,6 +310,56 @@ class TwistedSession(Session):
             return self._set_watch(fd, False, None)
         return self._loop.remove_writer(fd)
 
+    # --- writes held until the reads of an iteration are dispatched (SendAfterReads) ---
+
+    def _count_iterations(self) -> None:
+        """Count the reactor's iterations (``doIteration``: one poll and the dispatch of
+        what it returned), for ``hold``."""
+        reactor = self.reactor
+        poll = reactor.doIteration
+
+        def do_iteration(delay: float | None) -> None:
+            self._iteration += 1
+            self._dispatching = True
+            try:
+                poll(delay)
+            finally:
+                self._dispatching = False
+
+        reactor.doIteration = do_iteration
+
+    def batching(self, transport: SendAfterReads) -> bool:
+        """Whether a write of ``transport`` now should be held until this iteration's
+        reads are dispatched: yes if another transport's write went out at once earlier
+        in this iteration. The first goes at once, and so do the later writes of that
+        same transport (one busy connection, ping-pong or a pipeline: nothing to batch).
+        Only while the reactor dispatches what its poll returned: a write from a call
+        (a task's step, in ``_drain``) goes at once, as a held one would wait for the
+        next iteration's calls, one more poll later (Stream echo, 50 connections x
+        1 KiB: 1.24 -> 1.03x native when held). Never on a reactor whose iterations this
+        session does not count."""
+        if not self._dispatching:
+            return False
+        if self._iteration != self._wrote_in:
+            self._wrote_in = self._iteration
+            self._wrote_by = id(transport)  # no reference kept: a reused id only costs a batch
+            return False
+        return id(transport) != self._wrote_by
+
+    def hold(self, transport: SendAfterReads) -> None:
+        """``transport`` holds a write: send it with the others in one ``call_soon``,
+        which runs when the reactor next runs its calls, after ``doIteration``
+        dispatched every ready descriptor."""
+        held = self._held
+        if not held:
+            self.call_soon(self._send_held_bound)
+        held.append(transport)
+
+    def _send_held(self) -> None:
+        held, self._held = self._held, []
+        for transport in held:
+            transport.send_held()
+
     # --- tasks (the core's CoroutineTask) and Twisted's coroutine runner ---
 
     def wait_native(self, yielded: Any, wake: Callable[[], None]) -> Any:
@@ -383,7 +444,7 @@ class TwistedSession(Session):
         self, sock: socket.socket, factory: Callable[[], polyloop.Protocol]
     ) -> polyloop.Transport:
         if not self._twisted_transports:
-            return super().adopt_stream(sock, factory)
+            return SendAfterReads(self, sock, factory)
         failed: list[BaseException] = []
         try:
             with map_errors():

@@ -3,8 +3,9 @@
 Rule: nothing here imports polyloop. The RESP servers reuse the conformance app's sans-io
 store (``_resp.py``, which imports no loop and no polyloop), loaded by path, so that a
 native RESP server and the polyloop RESP app differ only in how bytes move. The same
-for HTTP: ``H11`` makes the calls the polyloop HTTP app makes on ``h11`` for ``GET /``,
-so each framework's ``http-h11`` server and the app differ only in how bytes move.
+for HTTP: ``H11`` runs the HTTP app's sans-io request handling (``_http.py``: h11, the
+routes, the response bytes, ``x-request-count``), so each framework's ``http-h11``
+server and the app differ only in how bytes move (and in the app's head timer).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ def announce(port: int) -> None:
     print(f"listening on 127.0.0.1:{port}", flush=True)
 
 
-def _load_resp() -> Any:
-    path = ROOT / "conformance" / "polyloop_conformance" / "apps" / "_resp.py"
-    spec = importlib.util.spec_from_file_location("_bench_resp", path)
+def _load(name: str) -> Any:
+    """A sans-io module of the conformance apps, by path (no polyloop import)."""
+    path = ROOT / "conformance" / "polyloop_conformance" / "apps" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -44,7 +46,7 @@ class Resp:
     def __init__(self) -> None:
         cls = type(self)
         if cls._module is None:
-            cls._module = _load_resp()
+            cls._module = _load("_resp")
             cls._store = cls._module.Store(time.monotonic)
         self._m = cls._module
         self.store = cls._store
@@ -72,34 +74,38 @@ class Resp:
 
 
 class H11:
-    """One HTTP/1.1 connection on ``h11``, answering every request with ``HELLO``:
-    ``feed(data)`` returns the responses to write; ``closed`` once the client closed."""
+    """One HTTP/1.1 connection running the polyloop HTTP app's own request handling
+    (``_http.ServerConnection``: h11, the routes, the response bytes; sans-io, loaded by
+    path): ``feed(data)`` returns the responses to write; ``closed`` once the connection
+    is to be closed (the client closed, asked to, or sent something the app refuses).
+
+    What the app adds and a native server here does not: the head timer and the
+    lingering close after an error (I/O, not per-request work), and pausing.
+    """
+
+    _module: Any = None
 
     def __init__(self) -> None:
-        import h11
-
-        self._h11 = h11
-        self.conn = h11.Connection(h11.SERVER)
-        self.closed = False
+        cls = type(self)
+        if cls._module is None:
+            cls._module = _load("_http")
+        self.http = cls._module.ServerConnection(time.monotonic)
 
     def feed(self, data: bytes) -> bytes:
-        h11, conn = self._h11, self.conn
-        conn.receive_data(data)
-        out = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                break
-            if event is h11.PAUSED:
-                conn.start_next_cycle()
-            elif isinstance(event, h11.EndOfMessage):
-                headers = [
-                    (b"content-type", b"text/plain"),
-                    (b"content-length", b"%d" % len(HELLO)),
-                ]
-                out += conn.send(h11.Response(status_code=200, headers=headers))
-                out += conn.send(h11.Data(data=HELLO)) + conn.send(h11.EndOfMessage())
-            elif isinstance(event, h11.ConnectionClosed):
-                self.closed = True
-                break
-        return bytes(out)
+        """The same calls as the polyloop app's ``HTTPServerProtocol._pump``: one
+        ``next_output`` per write, until it returns nothing."""
+        http = self.http
+        http.receive_data(data)
+        out: bytes = http.next_output()
+        if out and http.end is None:
+            more = http.next_output()
+            if more:
+                parts = [out, more]
+                while http.end is None and (more := http.next_output()):
+                    parts.append(more)
+                out = b"".join(parts)
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self.http.end is not None

@@ -2,8 +2,9 @@
 
 echo: an ``asyncio.Protocol``. streams: ``asyncio.start_server`` with StreamReader and
 StreamWriter (the Stream API's anchor). resp: a Protocol over the shared sans-io store.
-http (and http-h11, the same): a Protocol with ``h11`` (``_common.H11``), the same parser
-as the polyloop HTTP app (asyncio has no HTTP server of its own), answering ``GET /``.
+http (and http-h11, the same): a Protocol running ``_common.H11``, the polyloop HTTP
+app's own sans-io request handling (``apps/_http.py``: h11, its routes, its response
+bytes), as asyncio has no HTTP server of its own.
 """
 
 from __future__ import annotations

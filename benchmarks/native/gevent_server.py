@@ -3,7 +3,8 @@
 echo and resp: a ``StreamServer`` handler (a greenlet per connection, ``recv`` and
 ``sendall``). http: ``gevent.pywsgi.WSGIServer`` with a WSGI app answering ``GET /``,
 with TCP_NODELAY (see ``NoDelayWSGIServer``). http-h11: a ``StreamServer`` handler running
-``_common.H11`` (the polyloop HTTP app's ``h11`` calls). No monkey patching.
+``_common.H11`` (the polyloop HTTP app's own sans-io request handling). No monkey
+patching.
 """
 
 from __future__ import annotations

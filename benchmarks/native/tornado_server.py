@@ -4,7 +4,7 @@ echo and resp: a ``TCPServer`` whose ``handle_stream`` reads with
 ``IOStream.read_bytes(partial=True)`` and writes back. http: ``HTTPServer`` on a
 ``tornado.web.Application`` with one ``RequestHandler`` answering ``GET /``. http-h11:
 the same ``TCPServer`` loop as resp, running ``_common.H11`` (the polyloop HTTP app's
-``h11`` calls).
+own sans-io request handling).
 """
 
 from __future__ import annotations

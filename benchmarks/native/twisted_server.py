@@ -2,7 +2,7 @@
 
 echo and resp: a ``Protocol`` on a private reactor (epoll unless told otherwise). http:
 ``twisted.web`` (``Site`` with a ``Resource``) answering ``GET /``. http-h11: a ``Protocol``
-running ``_common.H11``, the polyloop HTTP app's ``h11`` calls.
+running ``_common.H11``, the polyloop HTTP app's own sans-io request handling.
 """
 
 from __future__ import annotations

@@ -25,12 +25,17 @@ Limits (the server is one that people run, and some clients are hostile):
   (``pause_writing``) the server neither reads nor handles requests nor produces more
   of a body, so a client that pipelines requests and never reads holds about one
   ``WRITE_SIZE`` piece and the transport's buffer on the server, whatever it asked for.
+
+The request handling (h11, the routes, the response bytes) is sans-io, in ``_http.py``;
+this module moves the bytes, pauses, lingers and times the head. The benchmarks' native
+``http-h11`` servers load ``_http.py`` by path, so that the app and each framework's own
+server differ only in how bytes move.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,100 +44,72 @@ import h11
 import polyloop
 
 from ._base import App, AppConfig, Running, register
+from ._http import (
+    CLOSE,
+    HEADER_TIMEOUT,
+    MAX_BODY,
+    MAX_BYTES,
+    MAX_CHUNKS,
+    MAX_HEAD,
+    WRITE_SIZE,
+    ServerConnection,
+    pattern,
+)
 from ._util import aclose_within, linger_close, within
 
-__all__ = ["HTTPClient", "HTTPServerProtocol", "Response", "exercise", "pattern", "serve"]
+__all__ = [
+    "DRAIN_LIMIT",
+    "HEADER_TIMEOUT",
+    "LINGER",
+    "MAX_BODY",
+    "MAX_BYTES",
+    "MAX_CHUNKS",
+    "MAX_HEAD",
+    "WRITE_SIZE",
+    "HTTPClient",
+    "HTTPServerProtocol",
+    "Response",
+    "exercise",
+    "pattern",
+    "serve",
+]
 
-#: The largest request body the server accepts (413 above it).
-MAX_BODY = 1024 * 1024
-#: The largest ``n`` of ``GET /bytes/<n>`` (400 above it).
-MAX_BYTES = 1024 * 1024
-#: The largest ``n`` of ``GET /chunked/<n>`` (400 above it).
-MAX_CHUNKS = 1_000_000
-#: The largest request head, request line and headers together (431 above it).
-MAX_HEAD = 16 * 1024
-#: Seconds a client has to send a complete request head (408 after them).
-HEADER_TIMEOUT = 10.0
-#: Bytes of a response body produced at a time, and only while the transport takes them.
-WRITE_SIZE = 64 * 1024
 #: Bytes a lingering close discards before it gives up and aborts.
 DRAIN_LIMIT = 8 * 1024 * 1024
 #: Seconds a lingering close waits for the client's EOF.
 LINGER = 5.0
 
 
-def pattern(n: int) -> bytes:
-    """``n`` deterministic bytes (``GET /bytes/<n>``)."""
-    block = bytes(range(256))
-    return (block * (n // 256 + 1))[:n]
-
-
-# WRITE_SIZE is a multiple of 256, so every piece of a pattern starts on a period.
-_BLOCK = pattern(WRITE_SIZE)
-
-
-def _pattern_pieces(n: int) -> Iterator[bytes]:
-    """``pattern(n)`` in pieces of at most ``WRITE_SIZE`` bytes, none built ahead."""
-    for start in range(0, n, WRITE_SIZE):
-        yield _BLOCK[: min(WRITE_SIZE, n - start)]
-
-
-def _numbered_chunks(n: int) -> Iterator[bytes]:
-    """The chunked framing of ``chunk 0\\n`` ... ``chunk <n-1>\\n``, one chunk each,
-    batched into writes of about ``WRITE_SIZE`` bytes (the body of ``GET /chunked/<n>``).
-
-    The chunks are framed here, not by h11: h11's chunked writer emits exactly
-    ``%x\\r\\n<data>\\r\\n`` per chunk and keeps no count for a chunked body, so its state
-    is right when it writes the last chunk (``EndOfMessage``); one chunk through
-    ``conn.send`` costs a few microseconds, which made a million chunks take seconds.
-    """
-    batch: list[bytes] = []
-    size = 0
-    for i in range(n):
-        line = b"chunk %d\n" % i
-        piece = b"%x\r\n%s\r\n" % (len(line), line)
-        batch.append(piece)
-        size += len(piece)
-        if size >= WRITE_SIZE:
-            yield b"".join(batch)
-            batch, size = [], 0
-    if batch:
-        yield b"".join(batch)
-
-
-def _size(digits: bytes, limit: int) -> int | None:
-    """``int(digits)`` if it is a decimal number up to ``limit``, else None (no huge
-    ``int()``: a 16 KiB target of digits is refused before it is converted)."""
-    if not digits.isdigit() or len(digits) > len(str(limit)):
-        return None
-    n = int(digits)
-    return n if n <= limit else None
-
-
 class HTTPServerProtocol(polyloop.Protocol):
-    """One server connection: h11 parses, this class routes and writes.
+    """One server connection: ``_http.ServerConnection`` parses, routes and builds the
+    bytes (sans-io, shared with the benchmarks' native servers); this class moves them.
 
     Rule: output is made only while the transport takes it. ``pause_writing`` stops
     reading *and* handling requests *and* producing the current body; ``resume_writing``
-    goes on where it stopped (``_pump``). A request the client pipelined stays unparsed
-    in h11's buffer until the responses before it are out.
+    goes on where it stopped (``_pump``).
+
+    The head timer is one ``call_later`` per connection, not one per request: when it
+    fires it looks at when the client started to owe the current head
+    (``ServerConnection.head_since``) and either answers 408 or sleeps again for what
+    is left (a request that keeps the connection busy is never timed).
     """
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self.clock = clock
 
     def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
         self.transport = transport
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        self.count = 0
-        self.request: h11.Request | None = None
-        self.body = bytearray()
+        if self.clock is None:
+            self.clock = polyloop.current_backend().time
+        self.http = ServerConnection(self.clock)
         self.draining = False
         self.drained = 0
         self.linger: polyloop.Handle | None = None
         self.paused = False
         self.pumping = False
-        #: The rest of the response being sent: wire bytes, piece by piece.
-        self.producer: Iterator[bytes] | None = None
-        self.head_timer: polyloop.Handle | None = None
-        self._expect_head()
+        self.head_timer: polyloop.Handle | None = polyloop.call_later(
+            HEADER_TIMEOUT, self._check_head
+        )
 
     def data_received(self, data: bytes) -> None:
         if self.draining:
@@ -140,14 +117,14 @@ class HTTPServerProtocol(polyloop.Protocol):
             if self.drained > DRAIN_LIMIT:
                 self.transport.abort()
             return
-        self.conn.receive_data(data)
+        self.http.receive_data(data)
         self._pump()
 
     def eof_received(self) -> bool:
         if self.draining:
             self.transport.close()
         else:
-            self.conn.receive_data(b"")
+            self.http.receive_data(b"")
             self._pump()
         return True  # we close ourselves, once the last response is out
 
@@ -163,195 +140,62 @@ class HTTPServerProtocol(polyloop.Protocol):
         self._pump()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.producer = None
+        http = self.http
+        http.producer = None
+        if http.end is None:
+            http.end = CLOSE  # nothing more to parse or send (_pump looks at `end`)
         for handle in (self.linger, self.head_timer):
             if handle is not None:
                 handle.cancel()
         self.head_timer = None
 
-    def _expect_head(self) -> None:
-        """The client owes us a request head: start its clock."""
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-        self.head_timer = polyloop.call_later(HEADER_TIMEOUT, self._head_timed_out)
-
-    def _head_timed_out(self) -> None:
+    def _check_head(self) -> None:
+        """The head timer: 408 (or a plain close) if the client has owed a request head
+        for ``HEADER_TIMEOUT`` seconds, else sleep until that could be so."""
         self.head_timer = None
-        if self.draining or self.transport.is_closing():
+        http = self.http
+        if self.draining or http.end is not None or self.transport.is_closing():
             return
-        if not self.conn.trailing_data[0]:
-            self.transport.close()  # an idle connection: nothing of a request came
-        else:
-            self._fail(408, f"request head not complete within {HEADER_TIMEOUT:g} s")
+        left = HEADER_TIMEOUT
+        if http.awaiting_head:
+            left = http.head_since + HEADER_TIMEOUT - http.clock()
+            if left <= 0:
+                wire = http.time_out(f"request head not complete within {HEADER_TIMEOUT:g} s")
+                if wire:
+                    self.transport.write(wire)
+                self._end()
+                return
+        self.head_timer = polyloop.call_later(left, self._check_head)
 
     def _pump(self) -> None:
         """Send what is due and handle what was read, until paused, done or closed."""
-        if self.pumping:  # a write called pause_writing, and then... never re-enter
+        # `pumping`: a write called pause_writing, and then... never re-enter. Once `end`
+        # is set (also by connection_lost) nothing more is sent: no is_closing() needed.
+        if self.pumping or self.http.end is not None:
             return
         self.pumping = True
+        http, transport = self.http, self.transport
         try:
-            while not (self.paused or self.draining or self.transport.is_closing()):
-                if self.producer is None:
-                    if not self._step():
-                        return
-                    continue
-                piece = next(self.producer, None)
-                if piece is not None:
-                    self.transport.write(piece)
-                    continue
-                self.producer = None
-                if self.conn.our_state is h11.MUST_CLOSE:  # Connection: close, HTTP/1.0
-                    self.transport.close()
+            while not self.paused:
+                wire = http.next_output()
+                if wire:
+                    transport.write(wire)
+                if http.end is not None:
+                    self._end()
+                    return
+                if not wire:
+                    return
         finally:
             self.pumping = False
 
-    def _step(self) -> bool:
-        """Handle one h11 event; False when there is nothing to do until more bytes."""
-        try:
-            event = self.conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            if exc.error_status_hint == 431:
-                self._fail(431, f"request head over {MAX_HEAD} bytes (MAX_HEAD)")
-            else:
-                self._fail(exc.error_status_hint, f"bad request: {exc}")
-            return False
-        if event is h11.NEED_DATA:
-            return False
-        if event is h11.PAUSED:
-            if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
-                self.transport.close()
-                return False
-            self.conn.start_next_cycle()
-            self._expect_head()
-        elif isinstance(event, h11.Request):
-            if self.head_timer is not None:
-                self.head_timer.cancel()
-                self.head_timer = None
-            self._start(event)
-        elif isinstance(event, h11.Data):
-            self.body += event.data
-            if len(self.body) > MAX_BODY:
-                self._fail(413, f"request body over {MAX_BODY} bytes (MAX_BODY)")
-        elif isinstance(event, h11.EndOfMessage):
-            self._respond()
-            if self.producer is None and self.conn.our_state is h11.MUST_CLOSE:
-                self.transport.close()
-                return False
-        elif isinstance(event, h11.ConnectionClosed):
-            self.transport.close()
-            return False
-        return True
-
-    def _start(self, request: h11.Request) -> None:
-        self.count += 1
-        self.request = request
-        self.body = bytearray()
-        length = dict(request.headers).get(b"content-length")
-        if length is not None and int(length) > MAX_BODY:
-            self._fail(413, f"request body over {MAX_BODY} bytes (MAX_BODY)")
-        elif self.conn.they_are_waiting_for_100_continue:
-            # curl sends "Expect: 100-continue" for large bodies and waits for this.
-            self._send(h11.InformationalResponse(status_code=100, headers=[]))
-
-    def _send(self, *events: Any) -> None:
-        self.transport.write(b"".join(self.conn.send(e) or b"" for e in events))
-
-    def _headers(self, content_type: bytes, extra: Iterable[tuple[bytes, bytes]]) -> list[Any]:
-        return [
-            (b"content-type", content_type),
-            (b"x-request-count", str(self.count).encode()),
-            (b"server", b"polyloop-conformance"),
-            *extra,
-        ]
-
-    def _respond(self) -> None:
-        assert self.request is not None
-        method, target = self.request.method, self.request.target
-        if target == b"/" and method == b"GET":
-            self._reply(200, b"hello, world\n")
-        elif target.startswith(b"/bytes/") and method == b"GET":
-            digits = target[7:]
-            n = _size(digits, MAX_BYTES)
-            if n is not None:
-                self._reply_sized(200, n, _pattern_pieces(n))
-            elif digits.isdigit():
-                self._reply(400, b"GET /bytes/<n> serves at most %d bytes\n" % MAX_BYTES)
-            else:
-                self._reply(404, b"no such size\n")
-        elif target.startswith(b"/chunked/") and method == b"GET" and target[9:].isdigit():
-            n = _size(target[9:], MAX_CHUNKS)
-            if n is None:
-                self._reply(400, b"GET /chunked/<n> serves at most %d chunks\n" % MAX_CHUNKS)
-            else:
-                self._reply_chunked(200, _numbered_chunks(n))
-        elif target == b"/echo" and method == b"POST":
-            chunked = dict(self.request.headers).get(b"transfer-encoding") == b"chunked"
-            body = bytes(self.body)
-            self.body = bytearray()
-            if chunked:
-                step = max(1, len(body) // 7 + 1)
-                self._reply_chunked(
-                    200, (self.conn.send(h11.Data(data=body[i : i + step])) or b""
-                          for i in range(0, len(body), step)),
-                )  # fmt: skip
-            else:
-                pieces = (body[i : i + WRITE_SIZE] for i in range(0, len(body), WRITE_SIZE))
-                self._reply_sized(200, len(body), pieces, b"application/octet-stream")
-        elif target in (b"/", b"/echo") or target.startswith((b"/bytes/", b"/chunked/")):
-            allow = b"POST" if target == b"/echo" else b"GET"
-            self._reply(405, b"method not allowed\n", extra=[(b"allow", allow)])
-        else:
-            self._reply(404, b"not found\n")
-
-    def _reply(
-        self,
-        status: int,
-        body: bytes,
-        content_type: bytes = b"text/plain",
-        extra: Sequence[tuple[bytes, bytes]] = (),
-    ) -> None:
-        headers = self._headers(content_type, [*extra, (b"content-length", b"%d" % len(body))])
-        self._send(h11.Response(status_code=status, headers=headers), h11.Data(data=body))
-        self._send(h11.EndOfMessage())
-
-    def _reply_sized(
-        self,
-        status: int,
-        length: int,
-        pieces: Iterator[bytes],
-        content_type: bytes = b"application/octet-stream",
-    ) -> None:
-        """Send the head now; ``pieces`` (``length`` bytes in all) as the client reads."""
-        headers = self._headers(content_type, [(b"content-length", b"%d" % length)])
-        self._send(h11.Response(status_code=status, headers=headers))
-        self.producer = self._produce(self.conn.send(h11.Data(data=p)) or b"" for p in pieces)
-
-    def _reply_chunked(self, status: int, wire: Iterator[bytes]) -> None:
-        """Send the head now; ``wire`` (framed chunks) as the client reads, then the end."""
-        headers = self._headers(b"application/octet-stream", [(b"transfer-encoding", b"chunked")])
-        self._send(h11.Response(status_code=status, headers=headers))
-        self.producer = self._produce(wire)
-
-    def _produce(self, wire: Iterable[bytes]) -> Iterator[bytes]:
-        yield from wire
-        yield self.conn.send(h11.EndOfMessage()) or b""
-
-    def _fail(self, status: int, text: str) -> None:
-        """Answer an error, then close in a way the client can read the answer."""
-        self.producer = None
+    def _end(self) -> None:
+        """``end`` is set: close, or (after an error response) close lingering."""
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            body = text.encode() + b"\n"
-            headers = self._headers(
-                b"text/plain", [(b"content-length", b"%d" % len(body)), (b"connection", b"close")]
-            )
-            try:
-                self._send(h11.Response(status_code=status, headers=headers), h11.Data(data=body))
-                self._send(h11.EndOfMessage())
-            except h11.LocalProtocolError:
-                pass
+        if self.http.end == CLOSE:
+            self.transport.close()
+            return
         # Why linger: closing with unread request bytes in the kernel makes it send a
         # reset, and the client may lose our error response. So half-close and discard
         # what still comes, until the client's EOF, DRAIN_LIMIT bytes, or LINGER s.
@@ -361,7 +205,8 @@ class HTTPServerProtocol(polyloop.Protocol):
 
 async def serve(config: AppConfig) -> Running:
     """Start the HTTP/1.1 server."""
-    server = await polyloop.listen_tcp(HTTPServerProtocol, config.host, config.port)
+    clock = polyloop.current_backend().time
+    server = await polyloop.listen_tcp(lambda: HTTPServerProtocol(clock), config.host, config.port)
     return Running((config.host, server.port), server.aclose)
 
 

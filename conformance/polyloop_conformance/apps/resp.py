@@ -76,6 +76,7 @@ class RespProtocol(polyloop.Protocol):
         self.paused = False
         self.running = False
         self.eof = False
+        self.lost = False
         #: The rest of a long reply being sent, piece by piece.
         self.reply: Iterator[bytes] | None = None
         self.draining = False
@@ -116,6 +117,7 @@ class RespProtocol(polyloop.Protocol):
             self.transport.resume_reading()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
         self.reply = None
         if self.linger is not None:
             self.linger.cancel()
@@ -131,42 +133,49 @@ class RespProtocol(polyloop.Protocol):
             self.running = False
 
     def _run_commands(self) -> None:
-        out = bytearray()
+        # The replies of this run, joined into one write (no bytearray: the common read
+        # holds one command, whose reply goes out as the bytes ``encode`` made).
+        out: list[bytes] = []
+        size = 0
         idle = False  # every complete command read is answered
-        while not self.paused and not self.transport.is_closing():
+        transport, session, parser = self.transport, self.session, self.parser
+        # `lost`, not transport.is_closing() per command: we close only by returning
+        # here (close, _linger), so the transport closes under us only when lost.
+        while not (self.paused or self.lost):
             if self.reply is not None:
                 piece = next(self.reply, None)
                 if piece is None:
                     self.reply = None
                     continue
-                out += piece
-            elif self.session.quit:
+            elif session.quit:
                 break
             else:
                 try:
-                    cmd = self.parser.next_command()
+                    cmd = parser.next_command()
                 except ProtocolError as exc:
-                    out += encode(ReplyError(f"ERR Protocol error: {exc}"))
-                    self.transport.write(out)
+                    out.append(encode(ReplyError(f"ERR Protocol error: {exc}")))
+                    transport.write(b"".join(out))
                     self._linger()
                     return
                 if cmd is NEED_DATA:
                     idle = True
                     break
-                value = self.store.execute(self.session, cmd)
+                value = self.store.execute(session, cmd)
                 if isinstance(value, list) and len(value) > LAZY_ITEMS:
-                    self.reply = encode_pieces(value, self.session.proto)
-                else:
-                    out += encode(value, self.session.proto)
+                    self.reply = encode_pieces(value, session.proto)
+                    continue
+                piece = encode(value, session.proto)
+            out.append(piece)
+            size += len(piece)
             # One write per read when the replies are small: a pipeline of N commands
             # costs one syscall, not N; a write per WRITE_SIZE bytes when they are not.
-            if len(out) >= WRITE_SIZE:
-                self.transport.write(out)  # may call pause_writing
-                out = bytearray()
+            if size >= WRITE_SIZE:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))  # may pause
+                out, size = [], 0
         if out:
-            self.transport.write(out)
-        if self.session.quit or (self.eof and idle):
-            self.transport.close()
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if session.quit or (self.eof and idle):
+            transport.close()
 
     def _linger(self) -> None:
         """Close after a protocol error in a way the client can read the error.
