@@ -131,6 +131,7 @@ class Running:
 
     def __init__(self, server: Server, log: Path) -> None:
         self.server = server
+        log.parent.mkdir(parents=True, exist_ok=True)  # .build/ is made on first use
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             server.cmd, stdout=subprocess.PIPE, stderr=self._log, cwd=HERE.parent
