@@ -1,0 +1,66 @@
+"""The asyncio adapter's bookkeeping of the connections its servers accept.
+
+On the standard selector loop, a plain TCP connection a polyloop server accepted is not
+recorded by the adapter: the loop's own record (``_transports``) is read instead (see
+``AsyncioSession.__init__``). These tests hold that record to the two jobs the adapter's
+own list did: a connection left open when the run ends is aborted (the peer reads a
+reset; this test), and ``shutdown`` closes the open ones cleanly (the peer reads EOF;
+the conformance check ``session.graceful_shutdown``). It runs on uvloop too, where the
+adapter still keeps its own list.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+import polyloop
+
+LOOPS = ["asyncio", "asyncio:loop=uvloop"]
+
+
+class Holder(polyloop.Protocol):
+    """Keeps its transport and never closes it."""
+
+    made: list[Holder] = []
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        Holder.made.append(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def _serve_one(client: list[socket.socket]) -> Any:
+    """A server with one accepted connection whose client socket is ``client[0]``."""
+    Holder.made.clear()
+    server = await polyloop.listen_tcp(Holder, "127.0.0.1", 0)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    client.append(sock)
+    for _ in range(500):
+        if Holder.made:
+            break
+        await polyloop.sleep(0.01)
+    assert Holder.made, "the server never made its protocol"
+    return server
+
+
+@pytest.mark.parametrize("spec", LOOPS)
+def test_an_accepted_connection_left_open_is_reset_when_the_run_ends(spec: str) -> None:
+    if "uvloop" in spec:
+        pytest.importorskip("uvloop")  # an optional extra
+    client: list[socket.socket] = []
+
+    async def main() -> None:
+        await _serve_one(client)  # neither the server nor the connection is closed
+
+    try:
+        polyloop.run(main, backend=spec)
+        with pytest.raises(ConnectionResetError):
+            client[0].recv(1)  # times out (5 s) if the connection was left open
+    finally:
+        for sock in client:
+            sock.close()
