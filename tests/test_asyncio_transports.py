@@ -11,7 +11,9 @@ adapter still keeps its own list.
 
 from __future__ import annotations
 
+import logging
 import socket
+import struct
 from typing import Any
 
 import pytest
@@ -64,3 +66,44 @@ def test_an_accepted_connection_left_open_is_reset_when_the_run_ends(spec: str) 
     finally:
         for sock in client:
             sock.close()
+
+
+class WritesAfterLoss(polyloop.Protocol):
+    """Writes ten times from connection_lost, when the peer has reset the connection."""
+
+    lost: list[BaseException | None] = []
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        for _ in range(10):  # asyncio's own write logs a warning from the fifth on
+            self.transport.write(b"late")
+        WritesAfterLoss.lost.append(exc)
+
+
+@pytest.mark.parametrize("spec", LOOPS)
+def test_writes_after_the_peer_reset_are_silent_no_ops(
+    spec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The wrapper itself must see that asyncio closed the transport (the shortcut of
+    SelectorSocketTransport reads the loop transport's own flag for it)."""
+    if "uvloop" in spec:
+        pytest.importorskip("uvloop")  # an optional extra
+    WritesAfterLoss.lost.clear()
+
+    async def main() -> None:
+        server = await polyloop.listen_tcp(WritesAfterLoss, "127.0.0.1", 0)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await polyloop.sleep(0.05)
+        sock.close()  # a reset
+        for _ in range(500):
+            if WritesAfterLoss.lost:
+                break
+            await polyloop.sleep(0.01)
+        await server.aclose()
+
+    polyloop.run(main, backend=spec)
+    assert len(WritesAfterLoss.lost) == 1, "connection_lost did not run once"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -38,11 +38,16 @@ from ._transport import (
     AsyncioDatagramTransport,
     AsyncioTransport,
     Bridge,
+    SelectorSocketTransport,
     _still_open,
     abort_native,
 )
 
 T = TypeVar("T")
+
+#: The standard selector loop's TCP/Unix transport (private in asyncio: looked up, not
+#: imported, so that a Python without it only loses SelectorSocketTransport's shortcut).
+_STOCK_SOCKET_TRANSPORT: Any = getattr(selector_events, "_SelectorSocketTransport", None)
 
 
 class AsyncioBackend(polyloop.Backend):
@@ -383,6 +388,17 @@ class AsyncioSession(Session):
         return await _process.spawn(
             self, protocol, args, shell, stdin, stdout, stderr, popen_kwargs
         )
+
+    def wrap_stream(self, transport: Any) -> AsyncioTransport:
+        """The polyloop transport over one of asyncio's stream transports."""
+        cls = self.transport_class
+        if (
+            cls is AsyncioTransport
+            and self._loop_transports is not None
+            and type(transport) is _STOCK_SOCKET_TRANSPORT
+        ):
+            cls = SelectorSocketTransport
+        return cls(transport, self)
 
     # --- what is open ---
 

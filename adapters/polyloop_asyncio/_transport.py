@@ -181,6 +181,33 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
         return self._t.get_write_buffer_size()
 
 
+class SelectorSocketTransport(AsyncioTransport):
+    """The wrapper of the standard selector loop's own socket transport
+    (``selector_events._SelectorSocketTransport``, and no subclass of it).
+
+    The same ``write``, one Python call a message fewer: that transport's
+    ``is_closing()`` is a Python method returning its ``_closing`` (CPython 3.11 to
+    3.13), which close(), an abort, a fatal error and the close after EOF all set, so
+    the flag is read here directly. Its ``write()`` copies what it has to buffer
+    (``bytearray.extend``), so nothing is copied here either.
+    """
+
+    __slots__ = ()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is not bytes:
+            check_bytes(data)
+        t = self._t
+        if self._closing or t._closing:  # type: ignore[attr-defined]
+            return
+        try:
+            t.write(data)
+        except RuntimeError:
+            if getattr(t, "_eof", True):
+                raise write_after_eof() from None
+            raise
+
+
 class AsyncioDatagramTransport(_Wrapper[asyncio.DatagramTransport], polyloop.DatagramTransport):
     __slots__ = ("__weakref__", "_remote")
 
@@ -238,7 +265,7 @@ class Bridge(asyncio.BaseProtocol):
     def connection_made(self, transport: Any) -> None:
         protocol = self.factory()
         if self.remote is _STREAM:
-            self.transport = self.session.transport_class(transport, self.session)
+            self.transport = self.session.wrap_stream(transport)
         else:
             self.transport = AsyncioDatagramTransport(transport, self.session, self.remote)
         self.session._keep_native(transport)
