@@ -11,6 +11,7 @@ adapter still keeps its own list.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import struct
@@ -107,3 +108,64 @@ def test_writes_after_the_peer_reset_are_silent_no_ops(
     polyloop.run(main, backend=spec)
     assert len(WritesAfterLoss.lost) == 1, "connection_lost did not run once"
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+class Collect(asyncio.BufferedProtocol):
+    """A buffered protocol (no ``data_received``) that keeps what it reads."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(1024)
+        self.got = b""
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.got += bytes(self.buffer[:nbytes])
+
+
+class SwitchesToBuffered(polyloop.Protocol):
+    """On its first bytes, hands the connection to a ``Collect``."""
+
+    made: list[SwitchesToBuffered] = []
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.first = b""
+        self.collect = Collect()
+        SwitchesToBuffered.made.append(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.first = data
+        self.transport.set_protocol(self.collect)
+
+
+@pytest.mark.parametrize("spec", LOOPS)
+def test_set_protocol_to_a_buffered_protocol_while_reading(spec: str) -> None:
+    """The standard loop's reader calls the transport's read method directly (see
+    ``_read_directly``): after set_protocol it must call the buffered one."""
+    if "uvloop" in spec:
+        pytest.importorskip("uvloop")  # an optional extra
+    SwitchesToBuffered.made.clear()
+
+    async def main() -> tuple[bytes, bytes]:
+        server = await polyloop.listen_tcp(SwitchesToBuffered, "127.0.0.1", 0)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
+            sock.sendall(b"first")
+            for _ in range(500):
+                if SwitchesToBuffered.made and SwitchesToBuffered.made[0].first:
+                    break
+                await polyloop.sleep(0.01)
+            sock.sendall(b"second")
+            made = SwitchesToBuffered.made[0]
+            for _ in range(500):
+                if made.collect.got == b"second":
+                    break
+                await polyloop.sleep(0.01)
+            return made.first, made.collect.got
+        finally:
+            sock.close()
+            await server.aclose()
+
+    assert polyloop.run(main, backend=spec) == (b"first", b"second")

@@ -163,6 +163,11 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
         if not self._t.is_closing() and not self._t.is_reading():
             self._t.resume_reading()
 
+    def _made(self) -> None:
+        """The user's ``connection_made`` has returned."""
+        if self._paused:
+            self._session.loop.call_soon(self._apply_pause)
+
     def _apply_pause(self) -> None:
         # uvloop starts reading only after connection_made returns, ignoring a
         # pause_reading() made inside it (is_reading() is False there): re-apply it.
@@ -194,6 +199,19 @@ class SelectorSocketTransport(AsyncioTransport):
 
     __slots__ = ()
 
+    def _made(self) -> None:
+        super()._made()
+        # asyncio registers the reader in a callback queued behind connection_made's.
+        self._session.loop.call_soon(_read_directly, self._t)
+
+    def resume_reading(self) -> None:
+        super().resume_reading()
+        _read_directly(self._t)  # resume_reading registered a new reader
+
+    def set_protocol(self, protocol: Any) -> None:
+        super().set_protocol(protocol)
+        _read_directly(self._t)  # the read method depends on the protocol's kind
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if type(data) is not bytes:
             check_bytes(data)
@@ -206,6 +224,32 @@ class SelectorSocketTransport(AsyncioTransport):
             if getattr(t, "_eof", True):
                 raise write_after_eof() from None
             raise
+
+
+def _read_directly(t: Any) -> None:
+    """Make the loop's reader of ``t`` (a standard selector socket transport) call the
+    read method for its protocol (``_read_ready__data_received``, or
+    ``_read_ready__get_buffer`` for a ``BufferedProtocol``) itself, one Python call a
+    read fewer than native asyncio code makes.
+
+    asyncio registers ``_read_ready``, which only calls ``self._read_ready_cb()``, so
+    that ``set_protocol`` can switch the read method of a transport that is reading
+    (CPython 3.11 to 3.13). The reader's ``Handle`` is kept, with its context; only its
+    callback changes. Anything that could switch the method again goes through our
+    wrapper, which calls this again: ``set_protocol`` (start_tls does), and
+    ``resume_reading`` (asyncio's registers ``_read_ready`` anew). A no-op when ``t``
+    is not reading or its reader is not one of its own methods.
+    """
+    loop = t._loop
+    if loop is None:
+        return  # connection_lost has run
+    try:
+        reader = loop._selector.get_key(t._sock_fd).data[0]
+    except (KeyError, RuntimeError, ValueError):  # not registered; selector closed
+        return
+    read = getattr(t, "_read_ready_cb", None)
+    if read is not None and reader is not None and getattr(reader._callback, "__self__", None) is t:
+        reader._callback = read
 
 
 class AsyncioDatagramTransport(_Wrapper[asyncio.DatagramTransport], polyloop.DatagramTransport):
@@ -279,8 +323,8 @@ class Bridge(asyncio.BaseProtocol):
                 self.failed.append(exc)
             self.transport.abort()
             return
-        if isinstance(self.transport, AsyncioTransport) and self.transport._paused:
-            self.session.loop.call_soon(self.transport._apply_pause)
+        if isinstance(self.transport, AsyncioTransport):
+            self.transport._made()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         pass  # only reached if connection_made never ran
