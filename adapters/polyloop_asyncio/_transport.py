@@ -194,7 +194,8 @@ class SelectorSocketTransport(AsyncioTransport):
     ``is_closing()`` is a Python method returning its ``_closing`` (CPython 3.11 to
     3.13), which close(), an abort, a fatal error and the close after EOF all set, so
     the flag is read here directly. Its ``write()`` copies what it has to buffer
-    (``bytearray.extend``), so nothing is copied here either.
+    (``bytearray.extend``), so nothing is copied here either. Its reader is pointed at
+    the read method itself (``_read_directly``).
     """
 
     __slots__ = ()
@@ -213,13 +214,19 @@ class SelectorSocketTransport(AsyncioTransport):
         _read_directly(self._t)  # the read method depends on the protocol's kind
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if type(data) is not bytes:
+        # The leanest frame that keeps the contract: our close() and abort() set the
+        # transport's _closing too, and its write() rejects what is not bytes-like with
+        # the test check_bytes makes (isinstance of bytes, bytearray, memoryview), before
+        # doing anything: only the text is replaced.
+        t: Any = self._t
+        if t._closing:
             check_bytes(data)
-        t = self._t
-        if self._closing or t._closing:  # type: ignore[attr-defined]
             return
         try:
             t.write(data)
+        except TypeError:
+            check_bytes(data)
+            raise
         except RuntimeError:
             if getattr(t, "_eof", True):
                 raise write_after_eof() from None
@@ -248,7 +255,11 @@ def _read_directly(t: Any) -> None:
     except (KeyError, RuntimeError, ValueError):  # not registered; selector closed
         return
     read = getattr(t, "_read_ready_cb", None)
-    if read is not None and reader is not None and getattr(reader._callback, "__self__", None) is t:
+    if (
+        read is not None
+        and reader is not None
+        and getattr(reader._callback, "__self__", None) is t
+    ):
         reader._callback = read
 
 
