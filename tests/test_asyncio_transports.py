@@ -169,3 +169,31 @@ def test_set_protocol_to_a_buffered_protocol_while_reading(spec: str) -> None:
             await server.aclose()
 
     assert polyloop.run(main, backend=spec) == (b"first", b"second")
+
+
+@pytest.mark.parametrize("spec", LOOPS)
+def test_a_write_of_what_is_not_bytes_raises_the_contract_text(spec: str) -> None:
+    """The same TypeError text on every backend (``check_bytes``), open or closed,
+    although the standard loop's write() is left to do the type check itself."""
+    if "uvloop" in spec:
+        pytest.importorskip("uvloop")  # an optional extra
+
+    async def main() -> list[str]:
+        server = await polyloop.listen_tcp(polyloop.Protocol, "127.0.0.1", 0)
+        transport, _ = await polyloop.connect_tcp(polyloop.Protocol, "127.0.0.1", server.port)
+        texts: list[str] = []
+        for data in ("text", None, 1, "text"):
+            if len(texts) == 3:
+                transport.close()
+            with pytest.raises(TypeError) as caught:
+                transport.write(data)  # type: ignore[arg-type]
+            texts.append(str(caught.value))
+        await server.aclose()
+        return texts
+
+    assert polyloop.run(main, backend=spec) == [
+        "data must be bytes-like, not str",
+        "data must be bytes-like, not NoneType",
+        "data must be bytes-like, not int",
+        "data must be bytes-like, not str",
+    ]
