@@ -197,3 +197,46 @@ def test_a_write_of_what_is_not_bytes_raises_the_contract_text(spec: str) -> Non
         "data must be bytes-like, not int",
         "data must be bytes-like, not str",
     ]
+
+
+class Remembers(polyloop.Protocol):
+    """Keeps its transport; notes connection_lost."""
+
+    made: list[Remembers] = []
+
+    def connection_made(self, transport: polyloop.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.lost = False
+        Remembers.made.append(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+
+
+@pytest.mark.parametrize("spec", LOOPS)
+def test_writes_after_connection_lost_returned_are_silent_no_ops(
+    spec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the loop has closed the transport itself (here after the peer's EOF), a
+    later write is a no-op: uvloop's own raises RuntimeError, asyncio's warns from the
+    fifth on. The wrappers read the transport's ``_closing`` flag for it."""
+    if "uvloop" in spec:
+        pytest.importorskip("uvloop")  # an optional extra
+    Remembers.made.clear()
+
+    async def main() -> None:
+        server = await polyloop.listen_tcp(Remembers, "127.0.0.1", 0)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.close()  # EOF: eof_received returns None, so the transport closes itself
+        for _ in range(500):
+            if Remembers.made and Remembers.made[0].lost:
+                break
+            await polyloop.sleep(0.01)
+        transport = Remembers.made[0].transport
+        assert Remembers.made[0].lost and transport.is_closing()
+        for _ in range(10):
+            transport.write(b"late")
+        await server.aclose()
+
+    polyloop.run(main, backend=spec)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -39,6 +39,7 @@ from ._transport import (
     AsyncioTransport,
     Bridge,
     SelectorSocketTransport,
+    UVStreamTransport,
     _still_open,
     abort_native,
 )
@@ -48,6 +49,8 @@ T = TypeVar("T")
 #: The standard selector loop's TCP/Unix transport (private in asyncio: looked up, not
 #: imported, so that a Python without it only loses SelectorSocketTransport's shortcut).
 _STOCK_SOCKET_TRANSPORT: Any = getattr(selector_events, "_SelectorSocketTransport", None)
+#: uvloop's stream transports (their is_closing() returns their _closing).
+_UV_STREAMS = ("TCPTransport", "UnixTransport")
 
 
 class AsyncioBackend(polyloop.Backend):
@@ -392,12 +395,12 @@ class AsyncioSession(Session):
     def wrap_stream(self, transport: Any) -> AsyncioTransport:
         """The polyloop transport over one of asyncio's stream transports."""
         cls = self.transport_class
-        if (
-            cls is AsyncioTransport
-            and self._loop_transports is not None
-            and type(transport) is _STOCK_SOCKET_TRANSPORT
-        ):
-            cls = SelectorSocketTransport
+        if cls is AsyncioTransport:
+            kind = type(transport)
+            if kind is _STOCK_SOCKET_TRANSPORT and self._loop_transports is not None:
+                cls = SelectorSocketTransport
+            elif kind.__module__ == "uvloop.loop" and kind.__name__ in _UV_STREAMS:
+                cls = UVStreamTransport
         return cls(transport, self)
 
     # --- what is open ---

@@ -118,25 +118,32 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
         self._paused = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        # uvloop silently accepts write(None); the contract says TypeError for any
-        # non-bytes-like value, so check here rather than trust the loop (bytes need no
-        # call: a Stream's send writes bytes, one check_bytes call a message fewer).
+        # As few bytecodes as will keep the contract: on uvloop this frame is most of
+        # the Python a message costs (callgrind). bytes need no call.
+        t = self._t
         if type(data) is not bytes:
-            check_bytes(data)
+            data = self._other(data)
         # uvloop raises RuntimeError on a write after connection_lost; the contract
         # makes it a no-op, like a write after close().
-        if self._closing or self._t.is_closing():
+        if self._closing or t.is_closing():
             return
-        if type(data) is not bytes and self._session.copy_writes:
-            # uvloop's write() keeps a reference to a bytearray or memoryview it has to
-            # buffer (asyncio's copies it into its buffer): the caller may reuse theirs.
-            data = bytes(data)
         try:
-            self._t.write(data)
+            t.write(data)
         except RuntimeError:
-            if self._t.can_write_eof() and getattr(self._t, "_eof", True):
+            if t.can_write_eof() and getattr(t, "_eof", True):
                 raise write_after_eof() from None  # one text on every backend
             raise
+
+    def _other(self, data: Any) -> bytes | bytearray | memoryview:
+        """What to hand the loop for a ``data`` that is not ``bytes``."""
+        # uvloop silently accepts write(None); the contract says TypeError for any
+        # non-bytes-like value, so check here rather than trust the loop.
+        check_bytes(data)
+        if self._session.copy_writes:
+            # uvloop's write() keeps a reference to a bytearray or memoryview it has to
+            # buffer (asyncio's copies it into its buffer): the caller may reuse theirs.
+            return bytes(data)
+        return data  # type: ignore[no-any-return]
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))  # one buffer of our own, as write() keeps
@@ -227,6 +234,28 @@ class SelectorSocketTransport(AsyncioTransport):
         except TypeError:
             check_bytes(data)
             raise
+        except RuntimeError:
+            if getattr(t, "_eof", True):
+                raise write_after_eof() from None
+            raise
+
+
+class UVStreamTransport(AsyncioTransport):
+    """The wrapper of uvloop's TCP and Unix transports: the same ``write``, with the
+    transport's ``_closing`` read instead of a call to ``is_closing()``, which only
+    returns it (uvloop 0.23, ``handles/basetransport.pyx``: a ``readonly bint``). Our
+    close() and abort() set it too, so ``self._closing`` needs no look."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        t: Any = self._t
+        if type(data) is not bytes:
+            data = self._other(data)
+        if t._closing:
+            return
+        try:
+            t.write(data)
         except RuntimeError:
             if getattr(t, "_eof", True):
                 raise write_after_eof() from None
