@@ -392,7 +392,7 @@ class AsyncioSession(Session):
             self, protocol, args, shell, stdin, stdout, stderr, popen_kwargs
         )
 
-    def wrap_stream(self, transport: Any) -> AsyncioTransport:
+    def _wrap_stream(self, transport: Any) -> AsyncioTransport:
         """The polyloop transport over one of asyncio's stream transports."""
         cls = self.transport_class
         if cls is AsyncioTransport:

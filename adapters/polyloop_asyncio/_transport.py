@@ -349,7 +349,7 @@ class Bridge(asyncio.BaseProtocol):
     def connection_made(self, transport: Any) -> None:
         protocol = self.factory()
         if self.remote is _STREAM:
-            self.transport = self.session.wrap_stream(transport)
+            self.transport = self.session._wrap_stream(transport)
         else:
             self.transport = AsyncioDatagramTransport(transport, self.session, self.remote)
         self.session._keep_native(transport)
