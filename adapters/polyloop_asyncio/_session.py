@@ -16,6 +16,7 @@ import ssl as _ssl
 import sys
 import time
 import weakref
+from asyncio import selector_events
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
@@ -37,11 +38,19 @@ from ._transport import (
     AsyncioDatagramTransport,
     AsyncioTransport,
     Bridge,
+    SelectorSocketTransport,
+    UVStreamTransport,
     _still_open,
     abort_native,
 )
 
 T = TypeVar("T")
+
+#: The standard selector loop's TCP/Unix transport (private in asyncio: looked up, not
+#: imported, so that a Python without it only loses SelectorSocketTransport's shortcut).
+_STOCK_SOCKET_TRANSPORT: Any = getattr(selector_events, "_SelectorSocketTransport", None)
+#: uvloop's stream transports (their is_closing() returns their _closing).
+_UV_STREAMS = ("TCPTransport", "UnixTransport")
 
 
 class AsyncioBackend(polyloop.Backend):
@@ -196,6 +205,19 @@ class AsyncioSession(Session):
         # uvloop's TLS transports cannot be weakly referenced: held strongly, pruned of
         # closed ones as more arrive.
         self._unweakable: set[Any] = set()
+        # A plain TCP connection our own server accepted on the standard selector loop is
+        # not put in _natives: that loop already records each socket transport it makes
+        # (BaseSelectorEventLoop._transports, a WeakValueDictionary by fd, CPython 3.11 to
+        # 3.13), and each such transport names its asyncio.Server in ``_server`` until its
+        # connection_lost has run. Our servers are listed here, weakly (a transport holds
+        # its server strongly): at 10,000 idle connections the WeakSet entry was 185 bytes
+        # a connection, a tenth of what the connection costs asyncio itself.
+        self._servers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._loop_transports: Any = None
+        if isinstance(loop, selector_events.BaseSelectorEventLoop):
+            found = getattr(loop, "_transports", None)
+            if isinstance(found, weakref.WeakValueDictionary):
+                self._loop_transports = found
         # The standard loop (3.11) is held to what it does: remove_reader/remove_writer
         # answer, and write() copies what it has to buffer (bytearray.extend). Any other
         # loop (uvloop) gets both done here: see add_reader and AsyncioTransport.write.
@@ -287,6 +309,8 @@ class AsyncioSession(Session):
         server = await self.loop.create_server(
             lambda: Bridge(factory, self, None), sock=listening, backlog=backlog, **tls
         )
+        if ssl is None and self._loop_transports is not None:
+            self._servers.add(server)  # its connections are found in loop._transports
         return _Acceptor(server)
 
     async def adopt_client_stream(
@@ -368,9 +392,22 @@ class AsyncioSession(Session):
             self, protocol, args, shell, stdin, stdout, stderr, popen_kwargs
         )
 
+    def _wrap_stream(self, transport: Any) -> AsyncioTransport:
+        """The polyloop transport over one of asyncio's stream transports."""
+        cls = self.transport_class
+        if cls is AsyncioTransport:
+            kind = type(transport)
+            if kind is _STOCK_SOCKET_TRANSPORT and self._loop_transports is not None:
+                cls = SelectorSocketTransport
+            elif kind.__module__ == "uvloop.loop" and kind.__name__ in _UV_STREAMS:
+                cls = UVStreamTransport
+        return cls(transport, self)
+
     # --- what is open ---
 
     def _keep_native(self, transport: Any) -> None:
+        if self._servers and getattr(transport, "_server", None) in self._servers:
+            return  # the loop keeps it (see __init__)
         try:
             self._natives.add(transport)
         except TypeError:
@@ -378,14 +415,24 @@ class AsyncioSession(Session):
                 self._unweakable = {t for t in self._unweakable if not t.is_closing()}
             self._unweakable.add(transport)
 
+    def _accepted(self) -> list[Any]:
+        """The open connections our plain servers accepted that the loop keeps for us."""
+        if not self._servers:
+            return []
+        servers = self._servers
+        return [
+            t for t in list(self._loop_transports.values())
+            if getattr(t, "_server", None) in servers  # None once connection_lost ran
+        ]  # fmt: skip
+
     def open_streams(self) -> list[Any]:
         return [
-            t for t in [*self._natives, *self._unweakable]
+            t for t in [*self._natives, *self._unweakable, *self._accepted()]
             if hasattr(t, "write_eof") and _still_open(t)  # uvloop's are no asyncio.Transport
         ]  # fmt: skip
 
     def abort_transports(self) -> None:
-        left = [*self._natives, *self._unweakable]
+        left = [*self._natives, *self._unweakable, *self._accepted()]
         self._unweakable.clear()
         for transport in left:
             abort_native(transport)

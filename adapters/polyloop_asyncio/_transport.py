@@ -118,25 +118,32 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
         self._paused = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        # uvloop silently accepts write(None); the contract says TypeError for any
-        # non-bytes-like value, so check here rather than trust the loop (bytes need no
-        # call: a Stream's send writes bytes, one check_bytes call a message fewer).
+        # As few bytecodes as will keep the contract: on uvloop this frame is most of
+        # the Python a message costs (callgrind). bytes need no call.
+        t = self._t
         if type(data) is not bytes:
-            check_bytes(data)
+            data = self._other(data)
         # uvloop raises RuntimeError on a write after connection_lost; the contract
         # makes it a no-op, like a write after close().
-        if self._closing or self._t.is_closing():
+        if self._closing or t.is_closing():
             return
-        if type(data) is not bytes and self._session.copy_writes:
-            # uvloop's write() keeps a reference to a bytearray or memoryview it has to
-            # buffer (asyncio's copies it into its buffer): the caller may reuse theirs.
-            data = bytes(data)
         try:
-            self._t.write(data)
+            t.write(data)
         except RuntimeError:
-            if self._t.can_write_eof() and getattr(self._t, "_eof", True):
+            if t.can_write_eof() and getattr(t, "_eof", True):
                 raise write_after_eof() from None  # one text on every backend
             raise
+
+    def _other(self, data: Any) -> bytes | bytearray | memoryview:
+        """What to hand the loop for a ``data`` that is not ``bytes``."""
+        # uvloop silently accepts write(None); the contract says TypeError for any
+        # non-bytes-like value, so check here rather than trust the loop.
+        check_bytes(data)
+        if self._session.copy_writes:
+            # uvloop's write() keeps a reference to a bytearray or memoryview it has to
+            # buffer (asyncio's copies it into its buffer): the caller may reuse theirs.
+            return bytes(data)
+        return data  # type: ignore[no-any-return]
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))  # one buffer of our own, as write() keeps
@@ -163,6 +170,11 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
         if not self._t.is_closing() and not self._t.is_reading():
             self._t.resume_reading()
 
+    def _made(self) -> None:
+        """The user's ``connection_made`` has returned."""
+        if self._paused:
+            self._session.loop.call_soon(self._apply_pause)
+
     def _apply_pause(self) -> None:
         # uvloop starts reading only after connection_made returns, ignoring a
         # pause_reading() made inside it (is_reading() is False there): re-apply it.
@@ -179,6 +191,105 @@ class AsyncioTransport(_Wrapper[asyncio.Transport], polyloop.Transport):
 
     def get_write_buffer_size(self) -> int:
         return self._t.get_write_buffer_size()
+
+
+class SelectorSocketTransport(AsyncioTransport):
+    """The wrapper of the standard selector loop's own socket transport
+    (``selector_events._SelectorSocketTransport``, and no subclass of it).
+
+    The same ``write``, one Python call a message fewer: that transport's
+    ``is_closing()`` is a Python method returning its ``_closing`` (CPython 3.11 to
+    3.13), which close(), an abort, a fatal error and the close after EOF all set, so
+    the flag is read here directly. Its ``write()`` copies what it has to buffer
+    (``bytearray.extend``), so nothing is copied here either. Its reader is pointed at
+    the read method itself (``_read_directly``).
+    """
+
+    __slots__ = ()
+
+    def _made(self) -> None:
+        super()._made()
+        # asyncio registers the reader in a callback queued behind connection_made's.
+        self._session.loop.call_soon(_read_directly, self._t)
+
+    def resume_reading(self) -> None:
+        super().resume_reading()
+        _read_directly(self._t)  # resume_reading registered a new reader
+
+    def set_protocol(self, protocol: Any) -> None:
+        super().set_protocol(protocol)
+        _read_directly(self._t)  # the read method depends on the protocol's kind
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        # The leanest frame that keeps the contract: our close() and abort() set the
+        # transport's _closing too, and its write() rejects what is not bytes-like with
+        # the test check_bytes makes (isinstance of bytes, bytearray, memoryview), before
+        # doing anything: only the text is replaced.
+        t: Any = self._t
+        if t._closing:
+            check_bytes(data)
+            return
+        try:
+            t.write(data)
+        except TypeError:
+            check_bytes(data)
+            raise
+        except RuntimeError:
+            if getattr(t, "_eof", True):
+                raise write_after_eof() from None
+            raise
+
+
+class UVStreamTransport(AsyncioTransport):
+    """The wrapper of uvloop's TCP and Unix transports: the same ``write``, with the
+    transport's ``_closing`` read instead of a call to ``is_closing()``, which only
+    returns it (uvloop 0.23, ``handles/basetransport.pyx``: a ``readonly bint``). Our
+    close() and abort() set it too, so ``self._closing`` needs no look."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        t: Any = self._t
+        if type(data) is not bytes:
+            data = self._other(data)
+        if t._closing:
+            return
+        try:
+            t.write(data)
+        except RuntimeError:
+            if getattr(t, "_eof", True):
+                raise write_after_eof() from None
+            raise
+
+
+def _read_directly(t: Any) -> None:
+    """Make the loop's reader of ``t`` (a standard selector socket transport) call the
+    read method for its protocol (``_read_ready__data_received``, or
+    ``_read_ready__get_buffer`` for a ``BufferedProtocol``) itself, one Python call a
+    read fewer than native asyncio code makes.
+
+    asyncio registers ``_read_ready``, which only calls ``self._read_ready_cb()``, so
+    that ``set_protocol`` can switch the read method of a transport that is reading
+    (CPython 3.11 to 3.13). The reader's ``Handle`` is kept, with its context; only its
+    callback changes. Anything that could switch the method again goes through our
+    wrapper, which calls this again: ``set_protocol`` (start_tls does), and
+    ``resume_reading`` (asyncio's registers ``_read_ready`` anew). A no-op when ``t``
+    is not reading or its reader is not one of its own methods.
+    """
+    loop = t._loop
+    if loop is None:
+        return  # connection_lost has run
+    try:
+        reader = loop._selector.get_key(t._sock_fd).data[0]
+    except (KeyError, RuntimeError, ValueError):  # not registered; selector closed
+        return
+    read = getattr(t, "_read_ready_cb", None)
+    if (
+        read is not None
+        and reader is not None
+        and getattr(reader._callback, "__self__", None) is t
+    ):
+        reader._callback = read
 
 
 class AsyncioDatagramTransport(_Wrapper[asyncio.DatagramTransport], polyloop.DatagramTransport):
@@ -238,7 +349,7 @@ class Bridge(asyncio.BaseProtocol):
     def connection_made(self, transport: Any) -> None:
         protocol = self.factory()
         if self.remote is _STREAM:
-            self.transport = self.session.transport_class(transport, self.session)
+            self.transport = self.session._wrap_stream(transport)
         else:
             self.transport = AsyncioDatagramTransport(transport, self.session, self.remote)
         self.session._keep_native(transport)
@@ -252,8 +363,8 @@ class Bridge(asyncio.BaseProtocol):
                 self.failed.append(exc)
             self.transport.abort()
             return
-        if isinstance(self.transport, AsyncioTransport) and self.transport._paused:
-            self.session.loop.call_soon(self.transport._apply_pause)
+        if isinstance(self.transport, AsyncioTransport):
+            self.transport._made()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         pass  # only reached if connection_made never ran
