@@ -96,6 +96,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-charts", action="store_true")
     p.add_argument(
+        "--malloc",
+        choices=("fixed", "default"),
+        default="fixed",
+        help="glibc malloc thresholds of every server: fixed (harness.FIXED_MALLOC, the"
+        " default) or the process's default, which moves with its allocation history",
+    )
+    p.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -307,6 +314,7 @@ def run_scale(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    harness.SERVER_ENV = dict(harness.FIXED_MALLOC) if args.malloc == "fixed" else {}
     if args.compare:
         before, after = (json.loads(path.read_text()) for path in args.compare)
         print(report.compare(before, after, *(str(path) for path in args.compare)))

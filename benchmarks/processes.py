@@ -33,6 +33,8 @@ import sys
 import time
 from typing import Any
 
+from . import harness
+
 __all__ = ["main", "markdown", "run"]
 
 CHUNK = 1024 * 1024
@@ -258,7 +260,7 @@ def _measure(kind: str, spec: str, mb: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.processes", "--one", kind, "--backend", spec,
          "--mb", str(mb)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env={**os.environ, **harness.SERVER_ENV},
     )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"{kind} on {spec} failed:\n{out.stderr}")
