@@ -41,8 +41,8 @@ log = logging.getLogger("polyloop")
 DEFAULT_LIMIT = 256 * 1024
 
 #: What one read of a ``BufferedStreamProtocol`` may bring (asyncio's ``max_size``), and
-#: what it brings while the reader asks for no more (``receive()``'s default).
-READ_BUFFER, SMALL_READ = 256 * 1024, 64 * 1024
+#: what it brings while the reader asks for no more (see ``BufferedStreamProtocol``).
+READ_BUFFER, SMALL_READ = 256 * 1024, 128 * 1024
 
 _current_asyncio_task: Callable[[Any], Any] = asyncio.current_task
 if isinstance(_current_asyncio_task, types.FunctionType):  # 3.11's, in Python: its dict
@@ -210,11 +210,11 @@ class BufferedStreamProtocol(StreamProtocol, asyncio.BufferedProtocol):  # type:
     51k or 20k requests/s by that alone. ``recv_into`` one read buffer per loop (the
     transport calls ``get_buffer``, ``recv_into``, ``buffer_updated`` in one go) and an
     exact-size copy out allocate nothing large. uvloop reads into its own loop buffer and
-    copies out in C: its ``data_received`` stays. A read brings no more than the waiting
-    ``receive`` asks for (64 KiB by default, 256 KiB at most; trio's ``receive_some`` too):
-    one 256 KiB read handed out 64 KiB at a time costs an ``mmap``'d copy (64 page faults)
-    and the cuts; four 64 KiB reads a heap-sized copy each. At 256 KiB messages (sizes
-    section): 181 -> 149 us CPU, 56 -> 4 page faults a request.
+    copies out in C: its ``data_received`` stays. A read brings at most 128 KiB while the
+    waiting ``receive`` asks for no more, else 256 KiB. One 256 KiB read handed out 64 KiB
+    at a time cost an ``mmap``'d copy (64 page faults a request) and the cuts; 64 KiB
+    reads took a 70,000-byte message in two loop turns (0.91-0.96x asyncio's streams,
+    1.06-1.07x with 128 KiB, docs/benchmarks.md "Round 3").
     """
 
     def __init__(self, *args: Any) -> None:
