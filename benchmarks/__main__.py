@@ -179,6 +179,8 @@ def plan_size(args: argparse.Namespace) -> int:
         if "sizes" in args.sections:
             total += len(harness.echo_servers(spec)) * len(args.mid_size_list) * args.rounds
         total += sum(2 * args.rounds for s in ("resp", "http") if s in args.sections)
+        if "http" in args.sections and harness.family(spec) not in (None, "asyncio"):
+            total += args.rounds  # the http-h11 server beside the framework's own (run_app)
         if "scale" in args.sections:
             total += 3 * args.scale_rounds
         if "processes" in args.sections and spec.split(":")[0] in processes.NATIVE:
