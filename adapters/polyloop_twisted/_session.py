@@ -155,7 +155,8 @@ class TwistedSession(Session):
         self._iteration = self._wrote_in = 0
         self._wrote_by = 0
         self._dispatching = False
-        if owned and self._loop is None:
+        self._batches = owned and self._loop is None
+        if self._batches:
             self._count_iterations()
 
     def _run_logged(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
@@ -444,6 +445,8 @@ class TwistedSession(Session):
         self, sock: socket.socket, factory: Callable[[], polyloop.Protocol]
     ) -> polyloop.Transport:
         if not self._twisted_transports:
+            if not self._batches:  # nothing would be held: no batching() call a write
+                return super().adopt_stream(sock, factory)
             return SendAfterReads(self, sock, factory)
         failed: list[BaseException] = []
         try:
